@@ -1,0 +1,457 @@
+//! Data sets: where rows come from (MNIST IDX files, a generic Parquet layout), and the transforms
+//! every stage applies the same way (limit, class filters, a held-out validation slice, jitter).
+
+pub mod idx;
+pub mod parquet;
+
+use crate::rng::Rng;
+use crate::{CoreError, Result};
+use ndarray::{Array2, ArrayViewMut2, Axis};
+use std::path::{Path, PathBuf};
+
+/// Which part of a data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl std::str::FromStr for Split {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(Split::Train),
+            "test" => Ok(Split::Test),
+            other => Err(CoreError::invalid(format!(
+                "unknown split '{other}': use train or test"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        })
+    }
+}
+
+/// Where a data set's rows come from, parsed from a `--data` argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// A folder holding the four MNIST IDX files (gzipped or not).
+    Mnist(PathBuf),
+    /// A folder holding `train.parquet` and `test.parquet`, or one Parquet file used for any split.
+    Parquet(PathBuf),
+}
+
+const MNIST_FILES: [(&str, &str); 2] = [
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+];
+
+impl DataSource {
+    /// Recognises a data argument: a folder of MNIST IDX files, a folder of Parquet splits, or a
+    /// Parquet file.
+    pub fn parse(arg: &str) -> Result<Self> {
+        let path = PathBuf::from(arg);
+        if path.is_dir() {
+            let (images, _) = MNIST_FILES[0];
+            if find_file(&path, images).is_some() {
+                return Ok(DataSource::Mnist(path));
+            }
+            if path.join("train.parquet").is_file() || path.join("test.parquet").is_file() {
+                return Ok(DataSource::Parquet(path));
+            }
+            return Err(CoreError::invalid(format!(
+                "{arg}: this folder holds neither the MNIST IDX files ({images}[.gz], …) nor \
+                 train.parquet/test.parquet"
+            )));
+        }
+        if path.is_file() {
+            return Ok(DataSource::Parquet(path));
+        }
+        Err(CoreError::invalid(format!(
+            "{arg}: no such data set; give a folder of MNIST IDX files (e.g. data/mnist), a folder \
+             with train.parquet/test.parquet, or a Parquet file"
+        )))
+    }
+
+    /// A short description recorded in outputs' metadata.
+    pub fn describe(&self) -> String {
+        match self {
+            DataSource::Mnist(p) | DataSource::Parquet(p) => p.display().to_string(),
+        }
+    }
+
+    /// Loads a whole split.
+    pub fn load(&self, split: Split) -> Result<Dataset> {
+        match self {
+            DataSource::Mnist(dir) => load_mnist(dir, split),
+            DataSource::Parquet(path) => {
+                let file = if path.is_dir() {
+                    path.join(format!("{split}.parquet"))
+                } else {
+                    path.clone()
+                };
+                let mut ds = parquet::read_dataset(&file)?;
+                ds.name = format!("{}:{split}", self.describe());
+                Ok(ds)
+            }
+        }
+    }
+}
+
+fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+/// Rows of features in `[0, 1]` with their labels and their row numbers in the source split.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// A name such as `data/mnist:train`.
+    pub name: String,
+    /// `[N, D]` features.
+    pub features: Array2<f32>,
+    /// One label per row, when the data set has labels.
+    pub labels: Option<Vec<u32>>,
+    /// Each row's position in the source split (the soft-target store joins on it).
+    pub index: Vec<u64>,
+    /// Number of classes of the data set (labels are below it).
+    pub classes: usize,
+    /// `(height, width)` when each row is a one-channel image.
+    pub image: Option<(usize, usize)>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.features.nrows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn width(&self) -> usize {
+        self.features.ncols()
+    }
+
+    /// The labels, or an error saying that this use needs them.
+    pub fn require_labels(&self, what: &str) -> Result<&[u32]> {
+        self.labels.as_deref().ok_or_else(|| {
+            CoreError::invalid(format!(
+                "{}: {what} needs labels, and this data set has none",
+                self.name
+            ))
+        })
+    }
+
+    /// The rows at `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Dataset {
+        Dataset {
+            name: self.name.clone(),
+            features: self.features.select(Axis(0), rows),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| rows.iter().map(|&r| l[r]).collect()),
+            index: rows.iter().map(|&r| self.index[r]).collect(),
+            classes: self.classes,
+            image: self.image,
+        }
+    }
+
+    /// The first `n` rows (all of them when there are fewer).
+    pub fn limit(self, n: usize) -> Dataset {
+        if n >= self.len() {
+            return self;
+        }
+        let rows: Vec<usize> = (0..n).collect();
+        self.select(&rows)
+    }
+
+    /// Splits off a held-out validation slice of `n` rows chosen by a fixed permutation, so the
+    /// same rows are held out in every run and by every stage. Returns `(rest, validation)`.
+    pub fn split_validation(&self, n: usize) -> Result<(Dataset, Dataset)> {
+        if n >= self.len() {
+            return Err(CoreError::invalid(format!(
+                "{}: a validation slice of {n} rows leaves nothing to train on ({} rows)",
+                self.name,
+                self.len()
+            )));
+        }
+        let perm = Rng::new(0x5EED_0F_0A11D).permutation(self.len());
+        let mut val: Vec<usize> = perm[..n].to_vec();
+        let mut rest: Vec<usize> = perm[n..].to_vec();
+        val.sort_unstable();
+        rest.sort_unstable();
+        Ok((self.select(&rest), self.select(&val)))
+    }
+
+    /// Keeps the rows whose label passes `filter`.
+    pub fn filter_classes(&self, filter: &ClassFilter) -> Result<Dataset> {
+        if filter.is_empty() {
+            return Ok(self.clone());
+        }
+        filter.check(self.classes)?;
+        let labels = self.require_labels("a class filter")?;
+        let rows: Vec<usize> = (0..self.len())
+            .filter(|&r| filter.keeps(labels[r]))
+            .collect();
+        if rows.is_empty() {
+            return Err(CoreError::invalid(format!(
+                "{}: no rows are left after the class filter ({filter})",
+                self.name
+            )));
+        }
+        Ok(self.select(&rows))
+    }
+
+    /// Checks that every value is finite.
+    pub fn check_finite(&self) -> Result<()> {
+        if let Some((i, _)) = self.features.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(CoreError::invalid(format!(
+                "{}: row {} column {} is not a finite number",
+                self.name, i.0, i.1
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which classes a transfer set keeps: `only` these (when given), minus `exclude`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClassFilter {
+    pub only: Option<Vec<u32>>,
+    pub exclude: Vec<u32>,
+}
+
+impl ClassFilter {
+    pub fn is_empty(&self) -> bool {
+        self.only.is_none() && self.exclude.is_empty()
+    }
+
+    pub fn keeps(&self, label: u32) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&label)) && !self.exclude.contains(&label)
+    }
+
+    /// Every named class must exist in a data set of `classes` classes.
+    pub fn check(&self, classes: usize) -> Result<()> {
+        let named = self.only.iter().flatten().chain(self.exclude.iter());
+        for &c in named {
+            if c as usize >= classes {
+                return Err(CoreError::invalid(format!(
+                    "class {c} does not exist: this data set has classes 0 to {}",
+                    classes.saturating_sub(1)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for ClassFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[u32]| {
+            v.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut parts = vec![];
+        if let Some(o) = &self.only {
+            parts.push(format!("only {}", list(o)));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("excluding {}", list(&self.exclude)));
+        }
+        if parts.is_empty() {
+            parts.push("all classes".into());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Parses a comma-separated class list such as `7,8`.
+pub fn parse_class_list(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.trim().parse::<u32>().map_err(|_| {
+                CoreError::invalid(format!(
+                    "'{p}' in class list '{s}' is not a class number; write e.g. 3 or 7,8"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
+    let (images_stem, labels_stem) = match split {
+        Split::Train => MNIST_FILES[0],
+        Split::Test => MNIST_FILES[1],
+    };
+    let missing = |stem: &str| {
+        CoreError::invalid(format!(
+            "{}: missing {stem}.gz (the MNIST {split} split)",
+            dir.display()
+        ))
+    };
+    let images_path = find_file(dir, images_stem).ok_or_else(|| missing(images_stem))?;
+    let labels_path = find_file(dir, labels_stem).ok_or_else(|| missing(labels_stem))?;
+    verify_checksum(&images_path)?;
+    verify_checksum(&labels_path)?;
+    let images = idx::parse_u8(&images_path, &idx::read_maybe_gz(&images_path)?, 3)?;
+    let labels = idx::parse_u8(&labels_path, &idx::read_maybe_gz(&labels_path)?, 1)?;
+    let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
+    if labels.dims[0] != n {
+        return Err(CoreError::format(
+            &labels_path,
+            format!(
+                "{n} images in {} but {} labels here; the two files must come from the same split",
+                images_path.display(),
+                labels.dims[0]
+            ),
+        ));
+    }
+    if let Some(bad) = labels.data.iter().position(|&l| l > 9) {
+        return Err(CoreError::format(
+            &labels_path,
+            format!("label {} at row {bad} is not a digit 0-9", labels.data[bad]),
+        ));
+    }
+    let features = Array2::from_shape_vec(
+        (n, h * w),
+        images.data.iter().map(|&b| b as f32 / 255.0).collect(),
+    )
+    .map_err(|e| CoreError::format(&images_path, e.to_string()))?;
+    Ok(Dataset {
+        name: format!("{}:{split}", dir.display()),
+        features,
+        labels: Some(labels.data.iter().map(|&l| l as u32).collect()),
+        index: (0..n as u64).collect(),
+        classes: 10,
+        image: Some((h, w)),
+    })
+}
+
+/// Checks a file against the `SHA256SUMS` beside it, when that lists the file.
+pub fn verify_checksum(path: &Path) -> Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let sums = dir.join("SHA256SUMS");
+    let Ok(text) = std::fs::read_to_string(&sums) else {
+        return Ok(());
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(expected), Some(file)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if Some(file.trim_start_matches('*').to_string()) == name {
+            let found = crate::sha256_file(path)?;
+            if found != expected {
+                return Err(CoreError::Checksum {
+                    path: path.to_path_buf(),
+                    expected: expected.to_string(),
+                    found,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Translates each image row of `x` by a random whole-pixel offset of up to `max_shift` pixels in
+/// each direction, filling uncovered pixels with zero ("jitter").
+pub fn jitter(x: &mut ArrayViewMut2<f32>, shape: (usize, usize), max_shift: usize, rng: &mut Rng) {
+    let (h, w) = shape;
+    let span = 2 * max_shift + 1;
+    let mut src = vec![0.0f32; h * w];
+    for mut row in x.rows_mut() {
+        let dy = rng.below(span) as isize - max_shift as isize;
+        let dx = rng.below(span) as isize - max_shift as isize;
+        if dx == 0 && dy == 0 {
+            continue;
+        }
+        for (s, v) in src.iter_mut().zip(row.iter()) {
+            *s = *v;
+        }
+        for r in 0..h as isize {
+            let sr = r - dy;
+            for c in 0..w as isize {
+                let sc = c - dx;
+                let v = if sr >= 0 && sr < h as isize && sc >= 0 && sc < w as isize {
+                    src[(sr as usize) * w + sc as usize]
+                } else {
+                    0.0
+                };
+                row[(r as usize) * w + c as usize] = v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn jitter_moves_a_pixel_within_bounds() {
+        let mut rng = Rng::new(5);
+        for _ in 0..50 {
+            let mut x = Array2::<f32>::zeros((1, 25));
+            x[[0, 12]] = 1.0;
+            jitter(&mut x.view_mut(), (5, 5), 2, &mut rng);
+            let pos = x.iter().position(|&v| v == 1.0).unwrap();
+            assert_eq!(x.sum(), 1.0);
+            let (r, c) = (pos / 5, pos % 5);
+            assert!(r.abs_diff(2) <= 2 && c.abs_diff(2) <= 2);
+        }
+    }
+
+    #[test]
+    fn class_filter_and_validation_are_deterministic() {
+        let ds = Dataset {
+            name: "t".into(),
+            features: Array2::from_shape_fn((20, 2), |(i, j)| (i * 2 + j) as f32),
+            labels: Some((0..20).map(|i| i % 4).collect()),
+            index: (0..20).collect(),
+            classes: 4,
+            image: None,
+        };
+        let f = ClassFilter {
+            only: None,
+            exclude: vec![3],
+        };
+        let kept = ds.filter_classes(&f).unwrap();
+        assert_eq!(kept.len(), 15);
+        assert!(kept.labels.as_ref().unwrap().iter().all(|&l| l != 3));
+        let bad = ClassFilter {
+            only: Some(vec![7]),
+            exclude: vec![],
+        };
+        assert!(
+            ds.filter_classes(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("class 7")
+        );
+        let (a, v) = ds.split_validation(5).unwrap();
+        let (a2, v2) = ds.split_validation(5).unwrap();
+        assert_eq!(v.index, v2.index);
+        assert_eq!(a.index, a2.index);
+        assert_eq!(a.len() + v.len(), 20);
+        assert!(v.index.iter().all(|i| !a.index.contains(i)));
+        let _ = array![1];
+    }
+}

@@ -1,0 +1,284 @@
+//! The generic Parquet data layout: a `features` column (`FixedSizeList<f32>[D]`) and an optional
+//! integer `label` column. Key-value metadata may give `classes` and `image_shape` (`28,28`).
+
+use super::Dataset;
+use crate::{CoreError, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float32Type;
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use ndarray::Array2;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Reads the key-value metadata of a Parquet file.
+pub fn key_values(path: &Path) -> Result<HashMap<String, String>> {
+    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;
+    Ok(kv_map(
+        builder.metadata().file_metadata().key_value_metadata(),
+    ))
+}
+
+pub(crate) fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
+    kv.into_iter()
+        .flatten()
+        .filter_map(|k| k.value.clone().map(|v| (k.key.clone(), v)))
+        .collect()
+}
+
+/// Copies a `FixedSizeList<f32>` (or `FixedSizeList<f64>`) column into `out`, row by row.
+pub(crate) fn fixed_list_f32(
+    path: &Path,
+    name: &str,
+    column: &ArrayRef,
+    width: Option<usize>,
+) -> Result<(usize, Vec<f32>)> {
+    let list = column.as_fixed_size_list_opt().ok_or_else(|| {
+        CoreError::format(
+            path,
+            format!(
+                "column '{name}' has type {}, expected FixedSizeList<Float32>",
+                column.data_type()
+            ),
+        )
+    })?;
+    let w = list.value_length() as usize;
+    if let Some(expected) = width
+        && expected != w
+    {
+        return Err(CoreError::format(
+            path,
+            format!("column '{name}' has {w} values per row, expected {expected}"),
+        ));
+    }
+    if list.null_count() > 0 {
+        return Err(CoreError::format(
+            path,
+            format!("column '{name}' has null rows; every row needs a value"),
+        ));
+    }
+    let values = list.values();
+    let offset = list.offset() * w;
+    let len = list.len() * w;
+    let out: Vec<f32> = match values.data_type() {
+        DataType::Float32 => {
+            values.as_primitive::<Float32Type>().values()[offset..offset + len].to_vec()
+        }
+        DataType::Float64 => values
+            .as_primitive::<arrow_array::types::Float64Type>()
+            .values()[offset..offset + len]
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        other => {
+            return Err(CoreError::format(
+                path,
+                format!("column '{name}' holds {other}, expected Float32 values"),
+            ));
+        }
+    };
+    Ok((w, out))
+}
+
+/// Reads an integer column as `i64`s with their nulls.
+pub(crate) fn int_column(path: &Path, name: &str, column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let casted = arrow_cast_to_i64(column).ok_or_else(|| {
+        CoreError::format(
+            path,
+            format!(
+                "column '{name}' has type {}, expected an integer type",
+                column.data_type()
+            ),
+        )
+    })?;
+    Ok(casted)
+}
+
+fn arrow_cast_to_i64(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
+    use arrow_array::types::*;
+    macro_rules! ints {
+        ($($t:ty),*) => {
+            $(if let Some(a) = column.as_primitive_opt::<$t>() {
+                return Some(a.iter().map(|v| v.map(|x| x as i64)).collect());
+            })*
+        };
+    }
+    ints!(
+        Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type
+    );
+    None
+}
+
+/// Reads a data set in the generic Parquet layout.
+pub fn read_dataset(path: &Path) -> Result<Dataset> {
+    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;
+    let kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
+    let schema = builder.schema().clone();
+    if schema.field_with_name("features").is_err() {
+        return Err(CoreError::format(
+            path,
+            format!(
+                "no 'features' column (found: {}); a data file needs a FixedSizeList<Float32> \
+                 column named 'features' and optionally an integer 'label' column",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let has_label = schema.field_with_name("label").is_ok();
+    let reader = builder.build().map_err(|e| CoreError::parquet(path, e))?;
+    let mut width = None;
+    let mut values = Vec::new();
+    let mut labels: Vec<u32> = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| CoreError::format(path, e.to_string()))?;
+        let features = batch
+            .column_by_name("features")
+            .ok_or_else(|| CoreError::format(path, "missing 'features' column"))?;
+        let (w, v) = fixed_list_f32(path, "features", features, width)?;
+        width = Some(w);
+        values.extend_from_slice(&v);
+        if has_label {
+            let col = batch
+                .column_by_name("label")
+                .ok_or_else(|| CoreError::format(path, "missing 'label' column"))?;
+            for (i, l) in int_column(path, "label", col)?.into_iter().enumerate() {
+                match l {
+                    Some(l) if l >= 0 && l <= u32::MAX as i64 => labels.push(l as u32),
+                    Some(l) => {
+                        return Err(CoreError::format(
+                            path,
+                            format!(
+                                "label {l} at row {} is negative or too large",
+                                labels.len() + i
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(CoreError::format(
+                            path,
+                            format!(
+                                "label at row {} is null; give every row a label or drop the column",
+                                labels.len()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let width = width.unwrap_or(0);
+    let rows = if width == 0 { 0 } else { values.len() / width };
+    if rows == 0 {
+        return Err(CoreError::format(path, "the data file has no rows"));
+    }
+    let features = Array2::from_shape_vec((rows, width), values)
+        .map_err(|e| CoreError::format(path, e.to_string()))?;
+    let max_label = labels
+        .iter()
+        .copied()
+        .max()
+        .map(|m| m as usize + 1)
+        .unwrap_or(0);
+    let classes = match kv.get("classes") {
+        Some(c) => c.parse::<usize>().map_err(|_| {
+            CoreError::format(path, format!("metadata 'classes' = '{c}' is not a number"))
+        })?,
+        None => max_label,
+    };
+    if max_label > classes {
+        return Err(CoreError::format(
+            path,
+            format!(
+                "label {} is not below the metadata's class count {classes}",
+                max_label - 1
+            ),
+        ));
+    }
+    let image = match kv.get("image_shape") {
+        Some(s) => Some(parse_shape(path, s, width)?),
+        None => None,
+    };
+    let ds = Dataset {
+        name: path.display().to_string(),
+        features,
+        labels: has_label.then_some(labels),
+        index: (0..rows as u64).collect(),
+        classes,
+        image,
+    };
+    ds.check_finite()?;
+    Ok(ds)
+}
+
+fn parse_shape(path: &Path, s: &str, width: usize) -> Result<(usize, usize)> {
+    let parts: Vec<usize> = s
+        .split([',', 'x'])
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| {
+            CoreError::format(path, format!("metadata 'image_shape' = '{s}' is not H,W"))
+        })?;
+    match parts.as_slice() {
+        [h, w] if h * w == width => Ok((*h, *w)),
+        _ => Err(CoreError::format(
+            path,
+            format!("metadata 'image_shape' = '{s}' does not match {width} features per row"),
+        )),
+    }
+}
+
+/// Writes a data set in the generic layout (atomically).
+pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
+    let width = ds.width() as i32;
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let mut fields = vec![Field::new(
+        "features",
+        DataType::FixedSizeList(item.clone(), width),
+        false,
+    )];
+    let values = Float32Array::from(ds.features.iter().copied().collect::<Vec<_>>());
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(
+        FixedSizeListArray::try_new(item, width, Arc::new(values), None)
+            .map_err(|e| CoreError::format(path, e.to_string()))?,
+    )];
+    if let Some(labels) = &ds.labels {
+        fields.push(Field::new("label", DataType::Int32, false));
+        columns.push(Arc::new(Int32Array::from(
+            labels.iter().map(|&l| l as i32).collect::<Vec<_>>(),
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| CoreError::format(path, e.to_string()))?;
+    let mut kv = vec![KeyValue::new("classes".into(), ds.classes.to_string())];
+    if let Some((h, w)) = ds.image {
+        kv.push(KeyValue::new("image_shape".into(), format!("{h},{w}")));
+    }
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(kv))
+        .build();
+    let out = crate::atomic::AtomicFile::create(path)?;
+    let mut writer = ArrowWriter::try_new(out.try_clone()?, schema, Some(props))
+        .map_err(|e| CoreError::parquet(path, e))?;
+    writer
+        .write(&batch)
+        .map_err(|e| CoreError::parquet(path, e))?;
+    writer.close().map_err(|e| CoreError::parquet(path, e))?;
+    out.commit()
+}

@@ -1,0 +1,203 @@
+//! Tempered softmax and the ensemble's soft targets (PAPER.md §1–2), computed stably: the row
+//! maximum is subtracted first and logs are taken in log space.
+
+use crate::{CoreError, Result};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
+
+/// Floor applied to probabilities before taking their log (teachers that emit probabilities).
+pub const PROB_FLOOR: f32 = 1e-12;
+
+/// `softmax(z / t)` of one row, written into `out`.
+pub fn softmax_row(z: ArrayView1<f32>, t: f32, mut out: ArrayViewMut1<f32>) {
+    let inv_t = 1.0 / t;
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for (o, &v) in out.iter_mut().zip(z.iter()) {
+        let e = ((v - max) * inv_t).exp();
+        *o = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    out.mapv_inplace(|v| v * inv);
+}
+
+/// `log softmax(z / t)` of one row, written into `out`.
+pub fn log_softmax_row(z: ArrayView1<f32>, t: f32, mut out: ArrayViewMut1<f32>) {
+    let inv_t = 1.0 / t;
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum: f32 = z.iter().map(|&v| ((v - max) * inv_t).exp()).sum();
+    let log_sum = sum.ln();
+    for (o, &v) in out.iter_mut().zip(z.iter()) {
+        *o = (v - max) * inv_t - log_sum;
+    }
+}
+
+/// Row-wise `softmax(z / t)`.
+pub fn softmax(z: ArrayView2<f32>, t: f32) -> Array2<f32> {
+    let mut out = Array2::zeros(z.raw_dim());
+    Zip::from(z.rows())
+        .and(out.rows_mut())
+        .par_for_each(|zr, o| softmax_row(zr, t, o));
+    out
+}
+
+/// Row-wise `log softmax(z / t)`.
+pub fn log_softmax(z: ArrayView2<f32>, t: f32) -> Array2<f32> {
+    let mut out = Array2::zeros(z.raw_dim());
+    Zip::from(z.rows())
+        .and(out.rows_mut())
+        .par_for_each(|zr, o| log_softmax_row(zr, t, o));
+    out
+}
+
+/// Logits that stand for a teacher's probabilities: `ln(max(p, 1e-12))`, so that
+/// `softmax(logits / T)` is `p^(1/T)` renormalised.
+pub fn probabilities_to_logits(p: ArrayView2<f32>) -> Array2<f32> {
+    p.mapv(|v| v.max(PROB_FLOOR).ln())
+}
+
+/// How the members of an ensemble are combined into one soft target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// Mean of the members' tempered distributions (the default).
+    Arithmetic,
+    /// Tempered softmax of the members' mean logits.
+    Geometric,
+}
+
+impl std::str::FromStr for Combine {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "arithmetic" => Ok(Combine::Arithmetic),
+            "geometric" => Ok(Combine::Geometric),
+            other => Err(CoreError::invalid(format!(
+                "unknown ensemble combination '{other}': use arithmetic or geometric"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Combine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Combine::Arithmetic => "arithmetic",
+            Combine::Geometric => "geometric",
+        })
+    }
+}
+
+/// The ensemble's soft target at temperature `t` from each member's logits (all `[N, C]`).
+pub fn ensemble_probs(
+    members: &[ArrayView2<f32>],
+    t: f32,
+    combine: Combine,
+) -> Result<Array2<f32>> {
+    let first = members
+        .first()
+        .ok_or_else(|| CoreError::invalid("an ensemble needs at least one teacher"))?;
+    if let Some(bad) = members.iter().find(|m| m.dim() != first.dim()) {
+        return Err(CoreError::invalid(format!(
+            "ensemble members disagree in shape: {:?} and {:?}",
+            first.dim(),
+            bad.dim()
+        )));
+    }
+    let m = members.len() as f32;
+    match combine {
+        Combine::Arithmetic => {
+            let mut acc = Array2::<f32>::zeros(first.raw_dim());
+            for member in members {
+                acc += &softmax(*member, t);
+            }
+            acc.mapv_inplace(|v| v / m);
+            Ok(acc)
+        }
+        Combine::Geometric => {
+            let mut mean = Array2::<f32>::zeros(first.raw_dim());
+            for member in members {
+                mean += member;
+            }
+            mean.mapv_inplace(|v| v / m);
+            Ok(softmax(mean.view(), t))
+        }
+    }
+}
+
+/// Index of the largest value in each row.
+pub fn argmax_rows(x: ArrayView2<f32>) -> Vec<usize> {
+    x.axis_iter(Axis(0))
+        .map(|row| {
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    // Reference values from NumPy:
+    //   z = np.array([1., 2., 3.]); e = np.exp(z / 2); e / e.sum()
+    //   -> [0.18632372, 0.30719589, 0.50648039]
+    #[test]
+    fn tempered_softmax_matches_numpy() {
+        let z = array![[1.0f32, 2.0, 3.0]];
+        let p = softmax(z.view(), 2.0);
+        let expected = [0.186_323_72, 0.307_195_89, 0.506_480_39];
+        for (a, b) in p.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let lp = log_softmax(z.view(), 2.0);
+        for (a, b) in lp.iter().zip(expected) {
+            assert!((a - b.ln()).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn softmax_is_stable_for_huge_logits() {
+        let z = array![[1000.0f32, 1001.0, -1000.0]];
+        let p = softmax(z.view(), 1.0);
+        assert!(p.iter().all(|v| v.is_finite()));
+        assert!((p.sum() - 1.0).abs() < 1e-6);
+        let lp = log_softmax(z.view(), 1.0);
+        assert!(lp.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn probabilities_as_logits_give_powered_distribution() {
+        let p = array![[0.7f32, 0.2, 0.1]];
+        let t = 3.0;
+        let q = softmax(probabilities_to_logits(p.view()).view(), t);
+        let pow: Vec<f32> = p.iter().map(|v| v.powf(1.0 / t)).collect();
+        let s: f32 = pow.iter().sum();
+        for (a, b) in q.iter().zip(pow.iter()) {
+            assert!((a - b / s).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn arithmetic_and_geometric_means() {
+        let a = array![[2.0f32, 0.0]];
+        let b = array![[0.0f32, 2.0]];
+        let ar = ensemble_probs(&[a.view(), b.view()], 1.0, Combine::Arithmetic).unwrap();
+        assert!((ar[[0, 0]] - 0.5).abs() < 1e-6);
+        let a = array![[2.0f32, 0.0]];
+        let b = array![[1.0f32, 0.0]];
+        let ge = ensemble_probs(&[a.view(), b.view()], 1.0, Combine::Geometric).unwrap();
+        let expected = 1.0 / (1.0 + (-1.5f32).exp());
+        assert!((ge[[0, 0]] - expected).abs() < 1e-6);
+        let ar = ensemble_probs(&[a.view(), b.view()], 1.0, Combine::Arithmetic).unwrap();
+        let e1 = 1.0 / (1.0 + (-2.0f32).exp());
+        let e2 = 1.0 / (1.0 + (-1.0f32).exp());
+        assert!((ar[[0, 0]] - (e1 + e2) / 2.0).abs() < 1e-6);
+    }
+}

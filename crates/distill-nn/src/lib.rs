@@ -1,0 +1,28 @@
+//! The MLP engine: layers, the distillation loss, optimisers and ONNX export/import, on ndarray
+//! and rayon. Small and exact: seeded runs are bit-for-bit reproducible.
+
+pub mod dropout;
+pub mod gemm;
+pub mod linear;
+pub mod loss;
+pub mod mlp;
+pub mod onnx;
+mod onnx_proto;
+pub mod optim;
+
+pub use loss::{DistillLoss, LossParts};
+pub use mlp::{Mlp, MlpConfig, Workspace};
+pub use optim::{Optimizer, OptimizerConfig, Schedule};
+
+/// Errors of the engine: shapes that do not fit, and ONNX files it cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    #[error("{0}")]
+    Shape(String),
+    #[error("{path}: {message}")]
+    Onnx { path: String, message: String },
+    #[error(transparent)]
+    Core(#[from] distill_core::CoreError),
+}
+
+pub type Result<T, E = NnError> = std::result::Result<T, E>;

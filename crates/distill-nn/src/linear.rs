@@ -1,0 +1,93 @@
+//! A fully connected layer `y = x · W + b`, with `W` stored `[in, out]` so each column holds one
+//! unit's incoming weights (the vector a max-norm constraint bounds).
+
+use crate::gemm::sgemm;
+use distill_core::rng::Rng;
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    /// `[in, out]`.
+    pub w: Array2<f32>,
+    /// `[out]`.
+    pub b: Array1<f32>,
+}
+
+impl Linear {
+    /// He-normal weights (`N(0, 2 / in)`), zero biases.
+    pub fn new(inputs: usize, outputs: usize, rng: &mut Rng) -> Self {
+        let std = (2.0 / inputs as f32).sqrt();
+        Linear {
+            w: Array2::from_shape_simple_fn((inputs, outputs), || rng.normal() * std),
+            b: Array1::zeros(outputs),
+        }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.w.nrows()
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.w.ncols()
+    }
+
+    /// `out = x · W + b`.
+    pub fn forward_into(&self, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
+        out.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .for_each(|mut row| row.assign(&self.b));
+        sgemm(1.0, x, self.w.view(), 1.0, &mut out);
+    }
+
+    /// Column sums of `dz` (the bias gradient), summed in a fixed order.
+    pub fn bias_grad(dz: ArrayView2<f32>) -> Array1<f32> {
+        dz.sum_axis(Axis(0))
+    }
+
+    /// Rescales every unit whose incoming weight vector is longer than `max_norm` back onto the
+    /// ball of that radius.
+    pub fn apply_max_norm(&mut self, max_norm: f32) {
+        let norms = column_norms(self.w.view());
+        let scale: Vec<f32> = norms
+            .iter()
+            .map(|&n| if n > max_norm { max_norm / n } else { 1.0 })
+            .collect();
+        if scale.iter().all(|&s| s == 1.0) {
+            return;
+        }
+        self.w
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .for_each(|mut row| {
+                for (v, s) in row.iter_mut().zip(&scale) {
+                    *v *= s;
+                }
+            });
+    }
+}
+
+/// Euclidean norm of each column, accumulated over fixed row chunks in a fixed order.
+pub fn column_norms(w: ArrayView2<f32>) -> Vec<f32> {
+    let cols = w.ncols();
+    let partial: Vec<Vec<f32>> = w
+        .axis_chunks_iter(Axis(0), 64)
+        .into_par_iter()
+        .map(|chunk| {
+            let mut acc = vec![0.0f32; cols];
+            for row in chunk.rows() {
+                for (a, v) in acc.iter_mut().zip(row.iter()) {
+                    *a += v * v;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f32; cols];
+    for p in partial {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total.into_iter().map(f32::sqrt).collect()
+}

@@ -1,0 +1,238 @@
+//! The distillation loss of PAPER.md §3, averaged over the batch:
+//!
+//! `L = alpha * T² * CE(p(T), softmax(s / T)) + (1 - alpha) * CE(onehot(y), softmax(s))`
+//!
+//! Its gradient with respect to a student logit is
+//! `alpha * T * (q_i - p_i) + (1 - alpha) * (softmax(s)_i - y_i)`, divided by the batch size.
+
+use crate::{NnError, Result};
+use distill_core::math::{log_softmax_row, softmax_row};
+use ndarray::{Array1, ArrayView2, ArrayViewMut2, Axis, Zip};
+
+/// Weights of the two terms.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DistillLoss {
+    /// `T`, used in the student's softmax for the soft term.
+    pub temperature: f32,
+    /// Weight of the soft term; `1 - alpha` weighs the hard term.
+    pub alpha: f32,
+}
+
+impl DistillLoss {
+    /// Plain cross-entropy on hard labels.
+    pub fn hard() -> Self {
+        DistillLoss {
+            temperature: 1.0,
+            alpha: 0.0,
+        }
+    }
+}
+
+/// The loss of one batch, by term (each already weighted as in the total).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossParts {
+    pub soft: f64,
+    pub hard: f64,
+}
+
+impl LossParts {
+    pub fn total(&self) -> f64 {
+        self.soft + self.hard
+    }
+}
+
+impl DistillLoss {
+    /// Loss of `logits` against soft targets `soft` (`[N, C]` probabilities at this loss's
+    /// temperature) and `labels`, with its gradient written into `grad`.
+    pub fn loss_and_grad(
+        &self,
+        logits: ArrayView2<f32>,
+        soft: Option<ArrayView2<f32>>,
+        labels: Option<&[u32]>,
+        mut grad: ArrayViewMut2<f32>,
+    ) -> Result<LossParts> {
+        let (n, c) = logits.dim();
+        let alpha = self.alpha;
+        let t = self.temperature;
+        if alpha > 0.0 && soft.is_none() {
+            return Err(NnError::Shape(
+                "a soft-target weight above 0 needs soft targets".into(),
+            ));
+        }
+        if alpha < 1.0 && labels.is_none() {
+            return Err(NnError::Shape(
+                "a hard-label weight above 0 (alpha < 1) needs labels; use alpha 1 for unlabeled data"
+                    .into(),
+            ));
+        }
+        if let Some(s) = soft
+            && s.dim() != (n, c)
+        {
+            return Err(NnError::Shape(format!(
+                "soft targets of shape {:?} for logits of shape {:?}",
+                s.dim(),
+                (n, c)
+            )));
+        }
+        if let Some(l) = labels {
+            if l.len() != n {
+                return Err(NnError::Shape(format!("{} labels for {n} rows", l.len())));
+            }
+            if let Some(bad) = l.iter().find(|&&y| y as usize >= c) {
+                return Err(NnError::Shape(format!(
+                    "label {bad} is not below the class count {c}"
+                )));
+            }
+        }
+        let inv_n = 1.0 / n as f32;
+        let mut soft_loss = Array1::<f64>::zeros(n);
+        let mut hard_loss = Array1::<f64>::zeros(n);
+        let soft_view = soft.unwrap_or(logits);
+        Zip::indexed(logits.rows())
+            .and(soft_view.rows())
+            .and(grad.rows_mut())
+            .and(&mut soft_loss)
+            .and(&mut hard_loss)
+            .par_for_each(|r, s, p, mut g, sl, hl| {
+                g.fill(0.0);
+                let mut buf = vec![0.0f32; c];
+                if alpha > 0.0 {
+                    let mut lq = Array1::<f32>::zeros(c);
+                    log_softmax_row(s, t, lq.view_mut());
+                    let mut ce = 0.0f64;
+                    for i in 0..c {
+                        if p[i] > 0.0 {
+                            ce -= p[i] as f64 * lq[i] as f64;
+                        }
+                        buf[i] = lq[i].exp();
+                        g[i] += alpha * t * (buf[i] - p[i]) * inv_n;
+                    }
+                    *sl = (alpha * t * t) as f64 * ce;
+                }
+                if alpha < 1.0 {
+                    let y = labels.map_or(0, |l| l[r] as usize);
+                    let mut q = Array1::<f32>::zeros(c);
+                    softmax_row(s, 1.0, q.view_mut());
+                    let mut lq = Array1::<f32>::zeros(c);
+                    log_softmax_row(s, 1.0, lq.view_mut());
+                    *hl = -((1.0 - alpha) as f64) * lq[y] as f64;
+                    for i in 0..c {
+                        let onehot = if i == y { 1.0 } else { 0.0 };
+                        g[i] += (1.0 - alpha) * (q[i] - onehot) * inv_n;
+                    }
+                }
+            });
+        Ok(LossParts {
+            soft: soft_loss.iter().sum::<f64>() / n as f64,
+            hard: hard_loss.iter().sum::<f64>() / n as f64,
+        })
+    }
+}
+
+/// Mean cross-entropy of logits against labels (no gradient).
+pub fn cross_entropy(logits: ArrayView2<f32>, labels: &[u32]) -> f64 {
+    let c = logits.ncols();
+    let mut lq = Array1::<f32>::zeros(c);
+    let mut total = 0.0f64;
+    for (row, &y) in logits.axis_iter(Axis(0)).zip(labels) {
+        log_softmax_row(row, 1.0, lq.view_mut());
+        total -= lq[y as usize] as f64;
+    }
+    total / labels.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distill_core::math::softmax;
+    use distill_core::rng::Rng;
+    use ndarray::Array2;
+
+    fn loss_value(l: &DistillLoss, s: &Array2<f32>, p: &Array2<f32>, y: &[u32]) -> f64 {
+        let mut g = Array2::zeros(s.raw_dim());
+        l.loss_and_grad(s.view(), Some(p.view()), Some(y), g.view_mut())
+            .unwrap()
+            .total()
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let mut rng = Rng::new(11);
+        let (n, c) = (4, 6);
+        let s = Array2::from_shape_simple_fn((n, c), || rng.normal() * 2.0);
+        let teacher = Array2::from_shape_simple_fn((n, c), || rng.normal() * 3.0);
+        let y: Vec<u32> = (0..n).map(|_| rng.below(c) as u32).collect();
+        for (t, alpha) in [(1.0, 0.0), (2.0, 0.5), (20.0, 1.0), (4.0, 0.9)] {
+            let l = DistillLoss {
+                temperature: t,
+                alpha,
+            };
+            let p = softmax(teacher.view(), t);
+            let mut g = Array2::zeros((n, c));
+            l.loss_and_grad(s.view(), Some(p.view()), Some(&y), g.view_mut())
+                .unwrap();
+            let s64 = s.mapv(|v| v as f64);
+            for i in 0..n {
+                for j in 0..c {
+                    let h = 1e-2f32;
+                    let mut plus = s64.mapv(|v| v as f32);
+                    plus[[i, j]] += h;
+                    let mut minus = s64.mapv(|v| v as f32);
+                    minus[[i, j]] -= h;
+                    let fd = (loss_value(&l, &plus, &p, &y) - loss_value(&l, &minus, &p, &y))
+                        / (2.0 * h as f64);
+                    let a = g[[i, j]] as f64;
+                    assert!(
+                        (a - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                        "T={t} alpha={alpha} [{i},{j}]: analytic {a}, finite difference {fd}"
+                    );
+                }
+            }
+        }
+    }
+
+    // NumPy reference: s=[1,2,3], p=[0.2,0.3,0.5], T=2
+    //   q = softmax(s/2) = [0.18632372, 0.30719589, 0.50648039]
+    //   CE = -(p*log q).sum() = 1.03026967;  T²·CE = 4.12107868
+    #[test]
+    fn soft_term_matches_numpy() {
+        let s = ndarray::array![[1.0f32, 2.0, 3.0]];
+        let p = ndarray::array![[0.2f32, 0.3, 0.5]];
+        let l = DistillLoss {
+            temperature: 2.0,
+            alpha: 1.0,
+        };
+        let mut g = Array2::zeros((1, 3));
+        let parts = l
+            .loss_and_grad(s.view(), Some(p.view()), None, g.view_mut())
+            .unwrap();
+        assert!((parts.soft - 4.121_078_68).abs() < 1e-5, "{}", parts.soft);
+        assert_eq!(parts.hard, 0.0);
+    }
+
+    #[test]
+    fn high_temperature_gradient_approaches_logit_matching() {
+        // PAPER.md §3: for zero-mean logits and large T, the soft gradient times T² tends to
+        // (s - v) / N_classes (here for a single row).
+        let s = ndarray::array![[0.5f32, -0.2, -0.3]];
+        let v = ndarray::array![[-0.1f32, 0.4, -0.3]];
+        let t = 200.0;
+        let l = DistillLoss {
+            temperature: t,
+            alpha: 1.0,
+        };
+        let p = softmax(v.view(), t);
+        let mut g = Array2::zeros((1, 3));
+        l.loss_and_grad(s.view(), Some(p.view()), None, g.view_mut())
+            .unwrap();
+        for j in 0..3 {
+            // g = alpha * T * (q - p); the paper's gradient (1/T)(q - p) scaled by T² is this.
+            let expected = (s[[0, j]] - v[[0, j]]) / 3.0;
+            assert!(
+                (g[[0, j]] - expected).abs() < 1e-3,
+                "{} vs {expected}",
+                g[[0, j]]
+            );
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! A multilayer perceptron of ReLU hidden layers and a linear output layer, with its training step.
+
+use crate::gemm::{flops, sgemm};
+use crate::linear::Linear;
+use crate::loss::{DistillLoss, LossParts};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::{NnError, Result, dropout};
+use distill_core::rng::Rng;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Architecture and regularisation of a network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Layer widths from input to output, e.g. `[784, 1200, 1200, 10]`.
+    pub sizes: Vec<usize>,
+    /// Dropout rate on the input during training.
+    #[serde(default)]
+    pub input_dropout: f32,
+    /// Dropout rate on every hidden layer during training.
+    #[serde(default)]
+    pub hidden_dropout: f32,
+    /// Bound on the length of each unit's incoming weight vector.
+    #[serde(default)]
+    pub max_norm: Option<f32>,
+}
+
+impl MlpConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.sizes.len() < 2 || self.sizes.contains(&0) {
+            return Err(NnError::Shape(format!(
+                "a network needs an input and an output width, all above zero; got {:?}",
+                self.sizes
+            )));
+        }
+        for (name, rate) in [
+            ("input dropout", self.input_dropout),
+            ("hidden dropout", self.hidden_dropout),
+        ] {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(NnError::Shape(format!("{name} {rate} must be in [0, 1)")));
+            }
+        }
+        if let Some(c) = self.max_norm
+            && c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
+            return Err(NnError::Shape(format!("max-norm {c} must be above 0")));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mlp {
+    pub config: MlpConfig,
+    pub layers: Vec<Linear>,
+}
+
+/// Buffers reused from one training step to the next.
+#[derive(Default)]
+pub struct Workspace {
+    rows: usize,
+    /// `acts[0]` is the (dropped-out) input, `acts[l]` the output of layer `l - 1`.
+    acts: Vec<Array2<f32>>,
+    /// `dz[l]`: gradient of the loss with respect to layer `l`'s pre-activation output.
+    dz: Vec<Array2<f32>>,
+    /// Weight gradients, only for optimisers that need them whole (Adam).
+    grads: Vec<Array2<f32>>,
+}
+
+impl Workspace {
+    fn ensure(&mut self, rows: usize, sizes: &[usize]) {
+        if self.rows == rows && self.acts.len() == sizes.len() {
+            return;
+        }
+        self.rows = rows;
+        self.acts = sizes.iter().map(|&w| Array2::zeros((rows, w))).collect();
+        self.dz = sizes[1..]
+            .iter()
+            .map(|&w| Array2::zeros((rows, w)))
+            .collect();
+    }
+
+    /// The logits of the last training step.
+    pub fn logits(&self) -> ArrayView2<'_, f32> {
+        self.acts
+            .last()
+            .map(|a| a.view())
+            .unwrap_or(ArrayView2::from_shape((0, 0), &[]).expect("empty"))
+    }
+}
+
+impl Mlp {
+    /// A network with freshly initialised weights drawn from `seed`.
+    pub fn new(config: MlpConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut rng = Rng::derive(seed, 0x1417);
+        let layers = config
+            .sizes
+            .windows(2)
+            .map(|w| Linear::new(w[0], w[1], &mut rng))
+            .collect();
+        Ok(Mlp { config, layers })
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.config.sizes[0]
+    }
+
+    pub fn classes(&self) -> usize {
+        *self.config.sizes.last().unwrap_or(&0)
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.layers.iter().map(|l| l.w.len() + l.b.len()).sum()
+    }
+
+    pub fn shapes(&self) -> Vec<(usize, usize)> {
+        self.layers
+            .iter()
+            .map(|l| (l.inputs(), l.outputs()))
+            .collect()
+    }
+
+    /// GEMM floating-point operations of one training step on `rows` examples.
+    pub fn train_step_flops(&self, rows: usize) -> f64 {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let f = flops(rows, layer.inputs(), layer.outputs());
+                if l == 0 { 2.0 * f } else { 3.0 * f }
+            })
+            .sum()
+    }
+
+    /// Logits for `x` (`[N, inputs]`), computed in chunks.
+    pub fn forward(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
+        if x.ncols() != self.inputs() {
+            return Err(NnError::Shape(format!(
+                "input has {} features per row, the network expects {}",
+                x.ncols(),
+                self.inputs()
+            )));
+        }
+        let mut out = Array2::zeros((x.nrows(), self.classes()));
+        const CHUNK: usize = 1024;
+        for (xc, mut oc) in x
+            .axis_chunks_iter(Axis(0), CHUNK)
+            .zip(out.axis_chunks_iter_mut(Axis(0), CHUNK))
+        {
+            let mut a = xc.to_owned();
+            for (l, layer) in self.layers.iter().enumerate() {
+                let mut z = Array2::zeros((a.nrows(), layer.outputs()));
+                layer.forward_into(a.view(), z.view_mut());
+                if l + 1 < self.layers.len() {
+                    z.par_mapv_inplace(|v| v.max(0.0));
+                }
+                a = z;
+            }
+            oc.assign(&a);
+        }
+        Ok(out)
+    }
+
+    /// One optimisation step on a batch: forward with dropout, the distillation loss, backward,
+    /// and the optimiser's update (with the max-norm constraint). `seed` draws the dropout masks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step(
+        &mut self,
+        x: ArrayView2<f32>,
+        soft: Option<ArrayView2<f32>>,
+        labels: Option<&[u32]>,
+        loss: &DistillLoss,
+        opt: &mut Optimizer,
+        epoch: usize,
+        seed: u64,
+        ws: &mut Workspace,
+    ) -> Result<LossParts> {
+        let n = x.nrows();
+        if x.ncols() != self.inputs() {
+            return Err(NnError::Shape(format!(
+                "batch has {} features per row, the network expects {}",
+                x.ncols(),
+                self.inputs()
+            )));
+        }
+        let sizes = self.config.sizes.clone();
+        let last = self.layers.len() - 1;
+        ws.ensure(n, &sizes);
+        if matches!(opt.config, OptimizerConfig::Adam { .. }) && ws.grads.len() != self.layers.len()
+        {
+            ws.grads = self
+                .layers
+                .iter()
+                .map(|l| Array2::zeros(l.w.raw_dim()))
+                .collect();
+        }
+        ws.acts[0].assign(&x);
+        dropout::apply(
+            &mut ws.acts[0].view_mut(),
+            self.config.input_dropout,
+            Rng::derive(seed, 0).next_u64(),
+        );
+        for l in 0..=last {
+            let (prev, next) = ws.acts.split_at_mut(l + 1);
+            self.layers[l].forward_into(prev[l].view(), next[0].view_mut());
+            if l < last {
+                next[0].par_mapv_inplace(|v| v.max(0.0));
+                dropout::apply(
+                    &mut next[0].view_mut(),
+                    self.config.hidden_dropout,
+                    Rng::derive(seed, l as u64 + 1).next_u64(),
+                );
+            }
+        }
+        let parts = loss.loss_and_grad(
+            ws.acts[last + 1].view(),
+            soft,
+            labels,
+            ws.dz[last].view_mut(),
+        )?;
+
+        let hidden_scale = 1.0 / (1.0 - self.config.hidden_dropout);
+        let lr = opt.config.learning_rate(epoch);
+        let momentum = opt.config.momentum(epoch);
+        opt.step += 1;
+        for l in (0..=last).rev() {
+            if l > 0 {
+                let (lower, upper) = ws.dz.split_at_mut(l);
+                sgemm(
+                    1.0,
+                    upper[0].view(),
+                    self.layers[l].w.t(),
+                    0.0,
+                    &mut lower[l - 1].view_mut(),
+                );
+                Zip::from(&mut lower[l - 1])
+                    .and(&ws.acts[l])
+                    .par_for_each(|g, &a| *g = if a > 0.0 { *g * hidden_scale } else { 0.0 });
+            }
+            let input = ws.acts[l].view();
+            let dz = ws.dz[l].view();
+            let state = &mut opt.state[l];
+            let layer = &mut self.layers[l];
+            match opt.config {
+                OptimizerConfig::Sgd { .. } => {
+                    sgemm(-lr, input.t(), dz, momentum, &mut state.m_w.view_mut());
+                    let db = Linear::bias_grad(dz);
+                    Zip::from(&mut state.m_b)
+                        .and(&db)
+                        .for_each(|v, &g| *v = momentum * *v - lr * g);
+                    add_rows(layer.w.view_mut(), state.m_w.view());
+                    layer.b += &state.m_b;
+                }
+                OptimizerConfig::Adam {
+                    beta1, beta2, eps, ..
+                } => {
+                    let g = &mut ws.grads[l];
+                    sgemm(1.0, input.t(), dz, 0.0, &mut g.view_mut());
+                    let db = Linear::bias_grad(dz);
+                    let t = opt.step as i32;
+                    let c1 = 1.0 - beta1.powi(t);
+                    let c2 = 1.0 - beta2.powi(t);
+                    let step = lr * c2.sqrt() / c1;
+                    let adam = |w: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
+                        *m = beta1 * *m + (1.0 - beta1) * g;
+                        *v = beta2 * *v + (1.0 - beta2) * g * g;
+                        *w -= step * *m / (v.sqrt() + eps * c2.sqrt());
+                    };
+                    Zip::from(&mut layer.w)
+                        .and(&mut state.m_w)
+                        .and(&mut state.v_w)
+                        .and(&*g)
+                        .par_for_each(|w, m, v, &g| adam(w, m, v, g));
+                    Zip::from(&mut layer.b)
+                        .and(&mut state.m_b)
+                        .and(&mut state.v_b)
+                        .and(&db)
+                        .for_each(|w, m, v, &g| adam(w, m, v, g));
+                }
+            }
+            if let Some(c) = self.config.max_norm {
+                layer.apply_max_norm(c);
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Adds `delta[c]` to output `c`'s bias (the paper's per-class bias adjustment).
+    pub fn adjust_bias(&mut self, class: usize, delta: f32) -> Result<()> {
+        let classes = self.classes();
+        let last = self
+            .layers
+            .last_mut()
+            .ok_or_else(|| NnError::Shape("the network has no layers".into()))?;
+        if class >= classes {
+            return Err(NnError::Shape(format!(
+                "class {class} does not exist: the network has classes 0 to {}",
+                classes - 1
+            )));
+        }
+        last.b[class] += delta;
+        Ok(())
+    }
+}
+
+/// `w += delta`, row-parallel.
+fn add_rows(mut w: ArrayViewMut2<f32>, delta: ArrayView2<f32>) {
+    w.axis_chunks_iter_mut(Axis(0), 16)
+        .into_par_iter()
+        .zip(delta.axis_chunks_iter(Axis(0), 16).into_par_iter())
+        .for_each(|(mut a, b)| a += &b);
+}
+
+/// Rows `start..start + len` of `x` as a contiguous copy (for gathering shuffled batches).
+pub fn gather_rows(x: ArrayView2<f32>, rows: &[usize], mut out: ArrayViewMut2<f32>) {
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(rows.par_iter())
+        .for_each(|(mut o, &r)| o.assign(&x.row(r)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::Schedule;
+    use distill_core::math::softmax;
+    use ndarray::s;
+
+    fn net(dropout: f32) -> Mlp {
+        Mlp::new(
+            MlpConfig {
+                sizes: vec![5, 7, 6, 3],
+                input_dropout: dropout,
+                hidden_dropout: dropout,
+                max_norm: None,
+            },
+            3,
+        )
+        .unwrap()
+    }
+
+    fn full_loss(m: &Mlp, x: &Array2<f32>, p: &Array2<f32>, y: &[u32], loss: &DistillLoss) -> f64 {
+        let logits = m.forward(x.view()).unwrap();
+        let mut g = Array2::zeros(logits.raw_dim());
+        loss.loss_and_grad(logits.view(), Some(p.view()), Some(y), g.view_mut())
+            .unwrap()
+            .total()
+    }
+
+    /// Every weight and bias gradient of the full loss, through all layers, against central finite
+    /// differences. A plain SGD step with lr 1 and momentum 0 moves each parameter by minus its
+    /// gradient, which is how the analytic gradient is read back.
+    #[test]
+    fn every_gradient_matches_finite_differences() {
+        let mut rng = Rng::new(9);
+        let x = Array2::from_shape_simple_fn((4, 5), || rng.uniform());
+        let teacher = Array2::from_shape_simple_fn((4, 3), || rng.normal() * 2.0);
+        let y: Vec<u32> = (0..4).map(|_| rng.below(3) as u32).collect();
+        let loss = DistillLoss {
+            temperature: 3.0,
+            alpha: 0.7,
+        };
+        let p = softmax(teacher.view(), 3.0);
+        let m0 = net(0.0);
+        let mut stepped = m0.clone();
+        let cfg = OptimizerConfig::Sgd {
+            lr: 1.0,
+            momentum: 0.0,
+            momentum_start: 0.0,
+            momentum_ramp: 0,
+            schedule: Schedule::Constant,
+        };
+        let mut opt = Optimizer::new(cfg, &m0.shapes());
+        let mut ws = Workspace::default();
+        stepped
+            .train_step(
+                x.view(),
+                Some(p.view()),
+                Some(&y),
+                &loss,
+                &mut opt,
+                0,
+                1,
+                &mut ws,
+            )
+            .unwrap();
+        let h = 1e-2f32;
+        let mut checked = 0;
+        for l in 0..m0.layers.len() {
+            let (rows, cols) = m0.layers[l].w.dim();
+            for i in 0..rows {
+                for j in 0..cols {
+                    let analytic = (m0.layers[l].w[[i, j]] - stepped.layers[l].w[[i, j]]) as f64;
+                    let mut plus = m0.clone();
+                    plus.layers[l].w[[i, j]] += h;
+                    let mut minus = m0.clone();
+                    minus.layers[l].w[[i, j]] -= h;
+                    let fd = (full_loss(&plus, &x, &p, &y, &loss)
+                        - full_loss(&minus, &x, &p, &y, &loss))
+                        / (2.0 * h as f64);
+                    assert!(
+                        (analytic - fd).abs() < 3e-3 * (1.0 + fd.abs()),
+                        "W{l}[{i},{j}]: {analytic} vs {fd}"
+                    );
+                    checked += 1;
+                }
+            }
+            for j in 0..cols {
+                let analytic = (m0.layers[l].b[j] - stepped.layers[l].b[j]) as f64;
+                let mut plus = m0.clone();
+                plus.layers[l].b[j] += h;
+                let mut minus = m0.clone();
+                minus.layers[l].b[j] -= h;
+                let fd = (full_loss(&plus, &x, &p, &y, &loss)
+                    - full_loss(&minus, &x, &p, &y, &loss))
+                    / (2.0 * h as f64);
+                assert!(
+                    (analytic - fd).abs() < 3e-3 * (1.0 + fd.abs()),
+                    "b{l}[{j}]: {analytic} vs {fd}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, m0.parameters());
+    }
+
+    #[test]
+    fn seeded_steps_are_reproducible_and_dropout_changes_them() {
+        let mut rng = Rng::new(2);
+        let x = Array2::from_shape_simple_fn((8, 5), || rng.uniform());
+        let y: Vec<u32> = (0..8).map(|i| (i % 3) as u32).collect();
+        let run = |seed: u64| {
+            let mut m = net(0.3);
+            let cfg = OptimizerConfig::Adam {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                schedule: Schedule::Constant,
+            };
+            let mut opt = Optimizer::new(cfg, &m.shapes());
+            let mut ws = Workspace::default();
+            for step in 0..5 {
+                m.train_step(
+                    x.view(),
+                    None,
+                    Some(&y),
+                    &DistillLoss::hard(),
+                    &mut opt,
+                    0,
+                    seed + step,
+                    &mut ws,
+                )
+                .unwrap();
+            }
+            m
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(100));
+    }
+
+    #[test]
+    fn max_norm_bounds_every_unit() {
+        let mut m = net(0.0);
+        for l in &mut m.layers {
+            l.w.mapv_inplace(|v| v * 10.0);
+        }
+        m.config.max_norm = Some(0.5);
+        let mut rng = Rng::new(2);
+        let x = Array2::from_shape_simple_fn((8, 5), || rng.uniform());
+        let y: Vec<u32> = (0..8).map(|i| (i % 3) as u32).collect();
+        let cfg = OptimizerConfig::Sgd {
+            lr: 0.01,
+            momentum: 0.5,
+            momentum_start: 0.5,
+            momentum_ramp: 0,
+            schedule: Schedule::Constant,
+        };
+        let mut opt = Optimizer::new(cfg, &m.shapes());
+        m.train_step(
+            x.view(),
+            None,
+            Some(&y),
+            &DistillLoss::hard(),
+            &mut opt,
+            0,
+            0,
+            &mut Workspace::default(),
+        )
+        .unwrap();
+        for l in &m.layers {
+            for n in crate::linear::column_norms(l.w.view()) {
+                assert!(n <= 0.5 + 1e-5, "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn batch_slices_match_whole_forward() {
+        let m = net(0.0);
+        let mut rng = Rng::new(4);
+        let x = Array2::from_shape_simple_fn((2100, 5), || rng.uniform());
+        let all = m.forward(x.view()).unwrap();
+        let part = m.forward(x.slice(s![1500.., ..])).unwrap();
+        assert_eq!(all.slice(s![1500.., ..]), part);
+    }
+}

@@ -1,0 +1,313 @@
+//! MLPs as standard ONNX models: input `input` `[N, D]` f32 (dynamic batch), a `Gemm` per layer with
+//! `Relu` between them, output `logits` `[N, C]`; opset 17. Metadata props carry the training
+//! configuration. Loading reads back models of this shape (Gemm, or MatMul + Add, and Relu).
+
+use crate::linear::Linear;
+use crate::mlp::{Mlp, MlpConfig};
+use crate::onnx_proto::*;
+use crate::{NnError, Result};
+use ndarray::{Array1, Array2};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const OPSET: i64 = 17;
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "logits";
+/// Metadata key holding the network's [`MlpConfig`] as JSON.
+pub const CONFIG_KEY: &str = "distill.mlp";
+
+fn tensor(name: &str, dims: &[usize], values: impl Iterator<Item = f32>) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DATA_FLOAT,
+        name: name.to_string(),
+        raw_data: values.flat_map(f32::to_le_bytes).collect(),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, width: usize) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: DATA_FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        Dimension {
+                            value: Some(DimValue::DimParam("batch".into())),
+                        },
+                        Dimension {
+                            value: Some(DimValue::DimValue(width as i64)),
+                        },
+                    ],
+                }),
+            }),
+        }),
+    }
+}
+
+/// The ONNX bytes of `mlp`, with `metadata` (plus the network's configuration) as metadata props.
+pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>> {
+    let mut nodes = Vec::new();
+    let mut initializers = Vec::new();
+    let mut prev = INPUT.to_string();
+    let last = mlp.layers.len() - 1;
+    for (l, layer) in mlp.layers.iter().enumerate() {
+        let w = format!("layer{l}.weight");
+        let b = format!("layer{l}.bias");
+        initializers.push(tensor(
+            &w,
+            &[layer.inputs(), layer.outputs()],
+            layer.w.iter().copied(),
+        ));
+        initializers.push(tensor(&b, &[layer.outputs()], layer.b.iter().copied()));
+        let gemm_out = if l == last {
+            OUTPUT.to_string()
+        } else {
+            format!("layer{l}.linear")
+        };
+        nodes.push(NodeProto {
+            input: vec![prev.clone(), w, b],
+            output: vec![gemm_out.clone()],
+            name: format!("layer{l}/Gemm"),
+            op_type: "Gemm".into(),
+            attribute: vec![AttributeProto {
+                name: "transB".into(),
+                i: 0,
+                r#type: ATTR_INT,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        prev = gemm_out;
+        if l != last {
+            let relu_out = format!("layer{l}.relu");
+            nodes.push(NodeProto {
+                input: vec![prev.clone()],
+                output: vec![relu_out.clone()],
+                name: format!("layer{l}/Relu"),
+                op_type: "Relu".into(),
+                ..Default::default()
+            });
+            prev = relu_out;
+        }
+    }
+    let config = serde_json::to_string(&mlp.config).map_err(|e| NnError::Shape(e.to_string()))?;
+    let mut props = vec![StringStringEntryProto {
+        key: CONFIG_KEY.into(),
+        value: config,
+    }];
+    props.extend(metadata.iter().map(|(k, v)| StringStringEntryProto {
+        key: k.clone(),
+        value: v.clone(),
+    }));
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "distill".into(),
+        producer_version: distill_core::TOOL_VERSION.into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "distill_mlp".into(),
+            initializer: initializers,
+            input: vec![value_info(INPUT, mlp.inputs())],
+            output: vec![value_info(OUTPUT, mlp.classes())],
+            ..Default::default()
+        }),
+        metadata_props: props,
+        ..Default::default()
+    };
+    Ok(model.encode_to_vec())
+}
+
+/// Saves `mlp` as ONNX at `path`, atomically.
+pub fn save(mlp: &Mlp, path: &Path, metadata: &[(String, String)]) -> Result<()> {
+    let bytes = to_onnx_bytes(mlp, metadata)?;
+    distill_core::atomic::write_bytes(path, &bytes)?;
+    Ok(())
+}
+
+/// A network read from ONNX, with the model's metadata props.
+pub struct Loaded {
+    pub mlp: Mlp,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Loads an MLP saved by [`save`] (or any ONNX model made only of Gemm / MatMul+Add and Relu on a
+/// flat float input).
+pub fn load(path: &Path) -> Result<Loaded> {
+    let err = |message: String| NnError::Onnx {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| distill_core::CoreError::io(path, e))?;
+    let model =
+        ModelProto::decode(&bytes[..]).map_err(|e| err(format!("not an ONNX model ({e})")))?;
+    let graph = model
+        .graph
+        .ok_or_else(|| err("the model has no graph".into()))?;
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let values = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = inits
+            .get(name)
+            .ok_or_else(|| err(format!("'{name}' is not an initializer")))?;
+        if t.data_type != DATA_FLOAT {
+            return Err(err(format!("initializer '{name}' is not float32")));
+        }
+        if !t.external_data.is_empty() {
+            return Err(err(format!(
+                "initializer '{name}' uses external data, which MLP import does not read"
+            )));
+        }
+        let v: Vec<f32> = if t.raw_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        if dims.iter().product::<usize>() != v.len() {
+            return Err(err(format!(
+                "initializer '{name}' has dims {dims:?} but {} values",
+                v.len()
+            )));
+        }
+        Ok((dims, v))
+    };
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !inits.contains_key(i.name.as_str()))
+        .ok_or_else(|| err("the graph has no input".into()))?;
+    let mut current = input.name.clone();
+    let mut layers: Vec<Linear> = Vec::new();
+    let mut pending: Option<Array2<f32>> = None;
+    for node in &graph.node {
+        if node.input.first() != Some(&current) {
+            return Err(err(format!(
+                "node '{}' ({}) does not continue the chain from '{current}'; only plain MLPs load",
+                node.name, node.op_type
+            )));
+        }
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+        match node.op_type.as_str() {
+            "Gemm" => {
+                for (a, default) in [("alpha", 1.0f32), ("beta", 1.0)] {
+                    if attr(a).is_some_and(|x| x.f != default) {
+                        return Err(err(format!("Gemm '{}' has {a} != 1", node.name)));
+                    }
+                }
+                if attr("transA").is_some_and(|x| x.i != 0) {
+                    return Err(err(format!("Gemm '{}' has transA", node.name)));
+                }
+                let (wd, wv) = values(&node.input[1])?;
+                let mut w =
+                    Array2::from_shape_vec((wd[0], wd[1]), wv).map_err(|e| err(e.to_string()))?;
+                if attr("transB").is_some_and(|x| x.i == 1) {
+                    w = w.t().to_owned();
+                }
+                let b = match node.input.get(2) {
+                    Some(name) => Array1::from(values(name)?.1),
+                    None => Array1::zeros(w.ncols()),
+                };
+                if b.len() != w.ncols() {
+                    return Err(err(format!(
+                        "Gemm '{}': bias of {} for {} outputs",
+                        node.name,
+                        b.len(),
+                        w.ncols()
+                    )));
+                }
+                layers.push(Linear { w, b });
+            }
+            "MatMul" => {
+                let (wd, wv) = values(&node.input[1])?;
+                pending = Some(
+                    Array2::from_shape_vec((wd[0], wd[1]), wv).map_err(|e| err(e.to_string()))?,
+                );
+            }
+            "Add" => {
+                let w = pending.take().ok_or_else(|| {
+                    err(format!("Add '{}' without a MatMul before it", node.name))
+                })?;
+                let b = Array1::from(values(&node.input[1])?.1);
+                layers.push(Linear { w, b });
+            }
+            "Relu" => {}
+            other => {
+                return Err(err(format!(
+                    "operator {other} ('{}') is not part of an MLP",
+                    node.name
+                )));
+            }
+        }
+        current = node.output.first().cloned().unwrap_or_default();
+    }
+    if layers.is_empty() {
+        return Err(err("no layers found".into()));
+    }
+    for pair in layers.windows(2) {
+        if pair[0].outputs() != pair[1].inputs() {
+            return Err(err("consecutive layers disagree in width".into()));
+        }
+    }
+    let metadata: HashMap<String, String> = model
+        .metadata_props
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect();
+    let mut sizes = vec![layers[0].inputs()];
+    sizes.extend(layers.iter().map(|l| l.outputs()));
+    let config = metadata
+        .get(CONFIG_KEY)
+        .and_then(|c| serde_json::from_str::<MlpConfig>(c).ok())
+        .filter(|c| c.sizes == sizes)
+        .unwrap_or(MlpConfig {
+            sizes,
+            input_dropout: 0.0,
+            hidden_dropout: 0.0,
+            max_norm: None,
+        });
+    Ok(Loaded {
+        mlp: Mlp { config, layers },
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_roundtrip_exactly() {
+        let m = Mlp::new(
+            MlpConfig {
+                sizes: vec![6, 4, 3],
+                input_dropout: 0.2,
+                hidden_dropout: 0.5,
+                max_norm: Some(3.0),
+            },
+            1,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.onnx");
+        save(&m, &p, &[("k".into(), "v".into())]).unwrap();
+        let back = load(&p).unwrap();
+        assert_eq!(back.mlp, m);
+        assert_eq!(back.metadata["k"], "v");
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(load(&p).is_err());
+    }
+}

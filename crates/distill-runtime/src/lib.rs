@@ -1,0 +1,19 @@
+//! The one adapter between distill and ONNX Runtime.
+//!
+//! [`init`] finds and loads the ONNX Runtime shared library once per process; [`Provider`] is the only place
+//! where execution providers are chosen; [`OnnxModel`] opens a model described by a [`ModelSpec`] (its file,
+//! explicit [`ModelSettings`], and the sidecar `model.onnx.yaml`) and turns raw `[N, D]` rows into `[N, C]`
+//! logits or probabilities. Every failure is a [`RuntimeError`] that names the file and says what to change.
+
+mod error;
+mod external;
+mod library;
+mod model;
+mod provider;
+mod spec;
+
+pub use error::{Result, RuntimeError};
+pub use library::{Runtime, init};
+pub use model::OnnxModel;
+pub use provider::Provider;
+pub use spec::{Layout, LayoutKind, ModelSettings, ModelSpec, Normalization, OutputKind};
