@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod data;
 pub mod error;
+pub mod interrupt;
 pub mod math;
 pub mod rng;
 pub mod store;

@@ -3,7 +3,7 @@
 //! SGEMM figure), at batch 128 and 256. Medians of repeated runs.
 
 use distill_core::rng::Rng;
-use distill_nn::gemm::{flops, sgemm};
+use distill_nn::gemm::time_step_gemms;
 use distill_nn::optim::{Optimizer, OptimizerConfig, Schedule};
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Workspace};
 use ndarray::Array2;
@@ -27,42 +27,6 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     )
 }
 
-/// Median seconds of each GEMM a training step issues, summed; returns (flops, seconds).
-fn sgemm_figure(batch: usize, sizes: &[usize], rng: &mut Rng) -> (f64, f64) {
-    let mut total_flops = 0.0;
-    let mut total_secs = 0.0;
-    let mut shapes = Vec::new();
-    for (l, w) in sizes.windows(2).enumerate() {
-        let (i, o) = (w[0], w[1]);
-        shapes.push(("fwd", batch, i, o, false, false));
-        shapes.push(("dW", i, batch, o, true, false));
-        if l > 0 {
-            shapes.push(("dX", batch, o, i, false, true));
-        }
-    }
-    for (_, m, k, n, ta, tb) in shapes {
-        let a = if ta {
-            Array2::from_shape_simple_fn((k, m), || rng.uniform())
-        } else {
-            Array2::from_shape_simple_fn((m, k), || rng.uniform())
-        };
-        let b = if tb {
-            Array2::from_shape_simple_fn((n, k), || rng.uniform())
-        } else {
-            Array2::from_shape_simple_fn((k, n), || rng.uniform())
-        };
-        let mut c = Array2::<f32>::zeros((m, n));
-        let secs = time(15, || {
-            let av = if ta { a.t() } else { a.view() };
-            let bv = if tb { b.t() } else { b.view() };
-            sgemm(1.0, av, bv, 0.0, &mut c.view_mut());
-        });
-        total_flops += flops(m, k, n);
-        total_secs += secs;
-    }
-    (total_flops, total_secs)
-}
-
 fn main() {
     let sizes = vec![784, 1200, 1200, 10];
     let threads = rayon::current_num_threads();
@@ -78,7 +42,7 @@ fn main() {
     );
     let mut rng = Rng::new(1);
     for batch in [128usize, 256] {
-        let (f, s) = sgemm_figure(batch, &sizes, &mut rng);
+        let (f, s) = time_step_gemms(batch, &sizes, 15);
         let sgemm_gflops = f / s / 1e9;
         let mut mlp = Mlp::new(
             MlpConfig {

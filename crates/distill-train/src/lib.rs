@@ -1,1 +1,673 @@
+//! Training of teachers, baseline students and distilled students (PAPER.md §3–4): an MLP trained
+//! on hard labels, or on the soft targets of a stored teacher ensemble at temperature `T`, saved as
+//! ONNX with its configuration in the metadata, with a per-epoch record, resumable checkpoints and
+//! per-class bias adjustment.
 
+pub mod bias;
+pub mod checkpoint;
+pub mod cli;
+mod error;
+pub mod record;
+
+pub use bias::{BiasAdjust, BiasShift};
+pub use error::{Result, TrainError};
+
+use checkpoint::{EpochSums, Progress};
+use distill_core::data::{Dataset, Selection, Split};
+use distill_core::math::{Combine, argmax_rows, ensemble_probs};
+use distill_core::rng::Rng;
+use distill_core::store::{SoftTargets, read_store};
+use distill_core::{interrupt, sha256_file};
+use distill_nn::loss::cross_entropy;
+use distill_nn::mlp::gather_rows;
+use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayView2, Axis};
+use record::EpochRecord;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything a training run needs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// The transfer set (or training set): data, split, limit and class filter.
+    pub selection: Selection,
+    /// Rows of the split held out for validation, before class filters (`None`: 10% of the rows, at
+    /// most 5,000; `Some(0)`: none).
+    pub validation: Option<usize>,
+    /// Keep only this seeded random fraction of the transfer set.
+    pub fraction: Option<f32>,
+    /// Soft-target store: train by distillation from it; `None` trains on hard labels.
+    pub soft_targets: Option<PathBuf>,
+    pub temperature: f32,
+    /// Weight of the soft term (`1 - alpha` weighs the hard labels).
+    pub alpha: f32,
+    pub combine: Combine,
+    pub hidden: Vec<usize>,
+    pub input_dropout: f32,
+    pub hidden_dropout: f32,
+    pub max_norm: Option<f32>,
+    /// Random translation of training images by up to this many pixels (0: off).
+    pub jitter: usize,
+    pub optimizer: OptimizerConfig,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub threads: Option<usize>,
+    pub bias_adjust: BiasAdjust,
+    /// The model file (`.onnx`); the metrics file, checkpoint and best model sit beside it.
+    pub out: PathBuf,
+    /// The per-epoch record (default: `<out stem>.metrics.csv`).
+    pub metrics: Option<PathBuf>,
+    /// Continue from the checkpoint beside `out` when there is one.
+    pub resume: bool,
+    /// Split to report errors on after training (`None`: no such report).
+    pub test_split: Option<Split>,
+    /// Stop, as an interrupt would, after this many optimiser steps in this invocation.
+    pub max_steps: Option<u64>,
+}
+
+/// What a training run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub model: Option<PathBuf>,
+    pub best_model: Option<PathBuf>,
+    pub metrics: PathBuf,
+    pub checkpoint: PathBuf,
+    pub parameters: usize,
+    pub rows: usize,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    pub last: Option<EpochRecord>,
+    pub bias: Vec<BiasShift>,
+    /// Validation errors of the saved model (after bias adjustment), and the slice's size.
+    pub val_errors: Option<(usize, usize)>,
+    /// Errors on `test_split` before bias adjustment, after it, and the split's size.
+    pub test_errors: Option<TestErrors>,
+    pub interrupted: bool,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TestErrors {
+    pub split: String,
+    pub rows: usize,
+    pub errors: usize,
+    pub errors_before_bias: usize,
+    /// Errors per true class (after bias adjustment).
+    pub per_class: Vec<usize>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        if self.interrupted {
+            writeln!(
+                f,
+                "stopped early; checkpoint saved to {}; run again with --resume to continue",
+                self.checkpoint.display()
+            )?;
+        }
+        if let Some(r) = &self.last {
+            let val = r.val_error.map(|v| format!(", validation error {:.2}%", 100.0 * v)).unwrap_or_default();
+            writeln!(f, "last epoch {}: loss {:.4}, train error {:.2}%{val}", r.epoch + 1, r.loss, 100.0 * r.train_error)?;
+        }
+        for b in &self.bias {
+            writeln!(f, "bias of class {} adjusted by {:+.2}", b.class, b.delta)?;
+        }
+        if let Some((e, n)) = self.val_errors {
+            writeln!(f, "validation errors: {e} of {n}")?;
+        }
+        if let Some(t) = &self.test_errors {
+            if self.bias.is_empty() {
+                writeln!(f, "{} errors: {} of {}", t.split, t.errors, t.rows)?;
+            } else {
+                writeln!(f, "{} errors: {} of {} ({} before bias adjustment)", t.split, t.errors, t.rows, t.errors_before_bias)?;
+            }
+        }
+        if let Some(m) = &self.model {
+            writeln!(f, "model: {} ({} parameters)", m.display(), self.parameters)?;
+        }
+        write!(
+            f,
+            "{}: {} rows x {} epochs in {:.1} s ({:.0} samples/s); metrics: {}",
+            self.mode,
+            self.rows,
+            self.epochs,
+            self.seconds,
+            self.samples_per_s,
+            self.metrics.display()
+        )
+    }
+}
+
+/// Files written beside the model.
+pub struct OutputPaths {
+    pub model: PathBuf,
+    pub metrics: PathBuf,
+    pub checkpoint: PathBuf,
+    pub best: PathBuf,
+}
+
+impl Config {
+    pub fn paths(&self) -> OutputPaths {
+        let stem = self.out.with_extension("");
+        let with = |suffix: &str| PathBuf::from(format!("{}{suffix}", stem.display()));
+        OutputPaths {
+            model: self.out.clone(),
+            metrics: self.metrics.clone().unwrap_or_else(|| with(".metrics.csv")),
+            checkpoint: with(".ckpt"),
+            best: with(".best.onnx"),
+        }
+    }
+
+    fn mlp_config(&self, inputs: usize, classes: usize) -> MlpConfig {
+        let mut sizes = vec![inputs];
+        sizes.extend(&self.hidden);
+        sizes.push(classes);
+        MlpConfig {
+            sizes,
+            input_dropout: self.input_dropout,
+            hidden_dropout: self.hidden_dropout,
+            max_norm: self.max_norm,
+        }
+    }
+
+    /// A digest of the settings a resumed run must share with the run that made the checkpoint.
+    fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut c = self.clone();
+        c.epochs = 0;
+        c.out = PathBuf::new();
+        c.metrics = None;
+        c.resume = false;
+        c.threads = None;
+        c.test_split = None;
+        c.max_steps = None;
+        c.bias_adjust = BiasAdjust::None;
+        let json = serde_json::to_vec(&c).unwrap_or_default();
+        distill_core::hex(&sha2::Sha256::digest(&json))[..16].to_string()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::invalid(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch == 0 {
+            return bad("--batch must be at least 1".into());
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("--temperature {} must be a positive number", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return bad(format!("--alpha {} must be between 0 and 1", self.alpha));
+        }
+        if self.soft_targets.is_none() && self.alpha > 0.0 {
+            return bad("--alpha above 0 weighs soft targets: give --soft-targets STORE, or leave --alpha out to train on hard labels".into());
+        }
+        if let Some(f) = self.fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return bad(format!("--fraction {f} must be in (0, 1]"));
+        }
+        if self.hidden.contains(&0) {
+            return bad("--hidden widths must be above zero, e.g. --hidden 800,800".into());
+        }
+        if self.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
+            return bad(format!("--out {}: the model file must end in .onnx", self.out.display()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that the folder of `path` exists and takes new files, before any work is done.
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(TrainError::invalid(format!(
+            "{}: the output folder {} does not exist; create it first",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".distill-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        TrainError::invalid(format!("{}: cannot write in the output folder {} ({e})", path.display(), dir.display()))
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The transfer set, its soft targets and the validation slice.
+struct Prepared {
+    train: Dataset,
+    val: Option<Dataset>,
+    soft: Option<Array2<f32>>,
+    store: Option<SoftTargets>,
+    notes: Vec<String>,
+}
+
+fn prepare(config: &Config) -> Result<Prepared> {
+    let mut notes = Vec::new();
+    let all = Selection {
+        classes: Default::default(),
+        ..config.selection.clone()
+    }
+    .load()?;
+    all.check_finite()?;
+    let val_rows = config.validation.unwrap_or((all.len() / 10).min(5000));
+    let (rest, val) = if val_rows > 0 {
+        let (rest, val) = all.split_validation(val_rows)?;
+        (rest, Some(val))
+    } else {
+        (all, None)
+    };
+    let mut train = rest.filter_classes(&config.selection.classes)?;
+    if let Some(f) = config.fraction {
+        let k = ((train.len() as f64 * f as f64).round() as usize).max(1);
+        let mut rows = Rng::derive(config.seed, 0xF4AC).permutation(train.len())[..k].to_vec();
+        rows.sort_unstable();
+        train = train.select(&rows);
+        notes.push(format!("transfer set: {k} rows ({:.1}%)", 100.0 * f));
+    }
+    if config.alpha < 1.0 {
+        train.require_labels("training with hard labels (alpha below 1)")?;
+    }
+    let (soft, store) = match &config.soft_targets {
+        None => (None, None),
+        Some(path) => {
+            let store = read_store(path)?;
+            if store.meta.split != config.selection.split.to_string() {
+                return Err(TrainError::invalid(format!(
+                    "{}: the store holds the '{}' split, but training reads the '{}' split",
+                    path.display(),
+                    store.meta.split,
+                    config.selection.split
+                )));
+            }
+            let rows = store.align(&train, path)?;
+            let members: Vec<Array2<f32>> = store.logits.iter().map(|l| l.select(Axis(0), &rows)).collect();
+            let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
+            let probs = ensemble_probs(&views, config.temperature, config.combine)?;
+            (Some(probs), Some(store))
+        }
+    };
+    Ok(Prepared {
+        train,
+        val,
+        soft,
+        store,
+        notes,
+    })
+}
+
+fn count_errors(logits: ArrayView2<f32>, labels: &[u32]) -> usize {
+    argmax_rows(logits).iter().zip(labels).filter(|(p, y)| **p != **y as usize).count()
+}
+
+/// Trains as `config` says. Returns early (with `interrupted`) on Ctrl-C or `max_steps`, leaving
+/// a checkpoint to resume from and no model file.
+pub fn run(config: &Config) -> Result<Report> {
+    match config.threads {
+        Some(n) if n > 0 => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| TrainError::Threads {
+                threads: n,
+                message: e.to_string(),
+            })?
+            .install(|| train(config)),
+        _ => train(config),
+    }
+}
+
+fn train(config: &Config) -> Result<Report> {
+    config.validate()?;
+    let paths = config.paths();
+    check_writable(&paths.model)?;
+    check_writable(&paths.metrics)?;
+    let started = Instant::now();
+    let Prepared {
+        train,
+        val,
+        soft,
+        store,
+        mut notes,
+    } = prepare(config)?;
+    if config.jitter > 0 && train.image.is_none() {
+        return Err(TrainError::invalid(format!(
+            "--jitter needs images, and the rows of {} are not images",
+            train.name
+        )));
+    }
+    let labels = train.labels.as_deref();
+    let classes = train.classes;
+    let mlp_config = config.mlp_config(train.width(), classes);
+    let mut mlp = Mlp::new(mlp_config, config.seed)?;
+    let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
+    let fingerprint = config.fingerprint();
+    let mut progress = Progress {
+        fingerprint: fingerprint.clone(),
+        epoch: 0,
+        batch: 0,
+        optimizer_steps: 0,
+        partial: EpochSums::default(),
+        history: Vec::new(),
+        best_val_errors: None,
+    };
+    if config.resume {
+        if paths.checkpoint.is_file() {
+            progress = checkpoint::load(&paths.checkpoint, &mut mlp, &mut opt)?;
+            if progress.fingerprint != fingerprint {
+                return Err(TrainError::Checkpoint {
+                    path: paths.checkpoint.clone(),
+                    message: "the checkpoint was made with other settings (data, model, loss or optimiser); \
+                              resume with the same flags, or delete the checkpoint to start over"
+                        .into(),
+                });
+            }
+            notes.push(format!(
+                "resumed from {} at epoch {}, batch {}",
+                paths.checkpoint.display(),
+                progress.epoch + 1,
+                progress.batch
+            ));
+        } else {
+            notes.push(format!("no checkpoint at {}; starting from scratch", paths.checkpoint.display()));
+        }
+    }
+    let loss = match &soft {
+        Some(_) => DistillLoss {
+            temperature: config.temperature,
+            alpha: config.alpha,
+        },
+        None => DistillLoss::hard(),
+    };
+    let n = train.len();
+    let batches = n.div_ceil(config.batch);
+    let mut ws = Workspace::default();
+    let mut xb = Array2::<f32>::zeros((0, 0));
+    let mut sb = Array2::<f32>::zeros((0, 0));
+    let mut yb: Vec<u32> = Vec::new();
+    let mut steps_this_run = 0u64;
+    let mut interrupted = false;
+    let mut trained_rows = 0usize;
+    let mut trained_secs = 0.0f64;
+    let mut best_saved = false;
+
+    'epochs: while progress.epoch < config.epochs {
+        let epoch = progress.epoch;
+        let perm = Rng::derive(config.seed, 0xE90C_0000 + epoch as u64).permutation(n);
+        let bar = ProgressBar::new(n as u64).with_style(
+            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+        bar.set_position((progress.batch * config.batch).min(n) as u64);
+        let epoch_started = Instant::now();
+        let already = progress.partial.seconds;
+        while progress.batch < batches {
+            if interrupt::requested() || config.max_steps.is_some_and(|m| steps_this_run >= m) {
+                interrupted = true;
+                break 'epochs;
+            }
+            let b = progress.batch;
+            let rows = &perm[b * config.batch..((b + 1) * config.batch).min(n)];
+            let m = rows.len();
+            if xb.nrows() != m {
+                xb = Array2::zeros((m, train.width()));
+                sb = Array2::zeros((m, classes));
+            }
+            gather_rows(train.features.view(), rows, xb.view_mut());
+            let step_seed = Rng::derive(config.seed, ((epoch as u64) << 32) | b as u64).next_u64();
+            if let (Some(shape), true) = (train.image, config.jitter > 0) {
+                jitter_batch(&mut xb, shape, config.jitter, step_seed);
+            }
+            if let Some(p) = &soft {
+                gather_rows(p.view(), rows, sb.view_mut());
+            }
+            if let Some(l) = labels {
+                yb.clear();
+                yb.extend(rows.iter().map(|&r| l[r]));
+            }
+            let parts = mlp.train_step(
+                xb.view(),
+                soft.as_ref().map(|_| sb.view()),
+                labels.map(|_| yb.as_slice()),
+                &loss,
+                &mut opt,
+                epoch,
+                step_seed,
+                &mut ws,
+            )?;
+            if !parts.total().is_finite() {
+                return Err(TrainError::invalid(format!(
+                    "the loss became {} at epoch {}, batch {b}: lower the learning rate (--lr) or add --max-norm",
+                    parts.total(),
+                    epoch + 1
+                )));
+            }
+            let s = &mut progress.partial;
+            s.rows += m;
+            s.soft += parts.soft * m as f64;
+            s.hard += parts.hard * m as f64;
+            if let Some(l) = labels {
+                let ys: Vec<u32> = rows.iter().map(|&r| l[r]).collect();
+                s.errors += count_errors(ws.logits(), &ys);
+            }
+            progress.batch += 1;
+            progress.optimizer_steps = opt.step;
+            steps_this_run += 1;
+            bar.inc(m as u64);
+            if b % 20 == 0 {
+                let secs = already + epoch_started.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.4}  {:.0} samples/s",
+                    (s.soft + s.hard) / s.rows as f64,
+                    s.rows as f64 / secs.max(1e-9)
+                ));
+            }
+        }
+        bar.finish_and_clear();
+        let s = progress.partial;
+        let seconds = already + epoch_started.elapsed().as_secs_f64();
+        trained_rows += s.rows;
+        trained_secs += seconds;
+        let (val_error, val_loss, val_errors) = match (&val, &val.as_ref().and_then(|v| v.labels.clone())) {
+            (Some(v), Some(vl)) => {
+                let logits = mlp.forward(v.features.view())?;
+                let e = count_errors(logits.view(), vl);
+                (Some(e as f64 / v.len() as f64), Some(cross_entropy(logits.view(), vl)), Some(e))
+            }
+            _ => (None, None, None),
+        };
+        let rec = EpochRecord {
+            epoch,
+            learning_rate: config.optimizer.learning_rate(epoch),
+            soft_loss: s.soft / s.rows.max(1) as f64,
+            hard_loss: s.hard / s.rows.max(1) as f64,
+            loss: (s.soft + s.hard) / s.rows.max(1) as f64,
+            train_error: if labels.is_some() { s.errors as f64 / s.rows.max(1) as f64 } else { f64::NAN },
+            val_error,
+            val_loss,
+            seconds,
+            samples_per_s: s.rows as f64 / seconds.max(1e-9),
+        };
+        eprintln!(
+            "epoch {}/{}  loss {:.4} (soft {:.4}, hard {:.4})  train error {:.2}%{}  {:.1} s  {:.0} samples/s",
+            epoch + 1,
+            config.epochs,
+            rec.loss,
+            rec.soft_loss,
+            rec.hard_loss,
+            100.0 * rec.train_error,
+            val_error.map(|v| format!("  validation error {:.2}%", 100.0 * v)).unwrap_or_default(),
+            seconds,
+            rec.samples_per_s
+        );
+        progress.history.push(rec);
+        progress.epoch += 1;
+        progress.batch = 0;
+        progress.partial = EpochSums::default();
+        if let Some(e) = val_errors
+            && progress.best_val_errors.is_none_or(|b| e < b)
+        {
+            progress.best_val_errors = Some(e);
+            save_model(&mlp, &paths.best, config, store.as_ref(), &[], "best")?;
+            best_saved = true;
+        }
+        checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
+        record::write_csv(&paths.metrics, &progress.history)?;
+    }
+
+    let mode = match &config.soft_targets {
+        Some(p) => format!(
+            "distilled from {} at T={} (alpha {}, {})",
+            p.display(),
+            config.temperature,
+            config.alpha,
+            config.combine
+        ),
+        None => "trained on hard labels".to_string(),
+    };
+    let mut report = Report {
+        mode,
+        model: None,
+        best_model: best_saved.then(|| paths.best.clone()),
+        metrics: paths.metrics.clone(),
+        checkpoint: paths.checkpoint.clone(),
+        parameters: mlp.parameters(),
+        rows: n,
+        epochs: progress.history.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        samples_per_s: trained_rows as f64 / trained_secs.max(1e-9),
+        last: progress.history.last().cloned(),
+        bias: Vec::new(),
+        val_errors: None,
+        test_errors: None,
+        interrupted,
+        notes,
+    };
+    if interrupted {
+        interrupt::clear();
+        checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
+        record::write_csv(&paths.metrics, &progress.history)?;
+        return Ok(report);
+    }
+
+    let before = mlp.clone();
+    report.bias = adjust_bias(&mut mlp, config, val.as_ref())?;
+    if let (Some(v), Some(vl)) = (&val, val.as_ref().and_then(|v| v.labels.as_ref())) {
+        let logits = mlp.forward(v.features.view())?;
+        report.val_errors = Some((count_errors(logits.view(), vl), v.len()));
+    }
+    if let Some(split) = config.test_split {
+        let test = Selection {
+            split,
+            limit: None,
+            classes: Default::default(),
+            ..config.selection.clone()
+        }
+        .load()?;
+        if let Some(tl) = &test.labels {
+            let after = mlp.forward(test.features.view())?;
+            let pred = argmax_rows(after.view());
+            let mut per_class = vec![0usize; classes];
+            for (p, &y) in pred.iter().zip(tl) {
+                if *p != y as usize {
+                    per_class[y as usize] += 1;
+                }
+            }
+            let before_logits = before.forward(test.features.view())?;
+            report.test_errors = Some(TestErrors {
+                split: split.to_string(),
+                rows: test.len(),
+                errors: per_class.iter().sum(),
+                errors_before_bias: count_errors(before_logits.view(), tl),
+                per_class,
+            });
+        }
+    }
+    save_model(&mlp, &paths.model, config, store.as_ref(), &report.bias, "last")?;
+    report.model = Some(paths.model.clone());
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn jitter_batch(x: &mut Array2<f32>, shape: (usize, usize), max_shift: usize, seed: u64) {
+    let mut rng = Rng::derive(seed, 0x717);
+    distill_core::data::jitter(&mut x.view_mut(), shape, max_shift, &mut rng);
+}
+
+/// Applies `--bias-adjust` to the network's output biases; returns the shifts applied.
+fn adjust_bias(mlp: &mut Mlp, config: &Config, val: Option<&Dataset>) -> Result<Vec<BiasShift>> {
+    let classes = mlp.classes();
+    match &config.bias_adjust {
+        BiasAdjust::None => Ok(Vec::new()),
+        BiasAdjust::Fixed(shifts) => {
+            for s in shifts {
+                mlp.adjust_bias(s.class as usize, s.delta)?;
+            }
+            Ok(shifts.clone())
+        }
+        BiasAdjust::Auto => {
+            let filter = &config.selection.classes;
+            let omitted: Vec<u32> = (0..classes as u32).filter(|&c| !filter.keeps(c)).collect();
+            if omitted.is_empty() {
+                return Err(TrainError::invalid(
+                    "--bias-adjust auto fits the bias of classes the transfer set omits; give \
+                     --exclude-classes or --only-classes, or fixed shifts such as 3=+3.5",
+                ));
+            }
+            let val = val.ok_or_else(|| {
+                TrainError::invalid("--bias-adjust auto needs a validation slice (--validation N above 0)")
+            })?;
+            let vl = val.require_labels("--bias-adjust auto")?;
+            let logits = mlp.forward(val.features.view())?;
+            let (delta, _) = bias::fit_shift(logits.view(), vl, &omitted);
+            let shifts: Vec<BiasShift> = omitted.iter().map(|&class| BiasShift { class, delta }).collect();
+            for s in &shifts {
+                mlp.adjust_bias(s.class as usize, s.delta)?;
+            }
+            Ok(shifts)
+        }
+    }
+}
+
+fn save_model(
+    mlp: &Mlp,
+    path: &Path,
+    config: &Config,
+    store: Option<&SoftTargets>,
+    bias: &[BiasShift],
+    which: &str,
+) -> Result<()> {
+    let mut meta = vec![
+        ("distill.training".to_string(), json(config)),
+        ("distill.checkpoint".to_string(), which.to_string()),
+        ("distill.bias_adjust".to_string(), json(bias)),
+    ];
+    if let (Some(s), Some(p)) = (store, &config.soft_targets) {
+        meta.push(("distill.teachers".to_string(), json(&s.meta.teachers)));
+        meta.push((
+            "distill.soft_targets_sha256".to_string(),
+            if p.is_file() { sha256_file(p)? } else { String::new() },
+        ));
+    }
+    onnx::save(mlp, path, &meta)?;
+    Ok(())
+}
+
+/// JSON of a value, for model metadata.
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -3,6 +3,7 @@
 
 pub mod idx;
 pub mod parquet;
+pub mod synthetic;
 
 use crate::rng::Rng;
 use crate::{CoreError, Result};
@@ -46,6 +47,8 @@ pub enum DataSource {
     Mnist(PathBuf),
     /// A folder holding `train.parquet` and `test.parquet`, or one Parquet file used for any split.
     Parquet(PathBuf),
+    /// A generated data set with a known class hierarchy (`synthetic:classes=…`).
+    Synthetic(synthetic::SyntheticSpec),
 }
 
 const MNIST_FILES: [(&str, &str); 2] = [
@@ -54,9 +57,12 @@ const MNIST_FILES: [(&str, &str); 2] = [
 ];
 
 impl DataSource {
-    /// Recognises a data argument: a folder of MNIST IDX files, a folder of Parquet splits, or a
-    /// Parquet file.
+    /// Recognises a data argument: a folder of MNIST IDX files, a folder of Parquet splits, a
+    /// Parquet file, or `synthetic:…` (see [`synthetic`]).
     pub fn parse(arg: &str) -> Result<Self> {
+        if let Some(spec) = arg.strip_prefix("synthetic:") {
+            return Ok(DataSource::Synthetic(synthetic::SyntheticSpec::parse(spec)?));
+        }
         let path = PathBuf::from(arg);
         if path.is_dir() {
             let (images, _) = MNIST_FILES[0];
@@ -84,6 +90,7 @@ impl DataSource {
     pub fn describe(&self) -> String {
         match self {
             DataSource::Mnist(p) | DataSource::Parquet(p) => p.display().to_string(),
+            DataSource::Synthetic(spec) => spec.describe(),
         }
     }
 
@@ -91,6 +98,7 @@ impl DataSource {
     pub fn load(&self, split: Split) -> Result<Dataset> {
         match self {
             DataSource::Mnist(dir) => load_mnist(dir, split),
+            DataSource::Synthetic(spec) => spec.load(split),
             DataSource::Parquet(path) => {
                 let file = if path.is_dir() {
                     path.join(format!("{split}.parquet"))
@@ -453,5 +461,44 @@ mod tests {
         assert_eq!(a.len() + v.len(), 20);
         assert!(v.index.iter().all(|i| !a.index.contains(i)));
         let _ = array![1];
+    }
+}
+
+/// The rows a stage works on: a source, a split, the first `limit` rows, and a class filter.
+/// Every stage selects its data this way, so the same flags mean the same rows everywhere.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    /// A `--data` argument (see [`DataSource::parse`]).
+    pub data: String,
+    pub split: Split,
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub classes: ClassFilter,
+}
+
+impl Selection {
+    /// Loads the split, keeps the first `limit` rows, then applies the class filter.
+    pub fn load(&self) -> Result<Dataset> {
+        let source = DataSource::parse(&self.data)?;
+        let mut ds = source.load(self.split)?;
+        if let Some(n) = self.limit {
+            if n == 0 {
+                return Err(CoreError::invalid("--limit 0 selects no rows; give a positive number"));
+            }
+            ds = ds.limit(n);
+        }
+        ds.filter_classes(&self.classes)
+    }
+
+    /// A description of the transform, for outputs' metadata.
+    pub fn describe(&self) -> String {
+        let mut s = format!("split={}", self.split);
+        if let Some(n) = self.limit {
+            s.push_str(&format!(", limit={n}"));
+        }
+        if !self.classes.is_empty() {
+            s.push_str(&format!(", {}", self.classes));
+        }
+        s
     }
 }

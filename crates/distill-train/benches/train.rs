@@ -1,0 +1,187 @@
+//! `make bench` figures for distillation training: a 784-800-800-10 student distilled at T = 20,
+//! batch 128, on 2 threads, over MNIST rows with soft targets from a stored 3-teacher ensemble.
+//! Prints samples/s and GEMM GFLOP/s next to the same-run SGEMM figure for the step's shapes, and
+//! the share of a step spent outside the network (batch gathering, jitter, the loss).
+
+use distill_core::data::{Selection, Split, jitter};
+use distill_core::math::{Combine, ensemble_probs};
+use distill_core::rng::Rng;
+use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+use distill_nn::gemm::time_step_gemms;
+use distill_nn::mlp::gather_rows;
+use distill_nn::{DistillLoss, Mlp, MlpConfig, OptimizerConfig, Schedule};
+use distill_train::{BiasAdjust, Config};
+use ndarray::Array2;
+use std::time::Instant;
+
+const ROWS: usize = 20_000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+    pool.install(bench);
+}
+
+fn bench() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let selection = Selection {
+        data: format!("{root}/data/mnist"),
+        split: Split::Train,
+        limit: Some(ROWS),
+        classes: Default::default(),
+    };
+    let data = selection.load().expect("MNIST");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_path = dir.path().join("soft.parquet");
+    let teachers: Vec<Array2<f32>> = (0..3)
+        .map(|seed| {
+            let t = Mlp::new(
+                MlpConfig {
+                    sizes: vec![784, 256, 10],
+                    input_dropout: 0.0,
+                    hidden_dropout: 0.0,
+                    max_norm: None,
+                },
+                seed,
+            )
+            .expect("teacher");
+            t.forward(data.features.view()).expect("forward")
+        })
+        .collect();
+    let meta = StoreMeta {
+        schema_version: SCHEMA_VERSION,
+        classes: 10,
+        teachers: (0..3)
+            .map(|i| TeacherMeta {
+                name: format!("t{i}"),
+                path: String::new(),
+                sha256: String::new(),
+                kind: OutputKind::Logits,
+                prob_floor: None,
+            })
+            .collect(),
+        dataset: selection.data.clone(),
+        split: "train".into(),
+        transform: selection.describe(),
+        tool_version: distill_core::TOOL_VERSION.into(),
+        shard: None,
+    };
+    let mut w = StoreWriter::create(&store_path, &meta).expect("store");
+    let views: Vec<_> = teachers.iter().map(|t| t.view()).collect();
+    w.write(&data.index, data.labels.as_deref(), &views).expect("write");
+    w.finish().expect("finish");
+
+    let config = Config {
+        selection,
+        validation: Some(0),
+        fraction: None,
+        soft_targets: Some(store_path),
+        temperature: 20.0,
+        alpha: 0.9,
+        combine: Combine::Arithmetic,
+        hidden: vec![800, 800],
+        input_dropout: 0.0,
+        hidden_dropout: 0.0,
+        max_norm: None,
+        jitter: 2,
+        optimizer: OptimizerConfig::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            momentum_start: 0.9,
+            momentum_ramp: 0,
+            schedule: Schedule::Constant,
+        },
+        epochs: 3,
+        batch: 128,
+        seed: 1,
+        threads: Some(2),
+        bias_adjust: BiasAdjust::None,
+        out: dir.path().join("student.onnx"),
+        metrics: None,
+        resume: false,
+        test_split: None,
+        max_steps: None,
+    };
+    let report = distill_train::run(&config).expect("training");
+    let sizes = [784usize, 800, 800, 10];
+    let (f, s) = time_step_gemms(128, &sizes, 15);
+    let sgemm = f / s / 1e9;
+    let mlp = Mlp::new(
+        MlpConfig {
+            sizes: sizes.to_vec(),
+            input_dropout: 0.0,
+            hidden_dropout: 0.0,
+            max_norm: None,
+        },
+        1,
+    )
+    .expect("mlp");
+    let step_flops = mlp.train_step_flops(128);
+    let epoch_rates: Vec<f64> = [report.last.clone()]
+        .into_iter()
+        .flatten()
+        .map(|r| r.samples_per_s)
+        .collect();
+    let samples_per_s = median(epoch_rates);
+    let gflops = samples_per_s / 128.0 * step_flops / 1e9;
+
+    // The parts of a step outside the network, timed on their own.
+    let mut rng = Rng::new(3);
+    let perm = rng.permutation(data.len());
+    let mut xb = Array2::<f32>::zeros((128, 784));
+    let reps = 200;
+    let gather = median(
+        (0..reps)
+            .map(|i| {
+                let t = Instant::now();
+                gather_rows(data.features.view(), &perm[(i * 128) % 19_000..][..128], xb.view_mut());
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let jit = median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                jitter(&mut xb.view_mut(), (28, 28), 2, &mut rng);
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let logits = Array2::from_shape_simple_fn((128, 10), || rng.normal());
+    let p = ensemble_probs(&[logits.view()], 20.0, Combine::Arithmetic).expect("probs");
+    let labels: Vec<u32> = (0..128).map(|i| i % 10).collect();
+    let mut g = Array2::<f32>::zeros((128, 10));
+    let loss = DistillLoss { temperature: 20.0, alpha: 0.9 };
+    let loss_t = median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                loss.loss_and_grad(logits.view(), Some(p.view()), Some(&labels), g.view_mut())
+                    .expect("loss");
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let step = 128.0 / samples_per_s;
+    println!("## Distillation training: 784-800-800-10 student, T=20, alpha 0.9, jitter 2, batch 128, 2 threads");
+    println!("rows per epoch: {ROWS}; epochs: {}; last epoch {:.1} s", report.epochs, report.last.as_ref().map_or(0.0, |r| r.seconds));
+    println!(
+        "samples/s: {:.0}   step GFLOP/s: {:.1}   SGEMM GFLOP/s (same shapes): {:.1}   ratio: {:.0}%",
+        samples_per_s,
+        gflops,
+        sgemm,
+        100.0 * gflops / sgemm
+    );
+    println!(
+        "share of a {:.2} ms step: batch gathering {:.1}%, jitter {:.1}%, loss {:.1}%",
+        step * 1e3,
+        100.0 * gather / step,
+        100.0 * jit / step,
+        100.0 * loss_t / step
+    );
+}
