@@ -35,8 +35,10 @@ pub fn time_step_gemms(batch: usize, sizes: &[usize], reps: usize) -> (f64, f64)
             shapes.push((batch, o, i, false, true));
         }
         for (m, k, n, ta, tb) in shapes {
-            let a = Array2::from_shape_simple_fn(if ta { (k, m) } else { (m, k) }, || rng.uniform());
-            let b = Array2::from_shape_simple_fn(if tb { (n, k) } else { (k, n) }, || rng.uniform());
+            let a =
+                Array2::from_shape_simple_fn(if ta { (k, m) } else { (m, k) }, || rng.uniform());
+            let b =
+                Array2::from_shape_simple_fn(if tb { (n, k) } else { (k, n) }, || rng.uniform());
             let mut c = Array2::<f32>::zeros((m, n));
             let mut run = || {
                 let av = if ta { a.t() } else { a.view() };

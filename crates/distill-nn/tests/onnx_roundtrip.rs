@@ -72,8 +72,14 @@ fn saved_model_matches_onnx_runtime_on_mnist() {
         .zip(theirs.iter())
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(max_diff <= 1e-5, "engine and ONNX Runtime differ by {max_diff}");
-    assert!(ours.iter().any(|v| v.abs() > 1.0), "logits should not be trivially small");
+    assert!(
+        max_diff <= 1e-5,
+        "engine and ONNX Runtime differ by {max_diff}"
+    );
+    assert!(
+        ours.iter().any(|v| v.abs() > 1.0),
+        "logits should not be trivially small"
+    );
 
     let back = onnx::load(&path).unwrap();
     assert_eq!(back.mlp, mlp);

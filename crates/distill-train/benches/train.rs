@@ -22,7 +22,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("pool");
     pool.install(bench);
 }
 
@@ -72,7 +75,8 @@ fn bench() {
     };
     let mut w = StoreWriter::create(&store_path, &meta).expect("store");
     let views: Vec<_> = teachers.iter().map(|t| t.view()).collect();
-    w.write(&data.index, data.labels.as_deref(), &views).expect("write");
+    w.write(&data.index, data.labels.as_deref(), &views)
+        .expect("write");
     w.finish().expect("finish");
 
     let config = Config {
@@ -138,7 +142,11 @@ fn bench() {
         (0..reps)
             .map(|i| {
                 let t = Instant::now();
-                gather_rows(data.features.view(), &perm[(i * 128) % 19_000..][..128], xb.view_mut());
+                gather_rows(
+                    data.features.view(),
+                    &perm[(i * 128) % 19_000..][..128],
+                    xb.view_mut(),
+                );
                 t.elapsed().as_secs_f64()
             })
             .collect(),
@@ -156,7 +164,10 @@ fn bench() {
     let p = ensemble_probs(&[logits.view()], 20.0, Combine::Arithmetic).expect("probs");
     let labels: Vec<u32> = (0..128).map(|i| i % 10).collect();
     let mut g = Array2::<f32>::zeros((128, 10));
-    let loss = DistillLoss { temperature: 20.0, alpha: 0.9 };
+    let loss = DistillLoss {
+        temperature: 20.0,
+        alpha: 0.9,
+    };
     let loss_t = median(
         (0..reps)
             .map(|_| {
@@ -168,8 +179,14 @@ fn bench() {
             .collect(),
     );
     let step = 128.0 / samples_per_s;
-    println!("## Distillation training: 784-800-800-10 student, T=20, alpha 0.9, jitter 2, batch 128, 2 threads");
-    println!("rows per epoch: {ROWS}; epochs: {}; last epoch {:.1} s", report.epochs, report.last.as_ref().map_or(0.0, |r| r.seconds));
+    println!(
+        "## Distillation training: 784-800-800-10 student, T=20, alpha 0.9, jitter 2, batch 128, 2 threads"
+    );
+    println!(
+        "rows per epoch: {ROWS}; epochs: {}; last epoch {:.1} s",
+        report.epochs,
+        report.last.as_ref().map_or(0.0, |r| r.seconds)
+    );
     println!(
         "samples/s: {:.0}   step GFLOP/s: {:.1}   SGEMM GFLOP/s (same shapes): {:.1}   ratio: {:.0}%",
         samples_per_s,

@@ -58,10 +58,17 @@ pub fn parse_shifts(s: &str) -> Result<Vec<BiasShift>> {
 }
 
 /// Errors of `logits` against `labels` after adding `delta` to the logits of `classes`.
-pub fn errors_with_shift(logits: ArrayView2<f32>, labels: &[u32], classes: &[u32], delta: f32) -> usize {
+pub fn errors_with_shift(
+    logits: ArrayView2<f32>,
+    labels: &[u32],
+    classes: &[u32],
+    delta: f32,
+) -> usize {
     let mut shifted = logits.to_owned();
     for &c in classes {
-        shifted.index_axis_mut(Axis(1), c as usize).mapv_inplace(|v| v + delta);
+        shifted
+            .index_axis_mut(Axis(1), c as usize)
+            .mapv_inplace(|v| v + delta);
     }
     argmax_rows(shifted.view())
         .iter()
@@ -96,12 +103,24 @@ mod tests {
         assert_eq!(
             "3=+3.5,8=-7.6".parse::<BiasAdjust>().unwrap(),
             BiasAdjust::Fixed(vec![
-                BiasShift { class: 3, delta: 3.5 },
-                BiasShift { class: 8, delta: -7.6 }
+                BiasShift {
+                    class: 3,
+                    delta: 3.5
+                },
+                BiasShift {
+                    class: 8,
+                    delta: -7.6
+                }
             ])
         );
         assert_eq!("auto".parse::<BiasAdjust>().unwrap(), BiasAdjust::Auto);
-        assert!("3:1".parse::<BiasAdjust>().unwrap_err().to_string().contains("CLASS=DELTA"));
+        assert!(
+            "3:1"
+                .parse::<BiasAdjust>()
+                .unwrap_err()
+                .to_string()
+                .contains("CLASS=DELTA")
+        );
     }
 
     #[test]

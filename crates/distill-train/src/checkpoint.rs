@@ -46,9 +46,16 @@ struct Header {
 fn arrays<'a>(mlp: &'a Mlp, opt: &'a Optimizer) -> Vec<&'a [f32]> {
     let mut out = Vec::new();
     for (l, s) in mlp.layers.iter().zip(&opt.state) {
-        for a in [l.w.as_slice(), l.b.as_slice(), s.m_w.as_slice(), s.m_b.as_slice(), s.v_w.as_slice(), s.v_b.as_slice()]
-            .into_iter()
-            .flatten()
+        for a in [
+            l.w.as_slice(),
+            l.b.as_slice(),
+            s.m_w.as_slice(),
+            s.m_b.as_slice(),
+            s.v_w.as_slice(),
+            s.v_b.as_slice(),
+        ]
+        .into_iter()
+        .flatten()
         {
             out.push(a);
         }
@@ -90,12 +97,14 @@ pub fn load(path: &Path, mlp: &mut Mlp, opt: &mut Optimizer) -> Result<Progress>
     if rest.len() < 8 {
         return Err(err("truncated checkpoint".into()));
     }
-    let len = u64::from_le_bytes(rest[..8].try_into().map_err(|_| err("bad header".into()))?) as usize;
+    let len =
+        u64::from_le_bytes(rest[..8].try_into().map_err(|_| err("bad header".into()))?) as usize;
     let body = &rest[8..];
     if body.len() < len {
         return Err(err("truncated checkpoint header".into()));
     }
-    let header: Header = serde_json::from_slice(&body[..len]).map_err(|e| err(format!("bad header: {e}")))?;
+    let header: Header =
+        serde_json::from_slice(&body[..len]).map_err(|e| err(format!("bad header: {e}")))?;
     if header.shapes != mlp.shapes() {
         return Err(err(format!(
             "the checkpoint holds a network of layer shapes {:?}, but the settings give {:?}",

@@ -109,7 +109,11 @@ pub struct Args {
 fn classes(only: &Option<String>, exclude: &Option<String>) -> Result<ClassFilter> {
     Ok(ClassFilter {
         only: only.as_deref().map(parse_class_list).transpose()?,
-        exclude: exclude.as_deref().map(parse_class_list).transpose()?.unwrap_or_default(),
+        exclude: exclude
+            .as_deref()
+            .map(parse_class_list)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -131,7 +135,11 @@ impl Args {
                 eps: 1e-8,
                 schedule,
             },
-            other => return Err(TrainError::invalid(format!("--optimizer {other}: use sgd or adam"))),
+            other => {
+                return Err(TrainError::invalid(format!(
+                    "--optimizer {other}: use sgd or adam"
+                )));
+            }
         };
         let hidden = if self.hidden.trim().is_empty() {
             Vec::new()
@@ -140,7 +148,10 @@ impl Args {
                 .split(',')
                 .map(|w| {
                     w.trim().parse::<usize>().map_err(|_| {
-                        TrainError::invalid(format!("--hidden {}: write widths like 800,800", self.hidden))
+                        TrainError::invalid(format!(
+                            "--hidden {}: write widths like 800,800",
+                            self.hidden
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?
@@ -149,7 +160,11 @@ impl Args {
             "none" => None,
             s => Some(s.parse::<Split>()?),
         };
-        let alpha = self.alpha.unwrap_or(if self.soft_targets.is_some() { 1.0 } else { 0.0 });
+        let alpha = self.alpha.unwrap_or(if self.soft_targets.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         Ok(Config {
             selection: Selection {
                 data: self.data,
@@ -197,7 +212,11 @@ where
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     distill_core::interrupt::install();
@@ -205,7 +224,11 @@ where
     match result {
         Ok(report) => {
             println!("{report}");
-            if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS }
+            if report.interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -114,8 +114,17 @@ impl std::fmt::Display for Report {
             )?;
         }
         if let Some(r) = &self.last {
-            let val = r.val_error.map(|v| format!(", validation error {:.2}%", 100.0 * v)).unwrap_or_default();
-            writeln!(f, "last epoch {}: loss {:.4}, train error {:.2}%{val}", r.epoch + 1, r.loss, 100.0 * r.train_error)?;
+            let val = r
+                .val_error
+                .map(|v| format!(", validation error {:.2}%", 100.0 * v))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "last epoch {}: loss {:.4}, train error {:.2}%{val}",
+                r.epoch + 1,
+                r.loss,
+                100.0 * r.train_error
+            )?;
         }
         for b in &self.bias {
             writeln!(f, "bias of class {} adjusted by {:+.2}", b.class, b.delta)?;
@@ -127,7 +136,11 @@ impl std::fmt::Display for Report {
             if self.bias.is_empty() {
                 writeln!(f, "{} errors: {} of {}", t.split, t.errors, t.rows)?;
             } else {
-                writeln!(f, "{} errors: {} of {} ({} before bias adjustment)", t.split, t.errors, t.rows, t.errors_before_bias)?;
+                writeln!(
+                    f,
+                    "{} errors: {} of {} ({} before bias adjustment)",
+                    t.split, t.errors, t.rows, t.errors_before_bias
+                )?;
             }
         }
         if let Some(m) = &self.model {
@@ -203,7 +216,10 @@ impl Config {
             return bad("--batch must be at least 1".into());
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(format!("--temperature {} must be a positive number", self.temperature));
+            return bad(format!(
+                "--temperature {} must be a positive number",
+                self.temperature
+            ));
         }
         if !(0.0..=1.0).contains(&self.alpha) {
             return bad(format!("--alpha {} must be between 0 and 1", self.alpha));
@@ -220,7 +236,10 @@ impl Config {
             return bad("--hidden widths must be above zero, e.g. --hidden 800,800".into());
         }
         if self.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
-            return bad(format!("--out {}: the model file must end in .onnx", self.out.display()));
+            return bad(format!(
+                "--out {}: the model file must end in .onnx",
+                self.out.display()
+            ));
         }
         Ok(())
     }
@@ -241,7 +260,11 @@ fn check_writable(path: &Path) -> Result<()> {
     }
     let probe = dir.join(format!(".distill-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| {
-        TrainError::invalid(format!("{}: cannot write in the output folder {} ({e})", path.display(), dir.display()))
+        TrainError::invalid(format!(
+            "{}: cannot write in the output folder {} ({e})",
+            path.display(),
+            dir.display()
+        ))
     })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
@@ -295,7 +318,11 @@ fn prepare(config: &Config) -> Result<Prepared> {
                 )));
             }
             let rows = store.align(&train, path)?;
-            let members: Vec<Array2<f32>> = store.logits.iter().map(|l| l.select(Axis(0), &rows)).collect();
+            let members: Vec<Array2<f32>> = store
+                .logits
+                .iter()
+                .map(|l| l.select(Axis(0), &rows))
+                .collect();
             let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
             let probs = ensemble_probs(&views, config.temperature, config.combine)?;
             (Some(probs), Some(store))
@@ -311,7 +338,11 @@ fn prepare(config: &Config) -> Result<Prepared> {
 }
 
 fn count_errors(logits: ArrayView2<f32>, labels: &[u32]) -> usize {
-    argmax_rows(logits).iter().zip(labels).filter(|(p, y)| **p != **y as usize).count()
+    argmax_rows(logits)
+        .iter()
+        .zip(labels)
+        .filter(|(p, y)| **p != **y as usize)
+        .count()
 }
 
 /// Trains as `config` says. Returns early (with `interrupted`) on Ctrl-C or `max_steps`, leaving
@@ -382,7 +413,10 @@ fn train(config: &Config) -> Result<Report> {
                 progress.batch
             ));
         } else {
-            notes.push(format!("no checkpoint at {}; starting from scratch", paths.checkpoint.display()));
+            notes.push(format!(
+                "no checkpoint at {}; starting from scratch",
+                paths.checkpoint.display()
+            ));
         }
     }
     let loss = match &soft {
@@ -468,7 +502,7 @@ fn train(config: &Config) -> Result<Report> {
             progress.optimizer_steps = opt.step;
             steps_this_run += 1;
             bar.inc(m as u64);
-            if b % 20 == 0 {
+            if b.is_multiple_of(20) {
                 let secs = already + epoch_started.elapsed().as_secs_f64();
                 bar.set_message(format!(
                     "loss {:.4}  {:.0} samples/s",
@@ -482,21 +516,30 @@ fn train(config: &Config) -> Result<Report> {
         let seconds = already + epoch_started.elapsed().as_secs_f64();
         trained_rows += s.rows;
         trained_secs += seconds;
-        let (val_error, val_loss, val_errors) = match (&val, &val.as_ref().and_then(|v| v.labels.clone())) {
-            (Some(v), Some(vl)) => {
-                let logits = mlp.forward(v.features.view())?;
-                let e = count_errors(logits.view(), vl);
-                (Some(e as f64 / v.len() as f64), Some(cross_entropy(logits.view(), vl)), Some(e))
-            }
-            _ => (None, None, None),
-        };
+        let (val_error, val_loss, val_errors) =
+            match (&val, &val.as_ref().and_then(|v| v.labels.clone())) {
+                (Some(v), Some(vl)) => {
+                    let logits = mlp.forward(v.features.view())?;
+                    let e = count_errors(logits.view(), vl);
+                    (
+                        Some(e as f64 / v.len() as f64),
+                        Some(cross_entropy(logits.view(), vl)),
+                        Some(e),
+                    )
+                }
+                _ => (None, None, None),
+            };
         let rec = EpochRecord {
             epoch,
             learning_rate: config.optimizer.learning_rate(epoch),
             soft_loss: s.soft / s.rows.max(1) as f64,
             hard_loss: s.hard / s.rows.max(1) as f64,
             loss: (s.soft + s.hard) / s.rows.max(1) as f64,
-            train_error: if labels.is_some() { s.errors as f64 / s.rows.max(1) as f64 } else { f64::NAN },
+            train_error: if labels.is_some() {
+                s.errors as f64 / s.rows.max(1) as f64
+            } else {
+                f64::NAN
+            },
             val_error,
             val_loss,
             seconds,
@@ -510,7 +553,9 @@ fn train(config: &Config) -> Result<Report> {
             rec.soft_loss,
             rec.hard_loss,
             100.0 * rec.train_error,
-            val_error.map(|v| format!("  validation error {:.2}%", 100.0 * v)).unwrap_or_default(),
+            val_error
+                .map(|v| format!("  validation error {:.2}%", 100.0 * v))
+                .unwrap_or_default(),
             seconds,
             rec.samples_per_s
         );
@@ -597,7 +642,14 @@ fn train(config: &Config) -> Result<Report> {
             });
         }
     }
-    save_model(&mlp, &paths.model, config, store.as_ref(), &report.bias, "last")?;
+    save_model(
+        &mlp,
+        &paths.model,
+        config,
+        store.as_ref(),
+        &report.bias,
+        "last",
+    )?;
     report.model = Some(paths.model.clone());
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -629,12 +681,17 @@ fn adjust_bias(mlp: &mut Mlp, config: &Config, val: Option<&Dataset>) -> Result<
                 ));
             }
             let val = val.ok_or_else(|| {
-                TrainError::invalid("--bias-adjust auto needs a validation slice (--validation N above 0)")
+                TrainError::invalid(
+                    "--bias-adjust auto needs a validation slice (--validation N above 0)",
+                )
             })?;
             let vl = val.require_labels("--bias-adjust auto")?;
             let logits = mlp.forward(val.features.view())?;
             let (delta, _) = bias::fit_shift(logits.view(), vl, &omitted);
-            let shifts: Vec<BiasShift> = omitted.iter().map(|&class| BiasShift { class, delta }).collect();
+            let shifts: Vec<BiasShift> = omitted
+                .iter()
+                .map(|&class| BiasShift { class, delta })
+                .collect();
             for s in &shifts {
                 mlp.adjust_bias(s.class as usize, s.delta)?;
             }
@@ -660,7 +717,11 @@ fn save_model(
         meta.push(("distill.teachers".to_string(), json(&s.meta.teachers)));
         meta.push((
             "distill.soft_targets_sha256".to_string(),
-            if p.is_file() { sha256_file(p)? } else { String::new() },
+            if p.is_file() {
+                sha256_file(p)?
+            } else {
+                String::new()
+            },
         ));
     }
     onnx::save(mlp, path, &meta)?;

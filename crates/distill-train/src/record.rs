@@ -22,8 +22,7 @@ pub struct EpochRecord {
     pub samples_per_s: f64,
 }
 
-const HEADER: &str =
-    "epoch,learning_rate,soft_loss,hard_loss,loss,train_error,val_error,val_loss,seconds,samples_per_s";
+const HEADER: &str = "epoch,learning_rate,soft_loss,hard_loss,loss,train_error,val_error,val_loss,seconds,samples_per_s";
 
 /// Writes the records as CSV, atomically.
 pub fn write_csv(path: &Path, records: &[EpochRecord]) -> distill_core::Result<()> {

@@ -182,7 +182,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
         }
     }
     let width = width.unwrap_or(0);
-    let rows = if width == 0 { 0 } else { values.len() / width };
+    let rows = values.len().checked_div(width).unwrap_or(0);
     if rows == 0 {
         return Err(CoreError::format(path, "the data file has no rows"));
     }

@@ -1,0 +1,202 @@
+//! The `distill-eval` command line: flags, their translation into a [`Config`], and the exit codes.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+use distill_runtime::{ModelSettings, Provider};
+
+use crate::{BiasAdjust, Config, Error, ModelEntry, run};
+
+/// Evaluate ONNX models (and their ensemble) on a labelled data split: errors, per-class errors, confusion,
+/// NLL, calibration, top-k accuracy, agreement, parameters, file size, latency and throughput.
+///
+/// Each model's settings (input, output, layout, normalisation, logits or probabilities) come from the model
+/// itself and its sidecar `MODEL.onnx.yaml`, as in distill-teach.
+#[derive(Debug, Parser)]
+#[command(name = "distill-eval", version)]
+pub struct Args {
+    /// An ONNX model to evaluate (repeat for several).
+    #[arg(long = "model", value_name = "PATH")]
+    pub models: Vec<PathBuf>,
+
+    /// An ONNX teacher to evaluate; with --ensemble, the ensemble is made of the teachers when any are given,
+    /// otherwise of every --model (repeat for several).
+    #[arg(long = "teacher", value_name = "PATH")]
+    pub teachers: Vec<PathBuf>,
+
+    /// Also evaluate the arithmetic and geometric mean ensembles (at T = 1) of the teachers, or of all models.
+    #[arg(long)]
+    pub ensemble: bool,
+
+    /// The data set: a folder of MNIST IDX files, a folder with train.parquet/test.parquet, or a Parquet file.
+    #[arg(long, value_name = "PATH", default_value = "data/mnist")]
+    pub data: String,
+
+    /// Which split to evaluate on.
+    #[arg(long, value_name = "train|test", default_value = "test")]
+    pub split: Split,
+
+    /// Only the first N rows of the split (before the class filters).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Keep only rows of these classes, e.g. 7,8.
+    #[arg(long, value_name = "CLASSES")]
+    pub only_classes: Option<String>,
+
+    /// Drop rows of these classes, e.g. 3.
+    #[arg(long, value_name = "CLASSES")]
+    pub exclude_classes: Option<String>,
+
+    /// Add DELTA to class CLASS's logit (ln p for probability models) of every model before evaluating, e.g.
+    /// 3=+3.5,8=-7.6 (may be repeated).
+    #[arg(long, value_name = "CLASS=DELTA,...", allow_hyphen_values = true)]
+    pub bias_adjust: Vec<String>,
+
+    /// ONNX Runtime execution provider: cpu, cuda, or auto (CUDA when usable, else CPU with a note).
+    #[arg(long, value_name = "cpu|cuda|auto", default_value = "cpu")]
+    pub provider: Provider,
+
+    /// ONNX Runtime intra-op threads per model (0: one per physical core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+
+    /// Rows per inference call while evaluating.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub batch_size: usize,
+
+    /// Timed batch-1 runs per model for the latency (throughput at batch 256 uses a tenth, at least 3); 0 skips
+    /// the speed measurement.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub latency_runs: usize,
+
+    /// Write the metrics as JSON (schema_version 1) to this file; its folder must exist.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+impl Args {
+    /// The configuration these flags describe; fails on a bad class list or --bias-adjust, or no model.
+    pub fn into_config(self) -> Result<Config, Error> {
+        if self.models.is_empty() && self.teachers.is_empty() {
+            return Err(Error::NoModels);
+        }
+        let no_teachers = self.teachers.is_empty();
+        let entry = |path: PathBuf, ensemble_member: bool| ModelEntry {
+            path,
+            settings: ModelSettings::default(),
+            ensemble_member,
+        };
+        let mut models: Vec<ModelEntry> = self
+            .models
+            .into_iter()
+            .map(|p| entry(p, no_teachers))
+            .collect();
+        models.extend(self.teachers.into_iter().map(|p| entry(p, true)));
+        let classes = ClassFilter {
+            only: self
+                .only_classes
+                .as_deref()
+                .map(parse_class_list)
+                .transpose()?,
+            exclude: self
+                .exclude_classes
+                .as_deref()
+                .map(parse_class_list)
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        Ok(Config {
+            models,
+            selection: Selection {
+                data: self.data,
+                split: self.split,
+                limit: self.limit,
+                classes,
+            },
+            ensemble: self.ensemble,
+            bias_adjust: BiasAdjust::parse_all(&self.bias_adjust)?,
+            provider: self.provider,
+            threads: self.threads,
+            batch_size: self.batch_size.max(1),
+            latency_runs: self.latency_runs,
+            out: self.out,
+        })
+    }
+}
+
+/// Parses `args` (the program name first), evaluates, prints the table to stdout and notes to stderr.
+///
+/// Exit codes: 0 on success (and for `--help`/`--version`); 2 for bad flags, files, data or models; 1 when
+/// something fails inside ONNX Runtime or the machine. Errors are printed as `error: …` on stderr.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match args.into_config().and_then(|config| run(&config)) {
+        Ok(report) => {
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teachers_form_the_ensemble_when_given() {
+        let args = Args::try_parse_from([
+            "distill-eval",
+            "--model",
+            "s.onnx",
+            "--teacher",
+            "a.onnx",
+            "--teacher",
+            "b.onnx",
+            "--ensemble",
+            "--bias-adjust",
+            "3=-1.5",
+            "--only-classes",
+            "3,4",
+        ])
+        .unwrap();
+        let config = args.into_config().unwrap();
+        let members: Vec<bool> = config.models.iter().map(|m| m.ensemble_member).collect();
+        assert_eq!(members, vec![false, true, true]);
+        assert_eq!(config.bias_adjust.to_string(), "3=-1.5");
+        assert_eq!(config.selection.classes.only, Some(vec![3, 4]));
+        assert_eq!(config.selection.split, Split::Test);
+        assert_eq!(config.latency_runs, 200);
+
+        let config = Args::try_parse_from(["distill-eval", "--model", "a", "--model", "b"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert!(config.models.iter().all(|m| m.ensemble_member));
+        let err = Args::try_parse_from(["distill-eval"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(matches!(err, Error::NoModels));
+    }
+}

@@ -1,0 +1,135 @@
+use std::path::PathBuf;
+
+use distill_core::CoreError;
+use distill_runtime::RuntimeError;
+
+/// Everything that can stop an evaluation. Variants about a model name its file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Data loading, selection or output writing failed.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+
+    /// ONNX Runtime, a model's settings, or a model's shapes.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+
+    /// No model was given.
+    #[error("no model to evaluate; give at least one --model PATH")]
+    NoModels,
+
+    /// `--ensemble` with fewer than two members.
+    #[error(
+        "an ensemble needs at least two models, and {members} {verb} given; add --model (or --teacher) files or drop --ensemble",
+        verb = if *members == 1 { "was" } else { "were" }
+    )]
+    EnsembleTooSmall {
+        /// How many members there were.
+        members: usize,
+    },
+
+    /// A `--bias-adjust` specification that cannot be parsed.
+    #[error(
+        "invalid --bias-adjust `{spec}`: {message}; write CLASS=DELTA pairs separated by commas, e.g. 3=+3.5,8=-7.6"
+    )]
+    BiasSpec {
+        /// The specification as given.
+        spec: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A bias adjustment names a class the data does not have.
+    #[error("--bias-adjust names class {class}, but the data has classes 0 to {}", classes.saturating_sub(1))]
+    BiasClass {
+        /// The class named.
+        class: usize,
+        /// The data's class count.
+        classes: usize,
+    },
+
+    /// A model's output has a different number of classes than the data.
+    #[error(
+        "model {} has {model_classes} output classes, but the data {data} has {data_classes}; evaluate it on data with the same classes",
+        path.display()
+    )]
+    ClassMismatch {
+        /// The model file.
+        path: PathBuf,
+        /// Columns of the model's output.
+        model_classes: usize,
+        /// The data set's name.
+        data: String,
+        /// Classes of the data set.
+        data_classes: usize,
+    },
+
+    /// A label is not below the data set's class count.
+    #[error(
+        "data {data}: row {row} has label {label}, but the data set declares {classes} classes"
+    )]
+    LabelOutOfRange {
+        /// The data set's name.
+        data: String,
+        /// The row within the selection.
+        row: usize,
+        /// The label.
+        label: u32,
+        /// The declared class count.
+        classes: usize,
+    },
+
+    /// The model file is not a readable ONNX protobuf (for the parameter count).
+    #[error("cannot read ONNX model {} to count its parameters: {message}", path.display())]
+    OnnxParse {
+        /// The model file.
+        path: PathBuf,
+        /// The decoder's message.
+        message: String,
+    },
+
+    /// Reading a file failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// The output file's folder does not exist.
+    #[error("the output folder {} of {} does not exist; create it first", folder.display(), path.display())]
+    OutputFolder {
+        /// The output file.
+        path: PathBuf,
+        /// Its missing folder.
+        folder: PathBuf,
+    },
+
+    /// Writing metrics.json failed while serialising.
+    #[error("cannot serialise the metrics for {}: {message}", path.display())]
+    Serialize {
+        /// The output file.
+        path: PathBuf,
+        /// serde_json's message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether the error comes from the user's files, flags or data (exit 2) rather than the machine (exit 1).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Error::Core(e) => e.is_user_error(),
+            Error::Runtime(e) => e.is_user_error(),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::IsADirectory
+            ),
+            Error::Serialize { .. } => false,
+            _ => true,
+        }
+    }
+}

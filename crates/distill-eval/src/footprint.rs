@@ -1,0 +1,175 @@
+//! A model's deployment footprint read from its ONNX file: parameter count and bytes on disk.
+//!
+//! Only the few fields of the ONNX protobuf schema (onnx/onnx.proto3) that these counts need are declared;
+//! everything else, including the tensors' data, is skipped while decoding.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::Serialize;
+
+use crate::Error;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ModelProto {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GraphProto {
+    #[prost(message, repeated, tag = "1")]
+    node: Vec<NodeProto>,
+    #[prost(message, repeated, tag = "5")]
+    initializer: Vec<TensorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NodeProto {
+    #[prost(message, repeated, tag = "5")]
+    attribute: Vec<AttributeProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AttributeProto {
+    #[prost(message, optional, tag = "5")]
+    t: Option<TensorProto>,
+    #[prost(float, repeated, tag = "7")]
+    floats: Vec<f32>,
+    #[prost(message, repeated, tag = "10")]
+    tensors: Vec<TensorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TensorProto {
+    #[prost(int64, repeated, tag = "1")]
+    dims: Vec<i64>,
+    #[prost(int32, tag = "2")]
+    data_type: i32,
+    #[prost(message, repeated, tag = "13")]
+    external_data: Vec<StringStringEntryProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+/// `TensorProto.DataType` values of floating-point tensors: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
+const FLOAT_TYPES: [i32; 4] = [1, 10, 11, 16];
+
+impl TensorProto {
+    fn float_elements(&self) -> u64 {
+        if !FLOAT_TYPES.contains(&self.data_type) {
+            return 0;
+        }
+        self.dims
+            .iter()
+            .map(|&d| u64::try_from(d).unwrap_or(0))
+            .product()
+    }
+}
+
+/// What a model costs to deploy, as far as its file says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Footprint {
+    /// Floating-point numbers stored in the model: the elements of its top-level float initializers, plus
+    /// float tensors and float lists held in node attributes (skl2onnx keeps a linear model's coefficients in
+    /// `LinearClassifier` attributes, and some exporters use `Constant` nodes). Subgraphs (`If`, `Loop`) are
+    /// not counted.
+    pub parameters: u64,
+    /// Bytes of the `.onnx` file plus its external data files.
+    pub file_bytes: u64,
+}
+
+/// Reads the footprint of the model at `path`, following external data locations relative to its folder.
+pub fn footprint(path: &Path) -> Result<Footprint, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| Error::OnnxParse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let graph = model.graph.unwrap_or_default();
+    let initializers: u64 = graph
+        .initializer
+        .iter()
+        .map(TensorProto::float_elements)
+        .sum();
+    let attributes: u64 = graph
+        .node
+        .iter()
+        .flat_map(|n| &n.attribute)
+        .map(|a| {
+            a.t.as_ref().map_or(0, TensorProto::float_elements)
+                + a.tensors
+                    .iter()
+                    .map(TensorProto::float_elements)
+                    .sum::<u64>()
+                + a.floats.len() as u64
+        })
+        .sum();
+
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut external: Vec<PathBuf> = Vec::new();
+    for tensor in &graph.initializer {
+        for entry in &tensor.external_data {
+            let data = folder.join(&entry.value);
+            if entry.key == "location" && !external.contains(&data) {
+                external.push(data);
+            }
+        }
+    }
+    let mut file_bytes = bytes.len() as u64;
+    for data in external {
+        let meta = std::fs::metadata(&data).map_err(|source| Error::Io { path: data, source })?;
+        file_bytes += meta.len();
+    }
+    Ok(Footprint {
+        parameters: initializers + attributes,
+        file_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/teachers");
+
+    // Parameter counts from the fixtures' make_fixtures.py architectures:
+    // external_data MLP 784→32→10: 784*32 + 32 + 32*10 + 10 = 25450;
+    // skl_logreg LinearClassifier: coefficients 10*784 + intercepts 10 = 7850 (node attributes);
+    // torchscript_cnn Conv(1→4, 5×5, stride 2) → 12×12×4 → Gemm to 10: 4*25 + 4 + 10*576 + 10 = 5874.
+    #[test]
+    fn counts_initializers_attributes_and_external_data() {
+        let f = footprint(&Path::new(FIXTURES).join("external_data/model.onnx")).unwrap();
+        assert_eq!(f.parameters, 25_450);
+        let data = std::fs::metadata(Path::new(FIXTURES).join("external_data/model.onnx.data"))
+            .unwrap()
+            .len();
+        assert!(data >= 25_450 * 4, "{data}");
+        let model = std::fs::metadata(Path::new(FIXTURES).join("external_data/model.onnx"))
+            .unwrap()
+            .len();
+        assert_eq!(f.file_bytes, model + data);
+
+        let skl = footprint(&Path::new(FIXTURES).join("skl_logreg.onnx")).unwrap();
+        assert_eq!(skl.parameters, 7_850);
+        let cnn = footprint(&Path::new(FIXTURES).join("torchscript_cnn.onnx")).unwrap();
+        assert_eq!(cnn.parameters, 5_874);
+    }
+
+    #[test]
+    fn corrupt_files_and_missing_external_data_are_errors() {
+        let err = footprint(&Path::new(FIXTURES).join("corrupt.onnx")).unwrap_err();
+        assert!(err.to_string().contains("corrupt.onnx"), "{err}");
+        let err = footprint(&Path::new(FIXTURES).join("external_missing/model.onnx")).unwrap_err();
+        assert!(err.to_string().contains("model.onnx.data"), "{err}");
+    }
+}

@@ -1,0 +1,428 @@
+//! `distill-eval`: the numbers a distillation is judged by.
+//!
+//! [`run`] evaluates ONNX models (students, teachers, any exporter's models, through `distill-runtime`) and,
+//! optionally, the arithmetic and geometric ensembles of some of them, on a labelled selection of a data set:
+//! errors, per-class errors, confusion, NLL, calibration, top-k accuracy and agreement ([`metrics`]), plus
+//! what each model costs to deploy: parameters, bytes on disk ([`footprint`]), latency and throughput
+//! ([`timing`]). The [`Report`] is written as `metrics.json` and displayed as a table.
+
+pub mod bias;
+pub mod cli;
+mod error;
+pub mod footprint;
+pub mod metrics;
+pub mod report;
+pub mod timing;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use distill_core::data::{Dataset, Selection};
+use distill_core::math::{Combine, argmax_rows, ensemble_probs, probabilities_to_logits, softmax};
+use distill_runtime::{ModelSettings, ModelSpec, OnnxModel, OutputKind, Provider, RuntimeError};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayView2, Axis, s};
+use serde::Serialize;
+
+pub use bias::{BiasAdjust, ClassBias};
+pub use error::Error;
+pub use report::{Entry, EntryType, Report, SCHEMA_VERSION};
+
+/// One model to evaluate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelEntry {
+    /// The `.onnx` file.
+    pub path: PathBuf,
+    /// Settings given explicitly; they override the sidecar `model.onnx.yaml`, which is read as usual.
+    pub settings: ModelSettings,
+    /// Whether the model is a member of the ensemble (used only with [`Config::ensemble`]).
+    pub ensemble_member: bool,
+}
+
+impl ModelEntry {
+    /// A model with no explicit settings that is an ensemble member.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            settings: ModelSettings::default(),
+            ensemble_member: true,
+        }
+    }
+}
+
+/// Everything an evaluation needs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    /// The models, evaluated and reported in this order.
+    pub models: Vec<ModelEntry>,
+    /// The labelled rows to evaluate on.
+    pub selection: Selection,
+    /// Also evaluate the arithmetic and geometric ensembles of the models marked as members (at least two).
+    pub ensemble: bool,
+    /// Per-class deltas added to each model's logits (to `ln p` for probability models) before anything is
+    /// computed, ensembles included.
+    pub bias_adjust: BiasAdjust,
+    /// The execution provider to run the models with.
+    #[serde(serialize_with = "serialize_display")]
+    pub provider: Provider,
+    /// ONNX Runtime intra-op threads per model (0: its default).
+    pub threads: usize,
+    /// Rows per inference call while evaluating.
+    pub batch_size: usize,
+    /// Timed batch-1 runs per model (see [`timing::plan`]); 0 skips the speed measurement.
+    pub latency_runs: usize,
+    /// Where to write `metrics.json`; its folder must exist.
+    pub out: Option<PathBuf>,
+}
+
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// The name of the arithmetic ensemble's entry.
+pub const ARITHMETIC_ENSEMBLE: &str = "ensemble (arithmetic)";
+/// The name of the geometric ensemble's entry.
+pub const GEOMETRIC_ENSEMBLE: &str = "ensemble (geometric)";
+
+/// One evaluated model's predictions, kept for the ensembles and the agreement.
+struct Evaluated {
+    entry: Entry,
+    logits: Array2<f32>,
+    /// The logits before the bias adjustment, when there is one.
+    unadjusted: Option<Array2<f32>>,
+    predicted: Vec<usize>,
+}
+
+/// Evaluates every model of `config` (and their ensembles with [`Config::ensemble`]) and writes
+/// `metrics.json` when [`Config::out`] is set.
+///
+/// Fails before any inference when a model file is missing, the ensemble has fewer than two members, the
+/// output folder does not exist, the selection is empty or unlabelled, or a bias adjustment names a class the
+/// data lacks; fails when a model's input width or class count does not fit the data. Nothing is written
+/// on failure.
+pub fn run(config: &Config) -> Result<Report, Error> {
+    let start = Instant::now();
+    check_config(config)?;
+    let data = config.selection.load()?;
+    let labels = data.require_labels("evaluation")?;
+    if data.is_empty() {
+        return Err(distill_core::CoreError::invalid(format!(
+            "{}: the selection ({}) has no rows to evaluate",
+            data.name,
+            config.selection.describe()
+        ))
+        .into());
+    }
+    if let Some((row, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l as usize >= data.classes)
+    {
+        return Err(Error::LabelOutOfRange {
+            data: data.name.clone(),
+            row,
+            label,
+            classes: data.classes,
+        });
+    }
+    config.bias_adjust.check(data.classes)?;
+
+    let runtime = distill_runtime::init()?;
+    let mut notes: Vec<String> = runtime.notes().to_vec();
+    let names = entry_names(&config.models);
+    let bar = progress((data.len() * config.models.len()) as u64);
+    let mut evaluated = Vec::with_capacity(config.models.len());
+    for (model, name) in config.models.iter().zip(names) {
+        bar.set_message(name.clone());
+        evaluated.push(evaluate_model(
+            config, model, name, &data, labels, &bar, &mut notes,
+        )?);
+    }
+    bar.finish_and_clear();
+
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut reference: Option<(String, Vec<usize>)> = None;
+    let mut ensemble_predictions = Vec::new();
+    if config.ensemble {
+        let members: Vec<&Evaluated> = config
+            .models
+            .iter()
+            .zip(&evaluated)
+            .filter(|(m, _)| m.ensemble_member)
+            .map(|(_, e)| e)
+            .collect();
+        for (combine, name) in [
+            (Combine::Arithmetic, ARITHMETIC_ENSEMBLE),
+            (Combine::Geometric, GEOMETRIC_ENSEMBLE),
+        ] {
+            let (entry, predicted) = evaluate_ensemble(&members, combine, name, labels)?;
+            if reference.is_none() {
+                reference = Some((name.to_string(), predicted.clone()));
+            }
+            ensemble_predictions.push((entry, predicted));
+        }
+    }
+    let (reference_name, reference_predicted) = match reference {
+        Some(r) => r,
+        None => match evaluated.first() {
+            Some(first) => (first.entry.name.clone(), first.predicted.clone()),
+            None => return Err(Error::NoModels),
+        },
+    };
+    for e in evaluated {
+        let mut entry = e.entry;
+        entry.agreement = metrics::agreement(&e.predicted, &reference_predicted);
+        entries.push(entry);
+    }
+    for (mut entry, predicted) in ensemble_predictions {
+        entry.agreement = metrics::agreement(&predicted, &reference_predicted);
+        entries.push(entry);
+    }
+
+    let mut report = Report {
+        schema_version: SCHEMA_VERSION,
+        tool: "distill-eval".to_string(),
+        tool_version: distill_core::TOOL_VERSION.to_string(),
+        dataset: config.selection.data.clone(),
+        split: config.selection.split,
+        transform: config.selection.describe(),
+        rows: data.len(),
+        classes: data.classes,
+        bias_adjust: config.bias_adjust.clone(),
+        provider: config.provider.to_string(),
+        threads: config.threads,
+        latency_runs: config.latency_runs,
+        agreement_reference: reference_name,
+        entries,
+        notes,
+        seconds: 0.0,
+        out: None,
+    };
+    report.seconds = start.elapsed().as_secs_f64();
+    if let Some(out) = &config.out {
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Serialize {
+            path: out.clone(),
+            message: e.to_string(),
+        })?;
+        distill_core::atomic::write_bytes(out, &json)?;
+        report.out = Some(out.clone());
+    }
+    Ok(report)
+}
+
+/// The checks that need neither data nor ONNX Runtime.
+fn check_config(config: &Config) -> Result<(), Error> {
+    if config.models.is_empty() {
+        return Err(Error::NoModels);
+    }
+    if config.ensemble {
+        let members = config.models.iter().filter(|m| m.ensemble_member).count();
+        if members < 2 {
+            return Err(Error::EnsembleTooSmall { members });
+        }
+    }
+    if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
+        return Err(RuntimeError::ModelNotFound {
+            path: missing.path.clone(),
+        }
+        .into());
+    }
+    if let Some(out) = &config.out {
+        let folder = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !folder.is_dir() {
+            return Err(Error::OutputFolder {
+                path: out.clone(),
+                folder,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each model's display name: its file stem, or its path where two models share a stem.
+fn entry_names(models: &[ModelEntry]) -> Vec<String> {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    let stems: Vec<String> = models.iter().map(|m| stem(&m.path)).collect();
+    models
+        .iter()
+        .zip(&stems)
+        .map(|(m, s)| {
+            if stems.iter().filter(|t| *t == s).count() > 1 {
+                m.path.display().to_string()
+            } else {
+                s.clone()
+            }
+        })
+        .collect()
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn evaluate_model(
+    config: &Config,
+    model_entry: &ModelEntry,
+    name: String,
+    data: &Dataset,
+    labels: &[u32],
+    bar: &ProgressBar,
+    notes: &mut Vec<String>,
+) -> Result<Evaluated, Error> {
+    let path = &model_entry.path;
+    let spec = ModelSpec::new(path).with_settings(model_entry.settings.clone());
+    let mut model = OnnxModel::load(&spec, config.provider, config.threads)?;
+    notes.extend(model.notes().iter().cloned());
+    model.expect_input_width(data.width())?;
+    let class_mismatch = |model_classes: usize| Error::ClassMismatch {
+        path: path.clone(),
+        model_classes,
+        data: data.name.clone(),
+        data_classes: data.classes,
+    };
+    if let Some(c) = model.classes().filter(|&c| c != data.classes) {
+        return Err(class_mismatch(c));
+    }
+    let scores = infer(&mut model, data.features.view(), config.batch_size, bar)?;
+    if scores.ncols() != data.classes {
+        return Err(class_mismatch(scores.ncols()));
+    }
+    let mut logits = match model.kind() {
+        OutputKind::Logits => scores,
+        OutputKind::Probabilities => probabilities_to_logits(scores.view()),
+    };
+    let unadjusted = if config.bias_adjust.is_empty() {
+        None
+    } else {
+        let before = logits.clone();
+        config.bias_adjust.apply(&mut logits);
+        Some(before)
+    };
+    let errors_unadjusted = unadjusted
+        .as_ref()
+        .map(|before| metrics::error_count(before.view(), labels));
+    let probs = softmax(logits.view(), 1.0);
+    let summary = metrics::summarize(probs.view(), labels);
+    let predicted = argmax_rows(probs.view());
+    let footprint = footprint::footprint(path)?;
+    let speed = if config.latency_runs > 0 {
+        Some(timing::measure(
+            &mut model,
+            data.features.view(),
+            config.latency_runs,
+        )?)
+    } else {
+        None
+    };
+    let entry = Entry {
+        name,
+        entry_type: EntryType::Model,
+        path: Some(path.clone()),
+        sha256: Some(distill_core::sha256_file(path)?),
+        output_kind: Some(model.kind().to_string()),
+        provider: Some(model.provider().to_string()),
+        members: Vec::new(),
+        combine: None,
+        metrics: summary,
+        errors_unadjusted,
+        agreement: 0.0,
+        parameters: footprint.parameters,
+        file_bytes: footprint.file_bytes,
+        latency_ms_batch1: speed.map(|s| s.latency_ms_batch1),
+        rows_per_s_batch256: speed.map(|s| s.rows_per_s_batch256),
+    };
+    Ok(Evaluated {
+        entry,
+        logits,
+        unadjusted,
+        predicted,
+    })
+}
+
+/// Runs `model` over `x` in batches of `batch_size` rows, advancing `bar` by the rows done.
+fn infer(
+    model: &mut OnnxModel,
+    x: ArrayView2<f32>,
+    batch_size: usize,
+    bar: &ProgressBar,
+) -> Result<Array2<f32>, Error> {
+    let step = batch_size.max(1);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < x.nrows() {
+        let end = (start + step).min(x.nrows());
+        parts.push(model.run(x.slice(s![start..end, ..]))?);
+        bar.inc((end - start) as u64);
+        start = end;
+    }
+    let views: Vec<ArrayView2<f32>> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| {
+        RuntimeError::OutputShape {
+            path: model.path().to_path_buf(),
+            output: model.io_names().1.to_string(),
+            expected: "the same class count in every batch".to_string(),
+            found: e.to_string(),
+        }
+        .into()
+    })
+}
+
+fn evaluate_ensemble(
+    members: &[&Evaluated],
+    combine: Combine,
+    name: &str,
+    labels: &[u32],
+) -> Result<(Entry, Vec<usize>), Error> {
+    let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.logits.view()).collect();
+    let probs = ensemble_probs(&views, 1.0, combine)?;
+    let summary = metrics::summarize(probs.view(), labels);
+    let predicted = argmax_rows(probs.view());
+    let unadjusted: Option<Vec<ArrayView2<f32>>> = members
+        .iter()
+        .map(|m| m.unadjusted.as_ref().map(|u| u.view()))
+        .collect();
+    let errors_unadjusted = match unadjusted {
+        Some(views) => Some(metrics::error_count(
+            ensemble_probs(&views, 1.0, combine)?.view(),
+            labels,
+        )),
+        None => None,
+    };
+    let sum_of = |f: fn(&Entry) -> Option<f64>| -> Option<f64> {
+        members.iter().map(|m| f(&m.entry)).sum::<Option<f64>>()
+    };
+    let entry = Entry {
+        name: name.to_string(),
+        entry_type: EntryType::Ensemble,
+        path: None,
+        sha256: None,
+        output_kind: None,
+        provider: None,
+        members: members.iter().map(|m| m.entry.name.clone()).collect(),
+        combine: Some(combine),
+        metrics: summary,
+        errors_unadjusted,
+        agreement: 0.0,
+        parameters: members.iter().map(|m| m.entry.parameters).sum(),
+        file_bytes: members.iter().map(|m| m.entry.file_bytes).sum(),
+        latency_ms_batch1: sum_of(|e| e.latency_ms_batch1),
+        rows_per_s_batch256: sum_of(|e| e.rows_per_s_batch256.map(|r| 1.0 / r)).map(|t| 1.0 / t),
+    };
+    Ok((entry, predicted))
+}

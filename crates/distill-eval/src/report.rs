@@ -1,0 +1,248 @@
+//! The evaluation's result: `metrics.json` (its schema is documented in README.md and by these types) and the
+//! human-readable table.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use distill_core::data::Split;
+use distill_core::math::Combine;
+use serde::Serialize;
+
+use crate::bias::BiasAdjust;
+use crate::metrics::Summary;
+
+/// The version of the `metrics.json` schema; raised when a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Whether an entry is one model or an ensemble of models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryType {
+    /// One ONNX model.
+    Model,
+    /// A combination of several models' predictions.
+    Ensemble,
+}
+
+/// The metrics of one model or ensemble. Every field is always present in `metrics.json` (`null` where it
+/// does not apply).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Entry {
+    /// The model file's stem (its path when two models share a stem), or `ensemble (arithmetic)` /
+    /// `ensemble (geometric)`.
+    pub name: String,
+    /// `model` or `ensemble`.
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    /// The model file, as given (`null` for ensembles).
+    pub path: Option<PathBuf>,
+    /// SHA-256 of the model file (`null` for ensembles).
+    pub sha256: Option<String>,
+    /// What the model outputs, `logits` or `probabilities` (`null` for ensembles).
+    pub output_kind: Option<String>,
+    /// The execution provider that ran the model, `cpu` or `cuda` (`null` for ensembles).
+    pub provider: Option<String>,
+    /// The names of the ensemble's members (empty for models).
+    pub members: Vec<String>,
+    /// How the members were combined (`null` for models).
+    pub combine: Option<Combine>,
+    /// Errors, per-class errors, confusion, NLL, ECE and top-k accuracy, after any bias adjustment.
+    #[serde(flatten)]
+    pub metrics: Summary,
+    /// Errors before the bias adjustment (`null` when there is none).
+    pub errors_unadjusted: Option<usize>,
+    /// Share of rows whose predicted class equals the reference's (see [`Report::agreement_reference`]).
+    pub agreement: f64,
+    /// See [`crate::footprint::Footprint::parameters`]; for ensembles, the members' sum.
+    pub parameters: u64,
+    /// See [`crate::footprint::Footprint::file_bytes`]; for ensembles, the members' sum.
+    pub file_bytes: u64,
+    /// Median latency of one row, in ms (`null` with `--latency-runs 0`). For ensembles, the sum of the
+    /// members' latencies: the members run one after another, and the cheap averaging is not timed.
+    pub latency_ms_batch1: Option<f64>,
+    /// Median throughput at batch 256, in rows/s (`null` with `--latency-runs 0`). For ensembles,
+    /// `1 / sum(1 / member throughput)`, on the same assumption.
+    pub rows_per_s_batch256: Option<f64>,
+}
+
+/// What `distill-eval` found: the contents of `metrics.json`, and its table when displayed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `distill-eval`.
+    pub tool: String,
+    /// The distill version that wrote the file.
+    pub tool_version: String,
+    /// The `--data` argument.
+    pub dataset: String,
+    /// `train` or `test`.
+    pub split: Split,
+    /// The selection applied to the split (limit, class filter), as `distill_core::data::Selection::describe`.
+    pub transform: String,
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Classes of the data set (the width of every confusion matrix).
+    pub classes: usize,
+    /// Per-class deltas added to every model's logits before evaluation (`[]` when none).
+    pub bias_adjust: BiasAdjust,
+    /// The execution provider asked for (`cpu`, `cuda` or `auto`); each model entry says which one ran it.
+    pub provider: String,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub threads: usize,
+    /// Timed batch-1 runs per model (0: speed not measured).
+    pub latency_runs: usize,
+    /// The entry whose predictions `agreement` compares with: `ensemble (arithmetic)` when there is an
+    /// ensemble, otherwise the first model.
+    pub agreement_reference: String,
+    /// The models in the order given, then the ensembles (arithmetic, geometric).
+    pub entries: Vec<Entry>,
+    /// Messages for the user from ONNX Runtime and the models (CPU fallback, slow fixed batch sizes).
+    pub notes: Vec<String>,
+    /// Wall time of the whole evaluation, in seconds.
+    pub seconds: f64,
+    /// Where `metrics.json` was written, if anywhere (not part of the file).
+    #[serde(skip)]
+    pub out: Option<PathBuf>,
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn optional(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "-".to_string(), show)
+}
+
+impl fmt::Display for Report {
+    /// One row per entry (model, params, size, errors, error %, NLL, ECE, agreement, ms @1, rows/s @256), the
+    /// bias adjustment if any, and a one-line summary with rows, seconds and rows/s.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header = [
+            "model",
+            "params",
+            "size",
+            "errors",
+            "error %",
+            "NLL",
+            "ECE",
+            "agree %",
+            "ms @1",
+            "rows/s @256",
+        ];
+        let rows: Vec<[String; 10]> = self
+            .entries
+            .iter()
+            .map(|e| {
+                [
+                    e.name.clone(),
+                    grouped(e.parameters),
+                    size(e.file_bytes),
+                    match e.errors_unadjusted {
+                        Some(before) => format!("{} (was {before})", e.metrics.errors),
+                        None => e.metrics.errors.to_string(),
+                    },
+                    format!("{:.2}", 100.0 * e.metrics.error_rate),
+                    format!("{:.4}", e.metrics.nll),
+                    format!("{:.4}", e.metrics.ece),
+                    format!("{:.2}", 100.0 * e.agreement),
+                    optional(e.latency_ms_batch1, |v| format!("{v:.3}")),
+                    optional(e.rows_per_s_batch256, |v| grouped(v.round() as u64)),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                if i == 0 {
+                    write!(f, "{cell:<w$}")?;
+                } else {
+                    write!(f, "  {cell:>w$}")?;
+                }
+            }
+            writeln!(f)
+        };
+        line(f, &header)?;
+        for row in &rows {
+            line(f, &row.each_ref().map(String::as_str))?;
+        }
+        if !self.bias_adjust.is_empty() {
+            writeln!(
+                f,
+                "bias adjustment {} applied to every model's logits; `was` is the error count before it",
+                self.bias_adjust
+            )?;
+        }
+        let models = self
+            .entries
+            .iter()
+            .filter(|e| e.entry_type == EntryType::Model)
+            .count();
+        let ensembles = self.entries.len() - models;
+        let predictions = (self.rows * models) as f64;
+        write!(
+            f,
+            "evaluated {models} model{}{} on {} rows of {} ({}) in {:.1} s ({} rows/s); agreement is with {}",
+            if models == 1 { "" } else { "s" },
+            if ensembles > 0 {
+                format!(" and {ensembles} ensembles")
+            } else {
+                String::new()
+            },
+            self.rows,
+            self.dataset,
+            self.transform,
+            self.seconds,
+            grouped((predictions / self.seconds.max(1e-9)).round() as u64),
+            self.agreement_reference,
+        )?;
+        if let Some(out) = &self.out {
+            write!(f, "; metrics written to {}", out.display())?;
+        }
+        writeln!(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_groups() {
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(2048), "2.0 KiB");
+        assert_eq!(size(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(1234), "1,234");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(123), "123");
+    }
+}

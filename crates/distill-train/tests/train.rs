@@ -1,0 +1,444 @@
+//! distill-train end to end on small MNIST slices: the real binary for exit codes and outputs,
+//! the library for the numbers.
+#![allow(clippy::unwrap_used)]
+
+use distill_core::data::{ClassFilter, Selection, Split};
+use distill_core::math::argmax_rows;
+use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+use distill_nn::onnx;
+use distill_train::cli::Args;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
+
+/// Runs the binary in `dir` with `args`; returns (exit code, stdout, stderr).
+fn train_bin(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_distill-train"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config(args: &[&str]) -> distill_train::Config {
+    use clap::Parser;
+    let mut all = vec!["distill-train", "--data", MNIST];
+    all.extend_from_slice(args);
+    Args::parse_from(all).into_config().unwrap()
+}
+
+/// A store holding `model`'s logits for the first `limit` training rows.
+fn store_from(model: &Path, limit: usize, out: &Path) {
+    let data = Selection {
+        data: MNIST.into(),
+        split: Split::Train,
+        limit: Some(limit),
+        classes: ClassFilter::default(),
+    }
+    .load()
+    .unwrap();
+    let teacher = onnx::load(model).unwrap().mlp;
+    let logits = teacher.forward(data.features.view()).unwrap();
+    let meta = StoreMeta {
+        schema_version: SCHEMA_VERSION,
+        classes: 10,
+        teachers: vec![TeacherMeta {
+            name: "teacher".into(),
+            path: model.display().to_string(),
+            sha256: distill_core::sha256_file(model).unwrap(),
+            kind: OutputKind::Logits,
+            prob_floor: None,
+        }],
+        dataset: MNIST.into(),
+        split: "train".into(),
+        transform: format!("limit={limit}"),
+        tool_version: distill_core::TOOL_VERSION.into(),
+        shard: None,
+    };
+    let mut w = StoreWriter::create(out, &meta).unwrap();
+    w.write(&data.index, data.labels.as_deref(), &[logits.view()])
+        .unwrap();
+    w.finish().unwrap();
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn teacher(dir: &Path) -> PathBuf {
+    let out = dir.join("teacher.onnx");
+    let c = config(&[
+        "--limit",
+        "3000",
+        "--hidden",
+        "128",
+        "--epochs",
+        "6",
+        "--lr",
+        "0.1",
+        "--out",
+        out.to_str().unwrap(),
+        "--test-split",
+        "none",
+    ]);
+    distill_train::run(&c).unwrap();
+    out
+}
+
+#[test]
+fn hard_labels_on_a_2000_row_slice_are_far_below_chance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = train_bin(
+        dir.path(),
+        &[
+            "--data", MNIST, "--limit", "2000", "--hidden", "64", "--epochs", "6", "--lr", "0.1",
+            "--out", "m.onnx",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("test errors:"))
+        .unwrap();
+    let errors: usize = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        errors < 2000,
+        "{errors} test errors of 10000 (chance is 9000): {stdout}"
+    );
+    assert_eq!(
+        files_in(dir.path()),
+        vec!["m.best.onnx", "m.ckpt", "m.metrics.csv", "m.onnx"]
+    );
+    let csv = std::fs::read_to_string(dir.path().join("m.metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(csv.starts_with("epoch,learning_rate,soft_loss,hard_loss,loss,train_error,val_error"));
+    let meta = onnx::load(&dir.path().join("m.onnx")).unwrap().metadata;
+    assert!(meta["distill.training"].contains("\"hidden\":[64]"));
+}
+
+#[test]
+fn distillation_brings_the_student_close_to_its_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = teacher(dir.path());
+    let store = dir.path().join("soft.parquet");
+    store_from(&t, 3000, &store);
+    let student = dir.path().join("student.onnx");
+    // No labels at all: alpha 1.
+    let c = config(&[
+        "--limit",
+        "3000",
+        "--hidden",
+        "64",
+        "--epochs",
+        "8",
+        "--lr",
+        "0.1",
+        "--temperature",
+        "4",
+        "--alpha",
+        "1",
+        "--soft-targets",
+        store.to_str().unwrap(),
+        "--out",
+        student.to_str().unwrap(),
+        "--test-split",
+        "none",
+    ]);
+    let report = distill_train::run(&c).unwrap();
+    assert!(report.mode.contains("T=4"));
+    let test = Selection {
+        data: MNIST.into(),
+        split: Split::Test,
+        limit: Some(2000),
+        classes: ClassFilter::default(),
+    }
+    .load()
+    .unwrap();
+    let tp = argmax_rows(
+        onnx::load(&t)
+            .unwrap()
+            .mlp
+            .forward(test.features.view())
+            .unwrap()
+            .view(),
+    );
+    let sp = argmax_rows(
+        onnx::load(&student)
+            .unwrap()
+            .mlp
+            .forward(test.features.view())
+            .unwrap()
+            .view(),
+    );
+    let agree = tp.iter().zip(&sp).filter(|(a, b)| a == b).count() as f64 / tp.len() as f64;
+    assert!(
+        agree > 0.93,
+        "student agrees with its teacher on {:.1}% of test rows",
+        100.0 * agree
+    );
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = [
+        "--data",
+        MNIST,
+        "--limit",
+        "1200",
+        "--hidden",
+        "32",
+        "--epochs",
+        "3",
+        "--batch",
+        "100",
+        "--input-dropout",
+        "0.1",
+        "--hidden-dropout",
+        "0.3",
+        "--jitter",
+        "1",
+        "--max-norm",
+        "2",
+        "--optimizer",
+        "adam",
+        "--test-split",
+        "none",
+    ];
+    let whole = [&common[..], &["--out", "a.onnx"]].concat();
+    assert_eq!(train_bin(dir.path(), &whole).0, 0);
+    // 1200 rows, 120 validation, 11 batches per epoch: stop in the middle of the second epoch.
+    let part = [&common[..], &["--out", "b.onnx", "--max-steps", "15"]].concat();
+    let (code, stdout, _) = train_bin(dir.path(), &part);
+    assert_eq!(code, 130, "{stdout}");
+    assert!(stdout.contains("--resume"));
+    assert!(
+        !dir.path().join("b.onnx").exists(),
+        "an interrupted run must not leave a model"
+    );
+    let rest = [&common[..], &["--out", "b.onnx", "--resume"]].concat();
+    let (code, _, stderr) = train_bin(dir.path(), &rest);
+    assert_eq!(code, 0, "{stderr}");
+    let a = onnx::load(&dir.path().join("a.onnx")).unwrap().mlp;
+    let b = onnx::load(&dir.path().join("b.onnx")).unwrap().mlp;
+    assert_eq!(
+        a.layers, b.layers,
+        "resumed weights differ from the uninterrupted run"
+    );
+    let ma = std::fs::read_to_string(dir.path().join("a.metrics.csv")).unwrap();
+    let mb = std::fs::read_to_string(dir.path().join("b.metrics.csv")).unwrap();
+    let losses = |s: &str| {
+        s.lines()
+            .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&ma), losses(&mb));
+    // Another setting refuses the checkpoint.
+    let other = [&common[..], &["--out", "b.onnx", "--resume", "--seed", "9"]].concat();
+    let (code, _, stderr) = train_bin(dir.path(), &other);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("other settings"), "{stderr}");
+}
+
+#[test]
+fn bias_adjustment_moves_the_omitted_class_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = teacher(dir.path());
+    let store = dir.path().join("soft.parquet");
+    store_from(&t, 3000, &store);
+    let student = dir.path().join("omit3.onnx");
+    let c = config(&[
+        "--limit",
+        "3000",
+        "--hidden",
+        "64",
+        "--epochs",
+        "8",
+        "--lr",
+        "0.1",
+        "--temperature",
+        "8",
+        "--soft-targets",
+        store.to_str().unwrap(),
+        "--exclude-classes",
+        "3",
+        "--bias-adjust",
+        "auto",
+        "--out",
+        student.to_str().unwrap(),
+    ]);
+    let report = distill_train::run(&c).unwrap();
+    let shift = report.bias[0];
+    assert_eq!(shift.class, 3);
+    assert!(
+        shift.delta > 0.0,
+        "class 3 was never seen, its bias should rise: {shift:?}"
+    );
+    let test = report.test_errors.unwrap();
+    let before = Selection {
+        data: MNIST.into(),
+        split: Split::Test,
+        limit: None,
+        classes: ClassFilter::default(),
+    }
+    .load()
+    .unwrap();
+    let labels = before.labels.as_ref().unwrap();
+    let threes = labels.iter().filter(|&&l| l == 3).count();
+    assert!(
+        test.per_class[3] < threes / 2,
+        "{} of {threes} threes still wrong after adjustment",
+        test.per_class[3]
+    );
+    assert!(test.errors < test.errors_before_bias, "{test:?}");
+    // The adjustment is in the saved ONNX: its errors on threes match the report.
+    let m = onnx::load(&student).unwrap();
+    let pred = argmax_rows(m.mlp.forward(before.features.view()).unwrap().view());
+    let wrong3 = pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, y)| **y == 3 && **p != 3)
+        .count();
+    assert_eq!(wrong3, test.per_class[3]);
+    assert!(m.metadata["distill.bias_adjust"].contains("\"class\":3"));
+}
+
+#[test]
+fn bad_inputs_fail_with_exit_code_2_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = teacher(d);
+    let small = d.join("small.parquet");
+    store_from(&t, 500, &small);
+    let before = files_in(d);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--limit", "1000", "--soft-targets", "small.parquet"],
+            "no row for example",
+        ),
+        (
+            vec!["--limit", "600", "--exclude-classes", "12"],
+            "class 12 does not exist",
+        ),
+        (
+            vec!["--limit", "600", "--out", "missing/dir/m.onnx"],
+            "does not exist",
+        ),
+        (
+            vec!["--limit", "600", "--out", "teacher.onnx/m.onnx"],
+            "does not exist",
+        ),
+        (
+            vec!["--limit", "600", "--soft-targets", "nope.parquet"],
+            "nope.parquet",
+        ),
+        (vec!["--limit", "600", "--alpha", "0.5"], "--soft-targets"),
+        (
+            vec!["--limit", "600", "--bias-adjust", "3:1"],
+            "CLASS=DELTA",
+        ),
+        (vec!["--limit", "600", "--hidden", "a,b"], "--hidden"),
+        (vec!["--limit", "600", "--bogus"], "--bogus"),
+    ];
+    for (args, expect) in cases {
+        let mut all = vec!["--data", MNIST, "--epochs", "1"];
+        all.extend(args.iter());
+        if !args.contains(&"--out") {
+            all.extend(["--out", "m.onnx"]);
+        }
+        let (code, _, stderr) = train_bin(d, &all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: expected '{expect}' in: {stderr}"
+        );
+        assert_eq!(files_in(d), before, "{args:?} left files behind");
+    }
+}
+
+#[test]
+fn a_store_with_nan_is_refused() {
+    use arrow_array::{
+        ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt64Array,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::file::metadata::KeyValue;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.parquet");
+    let meta = StoreMeta {
+        schema_version: SCHEMA_VERSION,
+        classes: 10,
+        teachers: vec![TeacherMeta {
+            name: "t".into(),
+            path: String::new(),
+            sha256: String::new(),
+            kind: OutputKind::Logits,
+            prob_floor: None,
+        }],
+        dataset: MNIST.into(),
+        split: "train".into(),
+        transform: String::new(),
+        tool_version: String::new(),
+        shard: None,
+    };
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("index", DataType::UInt64, false),
+        Field::new("label", DataType::Int32, true),
+        Field::new("t", DataType::FixedSizeList(item.clone(), 10), false),
+    ]));
+    let mut values = vec![0.5f32; 600 * 10];
+    values[77] = f32::NAN;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from((0..600u64).collect::<Vec<_>>())),
+        Arc::new(Int32Array::new_null(600)),
+        Arc::new(
+            FixedSizeListArray::try_new(item, 10, Arc::new(Float32Array::from(values)), None)
+                .unwrap(),
+        ),
+    ];
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            distill_core::store::META_KEY.into(),
+            serde_json::to_string(&meta).unwrap(),
+        )]))
+        .build();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+    w.write(&RecordBatch::try_new(schema, cols).unwrap())
+        .unwrap();
+    w.close().unwrap();
+    let (code, _, stderr) = train_bin(
+        dir.path(),
+        &[
+            "--data",
+            MNIST,
+            "--limit",
+            "600",
+            "--soft-targets",
+            "nan.parquet",
+            "--epochs",
+            "1",
+            "--out",
+            "m.onnx",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("non-finite") && stderr.contains("row 7"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("m.onnx").exists());
+}
