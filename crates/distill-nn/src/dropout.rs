@@ -13,7 +13,9 @@ pub fn apply(x: &mut ArrayViewMut2<f32>, rate: f32, seed: u64) {
     }
     let keep = 1.0 - rate;
     let scale = 1.0 / keep;
-    let threshold = (keep as f64 * (1u64 << 32) as f64) as u64;
+    // Each 64-bit draw gives four 16-bit uniforms; a value survives when its uniform is below
+    // keep * 2^16 (the keep probability is thus exact to 1/65536).
+    let threshold = (keep as f64 * 65536.0).round() as u64;
     x.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
@@ -21,14 +23,10 @@ pub fn apply(x: &mut ArrayViewMut2<f32>, rate: f32, seed: u64) {
             let mut rng = Rng::derive(seed, r as u64);
             let mut bits = 0u64;
             for (i, v) in row.iter_mut().enumerate() {
-                if i % 2 == 0 {
+                if i % 4 == 0 {
                     bits = rng.next_u64();
                 }
-                let u = if i % 2 == 0 {
-                    bits & 0xFFFF_FFFF
-                } else {
-                    bits >> 32
-                };
+                let u = (bits >> (16 * (i % 4))) & 0xFFFF;
                 *v = if u < threshold { *v * scale } else { 0.0 };
             }
         });

@@ -49,6 +49,11 @@ impl Linear {
     /// ball of that radius.
     pub fn apply_max_norm(&mut self, max_norm: f32) {
         let norms = column_norms(self.w.view());
+        self.scale_columns_to(&norms, max_norm);
+    }
+
+    /// Given each column's current norm, rescales the columns longer than `max_norm`.
+    pub fn scale_columns_to(&mut self, norms: &[f32], max_norm: f32) {
         let scale: Vec<f32> = norms
             .iter()
             .map(|&n| if n > max_norm { max_norm / n } else { 1.0 })

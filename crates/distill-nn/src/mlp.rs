@@ -251,8 +251,12 @@ impl Mlp {
                     Zip::from(&mut state.m_b)
                         .and(&db)
                         .for_each(|v, &g| *v = momentum * *v - lr * g);
-                    add_rows(layer.w.view_mut(), state.m_w.view());
+                    let norms = add_rows(layer.w.view_mut(), state.m_w.view(), self.config.max_norm.is_some());
                     layer.b += &state.m_b;
+                    if let (Some(c), Some(norms)) = (self.config.max_norm, norms) {
+                        layer.scale_columns_to(&norms, c);
+                    }
+                    continue;
                 }
                 OptimizerConfig::Adam {
                     beta1, beta2, eps, ..
@@ -306,12 +310,39 @@ impl Mlp {
     }
 }
 
-/// `w += delta`, row-parallel.
-fn add_rows(mut w: ArrayViewMut2<f32>, delta: ArrayView2<f32>) {
-    w.axis_chunks_iter_mut(Axis(0), 16)
+/// `w += delta`, row-parallel; with `norms`, also returns each column's Euclidean norm after the
+/// update, accumulated over fixed row chunks in a fixed order (so the result is reproducible).
+fn add_rows(mut w: ArrayViewMut2<f32>, delta: ArrayView2<f32>, norms: bool) -> Option<Vec<f32>> {
+    const ROWS: usize = 16;
+    let cols = w.ncols();
+    let partial: Vec<Vec<f32>> = w
+        .axis_chunks_iter_mut(Axis(0), ROWS)
         .into_par_iter()
-        .zip(delta.axis_chunks_iter(Axis(0), 16).into_par_iter())
-        .for_each(|(mut a, b)| a += &b);
+        .zip(delta.axis_chunks_iter(Axis(0), ROWS).into_par_iter())
+        .map(|(mut a, b)| {
+            a += &b;
+            if !norms {
+                return Vec::new();
+            }
+            let mut acc = vec![0.0f32; cols];
+            for row in a.rows() {
+                for (s, v) in acc.iter_mut().zip(row.iter()) {
+                    *s += v * v;
+                }
+            }
+            acc
+        })
+        .collect();
+    if !norms {
+        return None;
+    }
+    let mut total = vec![0.0f32; cols];
+    for p in partial {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    Some(total.into_iter().map(f32::sqrt).collect())
 }
 
 /// Rows `start..start + len` of `x` as a contiguous copy (for gathering shuffled batches).
