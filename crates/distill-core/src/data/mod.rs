@@ -61,7 +61,8 @@ impl DataSource {
     /// Parquet file, or `synthetic:…` (see [`synthetic`]).
     pub fn parse(arg: &str) -> Result<Self> {
         if let Some(spec) = arg.strip_prefix("synthetic:") {
-            return Ok(DataSource::Synthetic(synthetic::SyntheticSpec::parse(spec)?));
+            let spec = synthetic::SyntheticSpec::parse(spec)?;
+            return Ok(DataSource::Synthetic(spec));
         }
         let path = PathBuf::from(arg);
         if path.is_dir() {
@@ -194,7 +195,7 @@ impl Dataset {
                 self.len()
             )));
         }
-        let perm = Rng::new(0x5EED_0F_0A11D).permutation(self.len());
+        let perm = Rng::new(0x05EE_D0F0_A11D).permutation(self.len());
         let mut val: Vec<usize> = perm[..n].to_vec();
         let mut rest: Vec<usize> = perm[n..].to_vec();
         val.sort_unstable();
@@ -483,7 +484,9 @@ impl Selection {
         let mut ds = source.load(self.split)?;
         if let Some(n) = self.limit {
             if n == 0 {
-                return Err(CoreError::invalid("--limit 0 selects no rows; give a positive number"));
+                return Err(CoreError::invalid(
+                    "--limit 0 selects no rows; give a positive number",
+                ));
             }
             ds = ds.limit(n);
         }

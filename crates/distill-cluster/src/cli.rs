@@ -1,0 +1,113 @@
+//! The `distill-cluster` command line.
+
+use crate::{ClusterError, Config, Method, SizeBounds, run};
+use clap::Parser;
+use distill_core::math::Combine;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Groups the classes an ensemble confuses into specialist subsets: K-means on the columns of the
+/// covariance (or confusion) matrix of its predictions. Writes the subsets as YAML and a heatmap
+/// PNG of the matrix with classes reordered by subset.
+#[derive(Debug, Parser)]
+#[command(name = "distill-cluster", version)]
+pub struct Args {
+    /// The soft-target store written by distill-teach (a Parquet file or a folder of parts).
+    #[arg(long, value_name = "PATH")]
+    pub soft_targets: PathBuf,
+    /// K, the number of subsets (specialists).
+    #[arg(long, value_name = "K")]
+    pub specialists: usize,
+    /// Where to write the subsets (YAML).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// covariance (of the predicted distributions; no labels needed) or confusion (needs labels).
+    #[arg(long, default_value = "covariance")]
+    pub method: String,
+    /// Temperature of the ensemble's distributions.
+    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    pub temperature: f32,
+    /// How the teachers are combined: arithmetic (mean of distributions) or geometric.
+    #[arg(long, default_value = "arithmetic")]
+    pub combine: String,
+    /// The most subsets a class may belong to (1: none overlap).
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    pub overlap: usize,
+    /// A class joins another subset when that subset's centroid is at most this many times as far
+    /// as its reference distance (its own centroid's, or the median class's if larger).
+    #[arg(long, default_value_t = 1.5, value_name = "F")]
+    pub overlap_factor: f64,
+    /// The fewest classes in a subset.
+    #[arg(long, default_value_t = 1, value_name = "A")]
+    pub min_size: usize,
+    /// The most classes in a subset (before overlap).
+    #[arg(long, value_name = "B")]
+    pub max_size: Option<usize>,
+    /// Classes whose off-diagonal mass is below this share of the mean class's are left to the
+    /// generalist (listed under generalist_only).
+    #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
+    pub min_confusion: f64,
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// K-means runs from different seeds; the lowest inertia wins.
+    #[arg(long, default_value_t = 10, value_name = "R")]
+    pub restarts: usize,
+    /// Mini-batch (online) K-means, for thousands of classes.
+    #[arg(long)]
+    pub online: bool,
+    /// Where to write the heatmap PNG (default: beside --out, as <out-stem>.png).
+    #[arg(long, value_name = "PATH")]
+    pub heatmap: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn into_config(self) -> Result<Config, ClusterError> {
+        let combine: Combine = self.combine.parse()?;
+        let method: Method = self.method.parse()?;
+        let mut config = Config::new(self.soft_targets, self.specialists, self.out);
+        config.heatmap = self.heatmap;
+        config.method = method;
+        config.temperature = self.temperature;
+        config.combine = combine;
+        config.overlap = self.overlap;
+        config.overlap_factor = self.overlap_factor;
+        config.bounds = SizeBounds {
+            min: self.min_size,
+            max: self.max_size,
+        };
+        config.min_confusion = self.min_confusion;
+        config.seed = self.seed;
+        config.restarts = self.restarts;
+        config.online = self.online;
+        Ok(config)
+    }
+}
+
+/// Parses `args`, runs, prints the report; exit code 2 for bad usage or input, 1 otherwise.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match args.into_config().and_then(|c| run(&c)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
+        }
+    }
+}

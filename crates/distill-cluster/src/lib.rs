@@ -1,0 +1,512 @@
+//! Finding the class subsets for specialists (PAPER.md §6): the classes an ensemble confuses are
+//! grouped by K-means on the columns of a class-by-class matrix of its predictions, either the
+//! covariance of its predicted distributions (no labels needed) or its symmetrised confusion
+//! matrix. The result is `specialists.yaml` ([`SpecialistSet`]) and a heatmap PNG.
+
+pub mod ari;
+pub mod cli;
+pub mod heatmap;
+pub mod kmeans;
+pub mod matrix;
+pub mod specialists;
+pub mod subsets;
+
+pub use ari::ari;
+pub use matrix::Method;
+pub use specialists::{SpecialistSet, Subset, read_specialists, write_specialists};
+pub use subsets::SizeBounds;
+
+use distill_core::CoreError;
+use distill_core::data::DataSource;
+use distill_core::math::{Combine, argmax_rows, ensemble_probs};
+use distill_core::store::{SoftTargets, read_store};
+use kmeans::{KMeansOptions, kmeans, squared_distances};
+use ndarray::Array2;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Everything that can go wrong; each variant names the file or flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A flag value, or a combination of them, that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+    /// A store this stage cannot cluster (one class, no labels, too few rows).
+    #[error("{path}: {message}")]
+    Store { path: PathBuf, message: String },
+    /// A `specialists.yaml` that cannot be read or written.
+    #[error("{path}: {message}")]
+    Specialists { path: PathBuf, message: String },
+    #[error("{path}: cannot encode the heatmap: {message}")]
+    Png { path: PathBuf, message: String },
+}
+
+impl ClusterError {
+    /// Whether the error comes from the user's input (flags, files); binaries exit with 2.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            ClusterError::Core(e) => e.is_user_error(),
+            ClusterError::Png { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+/// Settings of one clustering run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    /// The soft-target store (a file or a folder of parts).
+    pub soft_targets: PathBuf,
+    /// K: how many subsets.
+    pub specialists: usize,
+    /// Where `specialists.yaml` goes.
+    pub out: PathBuf,
+    /// Where the heatmap goes; `None` puts it beside `out` as `<out stem>.png`.
+    pub heatmap: Option<PathBuf>,
+    pub method: Method,
+    /// Temperature of the ensemble's distributions.
+    pub temperature: f32,
+    pub combine: Combine,
+    /// The most subsets one class may belong to (1: no overlap).
+    pub overlap: usize,
+    /// How much farther than its own centroid another subset's centroid may be for a class to join
+    /// it (see [`subsets::overlap`]).
+    pub overlap_factor: f64,
+    pub bounds: SizeBounds,
+    /// A class whose off-diagonal mass is below this share of the mean class's is left to the
+    /// generalist.
+    pub min_confusion: f64,
+    pub seed: u64,
+    pub restarts: usize,
+    /// Mini-batch K-means instead of Lloyd's.
+    pub online: bool,
+}
+
+impl Config {
+    /// A configuration with the defaults of the command line.
+    pub fn new(soft_targets: PathBuf, specialists: usize, out: PathBuf) -> Self {
+        Config {
+            soft_targets,
+            specialists,
+            out,
+            heatmap: None,
+            method: Method::Covariance,
+            temperature: 1.0,
+            combine: Combine::Arithmetic,
+            overlap: 1,
+            overlap_factor: 1.5,
+            bounds: SizeBounds { min: 1, max: None },
+            min_confusion: 0.01,
+            seed: 0,
+            restarts: 10,
+            online: false,
+        }
+    }
+
+    /// The heatmap's path.
+    pub fn heatmap_path(&self) -> PathBuf {
+        self.heatmap
+            .clone()
+            .unwrap_or_else(|| self.out.with_extension("png"))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ClusterError::Invalid(m));
+        if self.specialists == 0 {
+            return bad("--specialists 0: ask for at least one subset".into());
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!(
+                "--temperature {} must be above 0",
+                self.temperature
+            ));
+        }
+        if self.overlap == 0 {
+            return bad(
+                "--overlap 0: a class belongs to at least its own subset; give 1 or more".into(),
+            );
+        }
+        if !(self.overlap_factor.is_finite() && self.overlap_factor >= 1.0) {
+            return bad(format!(
+                "--overlap-factor {} must be 1 or more",
+                self.overlap_factor
+            ));
+        }
+        if !(0.0..1.0).contains(&self.min_confusion) {
+            return bad(format!(
+                "--min-confusion {} must be in [0, 1)",
+                self.min_confusion
+            ));
+        }
+        if self.restarts == 0 {
+            return bad("--restarts 0: K-means needs at least one run".into());
+        }
+        self.bounds.validate()?;
+        let heatmap = self.heatmap_path();
+        if heatmap == self.out {
+            return bad(format!(
+                "{}: the heatmap and the subsets would be the same file; give --heatmap another name",
+                self.out.display()
+            ));
+        }
+        for path in [&self.out, &heatmap] {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if !parent.is_dir() {
+                return bad(format!(
+                    "{}: the output folder {} does not exist; create it first",
+                    path.display(),
+                    parent.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a run found, for people (`Display`) and for the pipeline runner (`Serialize`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub set: SpecialistSet,
+    pub out: PathBuf,
+    pub heatmap: PathBuf,
+    pub teachers: usize,
+    pub seconds: f64,
+    /// Seconds spent reading the store, computing the matrix, clustering, and writing.
+    pub phases: Vec<(String, f64)>,
+    /// K-means inertia of the kept restart (before size bounds).
+    pub inertia: f64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:>6}  {:>5}  {:>8}  classes",
+            "subset", "size", "captured"
+        )?;
+        for s in &self.set.subsets {
+            let mut classes: Vec<String> = s
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| match &s.names {
+                    Some(n) if n[i] != c.to_string() => format!("{c} ({})", n[i]),
+                    _ => c.to_string(),
+                })
+                .collect();
+            if classes.len() > 24 {
+                let more = classes.len() - 20;
+                classes.truncate(20);
+                classes.push(format!("… ({more} more)"));
+            }
+            let joined = if s.joined.is_empty() {
+                String::new()
+            } else {
+                format!("  [joined: {}]", join(&s.joined))
+            };
+            writeln!(
+                f,
+                "{:>6}  {:>5}  {:>7.1}%  {}{joined}",
+                s.id,
+                s.size,
+                100.0 * s.captured,
+                classes.join(" ")
+            )?;
+        }
+        if !self.set.generalist_only.is_empty() {
+            writeln!(f, "generalist only: {}", join(&self.set.generalist_only))?;
+        }
+        write!(
+            f,
+            "{} subsets capture {:.1}% of the off-diagonal {} mass",
+            self.set.subsets.len(),
+            100.0 * self.set.captured,
+            self.set.method
+        )?;
+        if let Some(a) = self.set.ari_vs_true_groups {
+            write!(f, "; ARI against the true groups {a:.3}")?;
+        }
+        writeln!(f)?;
+        write!(
+            f,
+            "clustered {} classes from {} rows × {} teachers in {:.2} s ({:.0} rows/s; {}) → {}, {}",
+            self.set.classes,
+            self.set.rows,
+            self.teachers,
+            self.seconds,
+            self.set.rows as f64 / self.seconds.max(1e-9),
+            self.phases
+                .iter()
+                .map(|(name, s)| format!("{name} {s:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.out.display(),
+            self.heatmap.display()
+        )
+    }
+}
+
+fn join(classes: &[u32]) -> String {
+    classes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Names of the classes of the data set a store was made from, when it has them: the digits of
+/// MNIST. `dataset` is the store's `dataset` field, with or without a `:split` suffix.
+pub fn class_names(dataset: &str) -> Option<Vec<String>> {
+    match source_of(dataset)? {
+        DataSource::Mnist(_) => Some((0..10).map(|d| d.to_string()).collect()),
+        _ => None,
+    }
+}
+
+fn source_of(dataset: &str) -> Option<DataSource> {
+    DataSource::parse(dataset).ok().or_else(|| {
+        let (head, split) = dataset.rsplit_once(':')?;
+        matches!(split, "train" | "test")
+            .then(|| DataSource::parse(head).ok())
+            .flatten()
+    })
+}
+
+/// The true group of every class, when the store was made from a synthetic data set.
+pub fn true_groups(dataset: &str) -> Option<Vec<usize>> {
+    match source_of(dataset)? {
+        DataSource::Synthetic(spec) => Some(spec.groups_of()),
+        _ => None,
+    }
+}
+
+/// The class-by-class matrix a store's ensemble gives under `config`'s method: the co-prediction
+/// matrix `E[p pᵀ]` (the covariance plus `μ μᵀ`, see [`matrix::co_prediction`]) of its
+/// distributions at the configured temperature, or its symmetrised, row-normalised confusion
+/// matrix.
+pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>> {
+    let path = &config.soft_targets;
+    let probs = ensemble_probs(&store.views(), config.temperature, config.combine)?;
+    match config.method {
+        Method::Covariance => {
+            if store.len() < 2 {
+                return Err(ClusterError::Store {
+                    path: path.clone(),
+                    message: format!(
+                        "a covariance needs at least 2 rows; the store has {}",
+                        store.len()
+                    ),
+                });
+            }
+            Ok(matrix::co_prediction(probs.view()))
+        }
+        Method::Confusion => {
+            let labels = store.complete_labels().ok_or_else(|| ClusterError::Store {
+                path: path.clone(),
+                message: "--method confusion needs a label for every row, and this store has \
+                          rows without one; use --method covariance, which needs no labels"
+                    .into(),
+            })?;
+            if let Some(&l) = labels.iter().find(|&&l| l as usize >= store.classes()) {
+                return Err(ClusterError::Store {
+                    path: path.clone(),
+                    message: format!("label {l} is not below the class count {}", store.classes()),
+                });
+            }
+            let predicted = argmax_rows(probs.view());
+            Ok(matrix::confusion(&predicted, &labels, store.classes()))
+        }
+    }
+}
+
+/// Reads the store, clusters its classes and writes `specialists.yaml` and the heatmap.
+pub fn run(config: &Config) -> Result<Report> {
+    config.validate()?;
+    let started = Instant::now();
+    let path = &config.soft_targets;
+    let store = read_store(path)?;
+    let mut phases = vec![("read".to_string(), started.elapsed().as_secs_f64())];
+    let mut lap = Instant::now();
+    let mut phase = |name: &str| {
+        phases.push((name.to_string(), lap.elapsed().as_secs_f64()));
+        lap = Instant::now();
+    };
+    let store_error = |message: String| ClusterError::Store {
+        path: path.clone(),
+        message,
+    };
+    let classes = store.classes();
+    if store.is_empty() {
+        return Err(store_error("the store has no rows".into()));
+    }
+    if classes < 2 {
+        return Err(store_error(format!(
+            "the store has {classes} class; clustering needs at least 2 classes to confuse"
+        )));
+    }
+    if config.specialists > classes {
+        return Err(ClusterError::Invalid(format!(
+            "--specialists {} is more than the {classes} classes of {}",
+            config.specialists,
+            path.display()
+        )));
+    }
+    let m = class_matrix(&store, config)?;
+    phase("matrix");
+
+    let mass = matrix::off_diagonal_mass(m.view());
+    let total: f64 = mass.iter().sum();
+    if total <= 0.0 {
+        return Err(store_error(format!(
+            "the ensemble confuses no two classes at all (the {} matrix has no positive \
+             off-diagonal entry); there is nothing to cluster{}",
+            config.method,
+            match config.method {
+                Method::Confusion => ": try --method covariance, which sees soft confusions",
+                Method::Covariance => ": try a higher --temperature",
+            }
+        )));
+    }
+    let threshold = config.min_confusion * total / classes as f64;
+    let (clustered, generalist): (Vec<usize>, Vec<usize>) =
+        (0..classes).partition(|&c| mass[c] >= threshold && mass[c] > 0.0);
+    let k = config.specialists;
+    if k > clustered.len() {
+        return Err(ClusterError::Invalid(format!(
+            "--specialists {k}: only {} of the {classes} classes are confused with others ({} \
+             are left to the generalist); ask for at most {} subsets, or lower --min-confusion",
+            clustered.len(),
+            generalist.len(),
+            clustered.len()
+        )));
+    }
+    config.bounds.check(clustered.len(), k)?;
+
+    let features = matrix::features(m.view(), &clustered);
+    let progress = indicatif::ProgressBar::new(config.restarts as u64).with_message("k-means");
+    let found = kmeans(
+        features.view(),
+        &KMeansOptions::new(k, config.restarts, config.seed, config.online),
+        &|| progress.inc(1),
+    );
+    progress.finish_and_clear();
+    phase("k-means");
+    let d2 = squared_distances(features.view(), found.centroids.view());
+    let mut assignment = found.assignment.clone();
+    subsets::rebalance(&mut assignment, d2.view(), config.bounds);
+    let extra = subsets::overlap(
+        &assignment,
+        d2.view(),
+        config.overlap,
+        config.overlap_factor,
+        config.bounds.max,
+    );
+
+    let mut groups: Vec<(Vec<usize>, Vec<usize>)> = (0..k)
+        .map(|c| {
+            let own: Vec<usize> = (0..clustered.len())
+                .filter(|&i| assignment[i] == c)
+                .map(|i| clustered[i])
+                .collect();
+            let joined: Vec<usize> = extra[c].iter().map(|&i| clustered[i]).collect();
+            (own, joined)
+        })
+        .collect();
+    groups.sort_by_key(|(own, _)| own.first().copied().unwrap_or(usize::MAX));
+
+    let names = class_names(&store.meta.dataset).filter(|n| n.len() == classes);
+    let mut covered = Array2::<bool>::from_elem((classes, classes), false);
+    let subsets: Vec<Subset> = groups
+        .iter()
+        .enumerate()
+        .map(|(id, (own, joined))| {
+            let mut members: Vec<usize> = own.iter().chain(joined).copied().collect();
+            members.sort_unstable();
+            for &i in &members {
+                for &j in &members {
+                    covered[[i, j]] = true;
+                }
+            }
+            Subset {
+                id,
+                classes: members.iter().map(|&c| c as u32).collect(),
+                names: names
+                    .as_ref()
+                    .map(|n| members.iter().map(|&c| n[c].clone()).collect()),
+                size: members.len(),
+                captured: matrix::mass_within(m.view(), &members) / total,
+                joined: joined.iter().map(|&c| c as u32).collect(),
+            }
+        })
+        .collect();
+    let covered_mass: f64 = m
+        .indexed_iter()
+        .filter(|&((i, j), &v)| i != j && v > 0.0 && covered[[i, j]])
+        .map(|(_, &v)| v)
+        .sum();
+
+    let ari_vs_true_groups = true_groups(&store.meta.dataset)
+        .filter(|g| g.len() == classes)
+        .map(|truth| {
+            let mut found = vec![0usize; classes];
+            for (id, (own, _)) in groups.iter().enumerate() {
+                for &c in own {
+                    found[c] = id;
+                }
+            }
+            for (n, &c) in generalist.iter().enumerate() {
+                found[c] = k + n;
+            }
+            ari(&found, &truth)
+        });
+
+    let set = SpecialistSet {
+        version: specialists::SPECIALISTS_VERSION,
+        store: path.display().to_string(),
+        dataset: store.meta.dataset.clone(),
+        method: config.method,
+        temperature: config.temperature,
+        combine: config.combine,
+        specialists: k,
+        seed: config.seed,
+        classes,
+        rows: store.len(),
+        overlap: config.overlap,
+        captured: covered_mass / total,
+        generalist_only: generalist.iter().map(|&c| c as u32).collect(),
+        subsets,
+        ari_vs_true_groups,
+    };
+
+    let order: Vec<usize> = groups
+        .iter()
+        .flat_map(|(own, _)| own.iter().copied())
+        .chain(generalist.iter().copied())
+        .collect();
+    let blocks: Vec<usize> = groups.iter().map(|(own, _)| own.len()).collect();
+    let heatmap = config.heatmap_path();
+    let png = heatmap::render(m.view(), &order, &blocks).map_err(|message| ClusterError::Png {
+        path: heatmap.clone(),
+        message,
+    })?;
+    distill_core::atomic::write_bytes(&heatmap, &png)?;
+    write_specialists(&config.out, &set)?;
+    phase("subsets and outputs");
+    Ok(Report {
+        set,
+        out: config.out.clone(),
+        heatmap,
+        teachers: store.logits.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        phases,
+        inertia: found.inertia,
+    })
+}
