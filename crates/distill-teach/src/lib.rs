@@ -1,1 +1,395 @@
+//! `distill-teach`: runs an ensemble of ONNX teachers over a data set and writes every teacher's raw
+//! logits into the Parquet soft-target store of `distill_core::store`.
+//!
+//! [`run`] loads the data and the teachers (one ONNX Runtime session each, in parallel), checks before
+//! anything is written that every teacher accepts the data's width and scores exactly the data set's
+//! classes, then runs the teachers concurrently batch by batch while the main thread writes the
+//! previous batches into the store, which appears at its path only when complete.
 
+pub mod cli;
+mod error;
+mod infer;
+mod teacher;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use distill_core::data::Selection;
+use distill_core::store::{SCHEMA_VERSION, Shard, StoreMeta, StoreWriter, TeacherMeta, part_path};
+use serde::Serialize;
+
+pub use distill_runtime::{LayoutKind, ModelSettings, OutputKind, Provider};
+pub use error::{Error, Result};
+
+/// Rows per batch when none is given.
+pub const DEFAULT_BATCH: usize = 512;
+
+/// One teacher of the ensemble.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TeacherSpec {
+    /// The `.onnx` file.
+    pub path: PathBuf,
+    /// The teacher's column in the store. `None`: the file stem (`a` for `models/a.onnx`), with
+    /// `-2`, `-3`, … appended when another teacher already has that name.
+    pub name: Option<String>,
+    /// Settings given explicitly; they override the sidecar `model.onnx.yaml`, which overrides what
+    /// the model itself declares.
+    pub settings: ModelSettings,
+}
+
+impl TeacherSpec {
+    /// A teacher with no explicit name or settings.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        TeacherSpec {
+            path: path.into(),
+            name: None,
+            settings: ModelSettings::default(),
+        }
+    }
+}
+
+/// Everything one run needs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub teachers: Vec<TeacherSpec>,
+    /// The rows to score.
+    pub selection: Selection,
+    /// The store file to write; with `shard`, the folder that receives `part-K-of-N.parquet` (created
+    /// when missing).
+    pub out: PathBuf,
+    #[serde(serialize_with = "serialize_display")]
+    pub provider: Provider,
+    /// Rows per batch handed to each teacher.
+    pub batch: usize,
+    /// ONNX Runtime intra-op threads per teacher; `None`: the machine's cores divided among the
+    /// teachers (at least one each), since the teachers run at the same time.
+    pub threads: Option<usize>,
+    /// `(K, N)`: score only part K (1-based) of N contiguous, equal (±1 row) slices of the selected
+    /// rows.
+    pub shard: Option<(usize, usize)>,
+}
+
+fn serialize_display<S: serde::Serializer, T: fmt::Display>(
+    value: &T,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl Config {
+    /// Checks the values that need no file: at least one teacher, positive batch and thread counts, a
+    /// shard that exists, and an output path of the right kind.
+    pub fn validate(&self) -> Result<()> {
+        if self.teachers.is_empty() {
+            return Err(Error::usage(
+                "--model",
+                "no teachers given; name at least one ONNX file with --model",
+            ));
+        }
+        if self.batch == 0 {
+            return Err(Error::usage("--batch", "must be at least 1"));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::usage(
+                "--threads",
+                "must be at least 1 (leave it out to divide the cores among the teachers)",
+            ));
+        }
+        if let Some((k, n)) = self.shard
+            && (n == 0 || k == 0 || k > n)
+        {
+            return Err(Error::usage(
+                "--shard",
+                format!(
+                    "{k}/{n} names no part: K/N means part K of N, with K from 1 to N (e.g. 1/{} to {}/{})",
+                    n.max(1),
+                    n.max(1),
+                    n.max(1)
+                ),
+            ));
+        }
+        let out = &self.out;
+        match self.shard {
+            Some(_) if out.is_file() => Err(Error::Output {
+                path: out.clone(),
+                message:
+                    "with --shard, --out names a folder for the part files, but this is a file"
+                        .into(),
+            }),
+            Some(_) => Ok(()),
+            None if out.is_dir() => Err(Error::Output {
+                path: out.clone(),
+                message: "this is a folder; give the store's file name (e.g. work/soft.parquet), \
+                          or use --shard K/N to write part files into a folder"
+                    .into(),
+            }),
+            None => {
+                let parent = match out.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                if parent.is_dir() {
+                    Ok(())
+                } else {
+                    Err(Error::Output {
+                        path: out.clone(),
+                        message: format!(
+                            "the output folder {} does not exist; create it first",
+                            parent.display()
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Intra-op threads each teacher's session gets.
+    pub fn threads_per_teacher(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / self.teachers.len().max(1)).max(1)
+        })
+    }
+
+    /// The file this run writes: `out`, or part K of N inside the `out` folder.
+    pub fn destination(&self) -> PathBuf {
+        match self.shard {
+            Some((k, n)) => part_path(&self.out, k, n),
+            None => self.out.clone(),
+        }
+    }
+}
+
+/// The rows of a split that part `k` (1-based) of `n` covers: contiguous, in order, sizes differing by
+/// at most one, together exactly `0..total`.
+pub fn shard_rows(total: usize, k: usize, n: usize) -> std::ops::Range<usize> {
+    let n = n.max(1);
+    let k = k.clamp(1, n);
+    (total * (k - 1) / n)..(total * k / n)
+}
+
+/// One teacher's part of a [`Report`].
+#[derive(Clone, Debug, Serialize)]
+pub struct TeacherReport {
+    pub name: String,
+    pub path: PathBuf,
+    /// What the model emits (probabilities are stored as their floored log).
+    pub kind: OutputKind,
+    /// The provider that ran it (`auto` resolves to `cpu` or `cuda`).
+    #[serde(serialize_with = "serialize_display")]
+    pub provider: Provider,
+    pub threads: usize,
+    /// Seconds spent inside this teacher's `OnnxModel::run` calls (ONNX Runtime plus the adapter's
+    /// normalisation of the batch).
+    pub ort_seconds: f64,
+}
+
+/// What a run did and how long it took.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The file written.
+    pub out: PathBuf,
+    pub rows: usize,
+    pub classes: usize,
+    pub teachers: Vec<TeacherReport>,
+    pub shard: Option<Shard>,
+    /// Wall-clock seconds of the whole run, loading included.
+    pub seconds: f64,
+    /// `rows / seconds`.
+    pub rows_per_second: f64,
+    /// Seconds spent loading the data and opening the teachers, before the first batch.
+    pub setup_seconds: f64,
+    /// Wall-clock seconds from the first batch to the store's rename into place.
+    pub inference_seconds: f64,
+    /// Wall-clock seconds during which at least one teacher's run call was in flight.
+    pub ort_busy_seconds: f64,
+    /// Seconds inside run calls, summed over the teachers (more than the wall time when they overlap).
+    pub ort_seconds_sum: f64,
+    /// Seconds the main thread spent encoding and writing the store (closing and syncing it
+    /// included), mostly while the teachers ran the next batches.
+    pub write_seconds: f64,
+    /// Things the user was told on stderr (CPU fallback, slow fixed batch size).
+    pub notes: Vec<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .teachers
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(7);
+        writeln!(
+            f,
+            "{:<width$}  {:<13}  {:<8}  {:>7}  {:>9}  path",
+            "teacher", "kind", "provider", "threads", "ORT s"
+        )?;
+        for t in &self.teachers {
+            writeln!(
+                f,
+                "{:<width$}  {:<13}  {:<8}  {:>7}  {:>9.3}  {}",
+                t.name,
+                t.kind.to_string(),
+                t.provider.to_string(),
+                t.threads,
+                t.ort_seconds,
+                t.path.display()
+            )?;
+        }
+        let share = if self.inference_seconds > 0.0 {
+            100.0 * self.ort_busy_seconds / self.inference_seconds
+        } else {
+            0.0
+        };
+        write!(
+            f,
+            "wrote {}: {} rows x {} teachers x {} classes in {:.2} s ({:.0} rows/s); inference {:.2} s, \
+             of which {:.2} s ({share:.1}%) inside ONNX Runtime (sum over teachers {:.2} s); setup {:.2} s",
+            self.out.display(),
+            self.rows,
+            self.teachers.len(),
+            self.classes,
+            self.seconds,
+            self.rows_per_second,
+            self.inference_seconds,
+            self.ort_busy_seconds,
+            self.ort_seconds_sum,
+            self.setup_seconds
+        )
+    }
+}
+
+/// Scores the selected rows with every teacher and writes the store (see the crate documentation).
+///
+/// Fails before writing anything when a flag, the data or a teacher is unusable; fails without leaving
+/// an output file (not even a temporary one) when a teacher's output turns out non-finite while
+/// running. Notes for the user are printed to stderr as they arise and kept in the report.
+pub fn run(config: &Config) -> Result<Report> {
+    let started = Instant::now();
+    config.validate()?;
+    let names = teacher::column_names(&config.teachers)?;
+    let threads = config.threads_per_teacher();
+
+    let (data, loaded) = std::thread::scope(|s| {
+        let data = s.spawn(|| config.selection.load());
+        let loads: Vec<_> = config
+            .teachers
+            .iter()
+            .zip(&names)
+            .map(|(spec, name)| {
+                s.spawn(move || teacher::Teacher::load(spec, name, config.provider, threads))
+            })
+            .collect();
+        let loaded: Vec<_> = loads.into_iter().map(|h| h.join()).collect();
+        (data.join(), loaded)
+    });
+    let panicked = || Error::Internal("a loading thread panicked".into());
+    let ds = data.map_err(|_| panicked())??;
+    let mut teachers = Vec::with_capacity(loaded.len());
+    for t in loaded {
+        teachers.push(t.map_err(|_| panicked())??);
+    }
+
+    let mut notes: Vec<String> = distill_runtime::init()?.notes().to_vec();
+    for t in &teachers {
+        notes.extend(t.model.notes().iter().cloned());
+    }
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    teacher::check(&mut teachers, &ds)?;
+
+    let total = ds.len();
+    let (rows, shard) = match config.shard {
+        Some((k, n)) => (
+            shard_rows(total, k, n),
+            Some(Shard {
+                part: k,
+                parts: n,
+                total_rows: total,
+            }),
+        ),
+        None => (0..total, None),
+    };
+    let meta = StoreMeta {
+        schema_version: SCHEMA_VERSION,
+        classes: ds.classes,
+        teachers: teachers
+            .iter()
+            .map(|t| t.meta.clone())
+            .collect::<Vec<TeacherMeta>>(),
+        dataset: config.selection.data.clone(),
+        split: config.selection.split.to_string(),
+        transform: config.selection.describe(),
+        tool_version: distill_core::TOOL_VERSION.to_string(),
+        shard: shard.clone(),
+    };
+    if config.shard.is_some() {
+        std::fs::create_dir_all(&config.out)
+            .map_err(|e| distill_core::CoreError::io(&config.out, e))?;
+    }
+    let out = config.destination();
+    let writer = StoreWriter::create(&out, &meta)?;
+
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let inference_started = Instant::now();
+    let timings = infer::infer(&mut teachers, &ds, rows.clone(), config.batch, writer)?;
+    let inference_seconds = inference_started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
+
+    let n = rows.len();
+    Ok(Report {
+        out,
+        rows: n,
+        classes: ds.classes,
+        teachers: teachers
+            .iter()
+            .zip(&timings.per_teacher)
+            .map(|(t, &ort_seconds)| TeacherReport {
+                name: t.meta.name.clone(),
+                path: t.model.path().to_path_buf(),
+                kind: t.model.kind(),
+                provider: t.model.provider(),
+                threads,
+                ort_seconds,
+            })
+            .collect(),
+        shard,
+        seconds,
+        rows_per_second: if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        },
+        setup_seconds,
+        inference_seconds,
+        ort_busy_seconds: timings.busy,
+        ort_seconds_sum: timings.per_teacher.iter().sum(),
+        write_seconds: timings.write,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_rows_once_in_order() {
+        for total in [0, 1, 2, 7, 10, 60_000] {
+            for n in 1..=5 {
+                let mut next = 0;
+                for k in 1..=n {
+                    let r = shard_rows(total, k, n);
+                    assert_eq!(r.start, next, "total {total}, part {k}/{n}");
+                    assert!(r.len().abs_diff(total / n) <= 1);
+                    next = r.end;
+                }
+                assert_eq!(next, total);
+            }
+        }
+    }
+}

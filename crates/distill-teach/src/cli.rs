@@ -1,0 +1,379 @@
+//! The `distill-teach` command line.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+
+use crate::{
+    Config, DEFAULT_BATCH, Error, LayoutKind, OutputKind, Provider, Result, TeacherSpec, run,
+};
+
+/// The flags that describe one teacher: each applies to the `--model` before it.
+const PER_MODEL: [&str; 9] = [
+    "name",
+    "input",
+    "output",
+    "layout",
+    "image_shape",
+    "scale",
+    "mean",
+    "std",
+    "kind",
+];
+
+/// Runs an ensemble of ONNX teachers over a data set and writes every teacher's raw logits into a
+/// Parquet soft-target store.
+///
+/// Per-teacher settings (--name, --input, --output, --layout, --image-shape, --scale, --mean, --std,
+/// --kind) apply to the --model given before them and override the model's sidecar
+/// (MODEL.onnx.yaml), which overrides what the model itself declares.
+#[derive(Debug, Parser)]
+#[command(name = "distill-teach", version)]
+pub struct Args {
+    /// A teacher's ONNX file (repeat for each teacher).
+    #[arg(long, value_name = "PATH", required = true)]
+    pub model: Vec<PathBuf>,
+    /// The teacher's column in the store [default: the file stem, with -2, -3, ... for repeats].
+    #[arg(long, value_name = "NAME")]
+    pub name: Vec<String>,
+    /// The model input to feed (needed only when it has several float inputs).
+    #[arg(long, value_name = "NAME")]
+    pub input: Vec<String>,
+    /// The model output to read (needed only when it has several candidate outputs).
+    #[arg(long, value_name = "NAME")]
+    pub output: Vec<String>,
+    /// flat ([N, D]) or image ([N, C, H, W]) [default: from the input's rank].
+    #[arg(long, value_name = "flat|image", value_parser = parse_layout)]
+    pub layout: Vec<LayoutKind>,
+    /// C,H,W of the image layout, when the model leaves them dynamic.
+    #[arg(long, value_name = "C,H,W", value_parser = parse_image_shape)]
+    pub image_shape: Vec<[usize; 3]>,
+    /// Multiplies each raw value in [0, 1] first (255 for a model trained on bytes) [default: 1].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub scale: Vec<f32>,
+    /// Subtracted after scaling [default: 0].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub mean: Vec<f32>,
+    /// Divides last [default: 1].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub std: Vec<f32>,
+    /// What the output holds: logits or probabilities [default: from the model's outputs].
+    #[arg(long, value_name = "logits|probabilities", value_parser = parse_kind)]
+    pub kind: Vec<OutputKind>,
+
+    /// The data: a folder of MNIST IDX files, a folder with train.parquet/test.parquet, or a Parquet file.
+    #[arg(long, value_name = "PATH", default_value = "data/mnist")]
+    pub data: String,
+    /// train or test.
+    #[arg(long, value_name = "SPLIT", default_value = "train")]
+    pub split: Split,
+    /// Keep only the first N rows of the split (before the class filters).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Keep only these classes, e.g. 7,8.
+    #[arg(long, value_name = "LIST")]
+    pub only_classes: Option<String>,
+    /// Drop these classes, e.g. 3.
+    #[arg(long, value_name = "LIST")]
+    pub exclude_classes: Option<String>,
+    /// The store file to write; with --shard, the folder for part-K-of-N.parquet (created if missing).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Execution provider: cpu, cuda (fails when CUDA is unusable) or auto (CUDA, else CPU with a note).
+    #[arg(long, value_name = "cpu|cuda|auto", default_value = "cpu")]
+    pub provider: Provider,
+    /// Rows per batch.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
+    pub batch: usize,
+    /// ONNX Runtime threads per teacher [default: the cores divided among the teachers].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Score only part K of N (1-based) contiguous slices of the selected rows, into
+    /// OUT/part-K-of-N.parquet; the store reader takes the folder once all N parts exist.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+
+    /// For each per-teacher flag, the teacher (index into `model`) each of its values belongs to;
+    /// `None` for a value given before any --model. Filled by [`Args::parse_from_args`].
+    #[arg(skip)]
+    pub owners: BTreeMap<&'static str, Vec<Option<usize>>>,
+}
+
+fn parse_layout(s: &str) -> std::result::Result<LayoutKind, String> {
+    match s {
+        "flat" => Ok(LayoutKind::Flat),
+        "image" => Ok(LayoutKind::Image),
+        _ => Err(format!("'{s}' is not a layout; use flat or image")),
+    }
+}
+
+fn parse_kind(s: &str) -> std::result::Result<OutputKind, String> {
+    match s {
+        "logits" => Ok(OutputKind::Logits),
+        "probabilities" => Ok(OutputKind::Probabilities),
+        _ => Err(format!(
+            "'{s}' is not an output kind; use logits or probabilities"
+        )),
+    }
+}
+
+fn parse_image_shape(s: &str) -> std::result::Result<[usize; 3], String> {
+    let dims: Vec<usize> = s
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))?;
+    <[usize; 3]>::try_from(dims)
+        .map_err(|_| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))
+}
+
+fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    s.split_once('/')
+        .and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)))
+        .ok_or_else(|| format!("'{s}' is not K/N (part K of N, 1-based, e.g. 1/4)"))
+}
+
+impl Args {
+    /// Parses the command line (the first item is the program name) and records which --model each
+    /// per-teacher flag follows.
+    pub fn parse_from_args<I, T>(args: I) -> std::result::Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(args)?;
+        let mut parsed = Args::from_arg_matches(&matches)?;
+        parsed.owners = owners(&matches);
+        Ok(parsed)
+    }
+
+    /// The configuration these flags describe.
+    pub fn into_config(self) -> Result<Config> {
+        let mut teachers: Vec<TeacherSpec> = self.model.iter().map(TeacherSpec::new).collect();
+        let owners = &self.owners;
+        assign(owners, "name", "--name", self.name, &mut teachers, |t| {
+            &mut t.name
+        })?;
+        assign(owners, "input", "--input", self.input, &mut teachers, |t| {
+            &mut t.settings.input
+        })?;
+        assign(
+            owners,
+            "output",
+            "--output",
+            self.output,
+            &mut teachers,
+            |t| &mut t.settings.output,
+        )?;
+        assign(
+            owners,
+            "layout",
+            "--layout",
+            self.layout,
+            &mut teachers,
+            |t| &mut t.settings.layout,
+        )?;
+        assign(
+            owners,
+            "image_shape",
+            "--image-shape",
+            self.image_shape,
+            &mut teachers,
+            |t| &mut t.settings.image_shape,
+        )?;
+        assign(owners, "scale", "--scale", self.scale, &mut teachers, |t| {
+            &mut t.settings.scale
+        })?;
+        assign(owners, "mean", "--mean", self.mean, &mut teachers, |t| {
+            &mut t.settings.mean
+        })?;
+        assign(owners, "std", "--std", self.std, &mut teachers, |t| {
+            &mut t.settings.std
+        })?;
+        assign(owners, "kind", "--kind", self.kind, &mut teachers, |t| {
+            &mut t.settings.kind
+        })?;
+        let class_list = |flag: &'static str, s: Option<String>| -> Result<Option<Vec<u32>>> {
+            s.map(|s| parse_class_list(&s).map_err(|e| Error::usage(flag, e.to_string())))
+                .transpose()
+        };
+        let classes = ClassFilter {
+            only: class_list("--only-classes", self.only_classes)?,
+            exclude: class_list("--exclude-classes", self.exclude_classes)?.unwrap_or_default(),
+        };
+        Ok(Config {
+            teachers,
+            selection: Selection {
+                data: self.data,
+                split: self.split,
+                limit: self.limit,
+                classes,
+            },
+            out: self.out,
+            provider: self.provider,
+            batch: self.batch,
+            threads: self.threads,
+            shard: self.shard,
+        })
+    }
+}
+
+/// For each per-teacher flag, the index of the --model each of its values follows.
+fn owners(matches: &ArgMatches) -> BTreeMap<&'static str, Vec<Option<usize>>> {
+    let positions = |id: &str| -> Vec<usize> {
+        matches
+            .indices_of(id)
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    let models = positions("model");
+    PER_MODEL
+        .iter()
+        .map(|&id| {
+            let owner = positions(id)
+                .into_iter()
+                .map(|at| models.iter().rposition(|&m| m < at))
+                .collect();
+            (id, owner)
+        })
+        .collect()
+}
+
+/// Gives each value of a per-teacher flag to the teacher it follows. Without recorded positions (an
+/// `Args` not made by [`Args::parse_from_args`]) the values can only go to a lone teacher.
+fn assign<T>(
+    owners: &BTreeMap<&'static str, Vec<Option<usize>>>,
+    id: &str,
+    flag: &'static str,
+    values: Vec<T>,
+    teachers: &mut [TeacherSpec],
+    field: impl Fn(&mut TeacherSpec) -> &mut Option<T>,
+) -> Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let recorded = owners.get(id).filter(|o| o.len() == values.len());
+    for (i, value) in values.into_iter().enumerate() {
+        let owner = match recorded {
+            Some(o) => o[i],
+            None if teachers.len() == 1 => Some(0),
+            None => {
+                return Err(Error::usage(
+                    flag,
+                    "cannot tell which --model this applies to; put it after its --model",
+                ));
+            }
+        };
+        let Some(t) = owner.and_then(|o| teachers.get_mut(o)) else {
+            return Err(Error::usage(
+                flag,
+                "given before any --model; per-teacher flags apply to the --model before them, \
+                 so put it after the --model it describes",
+            ));
+        };
+        let path = t.path.display().to_string();
+        let slot = field(t);
+        if slot.is_some() {
+            return Err(Error::usage(
+                flag,
+                format!("given twice for --model {path}; give it once after that --model"),
+            ));
+        }
+        *slot = Some(value);
+    }
+    Ok(())
+}
+
+/// Parses `args` (the first item is the program name), runs, prints the report to stdout and notes,
+/// progress and errors to stderr. Exit codes: 0 success (and --help), 2 bad flags or input, 1 other
+/// failures.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match Args::parse_from_args(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match args.into_config().and_then(|config| run(&config)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let mut argv = vec!["distill-teach"];
+        argv.extend_from_slice(args);
+        Args::parse_from_args(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn per_teacher_flags_follow_their_model() {
+        let c = config(&[
+            "--model",
+            "a.onnx",
+            "--mean",
+            "0.1307",
+            "--std",
+            "0.3081",
+            "--out",
+            "s.parquet",
+            "--model",
+            "b.onnx",
+            "--kind",
+            "probabilities",
+            "--name",
+            "bee",
+            "--model",
+            "c.onnx",
+            "--image-shape",
+            "1,28,28",
+            "--shard",
+            "2/3",
+        ])
+        .unwrap();
+        assert_eq!(c.teachers.len(), 3);
+        assert_eq!(c.teachers[0].settings.mean, Some(0.1307));
+        assert_eq!(c.teachers[0].settings.std, Some(0.3081));
+        assert_eq!(c.teachers[0].settings.kind, None);
+        assert_eq!(c.teachers[1].settings.kind, Some(OutputKind::Probabilities));
+        assert_eq!(c.teachers[1].name.as_deref(), Some("bee"));
+        assert_eq!(c.teachers[1].settings.mean, None);
+        assert_eq!(c.teachers[2].settings.image_shape, Some([1, 28, 28]));
+        assert_eq!(c.shard, Some((2, 3)));
+        assert_eq!(c.batch, DEFAULT_BATCH);
+        assert_eq!(c.provider, Provider::Cpu);
+    }
+
+    #[test]
+    fn misplaced_or_repeated_per_teacher_flags_are_refused() {
+        let e = config(&["--mean", "0.5", "--model", "a.onnx", "--out", "s.parquet"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--mean: given before any --model"), "{e}");
+        let e = config(&[
+            "--model", "a.onnx", "--std", "2", "--std", "3", "--out", "s",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--std: given twice for --model a.onnx"), "{e}");
+    }
+}
