@@ -50,12 +50,13 @@ test: setup
 
 bench: setup
 	cargo bench -p distill-nn --bench engine
+	cargo bench -p distill-train --bench train
+	cargo bench -p distill-teach --bench teach
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
 
 check-cuda:
-	$(MAKE) setup CUDA=1
 	bash scripts/check-cuda.sh
 
 clean:
