@@ -321,3 +321,74 @@ fn bad_inputs_exit_2_and_write_nothing() {
         );
     }
 }
+
+/// distill-train reports the test errors of the model it saves; distill-eval, reading that ONNX file
+/// through ONNX Runtime, must count the same errors (with and without a bias adjustment).
+#[test]
+fn a_trained_students_errors_match_what_distill_train_reported() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("student.onnx");
+    let data = mnist();
+    let args = [
+        "distill-train",
+        "--data",
+        &data,
+        "--limit",
+        "1500",
+        "--hidden",
+        "48",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.1",
+        "--exclude-classes",
+        "3",
+        "--bias-adjust",
+        "3=+2.5",
+        "--out",
+        model.to_str().unwrap(),
+    ];
+    let config = distill_train::cli::Args::parse_from(args)
+        .into_config()
+        .unwrap();
+    let report = distill_train::run(&config).unwrap();
+    let trained = report.test_errors.unwrap();
+    let out = eval(
+        dir.path(),
+        &[
+            "--model",
+            "student.onnx",
+            "--latency-runs",
+            "0",
+            "--out",
+            "m.json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let m = read_json(&dir.path().join("m.json"));
+    let e = entry(&m, "student");
+    assert_eq!(as_usize(&e["errors"]), trained.errors);
+    assert_eq!(as_usize(&e["per_class_errors"][3]), trained.per_class[3]);
+    assert_eq!(trained.rows, 10_000);
+    // Undoing the saved adjustment at evaluation time gives the errors before adjustment.
+    let out = eval(
+        dir.path(),
+        &[
+            "--model",
+            "student.onnx",
+            "--latency-runs",
+            "0",
+            "--bias-adjust",
+            "3=-2.5",
+            "--out",
+            "u.json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let u = read_json(&dir.path().join("u.json"));
+    assert_eq!(
+        as_usize(&entry(&u, "student")["errors"]),
+        trained.errors_before_bias
+    );
+}
