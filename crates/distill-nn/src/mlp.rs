@@ -251,7 +251,11 @@ impl Mlp {
                     Zip::from(&mut state.m_b)
                         .and(&db)
                         .for_each(|v, &g| *v = momentum * *v - lr * g);
-                    let norms = add_rows(layer.w.view_mut(), state.m_w.view(), self.config.max_norm.is_some());
+                    let norms = add_rows(
+                        layer.w.view_mut(),
+                        state.m_w.view(),
+                        self.config.max_norm.is_some(),
+                    );
                     layer.b += &state.m_b;
                     if let (Some(c), Some(norms)) = (self.config.max_norm, norms) {
                         layer.scale_columns_to(&norms, c);

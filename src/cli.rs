@@ -1,0 +1,153 @@
+//! The `distill` command line: `distill run PIPELINE.yaml [...]`, and `distill <stage> ...` for
+//! each stage tool.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::pipeline::{self, Force, Options};
+
+const USAGE: &str = "\
+distill: distil an ensemble of ONNX teachers into one small ONNX student
+
+usage:
+  distill run PIPELINE.yaml [--force [STAGE]] [--from STAGE] [--to STAGE] [--dry-run] [--jobs N]
+  distill train ARGS...     train a teacher or student (same as distill-train)
+  distill teach ARGS...     run teachers into a soft-target store (same as distill-teach)
+  distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
+  distill eval ARGS...      evaluate models and ensembles (same as distill-eval)
+
+`distill run --help` and `distill <stage> --help` describe the flags.";
+
+/// Run a YAML pipeline of distill stages: stages whose arguments, inputs and outputs are unchanged
+/// since the lock file (PIPELINE.lock, beside the pipeline) recorded them are skipped.
+#[derive(Debug, Parser)]
+#[command(name = "distill run", version)]
+pub struct RunArgs {
+    /// The pipeline file, e.g. pipelines/mnist.yaml.
+    #[arg(value_name = "PIPELINE.yaml")]
+    pub pipeline: Option<PathBuf>,
+    /// Run stages even when up to date: every selected stage, or only STAGE (a stage name, or a
+    /// foreach stage's name for all its expansions).
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "")]
+    pub force: Option<String>,
+    /// Start at this stage (in the printed order).
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<String>,
+    /// Stop after this stage (in the printed order).
+    #[arg(long, value_name = "STAGE")]
+    pub to: Option<String>,
+    /// Print the plan, and why each stage would run or be skipped; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run up to N independent stages at once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+}
+
+impl RunArgs {
+    /// The pipeline file and the options; `--force PIPELINE.yaml` reads as the pipeline and
+    /// `--force`, since a stage name never ends in `.yaml`.
+    pub fn resolve(self) -> Result<(PathBuf, Options), String> {
+        let mut force = self.force;
+        let mut pipeline = self.pipeline;
+        if pipeline.is_none()
+            && let Some(f) = &force
+            && (f.ends_with(".yaml") || f.ends_with(".yml"))
+        {
+            pipeline = Some(PathBuf::from(f));
+            force = Some(String::new());
+        }
+        let pipeline =
+            pipeline.ok_or("give the pipeline file, e.g. distill run pipelines/mnist.yaml")?;
+        if self.jobs == 0 {
+            return Err("--jobs must be at least 1".into());
+        }
+        Ok((
+            pipeline,
+            Options {
+                force: match force {
+                    None => Force::None,
+                    Some(s) if s.is_empty() => Force::All,
+                    Some(s) => Force::Stage(s),
+                },
+                from: self.from,
+                to: self.to,
+                dry_run: self.dry_run,
+                jobs: self.jobs,
+            },
+        ))
+    }
+}
+
+/// Dispatches `distill run ...` and `distill <stage> ...`. Exit codes: 0 done; 2 a mistake in the
+/// pipeline, the flags or a stage's input; 130 interrupted; 1 anything else.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let command = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    let rest = || args.iter().skip(2).cloned();
+    let stage_argv =
+        |stage: &str| std::iter::once(OsString::from(format!("distill-{stage}"))).chain(rest());
+    match command {
+        "run" => run_main(std::iter::once(OsString::from("distill run")).chain(rest())),
+        "train" => distill_train::cli::main_from(stage_argv("train")),
+        "teach" => distill_teach::cli::main_from(stage_argv("teach")),
+        "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
+        "eval" => distill_eval::cli::main_from(stage_argv("eval")),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        "-V" | "--version" => {
+            println!("distill {}", distill_core::TOOL_VERSION);
+            ExitCode::SUCCESS
+        }
+        "" => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+        other => {
+            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let parsed = match RunArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let (file, options) = match parsed.resolve() {
+        Ok(r) => r,
+        Err(m) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(2);
+        }
+    };
+    match pipeline::run(&file, &options) {
+        Ok(summary) => {
+            println!("{summary}");
+            match &summary.error {
+                None => ExitCode::SUCCESS,
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

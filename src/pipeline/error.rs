@@ -1,0 +1,94 @@
+//! The pipeline runner's errors: the file, line and column of a mistake in the YAML, or the stage
+//! that failed.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::locate::Pos;
+
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A mistake in the pipeline file, found before anything runs.
+    #[error("{}", Located { file, pos: *pos, message, hint })]
+    Invalid {
+        file: PathBuf,
+        pos: Pos,
+        message: String,
+        hint: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A bad command line (an unknown stage in --force/--from/--to, a missing pipeline file).
+    #[error("{0}")]
+    Usage(String),
+    #[error("stage {stage} failed: {message}")]
+    Stage {
+        stage: String,
+        message: String,
+        user: bool,
+    },
+    #[error(
+        "stage {stage} was interrupted; its checkpoint is kept: run the pipeline again to resume"
+    )]
+    Interrupted { stage: String },
+    #[error("interrupted before stage {stage} started; run the pipeline again to continue")]
+    Stopped { stage: String },
+    #[error(transparent)]
+    Core(#[from] distill_core::CoreError),
+}
+
+struct Located<'a> {
+    file: &'a PathBuf,
+    pos: Pos,
+    message: &'a str,
+    hint: &'a str,
+}
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.pos.line,
+            self.pos.column,
+            self.message
+        )?;
+        if !self.hint.is_empty() {
+            write!(f, "\n  hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl PipelineError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PipelineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// 2 for mistakes in the pipeline, the command line or a stage's input; 130 for an interrupt;
+    /// 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PipelineError::Invalid { .. } | PipelineError::Usage(_) => 2,
+            PipelineError::Stage { user: true, .. } => 2,
+            PipelineError::Stage { user: false, .. } | PipelineError::Io { .. } => 1,
+            PipelineError::Interrupted { .. } | PipelineError::Stopped { .. } => 130,
+            PipelineError::Core(e) => {
+                if e.is_user_error() {
+                    2
+                } else {
+                    1
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,621 @@
+//! The pipeline file: `vars`, `stages` and `wdir`, read from YAML, checked, with `foreach` expanded
+//! and `${...}` substituted.
+
+use std::path::{Path, PathBuf};
+
+use serde_norway::{Mapping, Value};
+
+use super::error::{PipelineError, Result};
+use super::locate::{Outline, Pos, pos_of_offset};
+
+/// What a stage runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Train,
+    Teach,
+    Cluster,
+    Eval,
+    /// Any shell command, with explicit `deps` and `outs`.
+    Cmd,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Train,
+        Kind::Teach,
+        Kind::Cluster,
+        Kind::Eval,
+        Kind::Cmd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Train => "train",
+            Kind::Teach => "teach",
+            Kind::Cluster => "cluster",
+            Kind::Eval => "eval",
+            Kind::Cmd => "cmd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// One stage as written, after `foreach` expansion and substitution.
+#[derive(Clone, Debug)]
+pub struct StageSpec {
+    /// `name`, or `name@<item>` for a `foreach` expansion.
+    pub name: String,
+    /// The key of the stage in the file.
+    pub template: String,
+    pub kind: Kind,
+    /// Flag name as written, and its value.
+    pub args: Vec<(String, Value)>,
+    pub cmd: Option<String>,
+    pub deps: Vec<String>,
+    pub outs: Vec<String>,
+}
+
+/// A parsed pipeline file, with what is needed to point at its lines.
+#[derive(Debug)]
+pub struct Document {
+    pub file: PathBuf,
+    pub text: String,
+    pub outline: Outline,
+    /// The folder every relative path in the stages is taken from.
+    pub wdir: PathBuf,
+    pub stages: Vec<StageSpec>,
+}
+
+const TOP_KEYS: [&str; 3] = ["vars", "stages", "wdir"];
+const STAGE_KEYS: [&str; 7] = ["kind", "args", "foreach", "cmd", "deps", "outs", "desc"];
+
+impl Document {
+    /// Reads and checks the pipeline at `file`.
+    pub fn read(file: &Path) -> Result<Document> {
+        let text = std::fs::read_to_string(file).map_err(|e| PipelineError::io(file, e))?;
+        Document::parse(file, text)
+    }
+
+    /// Parses `text` (the contents of `file`).
+    pub fn parse(file: &Path, text: String) -> Result<Document> {
+        let outline = Outline::scan(&text);
+        let mut doc = Document {
+            file: file.to_path_buf(),
+            text,
+            outline,
+            wdir: PathBuf::new(),
+            stages: Vec::new(),
+        };
+        let root: Value = match serde_norway::from_str(&doc.text) {
+            Ok(v) => v,
+            Err(e) => {
+                let pos = e
+                    .location()
+                    .map(|l| Pos {
+                        line: l.line(),
+                        column: l.column(),
+                    })
+                    .unwrap_or_default();
+                let mut message = e.to_string();
+                if let Some(i) = message.find(" at line ") {
+                    message.truncate(i);
+                }
+                return Err(doc.error_at(
+                    pos,
+                    format!("not valid YAML: {message}"),
+                    "check the indentation, and quote values that contain ': ', '#', or '${...}' inside [ ] or { }",
+                ));
+            }
+        };
+        let Value::Mapping(root) = root else {
+            return Err(doc.error(
+                &[],
+                "a pipeline is a mapping with `stages:` (and optionally `vars:` and `wdir:`)",
+                "start the file with `stages:`",
+            ));
+        };
+        for key in root.keys() {
+            let k = key_str(key);
+            if !TOP_KEYS.contains(&k.as_str()) {
+                return Err(doc.error(
+                    &[&k],
+                    format!("unknown top-level key `{k}`"),
+                    &format!("the top-level keys are {}", TOP_KEYS.join(", ")),
+                ));
+            }
+        }
+        let vars = match root.get("vars") {
+            None | Some(Value::Null) => Mapping::new(),
+            Some(Value::Mapping(m)) => doc.resolve_vars(m)?,
+            Some(_) => {
+                return Err(doc.error(
+                    &["vars"],
+                    "`vars` must be a mapping of names to values",
+                    "write `vars:` then lines like `  out: work/mnist`",
+                ));
+            }
+        };
+        doc.wdir = match root.get("wdir") {
+            None | Some(Value::Null) => PathBuf::new(),
+            Some(Value::String(s)) => {
+                let s = doc.subst_str(s, &vars, None, 0)?;
+                PathBuf::from(scalar_string(&s).unwrap_or_default())
+            }
+            Some(_) => {
+                return Err(doc.error(
+                    &["wdir"],
+                    "`wdir` must be a folder path",
+                    "it is taken relative to the pipeline file's folder",
+                ));
+            }
+        };
+        let stages = match root.get("stages") {
+            Some(Value::Mapping(m)) if !m.is_empty() => m.clone(),
+            _ => {
+                return Err(doc.error(
+                    &["stages"],
+                    "the pipeline has no stages",
+                    "add `stages:` with at least one named stage, each with a `kind:`",
+                ));
+            }
+        };
+        let mut expanded = Vec::new();
+        for (key, value) in &stages {
+            expanded.extend(doc.expand_stage(&key_str(key), value, &vars)?);
+        }
+        for (i, s) in expanded.iter().enumerate() {
+            if expanded[..i].iter().any(|o| o.name == s.name) {
+                return Err(doc.error(
+                    &["stages", &s.template, "foreach"],
+                    format!("two stages are named {}", s.name),
+                    "give foreach distinct values",
+                ));
+            }
+        }
+        doc.stages = expanded;
+        Ok(doc)
+    }
+
+    /// An error located at the key `path` (or the nearest enclosing key that was found).
+    pub fn error(&self, path: &[&str], message: impl Into<String>, hint: &str) -> PipelineError {
+        self.error_at(self.outline.find(path), message, hint)
+    }
+
+    pub fn error_at(&self, pos: Pos, message: impl Into<String>, hint: &str) -> PipelineError {
+        PipelineError::Invalid {
+            file: self.file.clone(),
+            pos,
+            message: message.into(),
+            hint: hint.to_string(),
+        }
+    }
+
+    fn resolve_vars(&self, vars: &Mapping) -> Result<Mapping> {
+        let mut done = Mapping::new();
+        for (key, value) in vars {
+            let k = key_str(key);
+            if !is_name(&k) {
+                return Err(self.error(
+                    &["vars", &k],
+                    format!("`{k}` is not a usable variable name"),
+                    "use letters, digits, `_` and `-`",
+                ));
+            }
+            let v = self.subst_value(value, &done, None, 0)?;
+            done.insert(Value::String(k), v);
+        }
+        Ok(done)
+    }
+
+    fn expand_stage(&self, name: &str, value: &Value, vars: &Mapping) -> Result<Vec<StageSpec>> {
+        fn path<'a>(name: &'a str, k: &'a str) -> Vec<&'a str> {
+            if k.is_empty() {
+                vec!["stages", name]
+            } else {
+                vec!["stages", name, k]
+            }
+        }
+        let at = |k: &'static str| path(name, k);
+        if !is_name(name) {
+            return Err(self.error(
+                &at(""),
+                format!("`{name}` is not a usable stage name"),
+                "use letters, digits, `_` and `-` (`@` is added by foreach)",
+            ));
+        }
+        let Value::Mapping(stage) = value else {
+            return Err(self.error(
+                &at(""),
+                format!("stage {name} must be a mapping with `kind:` and `args:`"),
+                "e.g. `kind: train` and `args:` with the stage's flags",
+            ));
+        };
+        for key in stage.keys() {
+            let k = key_str(key);
+            if !STAGE_KEYS.contains(&k.as_str()) {
+                return Err(self.error(
+                    &path(name, &k),
+                    format!("stage {name}: unknown key `{k}`"),
+                    &format!(
+                        "a stage's keys are {}{}",
+                        STAGE_KEYS.join(", "),
+                        suggest(&k, &STAGE_KEYS)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let kind_names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let kind = match stage.get("kind") {
+            Some(Value::String(s)) => Kind::parse(s).ok_or_else(|| {
+                self.error(
+                    &at("kind"),
+                    format!("stage {name}: unknown kind `{s}`"),
+                    &format!(
+                        "kind is one of {}{}",
+                        kind_names.join(", "),
+                        suggest(s, &kind_names)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    ),
+                )
+            })?,
+            Some(_) => {
+                return Err(self.error(
+                    &at("kind"),
+                    format!("stage {name}: `kind` must be a word"),
+                    &format!("kind is one of {}", kind_names.join(", ")),
+                ));
+            }
+            None => {
+                return Err(self.error(
+                    &at(""),
+                    format!("stage {name} has no `kind`"),
+                    &format!("add `kind:` with one of {}", kind_names.join(", ")),
+                ));
+            }
+        };
+        let args: Vec<(String, Value)> = match stage.get("args") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (key_str(k), v.clone())).collect(),
+            Some(_) => {
+                return Err(self.error(
+                    &at("args"),
+                    format!("stage {name}: `args` must be a mapping of flag names to values"),
+                    "e.g. `epochs: 3` on its own line under `args:`",
+                ));
+            }
+        };
+        let cmd = match (kind, stage.get("cmd")) {
+            (Kind::Cmd, Some(Value::String(s))) => Some(s.clone()),
+            (Kind::Cmd, _) => {
+                return Err(self.error(
+                    &at("cmd"),
+                    format!("stage {name}: a cmd stage needs `cmd:` with a shell command"),
+                    "e.g. `cmd: python export.py --out models/t.onnx`, with its `deps:` and `outs:`",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(self.error(
+                    &at("cmd"),
+                    format!("stage {name}: `cmd` is only for `kind: cmd`"),
+                    "a built-in kind takes its flags under `args:`",
+                ));
+            }
+            (_, None) => None,
+        };
+        if kind == Kind::Cmd && !args.is_empty() {
+            return Err(self.error(
+                &at("args"),
+                format!("stage {name}: a cmd stage takes no `args`"),
+                "write the flags into `cmd:` itself",
+            ));
+        }
+        let list = |key: &'static str| -> Result<Vec<Value>> {
+            match stage.get(key) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Sequence(s)) => Ok(s.clone()),
+                Some(v @ Value::String(_)) => Ok(vec![v.clone()]),
+                Some(_) => Err(self.error(
+                    &at(key),
+                    format!("stage {name}: `{key}` must be a list of paths"),
+                    &format!("e.g. `{key}: [data/x.csv, models/]`"),
+                )),
+            }
+        };
+        let deps = list("deps")?;
+        let outs = list("outs")?;
+        let items: Option<Vec<Value>> = match stage.get("foreach") {
+            None => None,
+            Some(v) => match self.subst_value(v, vars, None, self.offset_of(&at("foreach")))? {
+                Value::Sequence(s) if !s.is_empty() => Some(s),
+                _ => {
+                    return Err(self.error(
+                        &at("foreach"),
+                        format!("stage {name}: `foreach` must be a non-empty list"),
+                        "e.g. `foreach: [1, 2, 3]`, then `${item}` in the args",
+                    ));
+                }
+            },
+        };
+        let from = self.offset_of(&at(""));
+        let one = |stage_name: String, item: Option<&Value>| -> Result<StageSpec> {
+            let str_of = |v: &Value, key: &'static str| -> Result<String> {
+                let v = self.subst_value(v, vars, item, from)?;
+                scalar_string(&v).ok_or_else(|| {
+                    self.error(
+                        &at(key),
+                        format!("stage {stage_name}: `{key}` must hold paths (strings)"),
+                        "",
+                    )
+                })
+            };
+            Ok(StageSpec {
+                name: stage_name.clone(),
+                template: name.to_string(),
+                kind,
+                args: args
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.subst_value(v, vars, item, from)?)))
+                    .collect::<Result<_>>()?,
+                cmd: match &cmd {
+                    Some(c) => Some(str_of(&Value::String(c.clone()), "cmd")?),
+                    None => None,
+                },
+                deps: deps
+                    .iter()
+                    .map(|d| str_of(d, "deps"))
+                    .collect::<Result<_>>()?,
+                outs: outs
+                    .iter()
+                    .map(|d| str_of(d, "outs"))
+                    .collect::<Result<_>>()?,
+            })
+        };
+        match items {
+            None => Ok(vec![one(name.to_string(), None)?]),
+            Some(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let suffix = scalar_string(item).unwrap_or_else(|| i.to_string());
+                    one(format!("{name}@{suffix}"), Some(item))
+                })
+                .collect(),
+        }
+    }
+
+    /// The byte offset of the line of the key at `path`, where a search for a `${...}` starts.
+    fn offset_of(&self, path: &[&str]) -> usize {
+        let line = self.outline.find(path).line;
+        self.text
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum()
+    }
+
+    fn subst_value(
+        &self,
+        v: &Value,
+        vars: &Mapping,
+        item: Option<&Value>,
+        from: usize,
+    ) -> Result<Value> {
+        Ok(match v {
+            Value::String(s) => self.subst_str(s, vars, item, from)?,
+            Value::Sequence(s) => Value::Sequence(
+                s.iter()
+                    .map(|x| self.subst_value(x, vars, item, from))
+                    .collect::<Result<_>>()?,
+            ),
+            Value::Mapping(m) => Value::Mapping(
+                m.iter()
+                    .map(|(k, x)| Ok((k.clone(), self.subst_value(x, vars, item, from)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Substitutes every `${name}`, `${item}` and `${item.field}` in `s`. A string that is exactly
+    /// one `${...}` takes the value's type (a number, a list); inside a longer string the value
+    /// must be a scalar.
+    fn subst_str(
+        &self,
+        s: &str,
+        vars: &Mapping,
+        item: Option<&Value>,
+        from: usize,
+    ) -> Result<Value> {
+        if !s.contains("${") {
+            return Ok(Value::String(s.to_string()));
+        }
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start..].find('}') else {
+                return Err(self.var_error(
+                    &rest[start..],
+                    from,
+                    "`${` without a closing `}`".to_string(),
+                    "write ${name}",
+                ));
+            };
+            let raw = &rest[start..start + len + 1];
+            let name = raw[2..raw.len() - 1].trim();
+            let value = lookup(name, vars, item).ok_or_else(|| {
+                let defined: Vec<String> = vars.keys().map(key_str).collect();
+                let mut hint = if defined.is_empty() {
+                    "define it under `vars:` at the top of the file".to_string()
+                } else {
+                    format!("defined variables: {}", defined.join(", "))
+                };
+                if name == "item" || name.starts_with("item.") {
+                    hint = if item.is_some() {
+                        "this foreach item has no such field".to_string()
+                    } else {
+                        "`${item}` is defined only in a stage with `foreach:`".to_string()
+                    };
+                }
+                self.var_error(raw, from, format!("undefined variable `{name}`"), &hint)
+            })?;
+            if raw.len() == s.len() {
+                return Ok(value);
+            }
+            match scalar_string(&value) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    return Err(self.var_error(
+                        raw,
+                        from,
+                        format!("`{name}` is a list or mapping and cannot go inside a string"),
+                        "use it as the whole value, e.g. `model: ${teachers}`",
+                    ));
+                }
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        Ok(Value::String(out))
+    }
+
+    fn var_error(&self, raw: &str, from: usize, message: String, hint: &str) -> PipelineError {
+        let at = self.text[from.min(self.text.len())..]
+            .find(raw)
+            .map(|i| i + from)
+            .or_else(|| self.text.find(raw));
+        let pos = at.map_or_else(Pos::default, |i| pos_of_offset(&self.text, i));
+        self.error_at(pos, message, hint)
+    }
+}
+
+fn lookup(name: &str, vars: &Mapping, item: Option<&Value>) -> Option<Value> {
+    let mut parts = name.split('.');
+    let first = parts.next()?;
+    let mut value = match (first, item) {
+        ("item", Some(i)) => i.clone(),
+        _ => vars.get(first)?.clone(),
+    };
+    for p in parts {
+        value = match &value {
+            Value::Mapping(m) => m.get(p)?.clone(),
+            Value::Sequence(s) => s.get(p.parse::<usize>().ok()?)?.clone(),
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// A scalar as the text a flag would take; `None` for lists, mappings and null.
+pub fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Tagged(t) => scalar_string(&t.value),
+        _ => None,
+    }
+}
+
+fn key_str(k: &Value) -> String {
+    scalar_string(k).unwrap_or_else(|| format!("{k:?}"))
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+/// The candidate nearest to `word` when it is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Document> {
+        Document::parse(Path::new("p.yaml"), text.to_string())
+    }
+
+    #[test]
+    fn foreach_and_vars_expand() {
+        let doc = parse(
+            "vars:\n  out: w\n  seeds: [1, 2]\nstages:\n  t:\n    kind: train\n    foreach: ${seeds}\n    args:\n      seed: ${item}\n      out: ${out}/t-${item}.onnx\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = doc.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["t@1", "t@2"]);
+        assert_eq!(doc.stages[1].args[0].1, Value::Number(2.into()));
+        assert_eq!(doc.stages[1].args[1].1, Value::String("w/t-2.onnx".into()));
+    }
+
+    #[test]
+    fn foreach_over_mappings_uses_fields() {
+        let doc = parse(
+            "stages:\n  t:\n    kind: train\n    foreach:\n      - {seed: 3, h: 32}\n      - {seed: 4, h: 64}\n    args:\n      hidden: ${item.h}\n      out: m-${item.seed}.onnx\n",
+        )
+        .unwrap();
+        assert_eq!(doc.stages[1].name, "t@1");
+        assert_eq!(doc.stages[1].args[1].1, Value::String("m-4.onnx".into()));
+    }
+
+    #[test]
+    fn undefined_variables_point_at_their_use() {
+        let e = parse("stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n  b:\n    kind: train\n    args:\n      out: ${nope}/x.onnx\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.yaml:8:12: undefined variable `nope`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_suggested() {
+        let e = parse("stages:\n  a:\n    kind: trian\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.yaml:3:5: stage a: unknown kind `trian`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `train`?"), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_carry_their_location() {
+        let e = parse("stages:\n  a:\n    kind: train\n   args: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yaml:4:"), "{e}");
+    }
+}

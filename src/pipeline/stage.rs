@@ -1,0 +1,494 @@
+//! A stage ready to run: its command line, checked by the stage's own flag parser, and the files it
+//! reads and writes, derived from its configuration.
+
+use std::path::{Component, Path, PathBuf};
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use serde_norway::Value;
+use sha2::Digest;
+
+use super::error::{PipelineError, Result};
+use super::spec::{Document, Kind, StageSpec, scalar_string};
+
+/// The configuration a stage runs with: a stage library's own `Config`, or a shell command.
+#[derive(Debug)]
+pub enum StageConfig {
+    Train(Box<distill_train::Config>),
+    Teach(Box<distill_teach::Config>),
+    Cluster(Box<distill_cluster::Config>),
+    Eval(Box<distill_eval::Config>),
+    Cmd(String),
+}
+
+/// A file or folder a stage reads.
+#[derive(Clone, Debug)]
+pub struct Dep {
+    pub path: PathBuf,
+    /// The key under the stage it comes from (`args.<flag>` or `deps`), for error messages.
+    pub key: Option<String>,
+    /// Read when present (a model's sidecar or external data); not an error when missing.
+    pub optional: bool,
+}
+
+/// A file or folder a stage writes.
+#[derive(Clone, Debug)]
+pub struct Out {
+    pub path: PathBuf,
+    /// Must exist after the stage ran (a train stage's best model exists only with validation).
+    pub required: bool,
+    /// A folder (a `cmd` out written with a trailing `/`), created before the stage runs.
+    pub folder: bool,
+}
+
+/// One stage, resolved.
+#[derive(Debug)]
+pub struct Stage {
+    pub name: String,
+    pub template: String,
+    pub kind: Kind,
+    /// The stage's command line (program name first) or, for `cmd`, the shell command.
+    pub argv: Vec<String>,
+    pub config: StageConfig,
+    pub deps: Vec<Dep>,
+    pub outs: Vec<Out>,
+    /// SHA-256 of the kind and the command line, without `--resume` and `--max-steps`, which
+    /// change how a training run proceeds but not what it produces.
+    pub args_hash: String,
+}
+
+const UNHASHED_FLAGS: [&str; 2] = ["--resume", "--max-steps"];
+
+impl Stage {
+    /// Checks `spec` with its stage's flag parser and derives its inputs and outputs.
+    pub fn resolve(doc: &Document, spec: &StageSpec) -> Result<Stage> {
+        let argv = match (&spec.cmd, spec.kind) {
+            (Some(cmd), Kind::Cmd) => vec![cmd.clone()],
+            _ => command_line(doc, spec)?,
+        };
+        let config = match spec.kind {
+            Kind::Train => StageConfig::Train(Box::new(
+                distill_train::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Teach => StageConfig::Teach(Box::new(
+                distill_teach::cli::Args::parse_from_args(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Cluster => StageConfig::Cluster(Box::new(
+                distill_cluster::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Eval => StageConfig::Eval(Box::new(
+                distill_eval::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Cmd => StageConfig::Cmd(spec.cmd.clone().unwrap_or_default()),
+        };
+        let (mut deps, mut outs) = files_of(spec, &config);
+        deps.extend(spec.deps.iter().map(|d| Dep {
+            path: normalize(Path::new(d)),
+            key: Some("deps".into()),
+            optional: false,
+        }));
+        outs.extend(spec.outs.iter().map(|o| Out {
+            path: normalize(Path::new(o)),
+            required: true,
+            folder: o.ends_with('/'),
+        }));
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(spec.kind.name());
+        for a in &argv {
+            if UNHASHED_FLAGS
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+            {
+                continue;
+            }
+            hasher.update([0u8]);
+            hasher.update(a);
+        }
+        Ok(Stage {
+            name: spec.name.clone(),
+            template: spec.template.clone(),
+            kind: spec.kind,
+            argv,
+            config,
+            deps,
+            outs,
+            args_hash: distill_core::hex(&hasher.finalize()),
+        })
+    }
+
+    /// The command line as a person would type it.
+    pub fn display_command(&self) -> String {
+        match self.kind {
+            Kind::Cmd => self.argv.join(" "),
+            _ => self
+                .argv
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./,:+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `args:` as a command line: `key: v` is `--key=v`, a list repeats the flag, `true` is the bare
+/// flag, `false` and null leave it out, and a list item `{path: P, k: v}` is `--key=P --k=v` (a
+/// teacher with its own settings).
+fn command_line(doc: &Document, spec: &StageSpec) -> Result<Vec<String>> {
+    let mut argv = vec![format!("distill-{}", spec.kind.name())];
+    for (key, value) in &spec.args {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let wrong = |what: &str| {
+            doc.error(
+                &["stages", &spec.template, "args", key],
+                format!("stage {}: `{key}` {what}", spec.name),
+                "write a number, a string, true/false, or a list of them to repeat the flag",
+            )
+        };
+        let items: Vec<&Value> = match value {
+            Value::Sequence(s) => s.iter().collect(),
+            Value::Mapping(_) => return Err(wrong("is a mapping, not a flag value")),
+            v => vec![v],
+        };
+        for item in items {
+            match item {
+                Value::Null | Value::Bool(false) => {}
+                Value::Bool(true) => argv.push(flag.clone()),
+                Value::Mapping(m) => {
+                    let Some(path) = m.get("path").and_then(scalar_string) else {
+                        return Err(wrong(
+                            "has a list item that is a mapping without `path:` (write `- path: model.onnx` then its settings)",
+                        ));
+                    };
+                    argv.push(format!("{flag}={path}"));
+                    for (k, v) in m {
+                        let k = scalar_string(k).unwrap_or_default();
+                        if k == "path" {
+                            continue;
+                        }
+                        let sub = format!("--{}", k.replace('_', "-"));
+                        match v {
+                            Value::Null | Value::Bool(false) => {}
+                            Value::Bool(true) => argv.push(sub),
+                            v => match scalar_string(v) {
+                                Some(s) => argv.push(format!("{sub}={s}")),
+                                None => return Err(wrong("has a setting that is not a scalar")),
+                            },
+                        }
+                    }
+                }
+                v => match scalar_string(v) {
+                    Some(s) => argv.push(format!("{flag}={s}")),
+                    None => return Err(wrong("has a value that is not a scalar")),
+                },
+            }
+        }
+    }
+    Ok(argv)
+}
+
+/// The YAML key (as written) under `args:` for a flag of the stage's parser, e.g. `soft_targets`.
+fn arg_key<'a>(spec: &'a StageSpec, flag: &str) -> Option<&'a str> {
+    let flag = flag.trim_start_matches('-');
+    spec.args
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .find(|k| k.replace('_', "-") == flag)
+}
+
+fn clap_error(doc: &Document, spec: &StageSpec, e: clap::Error) -> PipelineError {
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => Some(
+            s.trim_start_matches('-')
+                .split([' ', '='])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Some(ContextValue::Strings(v)) => v.first().map(|s| {
+            s.trim_start_matches('-')
+                .split([' ', '='])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        }),
+        _ => None,
+    };
+    let rendered = e.to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    let kind = spec.kind.name();
+    let key = flag.as_deref().and_then(|f| arg_key(spec, f));
+    let path: Vec<&str> = match key {
+        Some(k) => vec!["stages", &spec.template, "args", k],
+        None => vec!["stages", &spec.template, "args"],
+    };
+    let suggested = match e.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(s)) => Some(s.trim_start_matches('-').to_string()),
+        _ => None,
+    };
+    let (message, hint) = match e.kind() {
+        ErrorKind::UnknownArgument => (
+            format!(
+                "stage {} ({kind}) has no flag `{}`",
+                spec.name,
+                key.unwrap_or(flag.as_deref().unwrap_or("?"))
+            ),
+            match suggested {
+                Some(s) => format!("did you mean `{s}`? (`distill {kind} --help` lists the flags)"),
+                None => format!("`distill {kind} --help` lists the flags"),
+            },
+        ),
+        ErrorKind::MissingRequiredArgument => (
+            format!("stage {} ({kind}): {first}", spec.name),
+            format!("add the flag under `args:` (`distill {kind} --help` lists the flags)"),
+        ),
+        _ => (
+            format!("stage {} ({kind}): {first}", spec.name),
+            format!("`distill {kind} --help` describes each flag's values"),
+        ),
+    };
+    doc.error(&path, message, &hint)
+}
+
+/// An error from a stage's `into_config`: located at the flag it names, if it names one.
+fn config_error(doc: &Document, spec: &StageSpec, message: String) -> PipelineError {
+    let key = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| w.starts_with("--"))
+        .find_map(|w| arg_key(spec, w));
+    let path: Vec<&str> = match key {
+        Some(k) => vec!["stages", &spec.template, "args", k],
+        None => vec!["stages", &spec.template, "args"],
+    };
+    doc.error(
+        &path,
+        format!("stage {} ({}): {message}", spec.name, spec.kind.name()),
+        &format!("`distill {} --help` describes each flag", spec.kind.name()),
+    )
+}
+
+/// The inputs and outputs a built-in stage's configuration names.
+fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
+    let mut deps = Vec::new();
+    let mut outs = Vec::new();
+    let key = |flag: &str| arg_key(spec, flag).map(|k| format!("args.{k}"));
+    let mut dep = |path: &Path, flag: &str| {
+        deps.push(Dep {
+            path: normalize(path),
+            key: key(flag),
+            optional: false,
+        })
+    };
+    let data_dep = |data: &str, deps: &mut Vec<Dep>| {
+        if !data.starts_with("synthetic:") {
+            deps.push(Dep {
+                path: normalize(Path::new(data)),
+                key: key("data"),
+                optional: false,
+            });
+        }
+    };
+    let out = |path: PathBuf, required: bool| Out {
+        path: normalize(&path),
+        required,
+        folder: false,
+    };
+    match config {
+        StageConfig::Train(c) => {
+            if let Some(s) = &c.soft_targets {
+                dep(s, "soft-targets");
+            }
+            data_dep(&c.selection.data, &mut deps);
+            let p = c.paths();
+            outs.push(out(p.model, true));
+            outs.push(out(p.metrics, true));
+            outs.push(out(p.checkpoint, true));
+            outs.push(out(p.best, false));
+        }
+        StageConfig::Teach(c) => {
+            for t in &c.teachers {
+                dep(&t.path, "model");
+            }
+            data_dep(&c.selection.data, &mut deps);
+            let models: Vec<PathBuf> = c.teachers.iter().map(|t| t.path.clone()).collect();
+            deps.extend(model_extras(&models));
+            outs.push(out(
+                match c.shard {
+                    Some((k, n)) => distill_core::store::part_path(&c.out, k, n),
+                    None => c.out.clone(),
+                },
+                true,
+            ));
+        }
+        StageConfig::Cluster(c) => {
+            dep(&c.soft_targets, "soft-targets");
+            outs.push(out(c.out.clone(), true));
+            outs.push(out(c.heatmap_path(), true));
+        }
+        StageConfig::Eval(c) => {
+            for m in &c.models {
+                let flag = if spec_lists(spec, "teacher", &m.path) {
+                    "teacher"
+                } else {
+                    "model"
+                };
+                dep(&m.path, flag);
+            }
+            data_dep(&c.selection.data, &mut deps);
+            let models: Vec<PathBuf> = c.models.iter().map(|m| m.path.clone()).collect();
+            deps.extend(model_extras(&models));
+            if let Some(o) = &c.out {
+                outs.push(out(o.clone(), true));
+            }
+        }
+        StageConfig::Cmd(_) => {}
+    }
+    (deps, outs)
+}
+
+fn spec_lists(spec: &StageSpec, flag: &str, path: &Path) -> bool {
+    let Some(key) = arg_key(spec, flag) else {
+        return false;
+    };
+    let matches = |v: &Value| {
+        let s = match v {
+            Value::Mapping(m) => m.get("path").and_then(scalar_string),
+            v => scalar_string(v),
+        };
+        s.is_some_and(|s| Path::new(&s) == path)
+    };
+    spec.args.iter().any(|(k, v)| {
+        k == key
+            && match v {
+                Value::Sequence(s) => s.iter().any(matches),
+                v => matches(v),
+            }
+    })
+}
+
+/// A model's sidecar (`model.onnx.yaml`) and external data files: read by the stage when present.
+fn model_extras(models: &[PathBuf]) -> Vec<Dep> {
+    let mut extras = Vec::new();
+    for m in models {
+        let mut sidecar = m.as_os_str().to_os_string();
+        sidecar.push(".yaml");
+        extras.push(Dep {
+            path: normalize(Path::new(&sidecar)),
+            key: None,
+            optional: true,
+        });
+        if let Ok(bytes) = std::fs::read(m) {
+            let dir = m.parent().unwrap_or(Path::new(""));
+            for location in external_data_locations(&bytes) {
+                extras.push(Dep {
+                    path: normalize(&dir.join(location)),
+                    key: None,
+                    optional: true,
+                });
+            }
+        }
+    }
+    extras
+}
+
+/// The `location` values of an ONNX model's external data entries: the protobuf bytes of a
+/// `StringStringEntryProto { key: "location", value: ... }`, found by their exact encoding.
+fn external_data_locations(model: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\x0a\x08location\x12";
+    let mut found: Vec<String> = Vec::new();
+    let mut at = 0;
+    while let Some(i) = model[at..].windows(KEY.len()).position(|w| w == KEY) {
+        let mut p = at + i + KEY.len();
+        let mut len = 0usize;
+        let mut shift = 0;
+        while let Some(&b) = model.get(p) {
+            len |= usize::from(b & 0x7f) << shift;
+            p += 1;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 28 {
+                break;
+            }
+        }
+        if let Some(Ok(s)) = model.get(p..p + len).map(std::str::from_utf8)
+            && !s.is_empty()
+            && !found.iter().any(|f| f == s)
+        {
+            found.push(s.to_string());
+        }
+        at = p.max(at + i + 1);
+    }
+    found
+}
+
+/// `path` without `.` components and with `a/..` folded, as written otherwise (relative stays
+/// relative), so that two spellings of one file compare equal.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_compare_by_their_components() {
+        assert_eq!(normalize(Path::new("./a/b/../c/")), PathBuf::from("a/c"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+    }
+
+    #[test]
+    fn external_data_files_are_found_in_the_fixture() {
+        let model = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/teachers/external_data/model.onnx"
+        );
+        let bytes = std::fs::read(model).unwrap();
+        assert_eq!(external_data_locations(&bytes), ["model.onnx.data"]);
+        let torch = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/teachers/torchscript_cnn.onnx"
+        );
+        assert!(external_data_locations(&std::fs::read(torch).unwrap()).is_empty());
+    }
+}
