@@ -11,23 +11,46 @@ pub fn apply(x: &mut ArrayViewMut2<f32>, rate: f32, seed: u64) {
     if rate <= 0.0 {
         return;
     }
+    bias_relu_dropout(x, None, false, rate, seed);
+}
+
+/// One pass over each row: add `bias` (when given), apply ReLU (when `relu`), then inverted dropout
+/// at `rate` with the row's mask stream. Each 64-bit draw gives four 16-bit uniforms; a value
+/// survives when its uniform is below `(1 - rate) * 2^16`.
+pub fn bias_relu_dropout(
+    x: &mut ArrayViewMut2<f32>,
+    bias: Option<&[f32]>,
+    relu: bool,
+    rate: f32,
+    seed: u64,
+) {
     let keep = 1.0 - rate;
-    let scale = 1.0 / keep;
-    // Each 64-bit draw gives four 16-bit uniforms; a value survives when its uniform is below
-    // keep * 2^16 (the keep probability is thus exact to 1/65536).
+    let scale = if rate > 0.0 { 1.0 / keep } else { 1.0 };
     let threshold = (keep as f64 * 65536.0).round() as u64;
+    let cols = x.ncols();
     x.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
         .for_each(|(r, mut row)| {
             let mut rng = Rng::derive(seed, r as u64);
-            let mut bits = 0u64;
-            for (i, v) in row.iter_mut().enumerate() {
-                if i % 4 == 0 {
-                    bits = rng.next_u64();
+            let mut chunk = [0.0f32; 4];
+            for start in (0..cols).step_by(4) {
+                let end = (start + 4).min(cols);
+                let bits = if rate > 0.0 { rng.next_u64() } else { 0 };
+                for (k, c) in (start..end).enumerate() {
+                    let mut v = row[c];
+                    if let Some(b) = bias {
+                        v += b[c];
+                    }
+                    if relu {
+                        v = v.max(0.0);
+                    }
+                    let kept = rate <= 0.0 || ((bits >> (16 * k)) & 0xFFFF) < threshold;
+                    chunk[k] = if kept { v * scale } else { 0.0 };
                 }
-                let u = (bits >> (16 * (i % 4))) & 0xFFFF;
-                *v = if u < threshold { *v * scale } else { 0.0 };
+                for (k, c) in (start..end).enumerate() {
+                    row[c] = chunk[k];
+                }
             }
         });
 }

@@ -32,12 +32,19 @@ impl Linear {
         self.w.ncols()
     }
 
-    /// `out = x · W + b`.
-    pub fn forward_into(&self, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
-        out.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .for_each(|mut row| row.assign(&self.b));
-        sgemm(1.0, x, self.w.view(), 1.0, &mut out);
+    /// `out = x · W + b`, then ReLU when `relu`, then inverted dropout at `dropout` with masks
+    /// drawn from `seed` (see [`crate::dropout::bias_relu_dropout`]).
+    pub fn forward_into(
+        &self,
+        x: ArrayView2<f32>,
+        mut out: ArrayViewMut2<f32>,
+        relu: bool,
+        dropout: f32,
+        seed: u64,
+    ) {
+        sgemm(1.0, x, self.w.view(), 0.0, &mut out);
+        let bias = self.b.as_slice();
+        crate::dropout::bias_relu_dropout(&mut out, bias, relu, dropout, seed);
     }
 
     /// Column sums of `dz` (the bias gradient), summed in a fixed order.

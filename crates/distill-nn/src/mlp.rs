@@ -153,10 +153,7 @@ impl Mlp {
             let mut a = xc.to_owned();
             for (l, layer) in self.layers.iter().enumerate() {
                 let mut z = Array2::zeros((a.nrows(), layer.outputs()));
-                layer.forward_into(a.view(), z.view_mut());
-                if l + 1 < self.layers.len() {
-                    z.par_mapv_inplace(|v| v.max(0.0));
-                }
+                layer.forward_into(a.view(), z.view_mut(), l + 1 < self.layers.len(), 0.0, 0);
                 a = z;
             }
             oc.assign(&a);
@@ -205,15 +202,18 @@ impl Mlp {
         );
         for l in 0..=last {
             let (prev, next) = ws.acts.split_at_mut(l + 1);
-            self.layers[l].forward_into(prev[l].view(), next[0].view_mut());
-            if l < last {
-                next[0].par_mapv_inplace(|v| v.max(0.0));
-                dropout::apply(
-                    &mut next[0].view_mut(),
-                    self.config.hidden_dropout,
-                    Rng::derive(seed, l as u64 + 1).next_u64(),
-                );
-            }
+            let hidden = l < last;
+            self.layers[l].forward_into(
+                prev[l].view(),
+                next[0].view_mut(),
+                hidden,
+                if hidden {
+                    self.config.hidden_dropout
+                } else {
+                    0.0
+                },
+                Rng::derive(seed, l as u64 + 1).next_u64(),
+            );
         }
         let parts = loss.loss_and_grad(
             ws.acts[last + 1].view(),
