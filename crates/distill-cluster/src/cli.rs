@@ -89,25 +89,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    match args.into_config().and_then(|c| run(&c)) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
-        }
+    distill_cli::run_main(args, |args: Args| args.into_config().and_then(|c| run(&c)))
+}
+
+impl distill_cli::UserError for ClusterError {
+    fn is_user_error(&self) -> bool {
+        ClusterError::is_user_error(self)
     }
 }
+
+impl distill_cli::Report for crate::Report {}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+use distill_cli::DataArgs;
 use distill_runtime::{ModelSettings, Provider};
 
 use crate::{BiasAdjust, Config, Error, ModelEntry, run};
@@ -16,7 +16,7 @@ use crate::{BiasAdjust, Config, Error, ModelEntry, run};
 /// Each model's settings (input, output, layout, normalisation, logits or probabilities) come from the model
 /// itself and its sidecar `MODEL.onnx.yaml`, as in distill-teach.
 #[derive(Debug, Parser)]
-#[command(name = "distill-eval", version)]
+#[command(name = "distill-eval", version, mut_arg("split", |a| a.default_value("test")))]
 pub struct Args {
     /// An ONNX model to evaluate (repeat for several).
     #[arg(long = "model", value_name = "PATH")]
@@ -31,25 +31,8 @@ pub struct Args {
     #[arg(long)]
     pub ensemble: bool,
 
-    /// The data set: a folder of MNIST IDX files, a folder with train.parquet/test.parquet, or a Parquet file.
-    #[arg(long, value_name = "PATH", default_value = "data/mnist")]
-    pub data: String,
-
-    /// Which split to evaluate on.
-    #[arg(long, value_name = "train|test", default_value = "test")]
-    pub split: Split,
-
-    /// Only the first N rows of the split (before the class filters).
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
-
-    /// Keep only rows of these classes, e.g. 7,8.
-    #[arg(long, value_name = "CLASSES")]
-    pub only_classes: Option<String>,
-
-    /// Drop rows of these classes, e.g. 3.
-    #[arg(long, value_name = "CLASSES")]
-    pub exclude_classes: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
 
     /// Add DELTA to class CLASS's logit (ln p for probability models) of every model before evaluating, e.g.
     /// 3=+3.5,8=-7.6 (may be repeated).
@@ -96,27 +79,9 @@ impl Args {
             .map(|p| entry(p, no_teachers))
             .collect();
         models.extend(self.teachers.into_iter().map(|p| entry(p, true)));
-        let classes = ClassFilter {
-            only: self
-                .only_classes
-                .as_deref()
-                .map(parse_class_list)
-                .transpose()?,
-            exclude: self
-                .exclude_classes
-                .as_deref()
-                .map(parse_class_list)
-                .transpose()?
-                .unwrap_or_default(),
-        };
         Ok(Config {
             models,
-            selection: Selection {
-                data: self.data,
-                split: self.split,
-                limit: self.limit,
-                classes,
-            },
+            selection: self.data.selection()?,
             ensemble: self.ensemble,
             bias_adjust: BiasAdjust::parse_all(&self.bias_adjust)?,
             provider: self.provider,
@@ -137,31 +102,31 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = match Args::try_parse_from(args) {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    distill_cli::run_main(args, |args: Args| {
+        args.into_config().and_then(|config| run(&config))
+    })
+}
+
+impl distill_cli::UserError for Error {
+    fn is_user_error(&self) -> bool {
+        Error::is_user_error(self)
+    }
+}
+
+impl distill_cli::Report for crate::Report {
+    /// The notes as `note: …` lines on stderr, then the table on stdout.
+    fn print(&self) {
+        for note in &self.notes {
+            eprintln!("note: {note}");
         }
-    };
-    match args.into_config().and_then(|config| run(&config)) {
-        Ok(report) => {
-            for note in &report.notes {
-                eprintln!("note: {note}");
-            }
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
-        }
+        print!("{self}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distill_core::data::Split;
 
     #[test]
     fn teachers_form_the_ensemble_when_given() {

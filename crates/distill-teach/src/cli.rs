@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+use distill_cli::DataArgs;
 
 use crate::{
     Config, DEFAULT_BATCH, Error, LayoutKind, OutputKind, Provider, Result, TeacherSpec, run,
@@ -65,21 +65,8 @@ pub struct Args {
     #[arg(long, value_name = "logits|probabilities", value_parser = parse_kind)]
     pub kind: Vec<OutputKind>,
 
-    /// The data: a folder of MNIST IDX files, a folder with train.parquet/test.parquet, or a Parquet file.
-    #[arg(long, value_name = "PATH", default_value = "data/mnist")]
-    pub data: String,
-    /// train or test.
-    #[arg(long, value_name = "SPLIT", default_value = "train")]
-    pub split: Split,
-    /// Keep only the first N rows of the split (before the class filters).
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
-    /// Keep only these classes, e.g. 7,8.
-    #[arg(long, value_name = "LIST")]
-    pub only_classes: Option<String>,
-    /// Drop these classes, e.g. 3.
-    #[arg(long, value_name = "LIST")]
-    pub exclude_classes: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// The store file to write; with --shard, the folder for part-K-of-N.parquet (created if missing).
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
@@ -197,22 +184,9 @@ impl Args {
         assign(owners, "kind", "--kind", self.kind, &mut teachers, |t| {
             &mut t.settings.kind
         })?;
-        let class_list = |flag: &'static str, s: Option<String>| -> Result<Option<Vec<u32>>> {
-            s.map(|s| parse_class_list(&s).map_err(|e| Error::usage(flag, e.to_string())))
-                .transpose()
-        };
-        let classes = ClassFilter {
-            only: class_list("--only-classes", self.only_classes)?,
-            exclude: class_list("--exclude-classes", self.exclude_classes)?.unwrap_or_default(),
-        };
         Ok(Config {
             teachers,
-            selection: Selection {
-                data: self.data,
-                split: self.split,
-                limit: self.limit,
-                classes,
-            },
+            selection: self.data.selection()?,
             out: self.out,
             provider: self.provider,
             batch: self.batch,
@@ -296,24 +270,18 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = match Args::parse_from_args(args) {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
-        }
-    };
-    match args.into_config().and_then(|config| run(&config)) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
-        }
+    distill_cli::finish(Args::parse_from_args(args), |args| {
+        args.into_config().and_then(|config| run(&config))
+    })
+}
+
+impl distill_cli::UserError for Error {
+    fn is_user_error(&self) -> bool {
+        Error::is_user_error(self)
     }
 }
+
+impl distill_cli::Report for crate::Report {}
 
 #[cfg(test)]
 mod tests {

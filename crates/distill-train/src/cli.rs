@@ -2,7 +2,8 @@
 
 use crate::{BiasAdjust, Config, Result, TrainError};
 use clap::Parser;
-use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+use distill_cli::DataArgs;
+use distill_core::data::Split;
 use distill_core::math::Combine;
 use distill_nn::{OptimizerConfig, Schedule};
 use std::ffi::OsString;
@@ -13,21 +14,8 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "distill-train", version, about, long_about = None)]
 pub struct Args {
-    /// Data: a folder of MNIST IDX files, a folder with train.parquet/test.parquet, a Parquet
-    /// file, or synthetic:...
-    #[arg(long, default_value = "data/mnist")]
-    pub data: String,
-    #[arg(long, default_value = "train")]
-    pub split: String,
-    /// Use only the first N rows of the split.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Keep only these classes in the transfer set, e.g. 7,8.
-    #[arg(long)]
-    pub only_classes: Option<String>,
-    /// Remove these classes from the transfer set, e.g. 3.
-    #[arg(long)]
-    pub exclude_classes: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Keep this seeded random fraction of the transfer set, e.g. 0.03.
     #[arg(long)]
     pub fraction: Option<f32>,
@@ -106,17 +94,6 @@ pub struct Args {
     pub max_steps: Option<u64>,
 }
 
-fn classes(only: &Option<String>, exclude: &Option<String>) -> Result<ClassFilter> {
-    Ok(ClassFilter {
-        only: only.as_deref().map(parse_class_list).transpose()?,
-        exclude: exclude
-            .as_deref()
-            .map(parse_class_list)
-            .transpose()?
-            .unwrap_or_default(),
-    })
-}
-
 impl Args {
     pub fn into_config(self) -> Result<Config> {
         let schedule: Schedule = self.schedule.parse()?;
@@ -166,12 +143,7 @@ impl Args {
             0.0
         });
         Ok(Config {
-            selection: Selection {
-                data: self.data,
-                split: self.split.parse()?,
-                limit: self.limit,
-                classes: classes(&self.only_classes, &self.exclude_classes)?,
-            },
+            selection: self.data.selection()?,
             validation: self.validation,
             fraction: self.fraction,
             soft_targets: self.soft_targets,
@@ -201,6 +173,23 @@ impl Args {
     }
 }
 
+impl distill_cli::UserError for TrainError {
+    fn is_user_error(&self) -> bool {
+        TrainError::is_user_error(self)
+    }
+}
+
+impl distill_cli::Report for crate::Report {
+    /// 130 when the run stopped early on an interrupt (or `--max-steps`), 0 otherwise.
+    fn exit_code(&self) -> ExitCode {
+        if self.interrupted {
+            ExitCode::from(130)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 /// Parses `args`, trains, and prints the report. Exit codes: 0 done, 2 bad input or usage,
 /// 130 stopped by an interrupt (checkpoint saved), 1 anything else.
 pub fn main_from<I, T>(args: I) -> ExitCode
@@ -208,31 +197,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    distill_core::interrupt::install();
-    let result = args.into_config().and_then(|c| crate::run(&c));
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            if report.interrupted {
-                ExitCode::from(130)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_user_error() { 2 } else { 1 })
-        }
-    }
+    distill_cli::run_main(args, |args: Args| {
+        distill_core::interrupt::install();
+        args.into_config().and_then(|c| crate::run(&c))
+    })
 }
