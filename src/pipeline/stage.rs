@@ -406,7 +406,7 @@ fn model_extras(models: &[PathBuf]) -> Vec<Dep> {
         });
         if let Ok(bytes) = std::fs::read(m) {
             let dir = m.parent().unwrap_or(Path::new(""));
-            for location in external_data_locations(&bytes) {
+            for location in distill_runtime::external_data_locations(&bytes) {
                 extras.push(Dep {
                     path: normalize(&dir.join(location)),
                     key: None,
@@ -416,35 +416,6 @@ fn model_extras(models: &[PathBuf]) -> Vec<Dep> {
         }
     }
     extras
-}
-
-/// The `location` values of an ONNX model's external data entries: the protobuf bytes of a
-/// `StringStringEntryProto { key: "location", value: ... }`, found by their exact encoding.
-fn external_data_locations(model: &[u8]) -> Vec<String> {
-    const KEY: &[u8] = b"\x0a\x08location\x12";
-    let mut found: Vec<String> = Vec::new();
-    let mut at = 0;
-    while let Some(i) = model[at..].windows(KEY.len()).position(|w| w == KEY) {
-        let mut p = at + i + KEY.len();
-        let mut len = 0usize;
-        let mut shift = 0;
-        while let Some(&b) = model.get(p) {
-            len |= usize::from(b & 0x7f) << shift;
-            p += 1;
-            shift += 7;
-            if b & 0x80 == 0 || shift > 28 {
-                break;
-            }
-        }
-        if let Some(Ok(s)) = model.get(p..p + len).map(std::str::from_utf8)
-            && !s.is_empty()
-            && !found.iter().any(|f| f == s)
-        {
-            found.push(s.to_string());
-        }
-        at = p.max(at + i + 1);
-    }
-    found
 }
 
 /// `path` without `.` components and with `a/..` folded, as written otherwise (relative stays
@@ -484,11 +455,16 @@ mod tests {
             "/tests/fixtures/teachers/external_data/model.onnx"
         );
         let bytes = std::fs::read(model).unwrap();
-        assert_eq!(external_data_locations(&bytes), ["model.onnx.data"]);
+        assert_eq!(
+            distill_runtime::external_data_locations(&bytes),
+            ["model.onnx.data"]
+        );
         let torch = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/teachers/torchscript_cnn.onnx"
         );
-        assert!(external_data_locations(&std::fs::read(torch).unwrap()).is_empty());
+        assert!(
+            distill_runtime::external_data_locations(&std::fs::read(torch).unwrap()).is_empty()
+        );
     }
 }

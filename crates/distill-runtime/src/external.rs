@@ -60,7 +60,7 @@ fn messages(buf: &[u8], number: u64) -> impl Iterator<Item = &[u8]> {
 
 /// The `location`s of the external data of a model's top-level initializers, in file order, without
 /// duplicates. A malformed file yields what could be read before the damage.
-pub(crate) fn external_data_locations(model: &[u8]) -> Vec<String> {
+pub fn external_data_locations(model: &[u8]) -> Vec<String> {
     const MODEL_GRAPH: u64 = 7;
     const GRAPH_INITIALIZER: u64 = 5;
     const TENSOR_EXTERNAL_DATA: u64 = 13;

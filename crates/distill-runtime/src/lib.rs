@@ -13,6 +13,7 @@ mod provider;
 mod spec;
 
 pub use error::{Result, RuntimeError};
+pub use external::external_data_locations;
 pub use library::{Runtime, init};
 pub use model::OnnxModel;
 pub use provider::Provider;
