@@ -11,6 +11,9 @@ pub enum TrainError {
     Invalid(String),
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// The saved model does not reproduce the engine's outputs in ONNX Runtime (a bug, not bad input).
+    #[error("{path}: {message}")]
+    Export { path: PathBuf, message: String },
     #[error("could not start {threads} worker threads: {message}")]
     Threads { threads: usize, message: String },
 }
@@ -26,7 +29,7 @@ impl TrainError {
             TrainError::Core(e) => e.is_user_error(),
             TrainError::Nn(distill_nn::NnError::Core(e)) => e.is_user_error(),
             TrainError::Nn(_) | TrainError::Invalid(_) | TrainError::Checkpoint { .. } => true,
-            TrainError::Threads { .. } => false,
+            TrainError::Threads { .. } | TrainError::Export { .. } => false,
         }
     }
 }

@@ -386,6 +386,7 @@ fn train(config: &Config) -> Result<Report> {
     let mut mlp = Mlp::new(mlp_config, config.seed)?;
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
     let fingerprint = config.fingerprint();
+    let provenance = provenance(config, store.as_ref())?;
     let mut progress = Progress {
         fingerprint: fingerprint.clone(),
         epoch: 0,
@@ -567,7 +568,7 @@ fn train(config: &Config) -> Result<Report> {
             && progress.best_val_errors.is_none_or(|b| e < b)
         {
             progress.best_val_errors = Some(e);
-            save_model(&mlp, &paths.best, config, store.as_ref(), &[], "best")?;
+            save_model(&mlp, &paths.best, config, &provenance, &[], "best")?;
             best_saved = true;
         }
         checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
@@ -646,10 +647,14 @@ fn train(config: &Config) -> Result<Report> {
         &mlp,
         &paths.model,
         config,
-        store.as_ref(),
+        &provenance,
         &report.bias,
         "last",
     )?;
+    let sample = val.as_ref().unwrap_or(&train).features.view();
+    let sample = sample.slice(ndarray::s![..sample.nrows().min(256), ..]);
+    let note = verify_with_onnx_runtime(&paths.model, &mlp, sample)?;
+    report.notes.push(note);
     report.model = Some(paths.model.clone());
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -704,7 +709,7 @@ fn save_model(
     mlp: &Mlp,
     path: &Path,
     config: &Config,
-    store: Option<&SoftTargets>,
+    provenance: &[(String, String)],
     bias: &[BiasShift],
     which: &str,
 ) -> Result<()> {
@@ -713,19 +718,67 @@ fn save_model(
         ("distill.checkpoint".to_string(), which.to_string()),
         ("distill.bias_adjust".to_string(), json(bias)),
     ];
-    if let (Some(s), Some(p)) = (store, &config.soft_targets) {
-        meta.push(("distill.teachers".to_string(), json(&s.meta.teachers)));
-        meta.push((
+    meta.extend_from_slice(provenance);
+    onnx::save(mlp, path, &meta)?;
+    Ok(())
+}
+
+/// Metadata naming the teachers and the store a distilled model learnt from.
+fn provenance(config: &Config, store: Option<&SoftTargets>) -> Result<Vec<(String, String)>> {
+    let (Some(s), Some(p)) = (store, &config.soft_targets) else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![
+        ("distill.teachers".to_string(), json(&s.meta.teachers)),
+        (
             "distill.soft_targets_sha256".to_string(),
             if p.is_file() {
                 sha256_file(p)?
             } else {
                 String::new()
             },
+        ),
+    ])
+}
+
+/// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
+/// (max abs difference at most 1e-4). Returns a note; a disagreement is an error.
+fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
+    if let Err(e) = distill_runtime::init() {
+        return Ok(format!(
+            "{} was not checked with ONNX Runtime: {e}",
+            path.display()
         ));
     }
-    onnx::save(mlp, path, &meta)?;
-    Ok(())
+    let fail = |m: String| TrainError::Export {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let mut model = distill_runtime::OnnxModel::load(
+        &distill_runtime::ModelSpec::new(path),
+        distill_runtime::Provider::Cpu,
+        1,
+    )
+    .map_err(|e| fail(format!("ONNX Runtime cannot load the saved model: {e}")))?;
+    let theirs = model
+        .run(rows)
+        .map_err(|e| fail(format!("ONNX Runtime cannot run the saved model: {e}")))?;
+    let ours = mlp.forward(rows)?;
+    let diff = ours
+        .iter()
+        .zip(theirs.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if diff.is_nan() || diff > 1e-4 {
+        return Err(fail(format!(
+            "ONNX Runtime's logits differ from the engine's by {diff} (more than 1e-4); the saved model is wrong"
+        )));
+    }
+    Ok(format!(
+        "{} checked with ONNX Runtime on {} rows: max |difference| {diff:.1e}",
+        path.display(),
+        rows.nrows()
+    ))
 }
 
 /// JSON of a value, for model metadata.
