@@ -4,23 +4,21 @@ use crate::{CoreError, Result};
 use std::io::Read;
 use std::path::Path;
 
-/// Reads a whole file, inflating it when it starts with the gzip magic bytes.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                CoreError::format(
-                    path,
-                    format!("not a valid gzip file ({e}); is it truncated?"),
-                )
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// Inflates `raw` (the bytes of `path`) when it starts with the gzip magic bytes.
+pub fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::with_capacity(raw.len() * 5);
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            CoreError::format(
+                path,
+                format!("not a valid gzip file ({e}); is it truncated?"),
+            )
+        })?;
+    Ok(out)
 }
 
 /// An IDX array of unsigned bytes.
@@ -30,7 +28,7 @@ pub struct IdxBytes {
 }
 
 /// Parses an IDX file of unsigned bytes with `rank` dimensions (1 for labels, 3 for images).
-pub fn parse_u8(path: &Path, bytes: &[u8], rank: usize) -> Result<IdxBytes> {
+pub fn parse_u8(path: &Path, mut bytes: Vec<u8>, rank: usize) -> Result<IdxBytes> {
     if bytes.len() < 4 {
         return Err(CoreError::format(
             path,
@@ -84,10 +82,8 @@ pub fn parse_u8(path: &Path, bytes: &[u8], rank: usize) -> Result<IdxBytes> {
             ),
         ));
     }
-    Ok(IdxBytes {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    bytes.drain(..header);
+    Ok(IdxBytes { dims, data: bytes })
 }
 
 #[cfg(test)]
@@ -106,20 +102,20 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let p = Path::new("x.idx");
-        let ok = parse_u8(p, &idx(1, &[3], &[1, 2, 3]), 1).unwrap();
+        let ok = parse_u8(p, idx(1, &[3], &[1, 2, 3]), 1).unwrap();
         assert_eq!(ok.dims, vec![3]);
         assert_eq!(ok.data, vec![1, 2, 3]);
-        let e = parse_u8(p, &idx(1, &[4], &[1, 2, 3]), 1)
+        let e = parse_u8(p, idx(1, &[4], &[1, 2, 3]), 1)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("truncated"), "{e}");
-        let e = parse_u8(p, &idx(3, &[1, 1, 1], &[1]), 1)
+        let e = parse_u8(p, idx(3, &[1, 1, 1], &[1]), 1)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("rank 1"), "{e}");
-        let e = parse_u8(p, b"\x01\x02\x08\x01", 1)
+        let e = parse_u8(p, b"\x01\x02\x08\x01".to_vec(), 1)
             .err()
             .unwrap()
             .to_string();

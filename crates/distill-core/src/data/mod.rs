@@ -8,6 +8,7 @@ pub mod synthetic;
 use crate::rng::Rng;
 use crate::{CoreError, Result};
 use ndarray::{Array2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Which part of a data set.
@@ -314,10 +315,8 @@ fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     };
     let images_path = find_file(dir, images_stem).ok_or_else(|| missing(images_stem))?;
     let labels_path = find_file(dir, labels_stem).ok_or_else(|| missing(labels_stem))?;
-    verify_checksum(&images_path)?;
-    verify_checksum(&labels_path)?;
-    let images = idx::parse_u8(&images_path, &idx::read_maybe_gz(&images_path)?, 3)?;
-    let labels = idx::parse_u8(&labels_path, &idx::read_maybe_gz(&labels_path)?, 1)?;
+    let (images, labels) = rayon::join(|| read_idx(&images_path, 3), || read_idx(&labels_path, 1));
+    let (images, labels) = (images?, labels?);
     let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
     if labels.dims[0] != n {
         return Err(CoreError::format(
@@ -335,11 +334,17 @@ fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
             format!("label {} at row {bad} is not a digit 0-9", labels.data[bad]),
         ));
     }
-    let features = Array2::from_shape_vec(
-        (n, h * w),
-        images.data.iter().map(|&b| b as f32 / 255.0).collect(),
-    )
-    .map_err(|e| CoreError::format(&images_path, e.to_string()))?;
+    let mut features = Array2::<f32>::zeros((n, h * w));
+    features
+        .as_slice_mut()
+        .expect("a new array is contiguous")
+        .par_chunks_mut(1 << 16)
+        .zip(images.data.par_chunks(1 << 16))
+        .for_each(|(out, bytes)| {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = b as f32 / 255.0;
+            }
+        });
     Ok(Dataset {
         name: format!("{}:{split}", dir.display()),
         features,
@@ -350,8 +355,16 @@ fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     })
 }
 
-/// Checks a file against the `SHA256SUMS` beside it, when that lists the file.
-pub fn verify_checksum(path: &Path) -> Result<()> {
+/// Reads an IDX file once: checks its bytes against `SHA256SUMS`, inflates and parses them.
+fn read_idx(path: &Path, rank: usize) -> Result<idx::IdxBytes> {
+    let raw = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    verify_checksum(path, &raw)?;
+    idx::parse_u8(path, idx::maybe_gunzip(path, raw)?, rank)
+}
+
+/// Checks the bytes of `path` against the `SHA256SUMS` beside it, when that lists the file.
+pub fn verify_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
+    use sha2::Digest;
     let Some(dir) = path.parent() else {
         return Ok(());
     };
@@ -366,7 +379,7 @@ pub fn verify_checksum(path: &Path) -> Result<()> {
             continue;
         };
         if Some(file.trim_start_matches('*').to_string()) == name {
-            let found = crate::sha256_file(path)?;
+            let found = crate::hex(&sha2::Sha256::digest(bytes));
             if found != expected {
                 return Err(CoreError::Checksum {
                     path: path.to_path_buf(),
