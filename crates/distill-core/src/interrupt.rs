@@ -29,7 +29,7 @@ pub fn request() {
     REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// Clears the flag after a stage has acted on it.
+/// Clears the flag, for a process that goes on to run more work after an interrupted stage.
 pub fn clear() {
     REQUESTED.store(false, Ordering::SeqCst);
 }

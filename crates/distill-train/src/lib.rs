@@ -604,7 +604,7 @@ fn train(config: &Config) -> Result<Report> {
         notes,
     };
     if interrupted {
-        interrupt::clear();
+        // The interrupt flag stays set: other stages running in this process stop too.
         checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
         record::write_csv(&paths.metrics, &progress.history)?;
         return Ok(report);
