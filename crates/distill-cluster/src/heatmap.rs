@@ -7,7 +7,8 @@
 //! To the right, a colour bar runs from 0 (bottom) to the maximum (top). Cells are
 //! `1000 / classes` pixels wide, at least 4 and at most 40, up to 500 classes (a matrix of at most
 //! 2000 pixels); `2000 / classes` pixels from 501 to 2000 classes; above 2000 classes each pixel
-//! averages a block of classes so the matrix stays within 2000 pixels.
+//! averages a block of classes so the matrix stays within 2000 pixels. Where the cells are large
+//! enough, each grey diagonal cell carries its class id in black, so the rows can be read.
 
 use ndarray::ArrayView2;
 
@@ -26,6 +27,21 @@ const MARGIN: usize = 8;
 const BAR_GAP: usize = 12;
 const BAR_WIDTH: usize = 16;
 const MAX_SIDE: usize = 2000;
+const LABEL: [u8; 3] = [0, 0, 0];
+
+/// Digits 0-9 as 3x5 bitmaps, one row of three bits per entry (most significant bit left).
+const DIGITS: [[u8; 5]; 10] = [
+    [0b111, 0b101, 0b101, 0b101, 0b111],
+    [0b010, 0b110, 0b010, 0b010, 0b111],
+    [0b111, 0b001, 0b111, 0b100, 0b111],
+    [0b111, 0b001, 0b111, 0b001, 0b111],
+    [0b101, 0b101, 0b111, 0b001, 0b001],
+    [0b111, 0b100, 0b111, 0b001, 0b111],
+    [0b111, 0b100, 0b111, 0b101, 0b111],
+    [0b111, 0b001, 0b001, 0b001, 0b001],
+    [0b111, 0b101, 0b111, 0b101, 0b111],
+    [0b111, 0b101, 0b111, 0b001, 0b111],
+];
 
 /// The colour of `t` in `[0, 1]`.
 pub fn viridis(t: f64) -> [u8; 3] {
@@ -63,6 +79,36 @@ impl Canvas {
         for y in y0..y1 {
             for x in x0..x1 {
                 self.set(x, y, c);
+            }
+        }
+    }
+
+    /// Writes `number` centred in the `size`-pixel square at `(x0, y0)`, in the largest whole
+    /// scale of the 3x5 font that leaves a one-pixel rim; nothing when it does not fit.
+    fn label(&mut self, x0: usize, y0: usize, size: usize, number: usize) {
+        let digits: Vec<usize> = number
+            .to_string()
+            .bytes()
+            .map(|b| usize::from(b - b'0'))
+            .collect();
+        let glyphs = 4 * digits.len() - 1;
+        let scale = (size.saturating_sub(2) / glyphs)
+            .min(size.saturating_sub(2) / 5)
+            .min(4);
+        if scale == 0 {
+            return;
+        }
+        let x = x0 + (size - glyphs * scale) / 2;
+        let y = y0 + (size - 5 * scale) / 2;
+        for (i, &d) in digits.iter().enumerate() {
+            for (row, bits) in DIGITS[d].iter().enumerate() {
+                for col in 0..3 {
+                    if bits & (0b100 >> col) != 0 {
+                        let px = x + (4 * i + col) * scale;
+                        let py = y + row * scale;
+                        self.rect(px, py, px + scale, py + scale, LABEL);
+                    }
+                }
             }
         }
     }
@@ -142,6 +188,11 @@ fn render_within(
         for y in gr * px_per_cell..(gr + 1) * px_per_cell {
             let o = ((MARGIN + y) * width + MARGIN) * 3;
             canvas.rgb[o..o + side * 3].copy_from_slice(&line);
+        }
+    }
+    if n <= max_side {
+        for (a, &class) in order.iter().enumerate() {
+            canvas.label(MARGIN + a * cell, MARGIN + a * cell, cell, class);
         }
     }
     let pixel = |class: usize| {
@@ -225,7 +276,14 @@ mod tests {
         };
         let centre =
             |r: usize, c: usize| at(MARGIN + c * cell + cell / 2, MARGIN + r * cell + cell / 2);
+        let corner = |r: usize, c: usize| at(MARGIN + c * cell + 3, MARGIN + r * cell + cell - 4);
+        assert_eq!(corner(0, 0), DIAGONAL);
+        // Class 0's id is written in its diagonal cell: scale 4, centred; the digit 0's middle
+        // column is open and its left column is ink.
         assert_eq!(centre(0, 0), DIAGONAL);
+        assert_eq!(at(MARGIN + 14 + 1, MARGIN + 10 + 1), LABEL);
+        // The second row is class 2, whose 3x5 glyph has ink at its top-left.
+        assert_eq!(at(MARGIN + cell + 14 + 1, MARGIN + cell + 10 + 1), LABEL);
         assert_eq!(centre(0, 1), viridis(1.0));
         assert_eq!(centre(2, 3), viridis(0.5));
         assert_eq!(centre(0, 3), viridis(0.0));
