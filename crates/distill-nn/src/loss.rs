@@ -6,8 +6,8 @@
 //! `alpha * T * (q_i - p_i) + (1 - alpha) * (softmax(s)_i - y_i)`, divided by the batch size.
 
 use crate::{NnError, Result};
-use distill_core::math::{log_softmax_row, softmax_row};
-use ndarray::{Array1, ArrayView2, ArrayViewMut2, Axis, Zip};
+use distill_core::math::log_softmax_row;
+use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 /// Weights of the two terms.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -95,30 +95,25 @@ impl DistillLoss {
             .and(&mut hard_loss)
             .par_for_each(|r, s, p, mut g, sl, hl| {
                 g.fill(0.0);
-                let mut buf = vec![0.0f32; c];
                 if alpha > 0.0 {
-                    let mut lq = Array1::<f32>::zeros(c);
-                    log_softmax_row(s, t, lq.view_mut());
+                    let log_q = log_softmax_fn(s, t);
                     let mut ce = 0.0f64;
                     for i in 0..c {
+                        let lq = log_q(s[i]);
                         if p[i] > 0.0 {
-                            ce -= p[i] as f64 * lq[i] as f64;
+                            ce -= p[i] as f64 * lq as f64;
                         }
-                        buf[i] = lq[i].exp();
-                        g[i] += alpha * t * (buf[i] - p[i]) * inv_n;
+                        g[i] += alpha * t * (lq.exp() - p[i]) * inv_n;
                     }
                     *sl = (alpha * t * t) as f64 * ce;
                 }
                 if alpha < 1.0 {
                     let y = labels.map_or(0, |l| l[r] as usize);
-                    let mut q = Array1::<f32>::zeros(c);
-                    softmax_row(s, 1.0, q.view_mut());
-                    let mut lq = Array1::<f32>::zeros(c);
-                    log_softmax_row(s, 1.0, lq.view_mut());
-                    *hl = -((1.0 - alpha) as f64) * lq[y] as f64;
+                    let log_q = log_softmax_fn(s, 1.0);
+                    *hl = -((1.0 - alpha) as f64) * log_q(s[y]) as f64;
                     for i in 0..c {
                         let onehot = if i == y { 1.0 } else { 0.0 };
-                        g[i] += (1.0 - alpha) * (q[i] - onehot) * inv_n;
+                        g[i] += (1.0 - alpha) * (log_q(s[i]).exp() - onehot) * inv_n;
                     }
                 }
             });
@@ -127,6 +122,19 @@ impl DistillLoss {
             hard: hard_loss.iter().sum::<f64>() / n as f64,
         })
     }
+}
+
+/// `z_i -> log softmax(z / t)_i` for the row `z`: the row's maximum and log-sum-exp are computed
+/// once, so the loss needs no buffers per row.
+fn log_softmax_fn(z: ArrayView1<f32>, t: f32) -> impl Fn(f32) -> f32 {
+    let inv_t = 1.0 / t;
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let log_sum = z
+        .iter()
+        .map(|&v| ((v - max) * inv_t).exp())
+        .sum::<f32>()
+        .ln();
+    move |v| (v - max) * inv_t - log_sum
 }
 
 /// Mean cross-entropy of logits against labels (no gradient).

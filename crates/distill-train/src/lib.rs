@@ -495,9 +495,8 @@ fn train(config: &Config) -> Result<Report> {
             s.rows += m;
             s.soft += parts.soft * m as f64;
             s.hard += parts.hard * m as f64;
-            if let Some(l) = labels {
-                let ys: Vec<u32> = rows.iter().map(|&r| l[r]).collect();
-                s.errors += count_errors(ws.logits(), &ys);
+            if labels.is_some() {
+                s.errors += count_errors(ws.logits(), &yb);
             }
             progress.batch += 1;
             progress.optimizer_steps = opt.step;
