@@ -2,7 +2,6 @@
 //! classes the transfer set omitted, on a held-out slice of the training split.
 
 use crate::{Result, TrainError};
-use distill_core::math::argmax_rows;
 use ndarray::{ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -57,37 +56,52 @@ pub fn parse_shifts(s: &str) -> Result<Vec<BiasShift>> {
         .collect()
 }
 
-/// Errors of `logits` against `labels` after adding `delta` to the logits of `classes`.
-pub fn errors_with_shift(
-    logits: ArrayView2<f32>,
-    labels: &[u32],
-    classes: &[u32],
-    delta: f32,
-) -> usize {
-    let mut shifted = logits.to_owned();
-    for &c in classes {
-        shifted
-            .index_axis_mut(Axis(1), c as usize)
-            .mapv_inplace(|v| v + delta);
-    }
-    argmax_rows(shifted.view())
-        .iter()
-        .zip(labels)
-        .filter(|(p, y)| **p != **y as usize)
-        .count()
-}
-
-/// The shift for `classes` in [-20, 20] (steps of 0.1) with the fewest validation errors; among
-/// equals, the smallest in magnitude. Returns `(delta, errors)`.
+/// The shift added to the logits of `classes` that leaves the fewest errors of `logits` against
+/// `labels`; among equals, the one nearest 0. Returns `(delta, errors)`.
+///
+/// Exact, over every shift: row `r` predicts inside `classes` exactly when the shift exceeds
+/// `k_r = max(logits outside) - max(logits inside)`, so the error count only changes at those
+/// breakpoints and is tried once between each pair of them (and beyond both ends).
 pub fn fit_shift(logits: ArrayView2<f32>, labels: &[u32], classes: &[u32]) -> (f32, usize) {
-    let mut best = (0.0f32, errors_with_shift(logits, labels, classes, 0.0));
-    for i in 1..=200 {
-        for sign in [1.0f32, -1.0] {
-            let delta = sign * i as f32 * 0.1;
-            let e = errors_with_shift(logits, labels, classes, delta);
-            if e < best.1 {
-                best = (delta, e);
+    // Per row: its breakpoint, and whether it is right when predicted inside / outside `classes`.
+    let mut rows: Vec<(f32, bool, bool)> = Vec::with_capacity(labels.len());
+    for (row, &y) in logits.axis_iter(Axis(0)).zip(labels) {
+        let (mut inside, mut outside) = ((f32::NEG_INFINITY, 0), (f32::NEG_INFINITY, 0));
+        for (c, &v) in row.iter().enumerate() {
+            let best = if classes.contains(&(c as u32)) {
+                &mut inside
+            } else {
+                &mut outside
+            };
+            if v > best.0 {
+                *best = (v, c);
             }
+        }
+        rows.push((
+            outside.0 - inside.0,
+            inside.1 == y as usize,
+            outside.1 == y as usize,
+        ));
+    }
+    let errors = |delta: f32| {
+        rows.iter()
+            .filter(|&&(k, right_in, right_out)| if delta > k { !right_in } else { !right_out })
+            .count()
+    };
+    let mut breaks: Vec<f32> = rows.iter().map(|r| r.0).filter(|k| k.is_finite()).collect();
+    breaks.sort_by(f32::total_cmp);
+    breaks.dedup();
+    let mut candidates = vec![0.0f32];
+    if let (Some(first), Some(last)) = (breaks.first(), breaks.last()) {
+        candidates.push(first - 1.0);
+        candidates.push(last + 1.0);
+    }
+    candidates.extend(breaks.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    let mut best = (0.0f32, errors(0.0));
+    for delta in candidates {
+        let e = errors(delta);
+        if e < best.1 || (e == best.1 && delta.abs() < best.0.abs()) {
+            best = (delta, e);
         }
     }
     best
@@ -121,6 +135,60 @@ mod tests {
                 .to_string()
                 .contains("CLASS=DELTA")
         );
+    }
+
+    /// Errors after adding `delta` to the logits of `classes`, the direct way.
+    fn errors_with_shift(
+        logits: ArrayView2<f32>,
+        labels: &[u32],
+        classes: &[u32],
+        delta: f32,
+    ) -> usize {
+        let mut shifted = logits.to_owned();
+        for &c in classes {
+            shifted
+                .index_axis_mut(Axis(1), c as usize)
+                .mapv_inplace(|v| v + delta);
+        }
+        distill_core::math::argmax_rows(shifted.view())
+            .iter()
+            .zip(labels)
+            .filter(|(p, y)| **p != **y as usize)
+            .count()
+    }
+
+    #[test]
+    fn the_exact_fit_beats_every_shift_on_a_grid() {
+        let mut rng = distill_core::rng::Rng::new(4);
+        let logits = ndarray::Array2::from_shape_simple_fn((200, 5), || rng.normal() * 3.0);
+        let labels: Vec<u32> = (0..200).map(|i| (i % 5) as u32).collect();
+        for classes in [vec![1u32], vec![0, 3]] {
+            let (delta, errors) = fit_shift(logits.view(), &labels, &classes);
+            assert_eq!(
+                errors,
+                errors_with_shift(logits.view(), &labels, &classes, delta)
+            );
+            for i in -400..=400 {
+                let grid = errors_with_shift(logits.view(), &labels, &classes, i as f32 * 0.05);
+                assert!(
+                    errors <= grid,
+                    "{classes:?}: {errors} errors at {delta}, {grid} at {}",
+                    i as f32 * 0.05
+                );
+            }
+        }
+        // A class whose logits sit 50 below the rest still gets its shift (no bounded range):
+        // its rows need more than +50, the other rows less than +60.
+        let mut far = ndarray::Array2::<f32>::zeros((4, 2));
+        for r in 0..4 {
+            far[[r, 1]] = if r < 2 {
+                -50.0 + r as f32
+            } else {
+                -60.0 - r as f32
+            };
+        }
+        let (delta, errors) = fit_shift(far.view(), &[1, 1, 0, 0], &[1]);
+        assert_eq!(errors, 0, "shift {delta}");
     }
 
     #[test]

@@ -266,7 +266,7 @@ fn bias_adjustment_moves_the_omitted_class_errors() {
         "--epochs",
         "8",
         "--lr",
-        "0.1",
+        "0.05",
         "--temperature",
         "8",
         "--soft-targets",
