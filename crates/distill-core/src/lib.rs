@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod interrupt;
 pub mod math;
+pub mod onnx_proto;
 pub mod rng;
 pub mod store;
 

@@ -1,76 +1,27 @@
 //! A model's deployment footprint read from its ONNX file: parameter count and bytes on disk.
 //!
-//! Only the few fields of the ONNX protobuf schema (onnx/onnx.proto3) that these counts need are declared;
-//! everything else, including the tensors' data, is skipped while decoding.
+//! Decoded with the ONNX schema subset of `distill_core::onnx_proto`.
 
 use std::path::{Path, PathBuf};
 
+use distill_core::onnx_proto::{ModelProto, TensorProto};
 use prost::Message;
 use serde::Serialize;
 
 use crate::Error;
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct ModelProto {
-    #[prost(message, optional, tag = "7")]
-    graph: Option<GraphProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct GraphProto {
-    #[prost(message, repeated, tag = "1")]
-    node: Vec<NodeProto>,
-    #[prost(message, repeated, tag = "5")]
-    initializer: Vec<TensorProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct NodeProto {
-    #[prost(message, repeated, tag = "5")]
-    attribute: Vec<AttributeProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct AttributeProto {
-    #[prost(message, optional, tag = "5")]
-    t: Option<TensorProto>,
-    #[prost(float, repeated, tag = "7")]
-    floats: Vec<f32>,
-    #[prost(message, repeated, tag = "10")]
-    tensors: Vec<TensorProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct TensorProto {
-    #[prost(int64, repeated, tag = "1")]
-    dims: Vec<i64>,
-    #[prost(int32, tag = "2")]
-    data_type: i32,
-    #[prost(message, repeated, tag = "13")]
-    external_data: Vec<StringStringEntryProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct StringStringEntryProto {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
 /// `TensorProto.DataType` values of floating-point tensors: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 const FLOAT_TYPES: [i32; 4] = [1, 10, 11, 16];
 
-impl TensorProto {
-    fn float_elements(&self) -> u64 {
-        if !FLOAT_TYPES.contains(&self.data_type) {
-            return 0;
-        }
-        self.dims
-            .iter()
-            .map(|&d| u64::try_from(d).unwrap_or(0))
-            .product()
+/// Elements of a floating-point tensor (0 for other types).
+fn float_elements(t: &TensorProto) -> u64 {
+    if !FLOAT_TYPES.contains(&t.data_type) {
+        return 0;
     }
+    t.dims
+        .iter()
+        .map(|&d| u64::try_from(d).unwrap_or(0))
+        .product()
 }
 
 /// What a model costs to deploy, as far as its file says.
@@ -95,36 +46,25 @@ pub fn footprint(path: &Path) -> Result<Footprint, Error> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let graph = model.graph.unwrap_or_default();
-    let initializers: u64 = graph
-        .initializer
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let external: Vec<PathBuf> = model
+        .external_data_locations()
         .iter()
-        .map(TensorProto::float_elements)
-        .sum();
+        .map(|l| folder.join(l))
+        .collect();
+    let graph = model.graph.unwrap_or_default();
+    let initializers: u64 = graph.initializer.iter().map(float_elements).sum();
     let attributes: u64 = graph
         .node
         .iter()
         .flat_map(|n| &n.attribute)
         .map(|a| {
-            a.t.as_ref().map_or(0, TensorProto::float_elements)
-                + a.tensors
-                    .iter()
-                    .map(TensorProto::float_elements)
-                    .sum::<u64>()
+            a.t.as_ref().map_or(0, float_elements)
+                + a.tensors.iter().map(float_elements).sum::<u64>()
                 + a.floats.len() as u64
         })
         .sum();
 
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let mut external: Vec<PathBuf> = Vec::new();
-    for tensor in &graph.initializer {
-        for entry in &tensor.external_data {
-            let data = folder.join(&entry.value);
-            if entry.key == "location" && !external.contains(&data) {
-                external.push(data);
-            }
-        }
-    }
     let mut file_bytes = bytes.len() as u64;
     for data in external {
         let meta = std::fs::metadata(&data).map_err(|source| Error::Io { path: data, source })?;

@@ -7,7 +7,6 @@ pub mod linear;
 pub mod loss;
 pub mod mlp;
 pub mod onnx;
-mod onnx_proto;
 pub mod optim;
 
 pub use loss::{DistillLoss, LossParts};

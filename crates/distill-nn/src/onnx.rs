@@ -4,8 +4,8 @@
 
 use crate::linear::Linear;
 use crate::mlp::{Mlp, MlpConfig};
-use crate::onnx_proto::*;
 use crate::{NnError, Result};
+use distill_core::onnx_proto::*;
 use ndarray::{Array1, Array2};
 use prost::Message;
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
-//! The subset of the ONNX protobuf schema (onnx/onnx.proto3, IR version 8) that MLP models use,
-//! with the field numbers of the official schema.
+//! The subset of the ONNX protobuf schema (onnx/onnx.proto3, IR version 8) that distill reads and
+//! writes, with the field numbers of the official schema: enough to write and read MLPs, count a
+//! model's parameters and find its external data files. Fields not declared here are skipped when
+//! decoding.
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelProto {
@@ -83,6 +85,12 @@ pub struct AttributeProto {
     pub i: i64,
     #[prost(bytes = "vec", tag = "4")]
     pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
+    #[prost(message, repeated, tag = "10")]
+    pub tensors: Vec<TensorProto>,
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
@@ -147,4 +155,19 @@ pub enum DimValue {
     DimValue(i64),
     #[prost(string, tag = "2")]
     DimParam(String),
+}
+
+impl ModelProto {
+    /// The `location`s of the external data of the graph's initializers, in file order, without
+    /// duplicates.
+    pub fn external_data_locations(&self) -> Vec<String> {
+        let mut locations: Vec<String> = Vec::new();
+        let initializers = self.graph.iter().flat_map(|g| &g.initializer);
+        for entry in initializers.flat_map(|t| &t.external_data) {
+            if entry.key == "location" && !locations.contains(&entry.value) {
+                locations.push(entry.value.clone());
+            }
+        }
+        locations
+    }
 }
