@@ -9,7 +9,7 @@
 use distill_cluster::{Config, run};
 use distill_core::data::synthetic::SyntheticSpec;
 use distill_core::rng::Rng;
-use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
 use ndarray::Array2;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,24 +37,16 @@ fn main() {
             })
         })
         .collect();
-    let meta = StoreMeta {
-        schema_version: SCHEMA_VERSION,
+    let teachers_meta = (0..2)
+        .map(|i| TeacherMeta::logits(format!("t{i}"), "made-up", "-"))
+        .collect();
+    let meta = StoreMeta::new(
         classes,
-        teachers: (0..2)
-            .map(|i| TeacherMeta {
-                name: format!("t{i}"),
-                path: "made-up".into(),
-                sha256: "-".into(),
-                kind: OutputKind::Logits,
-                prob_floor: None,
-            })
-            .collect(),
-        dataset: spec.describe(),
-        split: "test".into(),
-        transform: "split=test".into(),
-        tool_version: distill_core::TOOL_VERSION.into(),
-        shard: None,
-    };
+        teachers_meta,
+        spec.describe(),
+        "test",
+        "split=test",
+    );
     let store = out.join("soft.parquet");
     let mut w = StoreWriter::create(&store, &meta).unwrap();
     let index: Vec<u64> = (0..rows as u64).collect();

@@ -86,6 +86,45 @@ pub struct StoreMeta {
     pub shard: Option<Shard>,
 }
 
+impl TeacherMeta {
+    /// A teacher whose raw logits are stored as they are.
+    pub fn logits(
+        name: impl Into<String>,
+        path: impl Into<String>,
+        sha256: impl Into<String>,
+    ) -> Self {
+        TeacherMeta {
+            name: name.into(),
+            path: path.into(),
+            sha256: sha256.into(),
+            kind: OutputKind::Logits,
+            prob_floor: None,
+        }
+    }
+}
+
+impl StoreMeta {
+    /// The metadata of a whole (unsharded) store written by this version of the tools.
+    pub fn new(
+        classes: usize,
+        teachers: Vec<TeacherMeta>,
+        dataset: impl Into<String>,
+        split: impl Into<String>,
+        transform: impl Into<String>,
+    ) -> Self {
+        StoreMeta {
+            schema_version: SCHEMA_VERSION,
+            classes,
+            teachers,
+            dataset: dataset.into(),
+            split: split.into(),
+            transform: transform.into(),
+            tool_version: crate::TOOL_VERSION.into(),
+            shard: None,
+        }
+    }
+}
+
 /// Rows written so far are buffered into row groups of this many rows.
 const ROW_GROUP_ROWS: usize = 16_384;
 

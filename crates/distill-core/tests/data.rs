@@ -167,24 +167,15 @@ fn the_generic_parquet_layout_round_trips_and_is_checked() {
         .to_string();
     assert!(e.contains("cut.parquet"), "{e}");
     // A soft-target store given as data: no features column.
-    use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+    use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
     let store = dir.path().join("soft.parquet");
-    let meta = StoreMeta {
-        schema_version: SCHEMA_VERSION,
-        classes: 10,
-        teachers: vec![TeacherMeta {
-            name: "t".into(),
-            path: "t.onnx".into(),
-            sha256: String::new(),
-            kind: OutputKind::Logits,
-            prob_floor: None,
-        }],
-        dataset: MNIST.into(),
-        split: "test".into(),
-        transform: String::new(),
-        tool_version: String::new(),
-        shard: None,
-    };
+    let meta = StoreMeta::new(
+        10,
+        vec![TeacherMeta::logits("t", "t.onnx", "")],
+        MNIST,
+        "test",
+        "",
+    );
     let mut w = StoreWriter::create(&store, &meta).unwrap();
     let logits = ndarray::Array2::<f32>::zeros((300, 10));
     w.write(&mnist.index, mnist.labels.as_deref(), &[logits.view()])

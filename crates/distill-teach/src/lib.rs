@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use distill_core::data::Selection;
-use distill_core::store::{SCHEMA_VERSION, Shard, StoreMeta, StoreWriter, TeacherMeta, part_path};
+use distill_core::store::{Shard, StoreMeta, StoreWriter, part_path};
 use serde::Serialize;
 
 pub use distill_runtime::{LayoutKind, ModelSettings, OutputKind, Provider};
@@ -315,17 +315,14 @@ pub fn run(config: &Config) -> Result<Report> {
         None => (0..total, None),
     };
     let meta = StoreMeta {
-        schema_version: SCHEMA_VERSION,
-        classes: ds.classes,
-        teachers: teachers
-            .iter()
-            .map(|t| t.meta.clone())
-            .collect::<Vec<TeacherMeta>>(),
-        dataset: config.selection.data.clone(),
-        split: config.selection.split.to_string(),
-        transform: config.selection.describe(),
-        tool_version: distill_core::TOOL_VERSION.to_string(),
         shard: shard.clone(),
+        ..StoreMeta::new(
+            ds.classes,
+            teachers.iter().map(|t| t.meta.clone()).collect(),
+            config.selection.data.clone(),
+            config.selection.split.to_string(),
+            config.selection.describe(),
+        )
     };
     if config.shard.is_some() {
         std::fs::create_dir_all(&config.out)

@@ -6,7 +6,7 @@
 use distill_core::data::{Selection, Split, jitter};
 use distill_core::math::{Combine, ensemble_probs};
 use distill_core::rng::Rng;
-use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_nn::gemm::time_step_gemms;
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Mlp, MlpConfig, OptimizerConfig, Schedule};
@@ -55,24 +55,16 @@ fn bench() {
             t.forward(data.features.view()).expect("forward")
         })
         .collect();
-    let meta = StoreMeta {
-        schema_version: SCHEMA_VERSION,
-        classes: 10,
-        teachers: (0..3)
-            .map(|i| TeacherMeta {
-                name: format!("t{i}"),
-                path: String::new(),
-                sha256: String::new(),
-                kind: OutputKind::Logits,
-                prob_floor: None,
-            })
-            .collect(),
-        dataset: selection.data.clone(),
-        split: "train".into(),
-        transform: selection.describe(),
-        tool_version: distill_core::TOOL_VERSION.into(),
-        shard: None,
-    };
+    let teacher_meta = (0..3)
+        .map(|i| TeacherMeta::logits(format!("t{i}"), "", ""))
+        .collect();
+    let meta = StoreMeta::new(
+        10,
+        teacher_meta,
+        selection.data.clone(),
+        "train",
+        selection.describe(),
+    );
     let mut w = StoreWriter::create(&store_path, &meta).expect("store");
     let views: Vec<_> = teachers.iter().map(|t| t.view()).collect();
     w.write(&data.index, data.labels.as_deref(), &views)

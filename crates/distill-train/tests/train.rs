@@ -4,7 +4,7 @@
 
 use distill_core::data::{ClassFilter, Selection, Split};
 use distill_core::math::argmax_rows;
-use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_nn::onnx;
 use distill_train::cli::Args;
 use std::path::{Path, PathBuf};
@@ -45,22 +45,12 @@ fn store_from(model: &Path, limit: usize, out: &Path) {
     .unwrap();
     let teacher = onnx::load(model).unwrap().mlp;
     let logits = teacher.forward(data.features.view()).unwrap();
-    let meta = StoreMeta {
-        schema_version: SCHEMA_VERSION,
-        classes: 10,
-        teachers: vec![TeacherMeta {
-            name: "teacher".into(),
-            path: model.display().to_string(),
-            sha256: distill_core::sha256_file(model).unwrap(),
-            kind: OutputKind::Logits,
-            prob_floor: None,
-        }],
-        dataset: MNIST.into(),
-        split: "train".into(),
-        transform: format!("limit={limit}"),
-        tool_version: distill_core::TOOL_VERSION.into(),
-        shard: None,
-    };
+    let teacher = TeacherMeta::logits(
+        "teacher",
+        model.display().to_string(),
+        distill_core::sha256_file(model).unwrap(),
+    );
+    let meta = StoreMeta::new(10, vec![teacher], MNIST, "train", format!("limit={limit}"));
     let mut w = StoreWriter::create(out, &meta).unwrap();
     w.write(&data.index, data.labels.as_deref(), &[logits.view()])
         .unwrap();
@@ -377,22 +367,13 @@ fn a_store_with_nan_is_refused() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nan.parquet");
-    let meta = StoreMeta {
-        schema_version: SCHEMA_VERSION,
-        classes: 10,
-        teachers: vec![TeacherMeta {
-            name: "t".into(),
-            path: String::new(),
-            sha256: String::new(),
-            kind: OutputKind::Logits,
-            prob_floor: None,
-        }],
-        dataset: MNIST.into(),
-        split: "train".into(),
-        transform: String::new(),
-        tool_version: String::new(),
-        shard: None,
-    };
+    let meta = StoreMeta::new(
+        10,
+        vec![TeacherMeta::logits("t", "", "")],
+        MNIST,
+        "train",
+        "",
+    );
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let schema = Arc::new(Schema::new(vec![
         Field::new("index", DataType::UInt64, false),

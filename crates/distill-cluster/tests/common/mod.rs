@@ -4,7 +4,7 @@
 
 use distill_core::data::Dataset;
 use distill_core::rng::Rng;
-use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, Schedule, Workspace};
 use ndarray::{Array2, ArrayView2};
@@ -102,24 +102,10 @@ pub fn ensemble_errors(logits: &[Array2<f32>], labels: &[u32], groups: &[usize])
 }
 
 fn meta(classes: usize, teachers: usize, dataset: &str) -> StoreMeta {
-    StoreMeta {
-        schema_version: SCHEMA_VERSION,
-        classes,
-        teachers: (0..teachers)
-            .map(|i| TeacherMeta {
-                name: format!("teacher{i}"),
-                path: format!("in-process-{i}"),
-                sha256: "-".into(),
-                kind: OutputKind::Logits,
-                prob_floor: None,
-            })
-            .collect(),
-        dataset: dataset.into(),
-        split: "train".into(),
-        transform: "split=train".into(),
-        tool_version: distill_core::TOOL_VERSION.into(),
-        shard: None,
-    }
+    let teachers = (0..teachers)
+        .map(|i| TeacherMeta::logits(format!("teacher{i}"), format!("in-process-{i}"), "-"))
+        .collect();
+    StoreMeta::new(classes, teachers, dataset, "train", "split=train")
 }
 
 /// A store of two teachers with random logits (for inputs that are wrong in shape, not content).
