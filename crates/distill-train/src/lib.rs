@@ -286,7 +286,6 @@ fn prepare(config: &Config) -> Result<Prepared> {
         ..config.selection.clone()
     }
     .load()?;
-    all.check_finite()?;
     let val_rows = config.validation.unwrap_or((all.len() / 10).min(5000));
     let (rest, val) = if val_rows > 0 {
         let (rest, val) = all.split_validation(val_rows)?;

@@ -205,9 +205,9 @@ impl Dataset {
     }
 
     /// Keeps the rows whose label passes `filter`.
-    pub fn filter_classes(&self, filter: &ClassFilter) -> Result<Dataset> {
+    pub fn filter_classes(self, filter: &ClassFilter) -> Result<Dataset> {
         if filter.is_empty() {
-            return Ok(self.clone());
+            return Ok(self);
         }
         filter.check(self.classes)?;
         let labels = self.require_labels("a class filter")?;
@@ -455,7 +455,7 @@ mod tests {
             only: None,
             exclude: vec![3],
         };
-        let kept = ds.filter_classes(&f).unwrap();
+        let kept = ds.clone().filter_classes(&f).unwrap();
         assert_eq!(kept.len(), 15);
         assert!(kept.labels.as_ref().unwrap().iter().all(|&l| l != 3));
         let bad = ClassFilter {
@@ -463,7 +463,8 @@ mod tests {
             exclude: vec![],
         };
         assert!(
-            ds.filter_classes(&bad)
+            ds.clone()
+                .filter_classes(&bad)
                 .unwrap_err()
                 .to_string()
                 .contains("class 7")
