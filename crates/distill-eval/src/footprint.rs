@@ -34,6 +34,8 @@ pub struct Footprint {
     pub parameters: u64,
     /// Bytes of the `.onnx` file plus its external data files.
     pub file_bytes: u64,
+    /// SHA-256 of the `.onnx` file, from the same read.
+    pub sha256: String,
 }
 
 /// Reads the footprint of the model at `path`, following external data locations relative to its folder.
@@ -73,6 +75,7 @@ pub fn footprint(path: &Path) -> Result<Footprint, Error> {
     Ok(Footprint {
         parameters: initializers + attributes,
         file_bytes,
+        sha256: distill_core::sha256_hex(&bytes),
     })
 }
 

@@ -334,7 +334,7 @@ fn evaluate_model(
         name,
         entry_type: EntryType::Model,
         path: Some(path.clone()),
-        sha256: Some(distill_core::sha256_file(path)?),
+        sha256: Some(footprint.sha256.clone()),
         output_kind: Some(model.kind().to_string()),
         provider: Some(model.provider().to_string()),
         members: Vec::new(),

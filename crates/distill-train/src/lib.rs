@@ -193,7 +193,6 @@ impl Config {
 
     /// A digest of the settings a resumed run must share with the run that made the checkpoint.
     fn fingerprint(&self) -> String {
-        use sha2::Digest;
         let mut c = self.clone();
         c.epochs = 0;
         c.out = PathBuf::new();
@@ -204,7 +203,7 @@ impl Config {
         c.max_steps = None;
         c.bias_adjust = BiasAdjust::None;
         let json = serde_json::to_vec(&c).unwrap_or_default();
-        distill_core::hex(&sha2::Sha256::digest(&json))[..16].to_string()
+        distill_core::sha256_hex(&json)[..16].to_string()
     }
 
     fn validate(&self) -> Result<()> {

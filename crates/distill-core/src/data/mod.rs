@@ -364,7 +364,6 @@ fn read_idx(path: &Path, rank: usize) -> Result<idx::IdxBytes> {
 
 /// Checks the bytes of `path` against the `SHA256SUMS` beside it, when that lists the file.
 pub fn verify_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
-    use sha2::Digest;
     let Some(dir) = path.parent() else {
         return Ok(());
     };
@@ -379,7 +378,7 @@ pub fn verify_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
             continue;
         };
         if Some(file.trim_start_matches('*').to_string()) == name {
-            let found = crate::hex(&sha2::Sha256::digest(bytes));
+            let found = crate::sha256_hex(bytes);
             if found != expected {
                 return Err(CoreError::Checksum {
                     path: path.to_path_buf(),
