@@ -154,19 +154,9 @@ impl Config {
                 self.out.display()
             ));
         }
-        for path in [&self.out, &heatmap] {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            if !parent.is_dir() {
-                return bad(format!(
-                    "{}: the output folder {} does not exist; create it first",
-                    path.display(),
-                    parent.display()
-                ));
-            }
-        }
+        let inputs = [("--soft-targets", self.soft_targets.as_path())];
+        distill_core::atomic::check_output("--out", &self.out, &inputs)?;
+        distill_core::atomic::check_output("--heatmap", &heatmap, &inputs)?;
         Ok(())
     }
 }

@@ -230,17 +230,20 @@ fn check_config(config: &Config) -> Result<(), Error> {
         }
         .into());
     }
+    if config.batch_size == 0 {
+        return Err(distill_core::CoreError::invalid(
+            "--batch-size must be at least 1 (rows per inference call)",
+        )
+        .into());
+    }
     if let Some(out) = &config.out {
-        let folder = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !folder.is_dir() {
-            return Err(Error::OutputFolder {
-                path: out.clone(),
-                folder,
-            });
-        }
+        let mut inputs: Vec<(&str, &Path)> = config
+            .models
+            .iter()
+            .map(|m| ("--model", m.path.as_path()))
+            .collect();
+        inputs.push(("--data", Path::new(&config.selection.data)));
+        distill_core::atomic::check_output("--out", out, &inputs)?;
     }
     Ok(())
 }

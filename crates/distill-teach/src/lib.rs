@@ -117,31 +117,27 @@ impl Config {
                     "with --shard, --out names a folder for the part files, but this is a file"
                         .into(),
             }),
-            Some(_) => Ok(()),
+            Some(_) => self.check_not_an_input(&self.destination()),
             None if out.is_dir() => Err(Error::Output {
                 path: out.clone(),
                 message: "this is a folder; give the store's file name (e.g. work/soft.parquet), \
                           or use --shard K/N to write part files into a folder"
                     .into(),
             }),
-            None => {
-                let parent = match out.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
-                if parent.is_dir() {
-                    Ok(())
-                } else {
-                    Err(Error::Output {
-                        path: out.clone(),
-                        message: format!(
-                            "the output folder {} does not exist; create it first",
-                            parent.display()
-                        ),
-                    })
-                }
-            }
+            None => self.check_not_an_input(out),
         }
+    }
+
+    /// The output file's folder exists, and the file is none of the inputs.
+    fn check_not_an_input(&self, dest: &Path) -> Result<()> {
+        let mut inputs: Vec<(&str, &Path)> = self
+            .teachers
+            .iter()
+            .map(|t| ("--model", t.path.as_path()))
+            .collect();
+        inputs.push(("--data", Path::new(&self.selection.data)));
+        distill_core::atomic::check_output("--out", dest, &inputs)?;
+        Ok(())
     }
 
     /// Intra-op threads each teacher's session gets.

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 /// Train an MLP on hard labels, or distil one from a soft-target store, and save it as ONNX.
 #[derive(Parser, Debug)]
-#[command(name = "distill-train", version, about, long_about = None)]
+#[command(name = "distill-train", version, about, long_about = None, allow_negative_numbers = true)]
 pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,

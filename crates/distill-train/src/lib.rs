@@ -245,18 +245,12 @@ impl Config {
 }
 
 /// Checks that the folder of `path` exists and takes new files, before any work is done.
-fn check_writable(path: &Path) -> Result<()> {
+fn check_writable(flag: &str, path: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    distill_core::atomic::check_output(flag, path, inputs)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if !dir.is_dir() {
-        return Err(TrainError::invalid(format!(
-            "{}: the output folder {} does not exist; create it first",
-            path.display(),
-            dir.display()
-        )));
-    }
     let probe = dir.join(format!(".distill-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| {
         TrainError::invalid(format!(
@@ -362,8 +356,18 @@ pub fn run(config: &Config) -> Result<Report> {
 fn train(config: &Config) -> Result<Report> {
     config.validate()?;
     let paths = config.paths();
-    check_writable(&paths.model)?;
-    check_writable(&paths.metrics)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
+    if let Some(store) = &config.soft_targets {
+        inputs.push(("--soft-targets", store.as_path()));
+    }
+    for (flag, path) in [
+        ("--out", &paths.model),
+        ("--metrics", &paths.metrics),
+        ("--out (its checkpoint)", &paths.checkpoint),
+        ("--out (its best model)", &paths.best),
+    ] {
+        check_writable(flag, path, &inputs)?;
+    }
     let started = Instant::now();
     let Prepared {
         train,
