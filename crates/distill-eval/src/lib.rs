@@ -213,8 +213,8 @@ pub fn run(config: &Config) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// The checks that need neither data nor ONNX Runtime.
-fn check_config(config: &Config) -> Result<(), Error> {
+/// The checks that need no file (also run by `distill run` before any stage starts).
+pub fn check_values(config: &Config) -> Result<(), Error> {
     if config.models.is_empty() {
         return Err(Error::NoModels);
     }
@@ -224,16 +224,22 @@ fn check_config(config: &Config) -> Result<(), Error> {
             return Err(Error::EnsembleTooSmall { members });
         }
     }
-    if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
-        return Err(RuntimeError::ModelNotFound {
-            path: missing.path.clone(),
-        }
-        .into());
-    }
     if config.batch_size == 0 {
         return Err(distill_core::CoreError::invalid(
             "--batch-size must be at least 1 (rows per inference call)",
         )
+        .into());
+    }
+    Ok(())
+}
+
+/// The checks that need neither data nor ONNX Runtime.
+fn check_config(config: &Config) -> Result<(), Error> {
+    check_values(config)?;
+    if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
+        return Err(RuntimeError::ModelNotFound {
+            path: missing.path.clone(),
+        }
         .into());
     }
     if let Some(out) = &config.out {

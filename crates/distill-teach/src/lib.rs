@@ -78,9 +78,9 @@ fn serialize_display<S: serde::Serializer, T: fmt::Display>(
 }
 
 impl Config {
-    /// Checks the values that need no file: at least one teacher, positive batch and thread counts, a
-    /// shard that exists, and an output path of the right kind.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the values that need no file: at least one teacher, positive batch and thread counts,
+    /// a shard that exists (also run by `distill run` before any stage starts).
+    pub fn check_values(&self) -> Result<()> {
         if self.teachers.is_empty() {
             return Err(Error::usage(
                 "--model",
@@ -109,6 +109,13 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// [`Config::check_values`], then the output path: its folder exists, it has the right kind
+    /// (a file, or a folder of parts with `--shard`), and it is none of the inputs.
+    pub fn validate(&self) -> Result<()> {
+        self.check_values()?;
         let out = &self.out;
         match self.shard {
             Some(_) if out.is_file() => Err(Error::Output {

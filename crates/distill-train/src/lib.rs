@@ -206,7 +206,8 @@ impl Config {
         distill_core::sha256_hex(&json)[..16].to_string()
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the values that need no file (also run by `distill run` before any stage starts).
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::invalid(m));
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
