@@ -56,7 +56,9 @@ fn set_parent_death_signal(command: &mut Command) {
             }
             // The parent may have died between fork and prctl: then nobody will signal us.
             if libc::getppid() == 1 {
-                return Err(std::io::Error::other("distill run exited while starting the command"));
+                return Err(std::io::Error::other(
+                    "distill run exited while starting the command",
+                ));
             }
             Ok(())
         });

@@ -4,11 +4,11 @@
 //!
 //! The format, the cache rules and the flags are described in the top-level README.
 
+mod child;
 mod error;
 mod graph;
 mod locate;
 mod lock;
-mod child;
 mod runner;
 mod spec;
 mod stage;

@@ -86,7 +86,10 @@ impl Document {
             } else {
                 e.to_string()
             };
-            PipelineError::Usage(format!("{}: cannot read the pipeline: {why}", file.display()))
+            PipelineError::Usage(format!(
+                "{}: cannot read the pipeline: {why}",
+                file.display()
+            ))
         })?;
         Document::parse(file, text)
     }

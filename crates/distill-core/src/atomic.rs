@@ -136,7 +136,12 @@ pub fn remove_stale_temps(dest: &Path) {
 ///
 /// `flag` names the option in messages (e.g. `--out`); each input is `(flag, path)`.
 pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
-    let bad = |message: String| Err(CoreError::invalid(format!("{flag} {}: {message}", dest.display())));
+    let bad = |message: String| {
+        Err(CoreError::invalid(format!(
+            "{flag} {}: {message}",
+            dest.display()
+        )))
+    };
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

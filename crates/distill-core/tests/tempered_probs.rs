@@ -13,7 +13,10 @@ fn tempered_softmax_of_stored_probabilities_matches_numpy() {
     let (n, c) = (rows.len(), rows[0].len());
     let p = Array2::from_shape_vec((n, c), rows.concat()).unwrap();
     let logits = probabilities_to_logits(p.view());
-    assert!(logits.iter().all(|v| v.is_finite()), "stored logits must be finite");
+    assert!(
+        logits.iter().all(|v| v.is_finite()),
+        "stored logits must be finite"
+    );
     let temperatures = fixture["temperatures"].as_object().unwrap();
     assert_eq!(temperatures.len(), 3);
     for (t, expected) in temperatures {

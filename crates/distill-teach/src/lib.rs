@@ -124,7 +124,24 @@ impl Config {
                     "with --shard, --out names a folder for the part files, but this is a file"
                         .into(),
             }),
-            Some(_) => self.check_not_an_input(&self.destination()),
+            // The folder of parts is created when missing: only the part itself is checked.
+            Some(_) => {
+                let part = self.destination();
+                match self
+                    .teachers
+                    .iter()
+                    .find(|t| distill_core::atomic::same_file(&part, &t.path))
+                {
+                    Some(t) => Err(Error::Output {
+                        path: part.clone(),
+                        message: format!(
+                            "this is also the input --model {}; writing the part would destroy it",
+                            t.path.display()
+                        ),
+                    }),
+                    None => Ok(()),
+                }
+            }
             None if out.is_dir() => Err(Error::Output {
                 path: out.clone(),
                 message: "this is a folder; give the store's file name (e.g. work/soft.parquet), \

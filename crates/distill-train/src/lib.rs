@@ -377,6 +377,14 @@ fn train(config: &Config) -> Result<Report> {
         store,
         mut notes,
     } = prepare(config)?;
+    if config.jitter > 0 && soft.is_some() {
+        notes.push(format!(
+            "--jitter {} shifts each image, but its soft target is the teachers' for the unshifted \
+             image: right for shifts the teachers are (nearly) invariant to, such as 1-2 pixels on \
+             MNIST; for larger shifts, score the shifted images with distill-teach instead",
+            config.jitter
+        ));
+    }
     if config.jitter > 0 && train.image.is_none() {
         return Err(TrainError::invalid(format!(
             "--jitter needs images, and the rows of {} are not images",
@@ -455,6 +463,9 @@ fn train(config: &Config) -> Result<Report> {
         let already = progress.partial.seconds;
         while progress.batch < batches {
             if interrupt::requested() || config.max_steps.is_some_and(|m| steps_this_run >= m) {
+                // The checkpoint keeps the epoch's time so far, so that a resumed epoch reports
+                // its seconds and samples/s over the whole epoch.
+                progress.partial.seconds = already + epoch_started.elapsed().as_secs_f64();
                 interrupted = true;
                 break 'epochs;
             }
@@ -614,6 +625,13 @@ fn train(config: &Config) -> Result<Report> {
 
     let before = mlp.clone();
     report.bias = adjust_bias(&mut mlp, config, val.as_ref())?;
+    if best_saved && !matches!(config.bias_adjust, BiasAdjust::None) {
+        // The best checkpoint gets the same adjustment as the final model (refitted on its own
+        // validation logits for `auto`), so that either file is used the same way.
+        let mut best = onnx::load(&paths.best)?.mlp;
+        let shifts = adjust_bias(&mut best, config, val.as_ref())?;
+        save_model(&best, &paths.best, config, &provenance, &shifts, "best")?;
+    }
     if let (Some(v), Some(vl)) = (&val, val.as_ref().and_then(|v| v.labels.as_ref())) {
         let logits = mlp.forward(v.features.view())?;
         report.val_errors = Some((count_errors(logits.view(), vl), v.len()));
@@ -715,8 +733,15 @@ fn save_model(
     bias: &[BiasShift],
     which: &str,
 ) -> Result<()> {
+    // How the run was carried out (resumed or not, threads, step limits) is not part of what
+    // the weights are: it stays out of the file, so a resumed run's model has the same bytes,
+    // and so the same SHA-256 in every store made from it, as an uninterrupted one.
+    let mut settings = config.clone();
+    settings.resume = false;
+    settings.threads = None;
+    settings.max_steps = None;
     let mut meta = vec![
-        ("distill.training".to_string(), json(config)),
+        ("distill.training".to_string(), json(&settings)),
         ("distill.checkpoint".to_string(), which.to_string()),
         ("distill.bias_adjust".to_string(), json(bias)),
     ];
@@ -746,16 +771,16 @@ fn provenance(config: &Config, store: Option<&SoftTargets>) -> Result<Vec<(Strin
 /// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
 /// (max abs difference at most 1e-4). Returns a note; a disagreement is an error.
 fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
-    if let Err(e) = distill_runtime::init() {
-        return Ok(format!(
-            "{} was not checked with ONNX Runtime: {e}",
-            path.display()
-        ));
-    }
     let fail = |m: String| TrainError::Export {
         path: path.to_path_buf(),
         message: m,
     };
+    distill_runtime::init().map_err(|e| {
+        fail(format!(
+            "ONNX Runtime is needed to check the saved model and could not be loaded ({e}); \
+             install it with `make setup`, or point ORT_DYLIB_PATH at libonnxruntime.so"
+        ))
+    })?;
     let mut model = distill_runtime::OnnxModel::load(
         &distill_runtime::ModelSpec::new(path),
         distill_runtime::Provider::Cpu,
@@ -766,11 +791,25 @@ fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Re
         .run(rows)
         .map_err(|e| fail(format!("ONNX Runtime cannot run the saved model: {e}")))?;
     let ours = mlp.forward(rows)?;
+    if ours.dim() != theirs.dim() {
+        return Err(fail(format!(
+            "ONNX Runtime's output has shape {:?}, the engine's {:?}; the saved model is wrong",
+            theirs.dim(),
+            ours.dim()
+        )));
+    }
+    // NaN-propagating maximum: `f32::max` would drop a NaN and report agreement.
     let diff = ours
         .iter()
         .zip(theirs.iter())
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+        .fold(0.0f32, |m, d| {
+            if m.is_nan() || d.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        });
     if diff.is_nan() || diff > 1e-4 {
         return Err(fail(format!(
             "ONNX Runtime's logits differ from the engine's by {diff} (more than 1e-4); the saved model is wrong"
