@@ -10,25 +10,13 @@ use std::process::Command;
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
 
-/// The folder of the binaries `cargo test --workspace` built beside `distill`.
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_distill"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The stage binary `distill-STAGE` when it was built, else `distill STAGE` (the same code).
+/// `distill STAGE` runs the same code as the stage binary `distill-STAGE` (its `main_from`),
+/// and is always built fresh with this test.
 fn stage_command(stage: &str) -> (PathBuf, Vec<String>) {
-    let own = bin_dir().join(format!("distill-{stage}"));
-    if own.is_file() {
-        (own, Vec::new())
-    } else {
-        (
-            PathBuf::from(env!("CARGO_BIN_EXE_distill")),
-            vec![stage.to_string()],
-        )
-    }
+    (
+        PathBuf::from(env!("CARGO_BIN_EXE_distill")),
+        vec![stage.to_string()],
+    )
 }
 
 struct Outcome {
@@ -119,7 +107,7 @@ fn fixtures(d: &Path) {
             "train",
             &s(&[
                 "--data",
-                "synthetic:classes=10,groups=2,dim=20,rows=200,seed=1",
+                "synthetic:classes=10,groups=2,dim=20,train=200,test=50,seed=1",
                 "--epochs",
                 "1",
                 "--hidden",
@@ -190,6 +178,11 @@ fn fixtures(d: &Path) {
     std::fs::write(
         d.join("same-out.yaml"),
         "stages:\n  a:\n    kind: train\n    args:\n      limit: 100\n      out: o/a.onnx\n  b:\n    kind: train\n    args:\n      limit: 100\n      out: o/a.onnx\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("self-dep.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo x >> notes.txt\n    deps: [notes.txt]\n    outs: [notes.txt]\n",
     )
     .unwrap();
     std::fs::write(
@@ -332,7 +325,7 @@ const ROWS: &[Row] = &[
     ("train", "--data synthetic:bogus=1 --out m.onnx", 2, "bogus"),
     (
         "train",
-        "--data synthetic:classes=10,groups=2,dim=20,rows=100 --jitter 2 --out m.onnx",
+        "--data synthetic:classes=10,groups=2,dim=20,train=100,test=20 --jitter 2 --out m.onnx",
         2,
         "--jitter needs images",
     ),

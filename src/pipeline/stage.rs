@@ -105,6 +105,18 @@ impl Stage {
             required: true,
             folder: o.ends_with('/'),
         }));
+        if let Some(both) = outs.iter().find(|o| deps.iter().any(|d| d.path == o.path)) {
+            return Err(doc.error(
+                &["stages", &spec.template],
+                format!(
+                    "stage {}: {} is both an input and an output; a stage that rewrites its own \
+                     input is never up to date",
+                    spec.name,
+                    both.path.display()
+                ),
+                "write the result to another file, and read that one downstream",
+            ));
+        }
         let mut hasher = sha2::Sha256::new();
         hasher.update(spec.kind.name());
         for a in &argv {

@@ -330,9 +330,16 @@ impl SoftTargets {
         let mut rows = Vec::with_capacity(ds.len());
         for (r, &i) in ds.index.iter().enumerate() {
             let Some(&row) = by_index.get(&i) else {
+                // A store of the first N rows (distill-teach --limit N) is the common case.
+                let first_rows = self.index.iter().enumerate().all(|(k, &x)| x == k as u64);
+                let hint = if first_rows {
+                    format!("; or keep to the rows it has with --limit {}", self.len())
+                } else {
+                    String::new()
+                };
                 return Err(CoreError::invalid(format!(
                     "{}: the store has no row for example {i} of {} (it covers {} rows of split \
-                     '{}'); run distill-teach on the same data and split",
+                     '{}'); run distill-teach on the same data and split{hint}",
                     store_path.display(),
                     ds.name,
                     self.len(),

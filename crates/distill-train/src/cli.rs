@@ -96,7 +96,10 @@ pub struct Args {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let schedule: Schedule = self.schedule.parse()?;
+        let schedule: Schedule = self
+            .schedule
+            .parse()
+            .map_err(|e| TrainError::invalid(format!("--schedule {}: {e}", self.schedule)))?;
         let optimizer = match self.optimizer.as_str() {
             "sgd" => OptimizerConfig::Sgd {
                 lr: self.lr.unwrap_or(0.05),

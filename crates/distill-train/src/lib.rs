@@ -232,6 +232,20 @@ impl Config {
         {
             return bad(format!("--fraction {f} must be in (0, 1]"));
         }
+        if matches!(self.bias_adjust, BiasAdjust::Auto) {
+            if self.selection.classes.is_empty() {
+                return bad(
+                    "--bias-adjust auto fits the bias of classes the transfer set omits; give \
+                     --exclude-classes or --only-classes, or fixed shifts such as 3=+3.5"
+                        .into(),
+                );
+            }
+            if self.validation == Some(0) {
+                return bad(
+                    "--bias-adjust auto needs a validation slice (--validation N above 0)".into(),
+                );
+            }
+        }
         if self.hidden.contains(&0) {
             return bad("--hidden widths must be above zero, e.g. --hidden 800,800".into());
         }
