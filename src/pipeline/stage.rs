@@ -451,6 +451,18 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// A stage's own checks of its values (not of its files, which upstream stages may still have to
+/// write), so that a bad value is refused before anything runs.
+fn check_values(config: &StageConfig) -> std::result::Result<(), String> {
+    match config {
+        StageConfig::Train(c) => c.validate().map_err(|e| e.to_string()),
+        StageConfig::Teach(c) => c.check_values().map_err(|e| e.to_string()),
+        StageConfig::Cluster(c) => c.check_values().map_err(|e| e.to_string()),
+        StageConfig::Eval(c) => distill_eval::check_values(c).map_err(|e| e.to_string()),
+        StageConfig::Cmd(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,17 +491,5 @@ mod tests {
         assert!(
             distill_runtime::external_data_locations(&std::fs::read(torch).unwrap()).is_empty()
         );
-    }
-}
-
-/// A stage's own checks of its values (not of its files, which upstream stages may still have to
-/// write), so that a bad value is refused before anything runs.
-fn check_values(config: &StageConfig) -> std::result::Result<(), String> {
-    match config {
-        StageConfig::Train(c) => c.validate().map_err(|e| e.to_string()),
-        StageConfig::Teach(c) => c.check_values().map_err(|e| e.to_string()),
-        StageConfig::Cluster(c) => c.check_values().map_err(|e| e.to_string()),
-        StageConfig::Eval(c) => distill_eval::check_values(c).map_err(|e| e.to_string()),
-        StageConfig::Cmd(_) => Ok(()),
     }
 }
