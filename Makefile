@@ -18,7 +18,7 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench pipeline check-cuda clean
+.PHONY: help setup ort build test bench pipeline check-cuda clean soak fuzz
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
@@ -26,6 +26,8 @@ help:
 	@echo "make bench      engine, teacher-inference and training benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
+	@echo "make soak       the kill test with 25 kills per stage"
+	@echo "make fuzz       each fuzz target for 10 minutes (DISTILL_FUZZ_SECONDS)"
 
 setup: ort build
 
@@ -55,6 +57,13 @@ bench: setup
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
+
+# Longer versions of the kill and fuzz tests in `make test` (not part of it).
+soak: setup
+	DISTILL_KILLS=25 cargo test --release -p distill --test kill -- --nocapture
+
+fuzz: setup
+	DISTILL_FUZZ_SECONDS=$${DISTILL_FUZZ_SECONDS:-600} cargo test --release -p distill --test fuzz -- --nocapture --test-threads 1
 
 check-cuda:
 	bash scripts/check-cuda.sh

@@ -136,7 +136,7 @@ fn run_main(args: impl Iterator<Item = OsString>) -> ExitCode {
     };
     match pipeline::run(&file, &options) {
         Ok(summary) => {
-            println!("{summary}");
+            pipeline::say(format_args!("{summary}"));
             match &summary.error {
                 None => ExitCode::SUCCESS,
                 Some(e) => {

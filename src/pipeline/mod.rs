@@ -4,6 +4,7 @@
 //!
 //! The format, the cache rules and the flags are described in the top-level README.
 
+mod child;
 mod error;
 mod graph;
 mod locate;
@@ -15,6 +16,6 @@ mod stage;
 pub use error::{PipelineError, Result};
 pub use locate::Pos;
 pub use lock::{Entry, Lock, State, lock_path};
-pub use runner::{Force, Options, Row, Status, Summary, run};
+pub use runner::{Force, Options, Row, Status, Summary, run, say};
 pub use spec::{Document, Kind, StageSpec};
 pub use stage::{Dep, Out, Stage};

@@ -440,7 +440,19 @@ impl Runner<'_> {
                     running += 1;
                     let tx = tx.clone();
                     scope.spawn(move || {
-                        let _ = tx.send((i, self.stage(i)));
+                        // A panicking stage must still report back: the loop below waits for
+                        // one message per running stage, and would otherwise wait forever.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.stage(i)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(PipelineError::Stage {
+                                stage: self.stages[i].name.clone(),
+                                message: format!("it panicked: {}", panic_message(&panic)),
+                                user: false,
+                            })
+                        });
+                        let _ = tx.send((i, result));
                     });
                 }
                 if running == 0 {
@@ -505,12 +517,12 @@ impl Runner<'_> {
         let d = self.decide(i)?;
         if !d.run {
             let report = self.entry(&stage.name).and_then(|e| e.report);
-            println!(
+            say(format_args!(
                 "skipped {} ({}): {}",
                 stage.name,
                 stage.kind.name(),
                 d.reason
-            );
+            ));
             return Ok(Done::Skipped {
                 reason: d.reason,
                 report,
@@ -616,7 +628,7 @@ fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
             c.resume = resume;
             let r = distill_train::run(&c).map_err(|e| failed(e.to_string(), e.is_user_error()))?;
             if r.interrupted {
-                println!("{r}");
+                say(format_args!("{r}"));
                 return Err(PipelineError::Interrupted {
                     stage: stage.name.clone(),
                 });
@@ -637,11 +649,16 @@ fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
             r.to_string()
         }
         StageConfig::Cmd(cmd) => {
-            let status = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .status()
-                .map_err(|e| failed(format!("cannot start sh: {e}"), false))?;
+            let status = match super::child::run_shell(cmd)
+                .map_err(|e| failed(format!("cannot start sh: {e}"), false))?
+            {
+                super::child::Ended::Exited(status) => status,
+                super::child::Ended::Interrupted => {
+                    return Err(PipelineError::Interrupted {
+                        stage: stage.name.clone(),
+                    });
+                }
+            };
             if !status.success() {
                 return Err(failed(
                     match status.code() {
@@ -756,4 +773,19 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// The text of a panic's payload (`panic!` with a message carries a `&str` or a `String`).
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Prints a line on stdout; a closed stdout (`distill run ... | head -1`) is not a stage failure.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -75,7 +75,22 @@ const STAGE_KEYS: [&str; 7] = ["kind", "args", "foreach", "cmd", "deps", "outs",
 impl Document {
     /// Reads and checks the pipeline at `file`.
     pub fn read(file: &Path) -> Result<Document> {
-        let text = std::fs::read_to_string(file).map_err(|e| PipelineError::io(file, e))?;
+        // A pipeline file that is missing, a folder or not UTF-8 text is the user's mistake (exit 2).
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            let why = if file.is_dir() {
+                "it is a folder; name the pipeline's YAML file".to_string()
+            } else if e.kind() == std::io::ErrorKind::InvalidData {
+                "it is not UTF-8 text; a pipeline is a YAML file".to_string()
+            } else if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file; the shipped pipelines are in pipelines/".to_string()
+            } else {
+                e.to_string()
+            };
+            PipelineError::Usage(format!(
+                "{}: cannot read the pipeline: {why}",
+                file.display()
+            ))
+        })?;
         Document::parse(file, text)
     }
 

@@ -93,6 +93,7 @@ impl Stage {
             )),
             Kind::Cmd => StageConfig::Cmd(spec.cmd.clone().unwrap_or_default()),
         };
+        check_values(&config).map_err(|e| config_error(doc, spec, e))?;
         let (mut deps, mut outs) = files_of(spec, &config);
         deps.extend(spec.deps.iter().map(|d| Dep {
             path: normalize(Path::new(d)),
@@ -104,6 +105,18 @@ impl Stage {
             required: true,
             folder: o.ends_with('/'),
         }));
+        if let Some(both) = outs.iter().find(|o| deps.iter().any(|d| d.path == o.path)) {
+            return Err(doc.error(
+                &["stages", &spec.template],
+                format!(
+                    "stage {}: {} is both an input and an output; a stage that rewrites its own \
+                     input is never up to date",
+                    spec.name,
+                    both.path.display()
+                ),
+                "write the result to another file, and read that one downstream",
+            ));
+        }
         let mut hasher = sha2::Sha256::new();
         hasher.update(spec.kind.name());
         for a in &argv {
@@ -436,6 +449,18 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// A stage's own checks of its values (not of its files, which upstream stages may still have to
+/// write), so that a bad value is refused before anything runs.
+fn check_values(config: &StageConfig) -> std::result::Result<(), String> {
+    match config {
+        StageConfig::Train(c) => c.validate().map_err(|e| e.to_string()),
+        StageConfig::Teach(c) => c.check_values().map_err(|e| e.to_string()),
+        StageConfig::Cluster(c) => c.check_values().map_err(|e| e.to_string()),
+        StageConfig::Eval(c) => distill_eval::check_values(c).map_err(|e| e.to_string()),
+        StageConfig::Cmd(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// covariance (or confusion) matrix of its predictions. Writes the subsets as YAML and a heatmap
 /// PNG of the matrix with classes reordered by subset.
 #[derive(Debug, Parser)]
-#[command(name = "distill-cluster", version)]
+#[command(name = "distill-cluster", version, allow_negative_numbers = true)]
 pub struct Args {
     /// The soft-target store written by distill-teach (a Parquet file or a folder of parts).
     #[arg(long, value_name = "PATH")]

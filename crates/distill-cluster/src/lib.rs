@@ -115,7 +115,8 @@ impl Config {
             .unwrap_or_else(|| self.out.with_extension("png"))
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the values that need no file (also run by `distill run` before any stage starts).
+    pub fn check_values(&self) -> Result<()> {
         let bad = |m: String| Err(ClusterError::Invalid(m));
         if self.specialists == 0 {
             return bad("--specialists 0: ask for at least one subset".into());
@@ -147,6 +148,13 @@ impl Config {
             return bad("--restarts 0: K-means needs at least one run".into());
         }
         self.bounds.validate()?;
+        Ok(())
+    }
+
+    /// [`Config::check_values`], then the output paths (their folders exist, no input is an output).
+    fn validate(&self) -> Result<()> {
+        self.check_values()?;
+        let bad = |message: String| Err(ClusterError::Invalid(message));
         let heatmap = self.heatmap_path();
         if heatmap == self.out {
             return bad(format!(
@@ -154,19 +162,9 @@ impl Config {
                 self.out.display()
             ));
         }
-        for path in [&self.out, &heatmap] {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            if !parent.is_dir() {
-                return bad(format!(
-                    "{}: the output folder {} does not exist; create it first",
-                    path.display(),
-                    parent.display()
-                ));
-            }
-        }
+        let inputs = [("--soft-targets", self.soft_targets.as_path())];
+        distill_core::atomic::check_output("--out", &self.out, &inputs)?;
+        distill_core::atomic::check_output("--heatmap", &heatmap, &inputs)?;
         Ok(())
     }
 }

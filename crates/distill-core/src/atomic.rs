@@ -37,7 +37,13 @@ impl AtomicFile {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let file = File::create(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+        let file = File::create(&tmp).map_err(|e| {
+            CoreError::invalid(format!(
+                "{}: cannot create a file in the output folder {} ({e})",
+                dest.display(),
+                parent.display()
+            ))
+        })?;
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
             tmp,
@@ -63,12 +69,126 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Flushes to disk and renames into place.
+    /// Flushes to disk and renames into place; on failure the temporary file is removed. Then
+    /// removes what killed earlier runs left of the same destination (see [`remove_stale_temps`]).
     pub fn commit(mut self) -> Result<()> {
-        if let Some(file) = self.file.take() {
-            file.sync_all().map_err(|e| CoreError::io(&self.tmp, e))?;
+        let result = match self.file.take() {
+            Some(file) => file.sync_all().map_err(|e| CoreError::io(&self.tmp, e)),
+            None => Ok(()),
         }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| CoreError::io(&self.dest, e))
+        .and_then(|()| {
+            std::fs::rename(&self.tmp, &self.dest).map_err(|e| CoreError::io(&self.dest, e))
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+            return result;
+        }
+        remove_stale_temps(&self.dest);
+        Ok(())
+    }
+}
+
+/// The temporary-file name pattern of `dest`: `.NAME.PID.tmp` beside it.
+fn temp_prefix(dest: &Path) -> Option<String> {
+    dest.file_name()
+        .map(|n| format!(".{}.", n.to_string_lossy()))
+}
+
+/// Removes `.NAME.PID.tmp` files beside `dest` left by processes that no longer run (a SIGKILL
+/// gives a writer no chance to clean up). A temp file of a live process is left alone: it may be
+/// another run writing the same output. Where liveness cannot be told (no `/proc`), nothing is
+/// removed.
+pub fn remove_stale_temps(dest: &Path) {
+    let Some(prefix) = temp_prefix(dest) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Checks an output path before any work is done, so that a mistake costs nothing:
+/// - its folder must exist (and be a folder);
+/// - it must not be an existing folder;
+/// - it must not be one of the stage's `inputs` (same path, or another name of the same file),
+///   which writing would destroy.
+///
+/// `flag` names the option in messages (e.g. `--out`); each input is `(flag, path)`.
+pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let bad = |message: String| {
+        Err(CoreError::invalid(format!(
+            "{flag} {}: {message}",
+            dest.display()
+        )))
+    };
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if parent.exists() && !parent.is_dir() {
+        return bad(format!(
+            "{} is a file, not a folder; choose an output path inside a folder",
+            parent.display()
+        ));
+    }
+    if !parent.is_dir() {
+        return bad(format!(
+            "the output folder {} does not exist; create it first",
+            parent.display()
+        ));
+    }
+    if dest.is_dir() {
+        return bad("this is an existing folder; give a file name inside it".into());
+    }
+    if dest.file_name().is_none() {
+        return bad("not a file name".into());
+    }
+    for (input_flag, input) in inputs {
+        if same_file(dest, input) {
+            return bad(format!(
+                "this is also the input {input_flag} {}; writing the output would destroy it: \
+                 choose another output path",
+                input.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file (hard links and symlinks included), or the
+/// same path when neither exists yet.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 

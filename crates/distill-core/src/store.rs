@@ -1,7 +1,7 @@
 //! The soft-target store: one Parquet file (or a folder of `part-K-of-N.parquet` files) with one
 //! row per example: `index` (u64, row in the source split), `label` (i32, nullable) and one
 //! `FixedSizeList<f32>[classes]` column of raw logits per teacher. Teachers that emit
-//! probabilities are stored as `ln(max(p, 1e-12))`, which the metadata records. Temperature is
+//! probabilities are stored as `ln p` (a huge negative finite value for p = 0), which the metadata records. Temperature is
 //! not stored: it is chosen when training.
 
 use crate::atomic::AtomicFile;
@@ -34,7 +34,7 @@ pub const META_KEY: &str = "distill.store";
 pub enum OutputKind {
     /// Raw logits, stored as they are.
     Logits,
-    /// Probabilities, stored as `ln(max(p, 1e-12))`.
+    /// Probabilities, stored as `ln p` (`math::ZERO_PROB_LOGIT` for p = 0).
     Probabilities,
 }
 
@@ -54,9 +54,11 @@ pub struct TeacherMeta {
     pub name: String,
     pub path: String,
     pub sha256: String,
-    /// What the model emitted; probabilities are stored as their floored log.
+    /// What the model emitted; probabilities are stored as their log (`ln p`, and
+    /// [`crate::math::ZERO_PROB_LOGIT`] for p = 0).
     pub kind: OutputKind,
-    /// The floor applied before the log, for probability teachers.
+    /// The floor applied before the log, for probability teachers: 0 (none) in stores written
+    /// by this version; 1e-12 in older ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prob_floor: Option<f32>,
 }
@@ -328,9 +330,16 @@ impl SoftTargets {
         let mut rows = Vec::with_capacity(ds.len());
         for (r, &i) in ds.index.iter().enumerate() {
             let Some(&row) = by_index.get(&i) else {
+                // A store of the first N rows (distill-teach --limit N) is the common case.
+                let first_rows = self.index.iter().enumerate().all(|(k, &x)| x == k as u64);
+                let hint = if first_rows {
+                    format!("; or keep to the rows it has with --limit {}", self.len())
+                } else {
+                    String::new()
+                };
                 return Err(CoreError::invalid(format!(
                     "{}: the store has no row for example {i} of {} (it covers {} rows of split \
-                     '{}'); run distill-teach on the same data and split",
+                     '{}'); run distill-teach on the same data and split{hint}",
                     store_path.display(),
                     ds.name,
                     self.len(),

@@ -16,7 +16,7 @@ use crate::{BiasAdjust, Config, Error, ModelEntry, run};
 /// Each model's settings (input, output, layout, normalisation, logits or probabilities) come from the model
 /// itself and its sidecar `MODEL.onnx.yaml`, as in distill-teach.
 #[derive(Debug, Parser)]
-#[command(name = "distill-eval", version, mut_arg("split", |a| a.default_value("test")))]
+#[command(name = "distill-eval", version, allow_negative_numbers = true, mut_arg("split", |a| a.default_value("test")))]
 pub struct Args {
     /// An ONNX model to evaluate (repeat for several).
     #[arg(long = "model", value_name = "PATH")]
@@ -86,7 +86,7 @@ impl Args {
             bias_adjust: BiasAdjust::parse_all(&self.bias_adjust)?,
             provider: self.provider,
             threads: self.threads,
-            batch_size: self.batch_size.max(1),
+            batch_size: self.batch_size,
             latency_runs: self.latency_runs,
             out: self.out,
         })

@@ -97,15 +97,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The output file's folder does not exist.
-    #[error("the output folder {} of {} does not exist; create it first", folder.display(), path.display())]
-    OutputFolder {
-        /// The output file.
-        path: PathBuf,
-        /// Its missing folder.
-        folder: PathBuf,
-    },
-
     /// Writing metrics.json failed while serialising.
     #[error("cannot serialise the metrics for {}: {message}", path.display())]
     Serialize {

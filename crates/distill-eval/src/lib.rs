@@ -213,8 +213,8 @@ pub fn run(config: &Config) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// The checks that need neither data nor ONNX Runtime.
-fn check_config(config: &Config) -> Result<(), Error> {
+/// The checks that need no file (also run by `distill run` before any stage starts).
+pub fn check_values(config: &Config) -> Result<(), Error> {
     if config.models.is_empty() {
         return Err(Error::NoModels);
     }
@@ -224,6 +224,18 @@ fn check_config(config: &Config) -> Result<(), Error> {
             return Err(Error::EnsembleTooSmall { members });
         }
     }
+    if config.batch_size == 0 {
+        return Err(distill_core::CoreError::invalid(
+            "--batch-size must be at least 1 (rows per inference call)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The checks that need neither data nor ONNX Runtime.
+fn check_config(config: &Config) -> Result<(), Error> {
+    check_values(config)?;
     if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
         return Err(RuntimeError::ModelNotFound {
             path: missing.path.clone(),
@@ -231,16 +243,13 @@ fn check_config(config: &Config) -> Result<(), Error> {
         .into());
     }
     if let Some(out) = &config.out {
-        let folder = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !folder.is_dir() {
-            return Err(Error::OutputFolder {
-                path: out.clone(),
-                folder,
-            });
-        }
+        let mut inputs: Vec<(&str, &Path)> = config
+            .models
+            .iter()
+            .map(|m| ("--model", m.path.as_path()))
+            .collect();
+        inputs.push(("--data", Path::new(&config.selection.data)));
+        distill_core::atomic::check_output("--out", out, &inputs)?;
     }
     Ok(())
 }

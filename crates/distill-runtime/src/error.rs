@@ -199,6 +199,16 @@ pub enum RuntimeError {
         value: f32,
     },
 
+    /// The scores contradict the output kind (probabilities that are not distributions, or
+    /// undeclared "logits" that are all distributions).
+    #[error("model {}: {message}", path.display())]
+    KindContradiction {
+        /// The model file.
+        path: PathBuf,
+        /// What was found, and how to say which kind the output is.
+        message: String,
+    },
+
     /// ONNX Runtime failed while running the model.
     #[error("running model {} failed: {message}", path.display())]
     Inference {

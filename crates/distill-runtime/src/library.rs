@@ -80,7 +80,10 @@ static RUNTIME: OnceLock<std::result::Result<Runtime, InitFailure>> = OnceLock::
 ///    running executable and its parents, then in the source checkout this crate was built from;
 /// 3. the system's `libonnxruntime.so`, through the dynamic loader's usual search path.
 ///
-/// ONNX Runtime's own log is limited to warnings and errors (set `ORT_LOG=info` or `ORT_LOG=verbose` for more).
+/// ONNX Runtime's own log is limited to fatal messages: every error it reports also comes back
+/// as a `Result`, which distill reports with the file and a hint, so its raw (ANSI-coloured) log
+/// line would only repeat it. Set `ORT_LOG` (e.g. `ORT_LOG=warning`) to leave ONNX Runtime's
+/// default log level in place.
 ///
 /// With the `cuda` feature, when the library has its CUDA provider beside it and NVIDIA's pip packages are
 /// installed in the same `site-packages` (`nvidia/*/lib`, as `onnxruntime-gpu[cuda,cudnn]` brings them), their
@@ -111,7 +114,7 @@ fn load() -> std::result::Result<Runtime, InitFailure> {
             message: e.to_string(),
         })?;
     if std::env::var_os("ORT_LOG").is_none() {
-        environment.set_log_level(LogLevel::Warning);
+        environment.set_log_level(LogLevel::Fatal);
     }
     Ok(Runtime {
         library,

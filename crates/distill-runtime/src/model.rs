@@ -35,6 +35,8 @@ pub struct OnnxModel {
     output: String,
     output_form: OutputForm,
     kind: OutputKind,
+    /// Whether the sidecar said the kind (otherwise it was inferred from names).
+    kind_declared: bool,
     layout: Layout,
     normalization: Normalization,
     input_width: Option<usize>,
@@ -130,6 +132,7 @@ impl OnnxModel {
             output,
             output_form,
             kind,
+            kind_declared: settings.kind.is_some(),
             layout,
             normalization,
             input_width,
@@ -253,7 +256,63 @@ impl OnnxModel {
                 value,
             });
         }
+        self.check_kind(&scores)?;
         Ok(scores)
+    }
+
+    /// Refuses scores that contradict the output kind: "probabilities" whose rows are not
+    /// distributions (their log would be garbage), and — when the kind was only inferred from
+    /// the output's name — "logits" whose every row is a distribution (a softmax output with a
+    /// neutral name such as `output`, which would otherwise be tempered as if it were logits).
+    fn check_kind(&self, scores: &Array2<f32>) -> Result<()> {
+        const SUM_TOLERANCE: f32 = 1e-3;
+        let distribution = |row: ndarray::ArrayView1<f32>| {
+            row.iter().all(|&v| v >= 0.0) && (row.sum() - 1.0).abs() <= SUM_TOLERANCE
+        };
+        let contradiction = |message: String| {
+            Err(RuntimeError::KindContradiction {
+                path: self.path.clone(),
+                message,
+            })
+        };
+        match self.kind {
+            OutputKind::Probabilities => {
+                if let Some((r, row)) = scores
+                    .rows()
+                    .into_iter()
+                    .enumerate()
+                    .find(|(_, row)| !distribution(*row))
+                {
+                    return contradiction(format!(
+                        "output `{}` is read as probabilities, but row {r} is not a distribution \
+                         (sum {:.4}, smallest value {:.4}); if the model emits logits, say \
+                         `kind: logits` in its sidecar {}.yaml",
+                        self.output,
+                        row.sum(),
+                        row.iter().fold(f32::INFINITY, |m, &v| m.min(v)),
+                        self.path.display()
+                    ));
+                }
+            }
+            OutputKind::Logits => {
+                if !self.kind_declared
+                    && scores.ncols() >= 2
+                    && scores.nrows() >= 1
+                    && scores.rows().into_iter().all(distribution)
+                {
+                    return contradiction(format!(
+                        "output `{}` is read as logits (its name does not say probabilities), but \
+                         every row it produced is a probability distribution (non-negative, sums to \
+                         1): it looks like a softmax output, and tempering probabilities as logits \
+                         gives wrong soft targets. Say which in its sidecar {}.yaml: \
+                         `kind: probabilities` (or `kind: logits` if these really are logits)",
+                        self.output,
+                        self.path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn run_unchecked(&mut self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
@@ -389,11 +448,10 @@ fn read_output(
             let mut values = Vec::new();
             for map in &maps {
                 let probabilities: Vec<f32> = if string_keys {
-                    map.try_extract_key_values::<String, f32>()
-                        .map_err(|e| e.to_string())?
-                        .into_iter()
-                        .map(|(_, p)| p)
-                        .collect()
+                    let pairs = map
+                        .try_extract_key_values::<String, f32>()
+                        .map_err(|e| e.to_string())?;
+                    string_keyed_in_class_order(pairs)
                 } else {
                     map.try_extract_key_values::<i64, f32>()
                         .map_err(|e| e.to_string())?
@@ -412,6 +470,21 @@ fn read_output(
             Ok((rows, classes.unwrap_or(0), values))
         }
     }
+}
+
+/// A string-keyed ZipMap row's probabilities in class order. ONNX Runtime hands the map sorted
+/// as strings, so "10" comes before "2"; labels that are all integers ("0", "1", … "10") are put
+/// in numeric order, so that column k is class k. Other labels keep the string order, which is
+/// the order of scikit-learn's `classes_` (sorted) and of the model's own label output.
+fn string_keyed_in_class_order(mut pairs: Vec<(String, f32)>) -> Vec<f32> {
+    let numeric: Option<Vec<i64>> = pairs.iter().map(|(k, _)| k.trim().parse().ok()).collect();
+    if let Some(keys) = numeric {
+        let mut keyed: Vec<(i64, f32)> = keys.into_iter().zip(pairs.iter().map(|p| p.1)).collect();
+        keyed.sort_by_key(|&(k, _)| k);
+        return keyed.into_iter().map(|(_, p)| p).collect();
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.into_iter().map(|(_, p)| p).collect()
 }
 
 fn shape_string(shape: &[i64]) -> String {
@@ -876,6 +949,19 @@ fn resolve_kind(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_zipmap_labels_in_numeric_order() {
+        let labels = ["0", "1", "10", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let pairs = labels
+            .iter()
+            .map(|l| (l.to_string(), l.parse::<f32>().unwrap()))
+            .collect();
+        let expected: Vec<f32> = (0..11).map(|k| k as f32).collect();
+        assert_eq!(string_keyed_in_class_order(pairs), expected);
+        let pairs = vec![("cat".to_string(), 0.7), ("ant".to_string(), 0.3)];
+        assert_eq!(string_keyed_in_class_order(pairs), vec![0.3, 0.7]);
+    }
 
     #[test]
     fn names_say_logits_or_probabilities() {

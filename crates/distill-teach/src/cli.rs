@@ -32,7 +32,7 @@ const PER_MODEL: [&str; 9] = [
 /// --kind) apply to the --model given before them and override the model's sidecar
 /// (MODEL.onnx.yaml), which overrides what the model itself declares.
 #[derive(Debug, Parser)]
-#[command(name = "distill-teach", version)]
+#[command(name = "distill-teach", version, allow_negative_numbers = true)]
 pub struct Args {
     /// A teacher's ONNX file (repeat for each teacher).
     #[arg(long, value_name = "PATH", required = true)]

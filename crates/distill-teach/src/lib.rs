@@ -78,9 +78,9 @@ fn serialize_display<S: serde::Serializer, T: fmt::Display>(
 }
 
 impl Config {
-    /// Checks the values that need no file: at least one teacher, positive batch and thread counts, a
-    /// shard that exists, and an output path of the right kind.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the values that need no file: at least one teacher, positive batch and thread counts,
+    /// a shard that exists (also run by `distill run` before any stage starts).
+    pub fn check_values(&self) -> Result<()> {
         if self.teachers.is_empty() {
             return Err(Error::usage(
                 "--model",
@@ -109,6 +109,13 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// [`Config::check_values`], then the output path: its folder exists, it has the right kind
+    /// (a file, or a folder of parts with `--shard`), and it is none of the inputs.
+    pub fn validate(&self) -> Result<()> {
+        self.check_values()?;
         let out = &self.out;
         match self.shard {
             Some(_) if out.is_file() => Err(Error::Output {
@@ -117,31 +124,44 @@ impl Config {
                     "with --shard, --out names a folder for the part files, but this is a file"
                         .into(),
             }),
-            Some(_) => Ok(()),
+            // The folder of parts is created when missing: only the part itself is checked.
+            Some(_) => {
+                let part = self.destination();
+                match self
+                    .teachers
+                    .iter()
+                    .find(|t| distill_core::atomic::same_file(&part, &t.path))
+                {
+                    Some(t) => Err(Error::Output {
+                        path: part.clone(),
+                        message: format!(
+                            "this is also the input --model {}; writing the part would destroy it",
+                            t.path.display()
+                        ),
+                    }),
+                    None => Ok(()),
+                }
+            }
             None if out.is_dir() => Err(Error::Output {
                 path: out.clone(),
                 message: "this is a folder; give the store's file name (e.g. work/soft.parquet), \
                           or use --shard K/N to write part files into a folder"
                     .into(),
             }),
-            None => {
-                let parent = match out.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
-                if parent.is_dir() {
-                    Ok(())
-                } else {
-                    Err(Error::Output {
-                        path: out.clone(),
-                        message: format!(
-                            "the output folder {} does not exist; create it first",
-                            parent.display()
-                        ),
-                    })
-                }
-            }
+            None => self.check_not_an_input(out),
         }
+    }
+
+    /// The output file's folder exists, and the file is none of the inputs.
+    fn check_not_an_input(&self, dest: &Path) -> Result<()> {
+        let mut inputs: Vec<(&str, &Path)> = self
+            .teachers
+            .iter()
+            .map(|t| ("--model", t.path.as_path()))
+            .collect();
+        inputs.push(("--data", Path::new(&self.selection.data)));
+        distill_core::atomic::check_output("--out", dest, &inputs)?;
+        Ok(())
     }
 
     /// Intra-op threads each teacher's session gets.

@@ -1,7 +1,6 @@
 use std::collections::HashSet;
 
 use distill_core::data::Dataset;
-use distill_core::math::PROB_FLOOR;
 use distill_core::store::{OutputKind as StoredKind, TeacherMeta};
 use distill_runtime::{ModelSpec, OnnxModel, OutputKind, Provider};
 use ndarray::s;
@@ -32,7 +31,7 @@ impl Teacher {
         )?;
         let (kind, prob_floor) = match model.kind() {
             OutputKind::Logits => (StoredKind::Logits, None),
-            OutputKind::Probabilities => (StoredKind::Probabilities, Some(PROB_FLOOR)),
+            OutputKind::Probabilities => (StoredKind::Probabilities, Some(0.0)),
         };
         let meta = TeacherMeta {
             name: name.to_string(),

@@ -158,7 +158,11 @@ fn every_fixture_in_one_store_matches_onnx_runtime() {
         let probabilities = f["output_kind"] == "probabilities";
         if probabilities {
             assert_eq!(meta.kind, OutputKind::Probabilities, "{name}");
-            assert_eq!(meta.prob_floor, Some(distill_core::math::PROB_FLOOR));
+            assert_eq!(
+                meta.prob_floor,
+                Some(0.0),
+                "{name}: probabilities are stored unfloored"
+            );
         } else {
             assert_eq!(meta.kind, OutputKind::Logits, "{name}");
             assert_eq!(meta.prob_floor, None);

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 /// Train an MLP on hard labels, or distil one from a soft-target store, and save it as ONNX.
 #[derive(Parser, Debug)]
-#[command(name = "distill-train", version, about, long_about = None)]
+#[command(name = "distill-train", version, about, long_about = None, allow_negative_numbers = true)]
 pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,
@@ -96,7 +96,10 @@ pub struct Args {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let schedule: Schedule = self.schedule.parse()?;
+        let schedule: Schedule = self
+            .schedule
+            .parse()
+            .map_err(|e| TrainError::invalid(format!("--schedule {}: {e}", self.schedule)))?;
         let optimizer = match self.optimizer.as_str() {
             "sgd" => OptimizerConfig::Sgd {
                 lr: self.lr.unwrap_or(0.05),

@@ -206,7 +206,8 @@ impl Config {
         distill_core::sha256_hex(&json)[..16].to_string()
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the values that need no file (also run by `distill run` before any stage starts).
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::invalid(m));
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
@@ -231,6 +232,20 @@ impl Config {
         {
             return bad(format!("--fraction {f} must be in (0, 1]"));
         }
+        if matches!(self.bias_adjust, BiasAdjust::Auto) {
+            if self.selection.classes.is_empty() {
+                return bad(
+                    "--bias-adjust auto fits the bias of classes the transfer set omits; give \
+                     --exclude-classes or --only-classes, or fixed shifts such as 3=+3.5"
+                        .into(),
+                );
+            }
+            if self.validation == Some(0) {
+                return bad(
+                    "--bias-adjust auto needs a validation slice (--validation N above 0)".into(),
+                );
+            }
+        }
         if self.hidden.contains(&0) {
             return bad("--hidden widths must be above zero, e.g. --hidden 800,800".into());
         }
@@ -245,18 +260,12 @@ impl Config {
 }
 
 /// Checks that the folder of `path` exists and takes new files, before any work is done.
-fn check_writable(path: &Path) -> Result<()> {
+fn check_writable(flag: &str, path: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    distill_core::atomic::check_output(flag, path, inputs)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if !dir.is_dir() {
-        return Err(TrainError::invalid(format!(
-            "{}: the output folder {} does not exist; create it first",
-            path.display(),
-            dir.display()
-        )));
-    }
     let probe = dir.join(format!(".distill-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| {
         TrainError::invalid(format!(
@@ -362,8 +371,18 @@ pub fn run(config: &Config) -> Result<Report> {
 fn train(config: &Config) -> Result<Report> {
     config.validate()?;
     let paths = config.paths();
-    check_writable(&paths.model)?;
-    check_writable(&paths.metrics)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
+    if let Some(store) = &config.soft_targets {
+        inputs.push(("--soft-targets", store.as_path()));
+    }
+    for (flag, path) in [
+        ("--out", &paths.model),
+        ("--metrics", &paths.metrics),
+        ("--out (its checkpoint)", &paths.checkpoint),
+        ("--out (its best model)", &paths.best),
+    ] {
+        check_writable(flag, path, &inputs)?;
+    }
     let started = Instant::now();
     let Prepared {
         train,
@@ -372,6 +391,14 @@ fn train(config: &Config) -> Result<Report> {
         store,
         mut notes,
     } = prepare(config)?;
+    if config.jitter > 0 && soft.is_some() {
+        notes.push(format!(
+            "--jitter {} shifts each image, but its soft target is the teachers' for the unshifted \
+             image: right for shifts the teachers are (nearly) invariant to, such as 1-2 pixels on \
+             MNIST; for larger shifts, score the shifted images with distill-teach instead",
+            config.jitter
+        ));
+    }
     if config.jitter > 0 && train.image.is_none() {
         return Err(TrainError::invalid(format!(
             "--jitter needs images, and the rows of {} are not images",
@@ -450,6 +477,9 @@ fn train(config: &Config) -> Result<Report> {
         let already = progress.partial.seconds;
         while progress.batch < batches {
             if interrupt::requested() || config.max_steps.is_some_and(|m| steps_this_run >= m) {
+                // The checkpoint keeps the epoch's time so far, so that a resumed epoch reports
+                // its seconds and samples/s over the whole epoch.
+                progress.partial.seconds = already + epoch_started.elapsed().as_secs_f64();
                 interrupted = true;
                 break 'epochs;
             }
@@ -609,6 +639,13 @@ fn train(config: &Config) -> Result<Report> {
 
     let before = mlp.clone();
     report.bias = adjust_bias(&mut mlp, config, val.as_ref())?;
+    if best_saved && !matches!(config.bias_adjust, BiasAdjust::None) {
+        // The best checkpoint gets the same adjustment as the final model (refitted on its own
+        // validation logits for `auto`), so that either file is used the same way.
+        let mut best = onnx::load(&paths.best)?.mlp;
+        let shifts = adjust_bias(&mut best, config, val.as_ref())?;
+        save_model(&best, &paths.best, config, &provenance, &shifts, "best")?;
+    }
     if let (Some(v), Some(vl)) = (&val, val.as_ref().and_then(|v| v.labels.as_ref())) {
         let logits = mlp.forward(v.features.view())?;
         report.val_errors = Some((count_errors(logits.view(), vl), v.len()));
@@ -710,8 +747,15 @@ fn save_model(
     bias: &[BiasShift],
     which: &str,
 ) -> Result<()> {
+    // How the run was carried out (resumed or not, threads, step limits) is not part of what
+    // the weights are: it stays out of the file, so a resumed run's model has the same bytes,
+    // and so the same SHA-256 in every store made from it, as an uninterrupted one.
+    let mut settings = config.clone();
+    settings.resume = false;
+    settings.threads = None;
+    settings.max_steps = None;
     let mut meta = vec![
-        ("distill.training".to_string(), json(config)),
+        ("distill.training".to_string(), json(&settings)),
         ("distill.checkpoint".to_string(), which.to_string()),
         ("distill.bias_adjust".to_string(), json(bias)),
     ];
@@ -741,16 +785,16 @@ fn provenance(config: &Config, store: Option<&SoftTargets>) -> Result<Vec<(Strin
 /// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
 /// (max abs difference at most 1e-4). Returns a note; a disagreement is an error.
 fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
-    if let Err(e) = distill_runtime::init() {
-        return Ok(format!(
-            "{} was not checked with ONNX Runtime: {e}",
-            path.display()
-        ));
-    }
     let fail = |m: String| TrainError::Export {
         path: path.to_path_buf(),
         message: m,
     };
+    distill_runtime::init().map_err(|e| {
+        fail(format!(
+            "ONNX Runtime is needed to check the saved model and could not be loaded ({e}); \
+             install it with `make setup`, or point ORT_DYLIB_PATH at libonnxruntime.so"
+        ))
+    })?;
     let mut model = distill_runtime::OnnxModel::load(
         &distill_runtime::ModelSpec::new(path),
         distill_runtime::Provider::Cpu,
@@ -761,11 +805,25 @@ fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Re
         .run(rows)
         .map_err(|e| fail(format!("ONNX Runtime cannot run the saved model: {e}")))?;
     let ours = mlp.forward(rows)?;
+    if ours.dim() != theirs.dim() {
+        return Err(fail(format!(
+            "ONNX Runtime's output has shape {:?}, the engine's {:?}; the saved model is wrong",
+            theirs.dim(),
+            ours.dim()
+        )));
+    }
+    // NaN-propagating maximum: `f32::max` would drop a NaN and report agreement.
     let diff = ours
         .iter()
         .zip(theirs.iter())
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+        .fold(0.0f32, |m, d| {
+            if m.is_nan() || d.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        });
     if diff.is_nan() || diff > 1e-4 {
         return Err(fail(format!(
             "ONNX Runtime's logits differ from the engine's by {diff} (more than 1e-4); the saved model is wrong"

@@ -1,0 +1,615 @@
+//! The bad-input suite: one row per mistake a user can make, over every stage binary and
+//! `distill run`. Each row states the command, the exit code it must end with, a fragment the
+//! message must contain, and — for every row — that the run left nothing behind: no output, no
+//! hidden temporary file, no sibling (checkpoint, metrics, heatmap), and no input changed.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+
+/// `distill STAGE` runs the same code as the stage binary `distill-STAGE` (its `main_from`),
+/// and is always built fresh with this test.
+fn stage_command(stage: &str) -> (PathBuf, Vec<String>) {
+    (
+        PathBuf::from(env!("CARGO_BIN_EXE_distill")),
+        vec![stage.to_string()],
+    )
+}
+
+struct Outcome {
+    code: i32,
+    stderr: String,
+    stdout: String,
+}
+
+fn run(dir: &Path, program: &str, args: &[String]) -> Outcome {
+    let (exe, mut argv) = if program == "distill" {
+        (PathBuf::from(env!("CARGO_BIN_EXE_distill")), Vec::new())
+    } else {
+        stage_command(program)
+    };
+    argv.extend(args.iter().cloned());
+    let out = Command::new(exe)
+        .current_dir(dir)
+        .args(&argv)
+        .output()
+        .unwrap();
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+/// Every file under `dir` (hidden ones included) with its size and a hash of its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    (0, "folder".to_string()),
+                );
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    (bytes.len() as u64, distill_core::sha256_hex(&bytes)),
+                );
+            }
+        }
+    }
+    files
+}
+
+/// The files every row may read: a small model, a store made from it, and broken copies.
+fn fixtures(d: &Path) {
+    let ok = |o: Outcome, what: &str| {
+        assert_eq!(o.code, 0, "{what} failed:\n{}\n{}", o.stdout, o.stderr);
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    ok(
+        run(
+            d,
+            "train",
+            &s(&[
+                "--data",
+                MNIST,
+                "--limit",
+                "300",
+                "--epochs",
+                "1",
+                "--hidden",
+                "16",
+                "--validation",
+                "0",
+                "--test-split",
+                "none",
+                "--out",
+                "model.onnx",
+            ]),
+        ),
+        "training the fixture model",
+    );
+    for f in ["model.ckpt", "model.metrics.csv"] {
+        std::fs::remove_file(d.join(f)).unwrap();
+    }
+    ok(
+        run(
+            d,
+            "train",
+            &s(&[
+                "--data",
+                "synthetic:classes=10,groups=2,dim=20,train=200,test=50,seed=1",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--validation",
+                "0",
+                "--test-split",
+                "none",
+                "--out",
+                "narrow.onnx",
+            ]),
+        ),
+        "training the narrow model",
+    );
+    for f in ["narrow.ckpt", "narrow.metrics.csv"] {
+        std::fs::remove_file(d.join(f)).unwrap();
+    }
+    ok(
+        run(
+            d,
+            "teach",
+            &s(&[
+                "--model",
+                "model.onnx",
+                "--data",
+                MNIST,
+                "--limit",
+                "200",
+                "--out",
+                "store.parquet",
+            ]),
+        ),
+        "teaching the fixture store",
+    );
+    let store = std::fs::read(d.join("store.parquet")).unwrap();
+    std::fs::write(d.join("trunc.parquet"), &store[..store.len() / 2]).unwrap();
+    std::fs::write(d.join("store-copy.onnx"), &store).unwrap();
+    std::fs::write(d.join("garbage.onnx"), b"not a model at all").unwrap();
+    std::fs::write(d.join("afile"), b"a file, not a folder").unwrap();
+    std::fs::create_dir(d.join("folder.onnx")).unwrap();
+    std::fs::create_dir(d.join("folder.parquet")).unwrap();
+    std::fs::create_dir(d.join("folder.yaml")).unwrap();
+    std::fs::create_dir(d.join("folder.json")).unwrap();
+    std::fs::write(d.join("binary.yaml"), [0u8, 159, 146, 150, 255, 0, 1]).unwrap();
+    std::fs::write(d.join("syntax.yaml"), "stages:\n  a: [unclosed\n").unwrap();
+    std::fs::write(
+        d.join("unknown-kind.yaml"),
+        "stages:\n  a:\n    kind: compile\n    args: {out: x.onnx}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("unknown-flag.yaml"),
+        "stages:\n  a:\n    kind: train\n    args:\n      out: o/a.onnx\n      learning-rate: 0.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("late-alpha.yaml"),
+        format!(
+            "stages:\n  teacher:\n    kind: train\n    args:\n      data: {MNIST}\n      limit: 100\n      epochs: 1\n      out: o/t.onnx\n  teach:\n    kind: teach\n    args:\n      model: o/t.onnx\n      data: {MNIST}\n      limit: 100\n      out: o/s.parquet\n  student:\n    kind: train\n    args:\n      data: {MNIST}\n      limit: 100\n      soft-targets: o/s.parquet\n      alpha: 1.5\n      out: o/student.onnx\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("late-cluster.yaml"),
+        "stages:\n  teach:\n    kind: teach\n    args:\n      model: model.onnx\n      limit: 100\n      out: o/s.parquet\n  cluster:\n    kind: cluster\n    args:\n      soft-targets: o/s.parquet\n      specialists: 0\n      out: o/subsets.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("same-out.yaml"),
+        "stages:\n  a:\n    kind: train\n    args:\n      limit: 100\n      out: o/a.onnx\n  b:\n    kind: train\n    args:\n      limit: 100\n      out: o/a.onnx\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("self-dep.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo x >> notes.txt\n    deps: [notes.txt]\n    outs: [notes.txt]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("plain.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
+}
+
+/// One row of the suite: program, arguments (`{mnist}` is the MNIST folder), exit code, fragment.
+type Row = (&'static str, &'static str, i32, &'static str);
+
+const ROWS: &[Row] = &[
+    // distill-train: values
+    (
+        "train",
+        "--epochs 0 --out m.onnx",
+        2,
+        "--epochs must be at least 1",
+    ),
+    (
+        "train",
+        "--batch 0 --out m.onnx",
+        2,
+        "--batch must be at least 1",
+    ),
+    (
+        "train",
+        "--soft-targets store.parquet --temperature -1 --out m.onnx",
+        2,
+        "--temperature -1",
+    ),
+    (
+        "train",
+        "--soft-targets store.parquet --temperature 0 --out m.onnx",
+        2,
+        "--temperature 0",
+    ),
+    (
+        "train",
+        "--soft-targets store.parquet --alpha 1.5 --out m.onnx",
+        2,
+        "--alpha 1.5",
+    ),
+    (
+        "train",
+        "--alpha 0.5 --out m.onnx",
+        2,
+        "give --soft-targets",
+    ),
+    ("train", "--fraction 0 --out m.onnx", 2, "--fraction 0"),
+    ("train", "--fraction 1.5 --out m.onnx", 2, "--fraction 1.5"),
+    (
+        "train",
+        "--hidden 0 --out m.onnx",
+        2,
+        "--hidden widths must be above zero",
+    ),
+    ("train", "--hidden 8,x --out m.onnx", 2, "--hidden"),
+    ("train", "--out m.txt", 2, "must end in .onnx"),
+    ("train", "--optimizer lbfgs --out m.onnx", 2, "--optimizer"),
+    ("train", "--schedule wobble --out m.onnx", 2, "--schedule"),
+    (
+        "train",
+        "--bias-adjust 3=abc --out m.onnx",
+        2,
+        "--bias-adjust",
+    ),
+    (
+        "train",
+        "--limit 100 --epochs 1 --bias-adjust auto --out m.onnx",
+        2,
+        "--exclude-classes",
+    ),
+    ("train", "--split valid --out m.onnx", 2, "--split"),
+    (
+        "train",
+        "--only-classes x --out m.onnx",
+        2,
+        "--only-classes",
+    ),
+    (
+        "train",
+        "--limit 100 --only-classes 12 --out m.onnx",
+        2,
+        "class 12",
+    ),
+    ("train", "--temperature", 2, "--temperature"),
+    ("train", "--bogus 1", 2, "--bogus"),
+    // distill-train: files
+    (
+        "train",
+        "--limit 100 --out folder.onnx",
+        2,
+        "existing folder",
+    ),
+    (
+        "train",
+        "--limit 100 --out nowhere/m.onnx",
+        2,
+        "does not exist",
+    ),
+    (
+        "train",
+        "--limit 100 --out afile/m.onnx",
+        2,
+        "is a file, not a folder",
+    ),
+    (
+        "train",
+        "--limit 200 --soft-targets store-copy.onnx --out store-copy.onnx",
+        2,
+        "would destroy it",
+    ),
+    (
+        "train",
+        "--limit 100 --soft-targets missing.parquet --out m.onnx",
+        2,
+        "missing.parquet",
+    ),
+    (
+        "train",
+        "--limit 100 --soft-targets trunc.parquet --out m.onnx",
+        2,
+        "trunc.parquet",
+    ),
+    (
+        "train",
+        "--limit 100 --soft-targets model.onnx --out m.onnx",
+        2,
+        "model.onnx",
+    ),
+    (
+        "train",
+        "--limit 300 --soft-targets store.parquet --out m.onnx",
+        2,
+        "--limit 200",
+    ),
+    ("train", "--data nowhere --out m.onnx", 2, "nowhere"),
+    ("train", "--data synthetic:bogus=1 --out m.onnx", 2, "bogus"),
+    (
+        "train",
+        "--data synthetic:classes=10,groups=2,dim=20,train=100,test=20 --jitter 2 --out m.onnx",
+        2,
+        "--jitter needs images",
+    ),
+    // distill-teach
+    ("teach", "--out s.parquet", 2, "--model"),
+    (
+        "teach",
+        "--model missing.onnx --out s.parquet",
+        2,
+        "missing.onnx",
+    ),
+    (
+        "teach",
+        "--model garbage.onnx --limit 10 --out s.parquet",
+        2,
+        "garbage.onnx",
+    ),
+    (
+        "teach",
+        "--model narrow.onnx --limit 10 --out s.parquet",
+        2,
+        "narrow.onnx",
+    ),
+    (
+        "teach",
+        "--model model.onnx --batch 0 --out s.parquet",
+        2,
+        "--batch",
+    ),
+    (
+        "teach",
+        "--model model.onnx --threads 0 --out s.parquet",
+        2,
+        "--threads",
+    ),
+    (
+        "teach",
+        "--model model.onnx --shard 0/2 --out parts",
+        2,
+        "--shard",
+    ),
+    (
+        "teach",
+        "--model model.onnx --shard 3/2 --out parts",
+        2,
+        "--shard",
+    ),
+    (
+        "teach",
+        "--model model.onnx --shard 1/2 --out afile",
+        2,
+        "this is a file",
+    ),
+    (
+        "teach",
+        "--model model.onnx --limit 10 --out folder.parquet",
+        2,
+        "this is a folder",
+    ),
+    (
+        "teach",
+        "--model model.onnx --limit 10 --out model.onnx",
+        2,
+        "would destroy it",
+    ),
+    (
+        "teach",
+        "--model model.onnx --limit 10 --out nowhere/s.parquet",
+        2,
+        "does not exist",
+    ),
+    (
+        "teach",
+        "--model model.onnx --name a --model model.onnx --name a --limit 10 --out s.parquet",
+        2,
+        "also named 'a'",
+    ),
+    (
+        "teach",
+        "--model model.onnx --data nowhere --out s.parquet",
+        2,
+        "nowhere",
+    ),
+    (
+        "teach",
+        "--model model.onnx --limit 10 --only-classes 12 --out s.parquet",
+        2,
+        "class 12",
+    ),
+    // distill-cluster
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 0 --out c.yaml",
+        2,
+        "--specialists 0",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 30 --out c.yaml",
+        2,
+        "30",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --temperature 0 --out c.yaml",
+        2,
+        "--temperature 0",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --temperature -2 --out c.yaml",
+        2,
+        "--temperature -2",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --overlap 0 --out c.yaml",
+        2,
+        "--overlap 0",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --restarts 0 --out c.yaml",
+        2,
+        "--restarts 0",
+    ),
+    (
+        "cluster",
+        "--soft-targets missing.parquet --specialists 2 --out c.yaml",
+        2,
+        "missing.parquet",
+    ),
+    (
+        "cluster",
+        "--soft-targets trunc.parquet --specialists 2 --out c.yaml",
+        2,
+        "trunc.parquet",
+    ),
+    (
+        "cluster",
+        "--soft-targets store-copy.onnx --specialists 2 --out store-copy.onnx",
+        2,
+        "would destroy it",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --out c.yaml --heatmap c.yaml",
+        2,
+        "same file",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --out nowhere/c.yaml",
+        2,
+        "does not exist",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --out folder.yaml",
+        2,
+        "existing folder",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --out c.yaml --heatmap afile/h.png",
+        2,
+        "is a file, not a folder",
+    ),
+    // distill-eval
+    ("eval", "--limit 10", 2, "--model"),
+    ("eval", "--model missing.onnx --limit 10", 2, "missing.onnx"),
+    ("eval", "--model garbage.onnx --limit 10", 2, "garbage.onnx"),
+    ("eval", "--model narrow.onnx --limit 10", 2, "narrow.onnx"),
+    (
+        "eval",
+        "--model model.onnx --batch-size 0 --limit 10",
+        2,
+        "--batch-size must be at least 1",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --out model.onnx",
+        2,
+        "would destroy it",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --out folder.json",
+        2,
+        "existing folder",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --out nowhere/m.json",
+        2,
+        "does not exist",
+    ),
+    (
+        "eval",
+        "--model model.onnx --ensemble --limit 10",
+        2,
+        "ensemble",
+    ),
+    (
+        "eval",
+        "--model model.onnx --bias-adjust 12=+1 --limit 10",
+        2,
+        "12",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --split valid",
+        2,
+        "--split",
+    ),
+    // distill run
+    ("distill", "run nope.yaml", 2, "no such file"),
+    ("distill", "run folder.yaml", 2, "it is a folder"),
+    ("distill", "run binary.yaml", 2, "binary.yaml"),
+    ("distill", "run syntax.yaml", 2, "syntax.yaml"),
+    ("distill", "run unknown-kind.yaml", 2, "compile"),
+    ("distill", "run unknown-flag.yaml", 2, "learning-rate"),
+    ("distill", "run late-alpha.yaml", 2, "--alpha 1.5"),
+    ("distill", "run late-cluster.yaml", 2, "--specialists 0"),
+    ("distill", "run same-out.yaml", 2, "o/a.onnx"),
+    (
+        "distill",
+        "run plain.yaml --force nosuchstage",
+        2,
+        "nosuchstage",
+    ),
+    ("distill", "run plain.yaml --jobs 0", 2, "--jobs"),
+    ("distill", "frobnicate", 2, "unknown command"),
+];
+
+#[test]
+fn every_bad_input_exits_2_with_a_clear_message_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixtures(d);
+    assert!(ROWS.len() >= 60, "the suite has {} rows", ROWS.len());
+    let before = snapshot(d);
+    let mut failures = Vec::new();
+    for (program, args, code, fragment) in ROWS {
+        let mut argv: Vec<String> = args.split_whitespace().map(str::to_string).collect();
+        // Stages read MNIST unless a row names other data.
+        if *program != "distill" && *program != "cluster" && !args.contains("--data") {
+            argv.extend(["--data".to_string(), MNIST.to_string()]);
+        }
+        let o = run(d, program, &argv);
+        let text = format!("{}{}", o.stderr, o.stdout);
+        if o.code != *code || !text.contains(fragment) {
+            failures.push(format!(
+                "{program} {args}: exit {} (want {code}), message lacks {fragment:?}:\n{text}",
+                o.code
+            ));
+        }
+        if text.contains("panicked") {
+            failures.push(format!("{program} {args}: panicked:\n{text}"));
+        }
+        let after = snapshot(d);
+        if after != before {
+            let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+            let changed: Vec<_> = before
+                .iter()
+                .filter(|(k, v)| after.get(*k) != Some(v))
+                .map(|(k, _)| k)
+                .collect();
+            failures.push(format!(
+                "{program} {args}: left files behind {added:?} or changed inputs {changed:?}"
+            ));
+            // Restore the folder for the next rows.
+            for k in added {
+                let p = d.join(k);
+                let _ = std::fs::remove_dir_all(&p);
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n\n{}",
+        failures.len(),
+        ROWS.len(),
+        failures.join("\n\n")
+    );
+}

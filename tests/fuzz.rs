@@ -1,0 +1,236 @@
+//! Mutation fuzzing on stable Rust: real inputs (the MNIST IDX files, a soft-target store, an
+//! MLP's ONNX file, the shipped pipelines) are damaged at seeded random places — bytes flipped,
+//! runs deleted, duplicated or overwritten with interesting values, the file cut short — and
+//! given to the reader. The reader must return (an error, or a value) and never panic; an error
+//! must be a user error (exit code 2 at the command line).
+//!
+//! `make test` runs each of the four targets (IDX, store, ONNX, pipelines) for
+//! `DISTILL_FUZZ_SECONDS` (default 2); `make fuzz` for 600.
+//! A failure prints the seed and iteration, which replay exactly.
+#![allow(clippy::unwrap_used)]
+
+use distill_core::rng::Rng;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn budget() -> Duration {
+    let secs = std::env::var("DISTILL_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(2.0);
+    Duration::from_secs_f64(secs)
+}
+
+const INTERESTING: [u8; 8] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x08, 0x0a, b'-'];
+
+/// One seeded mutation of `input`: 1–4 edits.
+fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = out.len().max(1);
+        match rng.below(7) {
+            0 => {
+                let i = rng.below(len);
+                if let Some(b) = out.get_mut(i) {
+                    *b ^= 1 << rng.below(8);
+                }
+            }
+            1 => {
+                let i = rng.below(len);
+                if let Some(b) = out.get_mut(i) {
+                    *b = INTERESTING[rng.below(INTERESTING.len())];
+                }
+            }
+            2 => out.truncate(rng.below(len)),
+            3 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below(64);
+                out.drain(i.min(out.len())..(i + n).min(out.len()));
+            }
+            4 => {
+                let i = rng.below(len).min(out.len());
+                let n = (1 + rng.below(64)).min(out.len() - i);
+                let chunk: Vec<u8> = out[i..i + n].to_vec();
+                let at = rng.below(len).min(out.len());
+                out.splice(at..at, chunk);
+            }
+            5 => {
+                // A 4-byte big- or little-endian integer overwritten with an extreme value.
+                let i = rng.below(len);
+                let v: u32 = [0, 1, u32::MAX, 0x7fff_ffff, 60_000, 28][rng.below(6)];
+                let bytes = if rng.below(2) == 0 {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                };
+                for (k, b) in bytes.iter().enumerate() {
+                    if let Some(x) = out.get_mut(i + k) {
+                        *x = *b;
+                    }
+                }
+            }
+            _ => {
+                let i = rng.below(len).min(out.len());
+                out.insert(i, INTERESTING[rng.below(INTERESTING.len())]);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `check` on mutations of `input` until the time budget is spent; returns the count.
+fn fuzz(
+    name: &str,
+    seed: u64,
+    input: &[u8],
+    budget: Duration,
+    check: impl Fn(&[u8]) -> Result<(), String>,
+) -> usize {
+    let started = Instant::now();
+    let mut n = 0usize;
+    while started.elapsed() < budget || n < 20 {
+        let mut rng = Rng::derive(seed, n as u64);
+        let bytes = mutate(input, &mut rng);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&bytes)));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{name}: seed {seed}, iteration {n}: {e}"),
+            Err(_) => panic!("{name}: seed {seed}, iteration {n}: the reader panicked"),
+        }
+        n += 1;
+    }
+    eprintln!("{name}: {n} mutated inputs, no panic");
+    n
+}
+
+fn user_error(e: &distill_core::CoreError) -> Result<(), String> {
+    if e.is_user_error() {
+        Ok(())
+    } else {
+        Err(format!("not a user error (would exit 1): {e}"))
+    }
+}
+
+#[test]
+fn idx_reader_survives_mutations() {
+    let labels = std::fs::read(format!("{ROOT}/data/mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
+    let path = Path::new("t10k-labels-idx1-ubyte");
+    let raw = distill_core::data::idx::maybe_gunzip(path, labels.clone()).unwrap();
+    // The raw IDX bytes (header and payload), and the gzip file around them.
+    fuzz(
+        "idx",
+        1,
+        &raw[..2000],
+        budget() / 2,
+        |bytes| match distill_core::data::idx::parse_u8(path, bytes.to_vec(), 1) {
+            Ok(_) => Ok(()),
+            Err(e) => user_error(&e),
+        },
+    );
+    fuzz(
+        "idx.gz",
+        2,
+        &labels,
+        budget() / 2,
+        |bytes| match distill_core::data::idx::maybe_gunzip(path, bytes.to_vec())
+            .and_then(|b| distill_core::data::idx::parse_u8(path, b, 1))
+        {
+            Ok(_) => Ok(()),
+            Err(e) => user_error(&e),
+        },
+    );
+}
+
+/// A store written by the store writer, mutated and read back through a file.
+#[test]
+fn store_reader_survives_mutations() {
+    use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.parquet");
+    let meta = StoreMeta {
+        schema_version: SCHEMA_VERSION,
+        classes: 3,
+        teachers: vec![TeacherMeta {
+            name: "a".into(),
+            path: "a.onnx".into(),
+            sha256: "00".into(),
+            kind: OutputKind::Logits,
+            prob_floor: None,
+        }],
+        dataset: "toy".into(),
+        split: "train".into(),
+        transform: "none".into(),
+        tool_version: distill_core::TOOL_VERSION.into(),
+        shard: None,
+    };
+    let mut w = StoreWriter::create(&path, &meta).unwrap();
+    let logits = ndarray::Array2::from_shape_fn((40, 3), |(i, j)| (i * 3 + j) as f32 / 7.0);
+    let index: Vec<u64> = (0..40).collect();
+    let labels: Vec<u32> = (0..40).map(|i| i % 3).collect();
+    w.write(&index, Some(&labels), &[logits.view()]).unwrap();
+    w.finish().unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let target = dir.path().join("m.parquet");
+    fuzz("store", 3, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        match distill_core::store::read_store(&target) {
+            Ok(_) => Ok(()),
+            Err(e) => user_error(&e),
+        }
+    });
+}
+
+/// An MLP's ONNX file, mutated and loaded by the engine's reader and the schema subset.
+#[test]
+fn onnx_reader_survives_mutations() {
+    use distill_nn::mlp::{Mlp, MlpConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    let config: MlpConfig = serde_json::from_str(r#"{"sizes": [6, 5, 3]}"#).unwrap();
+    let mlp = Mlp::new(config, 1).unwrap();
+    distill_nn::onnx::save(&mlp, &path, &[("k".into(), "v".into())]).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let target = dir.path().join("x.onnx");
+    fuzz("onnx", 4, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        match distill_nn::onnx::load(&target) {
+            Ok(_) => Ok(()),
+            Err(distill_nn::NnError::Core(e)) => user_error(&e),
+            // Shape and ONNX errors are the file's fault: stages exit 2 for them.
+            Err(_) => Ok(()),
+        }
+    });
+}
+
+/// Every shipped pipeline, mutated as text and parsed and resolved (nothing runs).
+#[test]
+fn pipeline_parser_survives_mutations() {
+    let dir = std::fs::read_dir(format!("{ROOT}/pipelines")).unwrap();
+    let mut files: Vec<_> = dir
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for (k, file) in files.iter().enumerate() {
+        let text = std::fs::read(file).unwrap();
+        fuzz(
+            &format!("pipeline {}", file.display()),
+            100 + k as u64,
+            &text,
+            budget() / files.len() as u32,
+            |bytes| {
+                let Ok(text) = String::from_utf8(bytes.to_vec()) else {
+                    return Ok(());
+                };
+                match distill::pipeline::Document::parse(file, text) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.exit_code() == 2 => Ok(()),
+                    Err(e) => Err(format!("exit code {} for: {e}", e.exit_code())),
+                }
+            },
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! SIGKILL at seeded moments: a killed stage never leaves a file that looks complete, and a rerun
+//! leaves no stale temporary file and ends with exactly the result of an uninterrupted run.
+//! `make soak` runs the same with more kills (`DISTILL_KILLS`, default 3 per stage here).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_distill"))
+}
+
+fn kills() -> usize {
+    std::env::var("DISTILL_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// A small deterministic generator for the kill delays (xorshift).
+struct Delays(u64);
+impl Delays {
+    fn next_ms(&mut self, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        10 + self.0 % max
+    }
+}
+
+fn run_to_end(dir: &Path, args: &[&str]) {
+    let out = Command::new(exe())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "distill {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `distill ARGS` and SIGKILLs it after `ms` (or lets it finish first).
+fn kill_after(dir: &Path, args: &[&str], ms: u64) -> bool {
+    let mut child = Command::new(exe())
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}
+
+fn temps(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .collect()
+}
+
+fn sha(path: &Path) -> String {
+    distill_core::sha256_file(path).unwrap()
+}
+
+/// Training: a kill leaves no model; `--resume` after any number of kills gives the same bytes as
+/// one uninterrupted run; no temporary file survives the rerun.
+#[test]
+fn killed_training_resumes_to_the_same_model() {
+    let args = [
+        "train",
+        "--data",
+        MNIST,
+        "--limit",
+        "3000",
+        "--hidden",
+        "64",
+        "--epochs",
+        "4",
+        "--validation",
+        "500",
+        "--test-split",
+        "none",
+        "--threads",
+        "1",
+        "--out",
+        "m.onnx",
+    ];
+    let clean = tempfile::tempdir().unwrap();
+    run_to_end(clean.path(), &args);
+    let want = sha(&clean.path().join("m.onnx"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut delays = Delays(0x5eed_0001);
+    let mut resume_args = args.to_vec();
+    resume_args.push("--resume");
+    let mut first = true;
+    let mut killed = 0;
+    for _ in 0..kills() {
+        let a: &[&str] = if first { &args } else { &resume_args };
+        if !kill_after(d, a, delays.next_ms(1500)) {
+            break;
+        }
+        killed += 1;
+        first = !d.join("m.ckpt").exists();
+        assert!(
+            !d.join("m.onnx").exists(),
+            "a killed run left a model that looks complete"
+        );
+    }
+    assert!(
+        killed > 0,
+        "the run ended before the first kill: make it longer"
+    );
+    eprintln!("training killed {killed} times");
+    run_to_end(d, if first { &args } else { &resume_args });
+    assert_eq!(sha(&d.join("m.onnx")), want, "resumed model differs");
+    assert!(temps(d).is_empty(), "stale temporary files: {:?}", temps(d));
+}
+
+/// Teaching: a kill leaves no store; the rerun writes the same store and removes the killed
+/// run's temporary file.
+#[test]
+fn killed_teach_reruns_to_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_to_end(
+        d,
+        &[
+            "train",
+            "--data",
+            MNIST,
+            "--limit",
+            "300",
+            "--hidden",
+            "256",
+            "--epochs",
+            "1",
+            "--validation",
+            "0",
+            "--test-split",
+            "none",
+            "--out",
+            "t.onnx",
+        ],
+    );
+    let args = [
+        "teach",
+        "--model",
+        "t.onnx",
+        "--data",
+        MNIST,
+        "--batch",
+        "64",
+        "--threads",
+        "1",
+        "--out",
+        "s.parquet",
+    ];
+    let mut delays = Delays(0x5eed_0002);
+    let mut killed = 0;
+    for _ in 0..kills() {
+        if !kill_after(d, &args, delays.next_ms(1200)) {
+            break;
+        }
+        killed += 1;
+        assert!(
+            !d.join("s.parquet").exists(),
+            "a killed run left a store that looks complete"
+        );
+    }
+    assert!(
+        killed > 0,
+        "the run ended before the first kill: make it longer"
+    );
+    eprintln!("teach killed {killed} times");
+    run_to_end(d, &args);
+    let first = sha(&d.join("s.parquet"));
+    assert!(temps(d).is_empty(), "stale temporary files: {:?}", temps(d));
+    std::fs::rename(d.join("s.parquet"), d.join("first.parquet")).unwrap();
+    run_to_end(d, &args);
+    assert_eq!(
+        sha(&d.join("s.parquet")),
+        first,
+        "teach is not deterministic"
+    );
+}
