@@ -173,7 +173,7 @@ fn matches_scipy_lbfgs_fixture() {
         active_counts.into_iter().collect::<Vec<_>>(),
         [0, 1, 2, 3, 4]
     );
-    assert!(compared >= 55, "q compared on {compared} rows");
+    assert_eq!(compared, 59, "q compared on {compared} rows");
     eprintln!(
         "against SciPy: max |Δq| {worst_q:.1e}, max |Δ ln q| (q ≥ {LOG_Q_FROM:e}) {worst_log_q:.1e}, \
          max |ΔF| {worst_f:.1e}; max |∇F| at the result {worst_g:.1e}"
