@@ -87,7 +87,7 @@ const ROUNDING: f64 = 1e-14;
 /// below [`CombineOptions::tolerance`]): along a nearly flat valley the gradient is tiny long
 /// before the minimum.
 const GAP_TOLERANCE: f64 = 1e-24;
-/// Halvings of the step tried before falling back to the plain gradient step `1/L`.
+/// Halvings of the step tried along one direction before the next fallback.
 const MAX_HALVINGS: usize = 40;
 
 /// Why a combination could not run.
