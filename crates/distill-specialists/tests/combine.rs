@@ -397,3 +397,61 @@ fn refuses_bad_inputs() {
         "{err}"
     );
 }
+
+/// Logits spanning up to 100 nats, overlapping subsets and top-3: every row meets the stopping rule,
+/// and the full objective's gradient at the result is ~0, also in the metric of `q`.
+#[test]
+fn extreme_logits_converge() {
+    let mut rng = Stream(17);
+    let rows = 400;
+    let classes = 20;
+    let subsets: Vec<Vec<u32>> = vec![
+        vec![0, 1, 2, 3, 4],
+        vec![3, 4, 5, 6],
+        vec![6, 7, 8, 9, 10, 11],
+        vec![11, 12, 13],
+        vec![0, 13, 19],
+    ];
+    let generalist = rng.logits(rows, classes, 100.0);
+    let specs: Vec<Array2<f32>> = subsets
+        .iter()
+        .map(|s| rng.logits(rows, s.len() + 1, 100.0))
+        .collect();
+    let inputs: Vec<SpecialistLogits> = subsets
+        .iter()
+        .zip(&specs)
+        .map(|(classes, logits)| SpecialistLogits {
+            classes,
+            logits: logits.view(),
+        })
+        .collect();
+    let options = CombineOptions {
+        top_n: 3,
+        ..CombineOptions::default()
+    };
+    let out = combine(generalist.view(), &inputs, &options).unwrap();
+    assert_eq!(out.not_converged(), 0);
+    let mut worst = 0.0f64;
+    for r in 0..rows {
+        let z: Vec<f64> = out.log_probs.row(r).to_vec();
+        let active: Vec<u32> = out.active(r).to_vec();
+        let (_, g) = full_objective(&z, &generalist, &specs, &subsets, &active, r);
+        let natural = g
+            .iter()
+            .zip(&z)
+            .map(|(g, lq)| g * g / lq.exp().max(f64::MIN_POSITIVE))
+            .sum::<f64>()
+            .sqrt();
+        worst = worst.max(natural);
+        assert!(
+            natural <= 1e-8,
+            "row {r}: gradient norm in the metric of q {natural:.1e}"
+        );
+        let total: f64 = z.iter().map(|v| v.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12, "row {r}: Σq = {total}");
+    }
+    let steps = out.iterations.iter().max().copied().unwrap_or(0);
+    eprintln!(
+        "extreme logits: worst gradient norm in the metric of q {worst:.1e}, at most {steps} steps"
+    );
+}
