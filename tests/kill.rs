@@ -201,3 +201,57 @@ fn killed_teach_reruns_to_the_same_store() {
         "teach is not deterministic"
     );
 }
+
+/// `distill run` killed with SIGKILL takes its `cmd` stage's command (and the command's own
+/// children) with it: nothing goes on writing outputs after the runner is gone.
+#[test]
+fn a_killed_runner_takes_its_commands_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.yaml"),
+        "stages:\n  slow:\n    kind: cmd\n    cmd: sleep 2 && touch late.txt\n    outs: [late.txt]\n",
+    )
+    .unwrap();
+    assert!(
+        kill_after(d, &["run", "p.yaml"], 600),
+        "the runner ended early"
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(
+        !d.join("late.txt").exists(),
+        "the command went on after distill run was killed"
+    );
+}
+
+/// A closed stdout (`distill run ... | head -1`) ends the run instead of hanging it.
+#[test]
+fn a_closed_stdout_does_not_hang_the_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut yaml = String::from("stages:\n");
+    for k in 0..6 {
+        yaml.push_str(&format!(
+            "  s{k}:\n    kind: cmd\n    cmd: echo {k} > o{k}.txt\n    outs: [o{k}.txt]\n"
+        ));
+    }
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    // Run once, so that the second run's stage threads print `skipped ...` lines.
+    run_to_end(d, &["run", "p.yaml"]);
+    let mut child = Command::new(exe())
+        .current_dir(d)
+        .args(["run", "p.yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let until = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < until,
+            "distill run hangs on a closed stdout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

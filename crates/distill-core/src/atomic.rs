@@ -164,6 +164,14 @@ pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result
     if dest.file_name().is_none() {
         return bad("not a file name".into());
     }
+    let probe = parent.join(format!(".distill-write-probe-{}", std::process::id()));
+    if let Err(e) = File::create(&probe) {
+        return bad(format!(
+            "cannot create files in the folder {} ({e}); choose a folder you can write to",
+            parent.display()
+        ));
+    }
+    let _ = std::fs::remove_file(&probe);
     for (input_flag, input) in inputs {
         if same_file(dest, input) {
             return bad(format!(
@@ -218,4 +226,69 @@ pub fn write_with(
 /// Writes `dest` atomically with `bytes`.
 pub fn write_bytes(dest: &Path, bytes: &[u8]) -> Result<()> {
     write_with(dest, |w| w.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_commit_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.file().write_all(b"data").unwrap();
+        // The destination becomes a non-empty folder: the rename must fail.
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("x"), b"x").unwrap();
+        assert!(f.commit().is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["out.bin".to_string()],
+            "temporary file left behind"
+        );
+    }
+
+    #[test]
+    fn a_commit_removes_temporary_files_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("s.parquet");
+        // No process has pid 4294967295 (above the kernel's pid_max).
+        let dead = dir.path().join(".s.parquet.4294967295.tmp");
+        let other = dir.path().join(".t.parquet.4294967295.tmp");
+        for p in [&dead, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_bytes(&dest, b"whole").unwrap();
+        assert!(!dead.exists(), "stale temporary file of a dead writer kept");
+        assert!(other.exists(), "another output's temporary file removed");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn outputs_are_checked_against_inputs_and_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("m.onnx");
+        std::fs::write(&input, b"model").unwrap();
+        let err = check_output("--out", &input, &[("--model", &input)]).unwrap_err();
+        assert!(err.to_string().contains("would destroy it"), "{err}");
+        let link = dir.path().join("link.onnx");
+        std::fs::hard_link(&input, &link).unwrap();
+        let err = check_output("--out", &link, &[("--model", &input)]).unwrap_err();
+        assert!(err.to_string().contains("would destroy it"), "{err}");
+        let err = check_output("--out", dir.path(), &[]).unwrap_err();
+        assert!(err.to_string().contains("existing folder"), "{err}");
+        let err = check_output("--out", &input.join("x.json"), &[]).unwrap_err();
+        assert!(err.to_string().contains("is a file, not a folder"), "{err}");
+        check_output(
+            "--out",
+            &dir.path().join("new.json"),
+            &[("--model", &input)],
+        )
+        .unwrap();
+    }
 }
