@@ -86,3 +86,43 @@ fn clusters_of_trained_teachers_recover_the_synthetic_groups() {
     );
     assert!(d.join("specialists.png").is_file());
 }
+
+/// The best checkpoint carries the same bias adjustment as the final model, in its weights and
+/// its metadata.
+#[test]
+fn the_best_model_gets_the_bias_adjustment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mnist = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+    distill(
+        d,
+        &[
+            "train",
+            "--data",
+            mnist,
+            "--limit",
+            "2000",
+            "--hidden",
+            "32",
+            "--epochs",
+            "2",
+            "--validation",
+            "300",
+            "--exclude-classes",
+            "3",
+            "--bias-adjust",
+            "3=+2",
+            "--test-split",
+            "none",
+            "--out",
+            "m.onnx",
+        ],
+    );
+    for file in ["m.onnx", "m.best.onnx"] {
+        let loaded = distill_nn::onnx::load(&d.join(file)).unwrap();
+        let bias = &loaded.metadata["distill.bias_adjust"];
+        let shifts: serde_json::Value = serde_json::from_str(bias).unwrap();
+        assert_eq!(shifts[0]["class"], 3, "{file}: {bias}");
+        assert_eq!(shifts[0]["delta"], 2.0, "{file}: {bias}");
+    }
+}
