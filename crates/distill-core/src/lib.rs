@@ -8,6 +8,7 @@ pub mod error;
 pub mod interrupt;
 pub mod math;
 pub mod onnx_proto;
+pub mod parquet_guard;
 pub mod rng;
 pub mod store;
 

@@ -371,7 +371,7 @@ pub fn part_path(dir: &Path, k: usize, n: usize) -> PathBuf {
 /// Reads a store file, or a folder of part files (all present and consistent).
 pub fn read_store(path: &Path) -> Result<SoftTargets> {
     if !path.is_dir() {
-        return read_one(path);
+        return crate::parquet_guard::guarded(path, || read_one(path));
     }
     let mut parts: Vec<(usize, usize, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(path).map_err(|e| CoreError::io(path, e))? {
@@ -415,7 +415,7 @@ pub fn read_store(path: &Path) -> Result<SoftTargets> {
     }
     let mut all: Option<SoftTargets> = None;
     for (k, _, p) in &parts {
-        let part = read_one(p)?;
+        let part = crate::parquet_guard::guarded(p, || read_one(p))?;
         if part.meta.shard.as_ref().map(|s| (s.part, s.parts)) != Some((*k, n)) {
             return Err(CoreError::format(
                 p,
@@ -475,6 +475,7 @@ fn read_one(path: &Path) -> Result<SoftTargets> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CoreError::format(path, format!("not a readable Parquet file ({e})")))?;
+    crate::parquet_guard::check_column_chunks(path, builder.metadata())?;
     let kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
     let json = kv.get(META_KEY).ok_or_else(|| {
         CoreError::format(

@@ -107,7 +107,7 @@ impl DataSource {
                 } else {
                     path.clone()
                 };
-                let mut ds = parquet::read_dataset(&file)?;
+                let mut ds = crate::parquet_guard::guarded(&file, || parquet::read_dataset(&file))?;
                 ds.name = format!("{}:{split}", self.describe());
                 Ok(ds)
             }

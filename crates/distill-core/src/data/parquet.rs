@@ -122,6 +122,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;
+    crate::parquet_guard::check_column_chunks(path, builder.metadata())?;
     let kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
     let schema = builder.schema().clone();
     if schema.field_with_name("features").is_err() {
