@@ -629,6 +629,9 @@ fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
         StageConfig::Cluster(c) => distill_cluster::run(c)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
+        StageConfig::Specialists(c) => distill_specialists::run(c)
+            .map_err(|e| failed(e.to_string(), e.is_user_error()))?
+            .to_string(),
         StageConfig::Eval(c) => {
             let r = distill_eval::run(c).map_err(|e| failed(e.to_string(), e.is_user_error()))?;
             for n in &r.notes {

@@ -17,6 +17,7 @@ pub enum StageConfig {
     Train(Box<distill_train::Config>),
     Teach(Box<distill_teach::Config>),
     Cluster(Box<distill_cluster::Config>),
+    Specialists(Box<distill_specialists::Config>),
     Eval(Box<distill_eval::Config>),
     Cmd(String),
 }
@@ -81,6 +82,12 @@ impl Stage {
             )),
             Kind::Cluster => StageConfig::Cluster(Box::new(
                 distill_cluster::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Specialists => StageConfig::Specialists(Box::new(
+                distill_specialists::cli::Args::try_parse_from(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -307,9 +314,9 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
         })
     };
     let data_dep = |data: &str, deps: &mut Vec<Dep>| {
-        if !data.starts_with("synthetic:") {
+        if let Some(path) = distill_core::data::DataSource::input_path(data) {
             deps.push(Dep {
-                path: normalize(Path::new(data)),
+                path: normalize(&path),
                 key: key("data"),
                 optional: false,
             });
@@ -351,6 +358,19 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
             dep(&c.soft_targets, "soft-targets");
             outs.push(out(c.out.clone(), true));
             outs.push(out(c.heatmap_path(), true));
+        }
+        StageConfig::Specialists(c) => {
+            dep(&c.subsets, "subsets");
+            dep(&c.generalist, "generalist");
+            if let Some(s) = &c.soft_targets {
+                dep(s, "soft-targets");
+            }
+            data_dep(&c.selection.data, &mut deps);
+            outs.push(Out {
+                path: normalize(&c.out),
+                required: true,
+                folder: true,
+            });
         }
         StageConfig::Eval(c) => {
             for m in &c.models {

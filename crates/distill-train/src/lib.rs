@@ -739,8 +739,9 @@ fn provenance(config: &Config, store: Option<&SoftTargets>) -> Result<Vec<(Strin
 }
 
 /// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
-/// (max abs difference at most 1e-4). Returns a note; a disagreement is an error.
-fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
+/// (max abs difference at most 1e-4). Returns a note; a disagreement is an error. When ONNX
+/// Runtime cannot be loaded, the note says the file was not checked.
+pub fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
     if let Err(e) = distill_runtime::init() {
         return Ok(format!(
             "{} was not checked with ONNX Runtime: {e}",
