@@ -503,7 +503,7 @@ fn every_shipped_pipeline_validates() {
         assert!(stdout.contains("dry run: nothing ran"), "{stdout}");
         seen += 1;
     }
-    assert_eq!(seen, 6, "the shipped pipelines");
+    assert_eq!(seen, 7, "the shipped pipelines");
 }
 
 #[test]

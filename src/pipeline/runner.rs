@@ -673,7 +673,7 @@ impl fmt::Display for Summary {
         writeln!(f, "\n{verb} of {}:", self.pipeline.display())?;
         writeln!(
             f,
-            "{:<w$}  {:<7}  {:<7}  {:>8}  reason",
+            "{:<w$}  {:<11}  {:<7}  {:>8}  reason",
             "stage", "kind", "status", "seconds"
         )?;
         for r in &self.rows {
@@ -685,7 +685,7 @@ impl fmt::Display for Summary {
             let reason = r.reason.lines().next().unwrap_or_default();
             writeln!(
                 f,
-                "{:<w$}  {:<7}  {:<7}  {:>8}  {reason}",
+                "{:<w$}  {:<11}  {:<7}  {:>8}  {reason}",
                 r.stage,
                 r.kind.name(),
                 r.status.to_string(),

@@ -14,6 +14,10 @@
 //!   that fit cannot be solved, the row falls back to the log-sum-exp-consistent constant choice:
 //!   the mean of the other classes' rows, with bias `+ ln |others|`, which is exact when the other
 //!   classes' logits are equal and a lower bound otherwise (Jensen's inequality).
+//!
+//! The training stage then lowers the dustbin bias by the dustbin correction (see
+//! [`crate::targets::dustbin_correction`]), so the start is calibrated for the oversampled stream
+//! it trains on; adding the correction back after training undoes exactly that shift.
 
 use crate::targets::SubsetMap;
 use crate::{Result, SpecialistsError};

@@ -609,6 +609,14 @@ fn train_one(
     let (mut mlp, init_how) =
         init::from_generalist(shared.generalist, &map, fit_x.view(), config.mlp_config())?;
     drop(fit_x);
+    // The generalist's folded distribution is calibrated for the real class shares; the stream
+    // oversamples the subset, so the start is moved to the stream's shares by the inverse of the
+    // correction added after training. A specialist that never improves on its start therefore
+    // ends exactly as the generalist folded onto the subset and the dustbin.
+    let subset_share = sampler.subset_share();
+    let sampled_share = sampler.sampled_share();
+    let correction = dustbin_correction(subset_share, sampled_share);
+    mlp.adjust_bias(map.dustbin(), -correction as f32)?;
 
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
     let loss = match mapped_soft {
@@ -725,9 +733,6 @@ fn train_one(
     }
 
     // Calibrate for the real class frequencies.
-    let subset_share = sampler.subset_share();
-    let sampled_share = sampler.sampled_share();
-    let correction = dustbin_correction(subset_share, sampled_share);
     let mut mlp = best;
     mlp.adjust_bias(map.dustbin(), correction as f32)?;
     let dustbin_check = match shared.val {
