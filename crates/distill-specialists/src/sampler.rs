@@ -69,7 +69,7 @@ impl HalfSampler {
             let j = i + rng.below(others.len() - i);
             others.swap(i, j);
         }
-        let mut rows: Vec<usize> = self.subset.iter().copied().collect();
+        let mut rows = self.subset.clone();
         rows.extend_from_slice(&others[..k]);
         rng.shuffle(&mut rows);
         rows

@@ -1,6 +1,8 @@
 //! `distill-specialists` on a small synthetic hierarchy: calibration of the dustbin correction,
 //! the start from the generalist, concurrency, `--only`, and bad inputs.
 
+#![allow(clippy::unwrap_used)]
+
 use clap::Parser;
 use distill_cluster::matrix::Method;
 use distill_cluster::specialists::{SPECIALISTS_VERSION, SpecialistSet, Subset, write_specialists};
