@@ -52,6 +52,7 @@ bench: setup
 	cargo bench -p distill-nn --bench engine
 	cargo bench -p distill-train --bench train
 	cargo bench -p distill-teach --bench teach
+	cargo bench -p distill-specialists --bench specialists
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
