@@ -23,7 +23,7 @@ CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
-	@echo "make bench      engine, teacher-inference and training benchmarks"
+	@echo "make bench      engine, teacher-inference, training and specialist-combination benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 
@@ -53,6 +53,7 @@ bench: setup
 	cargo bench -p distill-train --bench train
 	cargo bench -p distill-teach --bench teach
 	cargo bench -p distill-specialists --bench specialists
+	cargo bench -p distill-specialists --bench combine
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml

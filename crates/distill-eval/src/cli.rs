@@ -8,7 +8,7 @@ use clap::Parser;
 use distill_cli::DataArgs;
 use distill_runtime::{ModelSettings, Provider};
 
-use crate::{BiasAdjust, Config, Error, ModelEntry, run};
+use crate::{BiasAdjust, Config, Error, ModelEntry, SpecialistsConfig, run};
 
 /// Evaluate ONNX models (and their ensemble) on a labelled data split: errors, per-class errors, confusion,
 /// NLL, calibration, top-k accuracy, agreement, parameters, file size, latency and throughput.
@@ -56,6 +56,17 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub latency_runs: usize,
 
+    /// Combine the generalist (the --model with the manifest's SHA-256; without --model, the
+    /// manifest's generalist) with the specialists of this distill-specialists manifest.yaml, and
+    /// report the combined errors and the rows by the number of active specialists covering the label.
+    #[arg(long, value_name = "MANIFEST")]
+    pub specialists: Option<PathBuf>,
+
+    /// With --specialists: how many of the generalist's most probable classes decide which
+    /// specialists are active (default 1, as in the paper).
+    #[arg(long, value_name = "N")]
+    pub top_n: Option<usize>,
+
     /// Write the metrics as JSON (schema_version 1) to this file; its folder must exist.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -63,9 +74,17 @@ pub struct Args {
 
 impl Args {
     /// The configuration these flags describe; fails on a bad class list or --bias-adjust, or no model.
-    pub fn into_config(self) -> Result<Config, Error> {
+    pub fn into_config(mut self) -> Result<Config, Error> {
+        if self.top_n.is_some() && self.specialists.is_none() {
+            return Err(Error::TopNWithoutSpecialists);
+        }
         if self.models.is_empty() && self.teachers.is_empty() {
-            return Err(Error::NoModels);
+            match &self.specialists {
+                Some(manifest) => self
+                    .models
+                    .push(crate::specialists::generalist_of(manifest)?),
+                None => return Err(Error::NoModels),
+            }
         }
         let no_teachers = self.teachers.is_empty();
         let entry = |path: PathBuf, ensemble_member: bool| ModelEntry {
@@ -88,6 +107,10 @@ impl Args {
             threads: self.threads,
             batch_size: self.batch_size.max(1),
             latency_runs: self.latency_runs,
+            specialists: self.specialists.map(|manifest| SpecialistsConfig {
+                manifest,
+                top_n: self.top_n.unwrap_or(1),
+            }),
             out: self.out,
         })
     }

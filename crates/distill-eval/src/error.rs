@@ -106,6 +106,75 @@ pub enum Error {
         folder: PathBuf,
     },
 
+    /// The specialists manifest cannot be read, does not validate, or a file it names changed.
+    #[error(transparent)]
+    Manifest(#[from] distill_specialists::ManifestError),
+
+    /// The generalist and specialists' outputs cannot be combined.
+    #[error("cannot combine the specialists: {0}")]
+    Combine(#[from] distill_specialists::CombineError),
+
+    /// `--top-n` outside 1..=classes.
+    #[error("--top-n {top_n} is out of range: it must be between 1 and the class count {classes}")]
+    TopN {
+        /// As given.
+        top_n: usize,
+        /// The manifest's class count.
+        classes: usize,
+    },
+
+    /// `--top-n` without `--specialists`.
+    #[error("--top-n only applies with --specialists MANIFEST")]
+    TopNWithoutSpecialists,
+
+    /// None of the models is the manifest's generalist.
+    #[error(
+        "{}: the specialists were trained for the generalist {}, but no --model has its SHA-256          (given: {models}); pass --model {} (or the file the specialists were trained from)",
+        manifest.display(), generalist.display(), generalist.display()
+    )]
+    NotTheGeneralist {
+        /// The manifest.
+        manifest: PathBuf,
+        /// The generalist it names.
+        generalist: PathBuf,
+        /// The models given.
+        models: String,
+    },
+
+    /// The manifest's class count differs from the data's.
+    #[error(
+        "{}: the generalist has {classes} classes, but the data {data} has {data_classes}; evaluate on the data the specialists were trained for",
+        manifest.display()
+    )]
+    ManifestClasses {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Its class count.
+        classes: usize,
+        /// The data set's name.
+        data: String,
+        /// The data's class count.
+        data_classes: usize,
+    },
+
+    /// A specialist's output is not its subset plus the dustbin.
+    #[error(
+        "specialist {id} ({}) has {found} outputs, but its subset has {subset} classes, so {expected}          (the subset and the dustbin) were expected; the manifest and the file do not belong together",
+        path.display()
+    )]
+    SpecialistWidth {
+        /// The specialist's file.
+        path: PathBuf,
+        /// Its id in the manifest.
+        id: usize,
+        /// Classes in its subset.
+        subset: usize,
+        /// `subset + 1`.
+        expected: usize,
+        /// Its output columns.
+        found: usize,
+    },
+
     /// Writing metrics.json failed while serialising.
     #[error("cannot serialise the metrics for {}: {message}", path.display())]
     Serialize {
@@ -129,6 +198,12 @@ impl Error {
                     | std::io::ErrorKind::IsADirectory
             ),
             Error::Serialize { .. } => false,
+            Error::Manifest(distill_specialists::ManifestError::Io { source, .. }) => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::IsADirectory
+            ),
             _ => true,
         }
     }

@@ -12,6 +12,7 @@ mod error;
 pub mod footprint;
 pub mod metrics;
 pub mod report;
+pub mod specialists;
 pub mod timing;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use serde::Serialize;
 pub use bias::{BiasAdjust, ClassBias};
 pub use error::Error;
 pub use report::{Entry, EntryType, Report, SCHEMA_VERSION};
+pub use specialists::{CoveringRow, SpecialistsConfig, SpecialistsReport};
 
 /// One model to evaluate.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -71,6 +73,9 @@ pub struct Config {
     pub batch_size: usize,
     /// Timed batch-1 runs per model (see [`timing::plan`]); 0 skips the speed measurement.
     pub latency_runs: usize,
+    /// Combine one of the models (the manifest's generalist) with the specialists of a
+    /// `distill-specialists` manifest, and report the combination.
+    pub specialists: Option<SpecialistsConfig>,
     /// Where to write `metrics.json`; its folder must exist.
     pub out: Option<PathBuf>,
 }
@@ -106,6 +111,11 @@ struct Evaluated {
 pub fn run(config: &Config) -> Result<Report, Error> {
     let start = Instant::now();
     check_config(config)?;
+    let plan = config
+        .specialists
+        .as_ref()
+        .map(|s| specialists::Plan::prepare(s, &config.models))
+        .transpose()?;
     let data = config.selection.load()?;
     let labels = data.require_labels("evaluation")?;
     if data.is_empty() {
@@ -129,11 +139,15 @@ pub fn run(config: &Config) -> Result<Report, Error> {
         });
     }
     config.bias_adjust.check(data.classes)?;
+    if let Some(plan) = &plan {
+        plan.check_data(&data)?;
+    }
 
     let runtime = distill_runtime::init()?;
     let mut notes: Vec<String> = runtime.notes().to_vec();
     let names = entry_names(&config.models);
-    let bar = progress((data.len() * config.models.len()) as u64);
+    let runs = config.models.len() + plan.as_ref().map_or(0, |p| p.len());
+    let bar = progress((data.len() * runs) as u64);
     let mut evaluated = Vec::with_capacity(config.models.len());
     for (model, name) in config.models.iter().zip(names) {
         bar.set_message(name.clone());
@@ -141,6 +155,20 @@ pub fn run(config: &Config) -> Result<Report, Error> {
             config, model, name, &data, labels, &bar, &mut notes,
         )?);
     }
+    let specialists = match &plan {
+        Some(plan) => {
+            let generalist = &evaluated[plan.generalist];
+            Some(plan.evaluate(
+                config,
+                &data,
+                labels,
+                (&generalist.entry.name, generalist.logits.view()),
+                &bar,
+                &mut notes,
+            )?)
+        }
+        None => None,
+    };
     bar.finish_and_clear();
 
     let mut entries: Vec<Entry> = Vec::new();
@@ -197,6 +225,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
         latency_runs: config.latency_runs,
         agreement_reference: reference_name,
         entries,
+        specialists,
         notes,
         seconds: 0.0,
         out: None,
@@ -356,7 +385,7 @@ fn evaluate_model(
 }
 
 /// Runs `model` over `x` in batches of `batch_size` rows, advancing `bar` by the rows done.
-fn infer(
+pub(crate) fn infer(
     model: &mut OnnxModel,
     x: ArrayView2<f32>,
     batch_size: usize,

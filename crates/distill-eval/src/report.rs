@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::bias::BiasAdjust;
 use crate::metrics::Summary;
+use crate::specialists::SpecialistsReport;
 
 /// The version of the `metrics.json` schema; raised when a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -97,6 +98,8 @@ pub struct Report {
     pub agreement_reference: String,
     /// The models in the order given, then the ensembles (arithmetic, geometric).
     pub entries: Vec<Entry>,
+    /// The generalist combined with its specialists (`null` without `--specialists`).
+    pub specialists: Option<SpecialistsReport>,
     /// Messages for the user from ONNX Runtime and the models (CPU fallback, slow fixed batch sizes).
     pub notes: Vec<String>,
     /// Wall time of the whole evaluation, in seconds.
@@ -121,7 +124,7 @@ fn size(bytes: u64) -> String {
     }
 }
 
-fn grouped(n: u64) -> String {
+pub(crate) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -227,7 +230,11 @@ impl fmt::Display for Report {
         if let Some(out) = &self.out {
             write!(f, "; metrics written to {}", out.display())?;
         }
-        writeln!(f)
+        writeln!(f)?;
+        if let Some(s) = &self.specialists {
+            write!(f, "{s}")?;
+        }
+        Ok(())
     }
 }
 
