@@ -381,6 +381,10 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
                 };
                 dep(&m.path, flag);
             }
+            if let Some(s) = &c.specialists {
+                // The manifest records every specialist file's SHA-256, so it changes with them.
+                dep(&s.manifest, "specialists");
+            }
             data_dep(&c.selection.data, &mut deps);
             let models: Vec<PathBuf> = c.models.iter().map(|m| m.path.clone()).collect();
             deps.extend(model_extras(&models));
