@@ -512,6 +512,9 @@ fn stage_commands_are_the_stage_tools() {
     let (code, stdout, _) = distill(dir.path(), &["train", "--help"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("Usage: distill-train"), "{stdout}");
+    let (code, stdout, _) = distill(dir.path(), &["specialists", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: distill-specialists"), "{stdout}");
     let (code, _, stderr) = distill(dir.path(), &["eval", "--data", MNIST]);
     assert_eq!(code, 2);
     assert!(stderr.starts_with("error: "), "{stderr}");

@@ -910,5 +910,28 @@ fn write_manifest(
     };
     manifest.validate(&path)?;
     manifest.save(&path)?;
+    if config.only.is_none() {
+        remove_stale(&config.out, &manifest);
+    }
     Ok(path)
+}
+
+/// Removes `specialist-<id>.onnx` files of an earlier run that the new manifest does not list (a
+/// run with fewer subsets), so the folder holds exactly what the manifest names.
+fn remove_stale(out: &Path, manifest: &Manifest) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let id = name
+            .strip_prefix("specialist-")
+            .and_then(|r| r.strip_suffix(".onnx"))
+            .and_then(|id| id.parse::<usize>().ok());
+        if let Some(id) = id
+            && !manifest.specialists.iter().any(|e| e.id == id)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

@@ -250,6 +250,14 @@ fn concurrent_and_single_runs_agree_and_only_adds_to_the_manifest() {
     assert_eq!(m1.generalist.path, "../generalist.onnx");
     assert_eq!(m1.subsets, "../specialists.yaml");
 
+    // A full run removes the files of specialists its manifest no longer lists.
+    std::fs::write(two.join("specialist-9.onnx"), b"stale").unwrap();
+    let mut args = base(&g, &s, &two);
+    args.extend(["--epochs", "2", "--jobs", "2"]);
+    assert_eq!(run(&args).0, 0);
+    assert!(!two.join("specialist-9.onnx").exists());
+    assert!(two.join("specialist-3.onnx").exists());
+
     let only = dir.path().join("only");
     for id in ["3", "1"] {
         let mut args = base(&g, &s, &only);
