@@ -54,6 +54,7 @@ bench: setup
 	cargo bench -p distill-nn --bench engine
 	cargo bench -p distill-train --bench train
 	cargo bench -p distill-teach --bench teach
+	cargo bench -p distill-specialists --bench specialists
 	cargo bench -p distill-specialists --bench combine
 
 pipeline: setup

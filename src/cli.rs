@@ -17,6 +17,7 @@ usage:
   distill train ARGS...     train a teacher or student (same as distill-train)
   distill teach ARGS...     run teachers into a soft-target store (same as distill-teach)
   distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
+  distill specialists ARGS... train one specialist per subset (same as distill-specialists)
   distill eval ARGS...      evaluate models and ensembles (same as distill-eval)
 
 `distill run --help` and `distill <stage> --help` describe the flags.";
@@ -99,6 +100,7 @@ where
         "train" => distill_train::cli::main_from(stage_argv("train")),
         "teach" => distill_teach::cli::main_from(stage_argv("teach")),
         "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
+        "specialists" => distill_specialists::cli::main_from(stage_argv("specialists")),
         "eval" => distill_eval::cli::main_from(stage_argv("eval")),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

@@ -503,7 +503,7 @@ fn every_shipped_pipeline_validates() {
         assert!(stdout.contains("dry run: nothing ran"), "{stdout}");
         seen += 1;
     }
-    assert_eq!(seen, 6, "the shipped pipelines");
+    assert_eq!(seen, 7, "the shipped pipelines");
 }
 
 #[test]
@@ -512,6 +512,9 @@ fn stage_commands_are_the_stage_tools() {
     let (code, stdout, _) = distill(dir.path(), &["train", "--help"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("Usage: distill-train"), "{stdout}");
+    let (code, stdout, _) = distill(dir.path(), &["specialists", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: distill-specialists"), "{stdout}");
     let (code, _, stderr) = distill(dir.path(), &["eval", "--data", MNIST]);
     assert_eq!(code, 2);
     assert!(stderr.starts_with("error: "), "{stderr}");

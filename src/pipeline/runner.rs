@@ -641,6 +641,9 @@ fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
         StageConfig::Cluster(c) => distill_cluster::run(c)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
+        StageConfig::Specialists(c) => distill_specialists::run(c)
+            .map_err(|e| failed(e.to_string(), e.is_user_error()))?
+            .to_string(),
         StageConfig::Eval(c) => {
             let r = distill_eval::run(c).map_err(|e| failed(e.to_string(), e.is_user_error()))?;
             for n in &r.notes {
@@ -687,7 +690,7 @@ impl fmt::Display for Summary {
         writeln!(f, "\n{verb} of {}:", self.pipeline.display())?;
         writeln!(
             f,
-            "{:<w$}  {:<7}  {:<7}  {:>8}  reason",
+            "{:<w$}  {:<11}  {:<7}  {:>8}  reason",
             "stage", "kind", "status", "seconds"
         )?;
         for r in &self.rows {
@@ -699,7 +702,7 @@ impl fmt::Display for Summary {
             let reason = r.reason.lines().next().unwrap_or_default();
             writeln!(
                 f,
-                "{:<w$}  {:<7}  {:<7}  {:>8}  {reason}",
+                "{:<w$}  {:<11}  {:<7}  {:>8}  {reason}",
                 r.stage,
                 r.kind.name(),
                 r.status.to_string(),

@@ -14,16 +14,18 @@ pub enum Kind {
     Train,
     Teach,
     Cluster,
+    Specialists,
     Eval,
     /// Any shell command, with explicit `deps` and `outs`.
     Cmd,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Train,
         Kind::Teach,
         Kind::Cluster,
+        Kind::Specialists,
         Kind::Eval,
         Kind::Cmd,
     ];
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Train => "train",
             Kind::Teach => "teach",
             Kind::Cluster => "cluster",
+            Kind::Specialists => "specialists",
             Kind::Eval => "eval",
             Kind::Cmd => "cmd",
         }

@@ -17,6 +17,7 @@ pub enum StageConfig {
     Train(Box<distill_train::Config>),
     Teach(Box<distill_teach::Config>),
     Cluster(Box<distill_cluster::Config>),
+    Specialists(Box<distill_specialists::Config>),
     Eval(Box<distill_eval::Config>),
     Cmd(String),
 }
@@ -81,6 +82,12 @@ impl Stage {
             )),
             Kind::Cluster => StageConfig::Cluster(Box::new(
                 distill_cluster::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Specialists => StageConfig::Specialists(Box::new(
+                distill_specialists::cli::Args::try_parse_from(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -320,9 +327,9 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
         })
     };
     let data_dep = |data: &str, deps: &mut Vec<Dep>| {
-        if !data.starts_with("synthetic:") {
+        if let Some(path) = distill_core::data::DataSource::input_path(data) {
             deps.push(Dep {
-                path: normalize(Path::new(data)),
+                path: normalize(&path),
                 key: key("data"),
                 optional: false,
             });
@@ -365,6 +372,19 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
             outs.push(out(c.out.clone(), true));
             outs.push(out(c.heatmap_path(), true));
         }
+        StageConfig::Specialists(c) => {
+            dep(&c.subsets, "subsets");
+            dep(&c.generalist, "generalist");
+            if let Some(s) = &c.soft_targets {
+                dep(s, "soft-targets");
+            }
+            data_dep(&c.selection.data, &mut deps);
+            outs.push(Out {
+                path: normalize(&c.out),
+                required: true,
+                folder: true,
+            });
+        }
         StageConfig::Eval(c) => {
             for m in &c.models {
                 let flag = if spec_lists(spec, "teacher", &m.path) {
@@ -373,6 +393,10 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
                     "model"
                 };
                 dep(&m.path, flag);
+            }
+            if let Some(s) = &c.specialists {
+                // The manifest records every specialist file's SHA-256, so it changes with them.
+                dep(&s.manifest, "specialists");
             }
             data_dep(&c.selection.data, &mut deps);
             let models: Vec<PathBuf> = c.models.iter().map(|m| m.path.clone()).collect();
@@ -459,6 +483,7 @@ fn check_values(config: &StageConfig) -> std::result::Result<(), String> {
         StageConfig::Teach(c) => c.check_values().map_err(|e| e.to_string()),
         StageConfig::Cluster(c) => c.check_values().map_err(|e| e.to_string()),
         StageConfig::Eval(c) => distill_eval::check_values(c).map_err(|e| e.to_string()),
+        StageConfig::Specialists(c) => c.check_values().map_err(|e| e.to_string()),
         StageConfig::Cmd(_) => Ok(()),
     }
 }

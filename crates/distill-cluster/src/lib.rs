@@ -261,10 +261,16 @@ fn join(classes: &[u32]) -> String {
 }
 
 /// Names of the classes of the data set a store was made from, when it has them: the digits of
-/// MNIST. `dataset` is the store's `dataset` field, with or without a `:split` suffix.
+/// MNIST, and "00" to "99" of MNIST pairs. `dataset` is the store's `dataset` field, with or
+/// without a `:split` suffix.
 pub fn class_names(dataset: &str) -> Option<Vec<String>> {
     match source_of(dataset)? {
         DataSource::Mnist(_) => Some((0..10).map(|d| d.to_string()).collect()),
+        DataSource::Pairs(_) => Some(
+            (0..distill_core::data::pairs::CLASSES)
+                .map(distill_core::data::pairs::PairsSpec::class_name)
+                .collect(),
+        ),
         _ => None,
     }
 }

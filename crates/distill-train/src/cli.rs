@@ -96,31 +96,14 @@ pub struct Args {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let schedule: Schedule = self
-            .schedule
-            .parse()
-            .map_err(|e| TrainError::invalid(format!("--schedule {}: {e}", self.schedule)))?;
-        let optimizer = match self.optimizer.as_str() {
-            "sgd" => OptimizerConfig::Sgd {
-                lr: self.lr.unwrap_or(0.05),
-                momentum: self.momentum,
-                momentum_start: self.momentum_start.unwrap_or(self.momentum),
-                momentum_ramp: self.momentum_ramp,
-                schedule,
-            },
-            "adam" => OptimizerConfig::Adam {
-                lr: self.lr.unwrap_or(1e-3),
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                schedule,
-            },
-            other => {
-                return Err(TrainError::invalid(format!(
-                    "--optimizer {other}: use sgd or adam"
-                )));
-            }
-        };
+        let optimizer = optimizer_config(
+            &self.optimizer,
+            self.lr,
+            self.momentum,
+            self.momentum_start,
+            self.momentum_ramp,
+            &self.schedule,
+        )?;
         let hidden = if self.hidden.trim().is_empty() {
             Vec::new()
         } else {
@@ -173,6 +156,41 @@ impl Args {
             test_split,
             max_steps: self.max_steps,
         })
+    }
+}
+
+/// The optimiser that `--optimizer`, `--lr`, `--momentum`, `--momentum-start`, `--momentum-ramp`
+/// and `--schedule` describe (SGD's default rate 0.05, Adam's 0.001); shared with the other
+/// training stages so the flags mean the same everywhere.
+pub fn optimizer_config(
+    name: &str,
+    lr: Option<f32>,
+    momentum: f32,
+    momentum_start: Option<f32>,
+    momentum_ramp: usize,
+    schedule: &str,
+) -> Result<OptimizerConfig> {
+    let schedule: Schedule = schedule
+        .parse()
+        .map_err(|e| TrainError::invalid(format!("--schedule {schedule}: {e}")))?;
+    match name {
+        "sgd" => Ok(OptimizerConfig::Sgd {
+            lr: lr.unwrap_or(0.05),
+            momentum,
+            momentum_start: momentum_start.unwrap_or(momentum),
+            momentum_ramp,
+            schedule,
+        }),
+        "adam" => Ok(OptimizerConfig::Adam {
+            lr: lr.unwrap_or(1e-3),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            schedule,
+        }),
+        other => Err(TrainError::invalid(format!(
+            "--optimizer {other}: use sgd or adam"
+        ))),
     }
 }
 

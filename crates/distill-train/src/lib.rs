@@ -783,8 +783,9 @@ fn provenance(config: &Config, store: Option<&SoftTargets>) -> Result<Vec<(Strin
 }
 
 /// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
-/// (max abs difference at most 1e-4). Returns a note; a disagreement is an error.
-fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
+/// (max abs difference at most 1e-4). Returns a note; a disagreement, or an ONNX Runtime that
+/// cannot be loaded, is an error.
+pub fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
     let fail = |m: String| TrainError::Export {
         path: path.to_path_buf(),
         message: m,

@@ -2,6 +2,7 @@
 //! every stage applies the same way (limit, class filters, a held-out validation slice, jitter).
 
 pub mod idx;
+pub mod pairs;
 pub mod parquet;
 pub mod synthetic;
 
@@ -50,6 +51,8 @@ pub enum DataSource {
     Parquet(PathBuf),
     /// A generated data set with a known class hierarchy (`synthetic:classes=…`).
     Synthetic(synthetic::SyntheticSpec),
+    /// Two MNIST digits side by side, 100 classes (`mnist-pairs:rows=…`).
+    Pairs(pairs::PairsSpec),
 }
 
 const MNIST_FILES: [(&str, &str); 2] = [
@@ -59,11 +62,14 @@ const MNIST_FILES: [(&str, &str); 2] = [
 
 impl DataSource {
     /// Recognises a data argument: a folder of MNIST IDX files, a folder of Parquet splits, a
-    /// Parquet file, or `synthetic:…` (see [`synthetic`]).
+    /// Parquet file, `synthetic:…` (see [`synthetic`]) or `mnist-pairs:…` (see [`pairs`]).
     pub fn parse(arg: &str) -> Result<Self> {
         if let Some(spec) = arg.strip_prefix("synthetic:") {
             let spec = synthetic::SyntheticSpec::parse(spec)?;
             return Ok(DataSource::Synthetic(spec));
+        }
+        if let Some(spec) = arg.strip_prefix("mnist-pairs:") {
+            return Ok(DataSource::Pairs(pairs::PairsSpec::parse(spec)?));
         }
         let path = PathBuf::from(arg);
         if path.is_dir() {
@@ -88,11 +94,28 @@ impl DataSource {
         )))
     }
 
+    /// The file or folder on disk the rows are read from (`None` for generated data); a
+    /// pipeline stage depends on it. Parses without touching the file system.
+    pub fn input_path(arg: &str) -> Option<PathBuf> {
+        if arg.starts_with("synthetic:") {
+            return None;
+        }
+        if let Some(spec) = arg.strip_prefix("mnist-pairs:") {
+            return Some(
+                pairs::PairsSpec::parse(spec)
+                    .map(|s| s.dir)
+                    .unwrap_or_else(|_| pairs::PairsSpec::default().dir),
+            );
+        }
+        Some(PathBuf::from(arg))
+    }
+
     /// A short description recorded in outputs' metadata.
     pub fn describe(&self) -> String {
         match self {
             DataSource::Mnist(p) | DataSource::Parquet(p) => p.display().to_string(),
             DataSource::Synthetic(spec) => spec.describe(),
+            DataSource::Pairs(spec) => spec.describe(),
         }
     }
 
@@ -101,6 +124,7 @@ impl DataSource {
         match self {
             DataSource::Mnist(dir) => load_mnist(dir, split),
             DataSource::Synthetic(spec) => spec.load(split),
+            DataSource::Pairs(spec) => spec.load(split),
             DataSource::Parquet(path) => {
                 let file = if path.is_dir() {
                     path.join(format!("{split}.parquet"))

@@ -1,5 +1,5 @@
 //! A synthetic data set with a known two-level class hierarchy, for checking that clustering
-//! recovers the groups an ensemble confuses (and, later, that specialists help).
+//! recovers the groups an ensemble confuses, and that specialists trained on those groups help.
 //!
 //! Written `synthetic:classes=100,groups=10,dim=64,seed=1[,train=N,test=M,spread=S,separation=G]`.
 //! In an unsquashed space of `dim` dimensions, with unit noise:

@@ -1,0 +1,476 @@
+//! `distill-specialists` on a small synthetic hierarchy: calibration of the dustbin correction,
+//! the start from the generalist, concurrency, `--only`, and bad inputs.
+
+#![allow(clippy::unwrap_used)]
+
+use clap::Parser;
+use distill_cluster::matrix::Method;
+use distill_cluster::specialists::{SPECIALISTS_VERSION, SpecialistSet, Subset, write_specialists};
+use distill_core::data::{DataSource, Split};
+use distill_core::math::{Combine, softmax};
+use distill_specialists::Manifest;
+use distill_specialists::init::last_hidden;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// 20 classes in 4 groups of 5: a subset (one group) is a quarter of the rows.
+const DATA: &str = "synthetic:classes=20,groups=4,dim=16,seed=3,train=3000,test=2000";
+/// The same classes with groups that overlap (group centres about as far apart as classes), so
+/// whether a row belongs to a subset is often uncertain and the oversampling shows in the
+/// specialist's probabilities.
+const OVERLAPPING: &str =
+    "synthetic:classes=20,groups=4,dim=16,seed=3,train=10000,test=4000,separation=2";
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_distill-specialists")
+}
+
+/// Trains a 16-48-48-20 generalist on `DATA` (a few seconds at most).
+fn generalist(dir: &Path) -> PathBuf {
+    generalist_on(dir, DATA)
+}
+
+fn generalist_on(dir: &Path, data: &str) -> PathBuf {
+    let out = dir.join("generalist.onnx");
+    let args = distill_train::cli::Args::try_parse_from([
+        "distill-train",
+        "--data",
+        data,
+        "--hidden",
+        "48,48",
+        "--epochs",
+        "20",
+        "--lr",
+        "0.05",
+        "--test-split",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    distill_train::run(&args.into_config().unwrap()).unwrap();
+    out
+}
+
+/// The true groups of `DATA` as specialists.yaml.
+fn subsets(dir: &Path) -> (PathBuf, Vec<Vec<u32>>) {
+    let DataSource::Synthetic(spec) = DataSource::parse(DATA).unwrap() else {
+        unreachable!()
+    };
+    let groups = spec.groups_of();
+    let classes: Vec<Vec<u32>> = (0..4)
+        .map(|g| (0..20u32).filter(|&c| groups[c as usize] == g).collect())
+        .collect();
+    let set = set_of(&classes, 20);
+    let path = dir.join("specialists.yaml");
+    write_specialists(&path, &set).unwrap();
+    (path, classes)
+}
+
+fn set_of(classes: &[Vec<u32>], total: usize) -> SpecialistSet {
+    SpecialistSet {
+        version: SPECIALISTS_VERSION,
+        store: "soft.parquet".into(),
+        dataset: DATA.into(),
+        method: Method::Covariance,
+        temperature: 1.0,
+        combine: Combine::Arithmetic,
+        specialists: classes.len(),
+        seed: 0,
+        classes: total,
+        rows: 3000,
+        overlap: 1,
+        captured: 0.9,
+        generalist_only: Vec::new(),
+        subsets: classes
+            .iter()
+            .enumerate()
+            .map(|(id, c)| Subset {
+                id,
+                classes: c.clone(),
+                names: None,
+                size: c.len(),
+                captured: 0.2,
+                joined: Vec::new(),
+            })
+            .collect(),
+        ari_vs_true_groups: None,
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(exe()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn base<'a>(generalist: &'a Path, subsets: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "--data",
+        DATA,
+        "--generalist",
+        generalist.to_str().unwrap(),
+        "--subsets",
+        subsets.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]
+}
+
+/// After the correction, a specialist's mean predicted dustbin probability on held-out data is
+/// the share of held-out rows outside its subset (0.75 here); before it, the half/half training
+/// stream pulls it towards 1/2.
+#[test]
+fn the_dustbin_correction_calibrates_the_specialist_for_the_true_class_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generalist_on(dir.path(), OVERLAPPING);
+    let (s, groups) = subsets(dir.path());
+    let out = dir.path().join("spec");
+    let mut args = base(&g, &s, &out);
+    args[1] = OVERLAPPING;
+    args.extend([
+        "--only",
+        "0",
+        "--epochs",
+        "30",
+        "--patience",
+        "30",
+        "--lr",
+        "0.01",
+    ]);
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    println!("{stdout}\n{stderr}");
+    let manifest_path = out.join("manifest.yaml");
+    let m = Manifest::load(&manifest_path).unwrap();
+    m.verify_files(&manifest_path).unwrap();
+    assert_eq!(m.specialists.len(), 1);
+    let e = &m.specialists[0];
+    assert_eq!(e.classes, groups[0]);
+    let true_share = 1.0 - e.subset_share;
+    assert!((e.subset_share - 0.25).abs() < 0.02, "{}", e.subset_share);
+    assert!((e.sampled_share - 0.5).abs() < 1e-9);
+    assert!((e.dustbin_correction - 3f64.ln()).abs() < 0.1);
+
+    let spec = distill_nn::onnx::load(&out.join(&e.path)).unwrap();
+    let meta = &spec.metadata["distill.specialist"];
+    assert!(meta.contains("\"dustbin\":5"), "{meta}");
+    let test = DataSource::parse(OVERLAPPING)
+        .unwrap()
+        .load(Split::Test)
+        .unwrap();
+    let labels = test.labels.as_ref().unwrap();
+    let held_out_share =
+        labels.iter().filter(|l| !groups[0].contains(l)).count() as f64 / labels.len() as f64;
+    assert!((held_out_share - true_share).abs() < 0.01);
+    let logits = spec.mlp.forward(test.features.view()).unwrap();
+    let mean_dustbin = |z: &ndarray::Array2<f32>| {
+        let p = softmax(z.view(), 1.0);
+        p.column(5).iter().map(|&v| v as f64).sum::<f64>() / p.nrows() as f64
+    };
+    let after = mean_dustbin(&logits);
+    let mut before = logits.clone();
+    before
+        .column_mut(5)
+        .mapv_inplace(|v| v - e.dustbin_correction as f32);
+    let before = mean_dustbin(&before);
+    println!(
+        "mean dustbin probability: before {before:.4}, after {after:.4}, true {held_out_share:.4}"
+    );
+    assert!(
+        (after - held_out_share).abs() < 0.02,
+        "after the correction: mean dustbin probability {after:.4}, true share {held_out_share:.4}"
+    );
+    let (err_before, err_after) = (
+        (before - held_out_share).abs(),
+        (after - held_out_share).abs(),
+    );
+    assert!(
+        err_before > 0.04 && err_before > 3.0 * err_after,
+        "before the correction: {before:.4} against {held_out_share:.4} (after: {after:.4})"
+    );
+}
+
+/// With a learning rate of 0 the saved specialist is its starting point: hidden layers and
+/// activations exactly the generalist's, subset logits the generalist's.
+#[test]
+fn a_specialist_starts_from_the_generalist() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generalist(dir.path());
+    let (s, groups) = subsets(dir.path());
+    let out = dir.path().join("spec");
+    let mut args = base(&g, &s, &out);
+    args.extend(["--only", "2", "--epochs", "1", "--lr", "0"]);
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let gen_mlp = distill_nn::onnx::load(&g).unwrap().mlp;
+    let spec = distill_nn::onnx::load(&out.join("specialist-2.onnx"))
+        .unwrap()
+        .mlp;
+    assert_eq!(spec.config.sizes, vec![16, 48, 48, 6]);
+    let test = DataSource::parse(DATA).unwrap().load(Split::Test).unwrap();
+    let x = test.features.view();
+    assert_eq!(last_hidden(&spec, x), last_hidden(&gen_mlp, x));
+    let zs = spec.forward(x).unwrap();
+    let zg = gen_mlp.forward(x).unwrap();
+    for (k, &c) in groups[2].iter().enumerate() {
+        let d = (&zs.column(k) - &zg.column(c as usize))
+            .mapv(f32::abs)
+            .fold(0.0f32, |a, &b| a.max(b));
+        assert!(d < 1e-4, "class {c}: {d}");
+    }
+}
+
+/// `--jobs 2` trains the same specialists as one after another, bit for bit; `--only` adds to the
+/// folder's manifest.
+#[test]
+fn concurrent_and_single_runs_agree_and_only_adds_to_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generalist(dir.path());
+    let (s, _) = subsets(dir.path());
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    for (out, jobs) in [(&one, "1"), (&two, "2")] {
+        let mut args = base(&g, &s, out);
+        args.extend(["--epochs", "2", "--jobs", jobs]);
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(stdout.contains("validation errors"), "{stdout}");
+    }
+    let m1 = Manifest::load(&one.join("manifest.yaml")).unwrap();
+    let m2 = Manifest::load(&two.join("manifest.yaml")).unwrap();
+    assert_eq!(m1.specialists.len(), 4);
+    // Bit for bit: the same weights, and the files record no --jobs or --out.
+    assert_eq!(m1.specialists, m2.specialists);
+    assert_eq!(m1.generalist.path, "../generalist.onnx");
+    assert_eq!(m1.subsets, "../specialists.yaml");
+
+    // A full run removes the files of specialists its manifest no longer lists.
+    std::fs::write(two.join("specialist-9.onnx"), b"stale").unwrap();
+    let mut args = base(&g, &s, &two);
+    args.extend(["--epochs", "2", "--jobs", "2"]);
+    assert_eq!(run(&args).0, 0);
+    assert!(!two.join("specialist-9.onnx").exists());
+    assert!(two.join("specialist-3.onnx").exists());
+
+    let only = dir.path().join("only");
+    for id in ["3", "1"] {
+        let mut args = base(&g, &s, &only);
+        args.extend(["--epochs", "2", "--only", id]);
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+    }
+    let m3 = Manifest::load(&only.join("manifest.yaml")).unwrap();
+    let ids: Vec<usize> = m3.specialists.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(m3.specialists[0], m1.specialists[1]);
+    m3.verify_files(&only.join("manifest.yaml")).unwrap();
+}
+
+/// Bad inputs stop the run with exit code 2, a message naming the file and the problem, and no
+/// output folder.
+#[test]
+fn bad_inputs_exit_2_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generalist(dir.path());
+    let (good, _) = subsets(dir.path());
+    let out = dir.path().join("spec");
+
+    // A subset naming class 12 of a 10-class file (and generalist).
+    let ten = dir.path().join("ten.yaml");
+    let mut set = set_of(&[vec![1, 2], vec![3, 12]], 10);
+    set.classes = 10;
+    std::fs::write(&ten, serde_norway::to_string(&set).unwrap()).unwrap();
+    // An empty subset.
+    let empty = dir.path().join("empty.yaml");
+    let mut set = set_of(&[vec![1, 2], vec![]], 20);
+    set.subsets[1].size = 0;
+    std::fs::write(&empty, serde_norway::to_string(&set).unwrap()).unwrap();
+    // A generalist with another input width.
+    let wide = dir.path().join("wide.onnx");
+    let args = distill_train::cli::Args::try_parse_from([
+        "distill-train",
+        "--data",
+        "synthetic:classes=20,groups=4,dim=24,seed=3,train=400,test=40",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--test-split",
+        "none",
+        "--out",
+        wide.to_str().unwrap(),
+    ])
+    .unwrap();
+    distill_train::run(&args.into_config().unwrap()).unwrap();
+
+    let cases: Vec<(PathBuf, PathBuf, Vec<&str>, Vec<&str>)> = vec![
+        (
+            g.clone(),
+            ten.clone(),
+            vec![],
+            vec!["ten.yaml", "class 12", "10 classes"],
+        ),
+        (
+            g.clone(),
+            empty.clone(),
+            vec![],
+            vec!["empty.yaml", "subsets[1]", "no classes"],
+        ),
+        (
+            wide.clone(),
+            good.clone(),
+            vec![],
+            vec!["wide.onnx", "24 features", "16"],
+        ),
+        (
+            g.clone(),
+            good.clone(),
+            vec!["--only", "7"],
+            vec!["--only 7", "subsets 0 to 3"],
+        ),
+        (
+            g.clone(),
+            good.clone(),
+            vec!["--alpha", "0.5"],
+            vec!["--soft-targets"],
+        ),
+        (
+            dir.path().join("missing.onnx"),
+            good.clone(),
+            vec![],
+            vec!["missing.onnx"],
+        ),
+    ];
+    for (gen_path, subsets, extra, words) in cases {
+        let mut args = base(&gen_path, &subsets, &out);
+        args.extend(extra.iter().copied());
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}\n{stdout}\n{stderr}");
+        for w in words {
+            assert!(stderr.contains(w), "`{w}` not in: {stderr}");
+        }
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // A file where the folder should be.
+    std::fs::write(&out, b"x").unwrap();
+    let (code, _, stderr) = run(&base(&g, &good, &out));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("folder"), "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"x");
+}
+
+/// End to end on a small synthetic hierarchy (40 classes in 8 groups, a deliberately small
+/// generalist): generalist, specialists for the true groups, the KL combination on the test split.
+/// The combined system makes fewer test errors than the generalist alone.
+#[test]
+fn generalist_and_specialists_beat_the_generalist_alone() {
+    const HIER: &str = "synthetic:classes=40,groups=8,dim=32,seed=5,train=12000,test=4000";
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("generalist.onnx");
+    let args = distill_train::cli::Args::try_parse_from([
+        "distill-train",
+        "--data",
+        HIER,
+        "--hidden",
+        "32",
+        "--epochs",
+        "4",
+        "--lr",
+        "0.05",
+        "--test-split",
+        "none",
+        "--out",
+        g.to_str().unwrap(),
+    ])
+    .unwrap();
+    distill_train::run(&args.into_config().unwrap()).unwrap();
+    let DataSource::Synthetic(spec) = DataSource::parse(HIER).unwrap() else {
+        unreachable!()
+    };
+    let groups = spec.groups_of();
+    let classes: Vec<Vec<u32>> = (0..8)
+        .map(|k| (0..40u32).filter(|&c| groups[c as usize] == k).collect())
+        .collect();
+    let mut set = set_of(&classes, 40);
+    set.dataset = HIER.into();
+    let s = dir.path().join("specialists.yaml");
+    write_specialists(&s, &set).unwrap();
+    let out = dir.path().join("spec");
+    let mut args = base(&g, &s, &out);
+    args[1] = HIER;
+    args.extend([
+        "--epochs",
+        "12",
+        "--patience",
+        "3",
+        "--lr",
+        "0.05",
+        "--jobs",
+        "2",
+    ]);
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    println!("{stdout}");
+
+    let manifest_path = out.join("manifest.yaml");
+    let m = Manifest::load(&manifest_path).unwrap();
+    m.verify_files(&manifest_path).unwrap();
+    let test = DataSource::parse(HIER).unwrap().load(Split::Test).unwrap();
+    let labels = test.labels.as_ref().unwrap();
+    let generalist = distill_nn::onnx::load(&m.generalist_path(&manifest_path))
+        .unwrap()
+        .mlp;
+    let zg = generalist.forward(test.features.view()).unwrap();
+    let zs: Vec<ndarray::Array2<f32>> = m
+        .specialist_paths(&manifest_path)
+        .iter()
+        .map(|p| {
+            distill_nn::onnx::load(p)
+                .unwrap()
+                .mlp
+                .forward(test.features.view())
+                .unwrap()
+        })
+        .collect();
+    let logits: Vec<distill_specialists::SpecialistLogits> = m
+        .specialists
+        .iter()
+        .zip(&zs)
+        .map(|(e, z)| distill_specialists::SpecialistLogits {
+            classes: &e.classes,
+            logits: z.view(),
+        })
+        .collect();
+    let combined = distill_specialists::combine(
+        zg.view(),
+        &logits,
+        &distill_specialists::CombineOptions::default(),
+    )
+    .unwrap();
+    let errors = |pred: Vec<usize>| {
+        pred.iter()
+            .zip(labels)
+            .filter(|(p, y)| **p != **y as usize)
+            .count()
+    };
+    let alone = errors(distill_core::math::argmax_rows(zg.view()));
+    let together = errors(
+        combined
+            .log_probs
+            .rows()
+            .into_iter()
+            .map(|r| (0..r.len()).fold(0, |b, j| if r[j] > r[b] { j } else { b }))
+            .collect(),
+    );
+    println!("test errors: generalist {alone}, generalist + specialists {together}");
+    assert!(
+        (together as f64) < 0.95 * alone as f64,
+        "generalist {alone} errors, combined {together}"
+    );
+}
