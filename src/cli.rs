@@ -18,6 +18,7 @@ usage:
   distill teach ARGS...     run teachers into a soft-target store (same as distill-teach)
   distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
   distill eval ARGS...      evaluate models and ensembles (same as distill-eval)
+  distill report ARGS...    one HTML page of a distillation's results (same as distill-report)
 
 `distill run --help` and `distill <stage> --help` describe the flags.";
 
@@ -100,6 +101,7 @@ where
         "teach" => distill_teach::cli::main_from(stage_argv("teach")),
         "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
         "eval" => distill_eval::cli::main_from(stage_argv("eval")),
+        "report" => distill_report::cli::main_from(stage_argv("report")),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -15,16 +15,19 @@ pub enum Kind {
     Teach,
     Cluster,
     Eval,
+    /// The HTML report of what the other stages wrote.
+    Report,
     /// Any shell command, with explicit `deps` and `outs`.
     Cmd,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Train,
         Kind::Teach,
         Kind::Cluster,
         Kind::Eval,
+        Kind::Report,
         Kind::Cmd,
     ];
 
@@ -34,6 +37,7 @@ impl Kind {
             Kind::Teach => "teach",
             Kind::Cluster => "cluster",
             Kind::Eval => "eval",
+            Kind::Report => "report",
             Kind::Cmd => "cmd",
         }
     }

@@ -18,6 +18,7 @@ pub enum StageConfig {
     Teach(Box<distill_teach::Config>),
     Cluster(Box<distill_cluster::Config>),
     Eval(Box<distill_eval::Config>),
+    Report(Box<distill_report::Config>),
     Cmd(String),
 }
 
@@ -87,6 +88,12 @@ impl Stage {
             )),
             Kind::Eval => StageConfig::Eval(Box::new(
                 distill_eval::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Report => StageConfig::Report(Box::new(
+                distill_report::cli::Args::try_parse_from(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -367,6 +374,31 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
             if let Some(o) = &c.out {
                 outs.push(out(o.clone(), true));
             }
+        }
+        StageConfig::Report(c) => {
+            // Every input is optional: a report of a partial pipeline says what is missing.
+            let mut optional = |path: &Path, flag: &str| {
+                deps.push(Dep {
+                    path: normalize(path),
+                    key: key(flag),
+                    optional: true,
+                })
+            };
+            for (p, flag) in [
+                (&c.metrics, "metrics"),
+                (&c.specialists, "specialists"),
+                (&c.manifest, "manifest"),
+                (&c.store, "store"),
+                (&c.pipeline, "pipeline"),
+            ] {
+                if let Some(p) = p {
+                    optional(p, flag);
+                }
+            }
+            for p in &c.train_logs {
+                optional(p, "train-log");
+            }
+            outs.push(out(c.out.clone(), true));
         }
         StageConfig::Cmd(_) => {}
     }
