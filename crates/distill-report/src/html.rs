@@ -97,7 +97,7 @@ const CSS: &str = r#"
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
   margin: 0; color: #222; background: #f6f6f4; line-height: 1.45; }
-main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 60px; }
+main { max-width: 1320px; margin: 0 auto; padding: 24px 28px 60px; }
 h1 { font-size: 1.7em; margin: 0.2em 0 0.1em; }
 h2 { font-size: 1.25em; margin: 1.8em 0 0.4em; border-bottom: 2px solid #ddd; padding-bottom: 4px; }
 p.lead { color: #555; margin-top: 0; }
@@ -106,14 +106,15 @@ table { border-collapse: collapse; background: #fff; font-size: 0.92em; margin: 
 th, td { padding: 5px 10px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }
 th { background: #eceae6; font-weight: 600; }
 th:first-child, td:first-child, td.text, th.text { text-align: left; }
+td.command { white-space: normal; word-break: break-all; text-align: left; min-width: 420px; }
 td.hash, span.hash { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.85em; }
 tr.ensemble td { background: #faf8f2; }
 tr.system td { background: #f0f7ef; font-weight: 600; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 7px; vertical-align: baseline; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
-figure { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 6px; }
+figure { margin: 0; width: fit-content; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 6px; }
 figure svg { display: block; max-width: 100%; height: auto; }
-figcaption { font-size: 0.85em; color: #555; padding: 4px 6px 2px; max-width: 640px; }
+figcaption { font-size: 0.85em; color: #555; padding: 4px 6px 2px; contain: inline-size; }
 .missing { background: #fff4e5; border: 1px solid #f0b458; border-radius: 4px; padding: 10px 16px; margin: 14px 0; }
 .note { color: #666; font-style: italic; }
 .state-complete { color: #2c7a2c; }
@@ -500,7 +501,7 @@ fn confusions(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(),
             .map(|r| r.iter().map(|&v| v as f64).collect())
             .collect();
         let title = format!("{}: {} errors", e.name, grouped(e.errors as u64));
-        let side = if m.classes <= 20 { 470 } else { 640 };
+        let side = if m.classes <= 20 { 420 } else { 640 };
         let svg = plot::heatmap(
             &id,
             &Matrix {
@@ -518,7 +519,7 @@ fn confusions(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(),
             svg,
             &id,
             &format!(
-                "Confusion matrix of {} on the {} split: rows are true classes, columns predictions; the diagonal (correct) is grey, errors on a square-root colour scale.",
+                "Confusion matrix of {} on the {} split: rows are true classes, columns predictions; the diagonal (correct) is blue-grey, errors on a square-root colour scale.",
                 e.name, m.split
             ),
         );
@@ -622,7 +623,13 @@ fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
                 .map(|&i| {
                     order
                         .iter()
-                        .map(|&j| (e.confusion[i][j] + e.confusion[j][i]) as f64)
+                        .map(|&j| {
+                            if i == j {
+                                e.confusion[i][i] as f64
+                            } else {
+                                (e.confusion[i][j] + e.confusion[j][i]) as f64
+                            }
+                        })
                         .collect()
                 })
                 .collect();
@@ -645,7 +652,7 @@ fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
                 svg,
                 "fig-clusters",
                 &format!(
-                    "How often {} confuses each pair of classes on the {} split (either way round), with the classes reordered by the specialist subsets of {}; red squares outline each subset's own classes, classes left to the generalist come last.",
+                    "How often {} confuses each pair of classes on the {} split (either way round), with the classes reordered by the specialist subsets of {}; blue squares outline each subset's own classes, classes left to the generalist come last; the diagonal holds the correctly classified rows.",
                     e.name,
                     m.split,
                     spath.display()
@@ -1011,7 +1018,7 @@ fn provenance(b: &mut Builder, inputs: &Inputs) {
             };
             let _ = writeln!(
                 b.body,
-                "<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text {class}\">{}</td><td>{}</td><td class=\"text hash\">{}</td></tr>",
+                "<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text {class}\">{}</td><td>{}</td><td class=\"command hash\">{}</td></tr>",
                 escape(&s.name),
                 escape(&s.kind),
                 escape(&s.state),

@@ -2,7 +2,7 @@
 //! element (no XML prologue, no namespace URL) ready to be inlined in the page.
 //!
 //! Colours: one categorical palette, a model keeping its colour in every figure ([`Palette`]);
-//! matrices use a viridis ramp, with `sqrt` scaling so that rare confusions stay visible.
+//! matrices use a white-to-red ramp, with `sqrt` scaling so that rare confusions stay visible.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -16,7 +16,8 @@ const FONT: &str = "sans-serif";
 const GRID: RGBColor = RGBColor(220, 220, 220);
 const INK: RGBColor = RGBColor(40, 40, 40);
 const MUTED: RGBColor = RGBColor(110, 110, 110);
-const DIAGONAL: RGBColor = RGBColor(200, 200, 200);
+const DIAGONAL: RGBColor = RGBColor(214, 222, 232);
+const CELL_EDGE: RGBColor = RGBColor(235, 235, 235);
 
 /// Tableau's 10 categorical colours.
 const CATEGORICAL: [RGBColor; 10] = [
@@ -66,14 +67,15 @@ impl Palette {
     }
 }
 
-/// Viridis at `t` in `[0, 1]` (five anchors, linear in between).
-pub fn viridis(t: f64) -> RGBColor {
-    const V: [[f64; 3]; 5] = [
-        [68.0, 1.0, 84.0],
-        [59.0, 82.0, 139.0],
-        [33.0, 145.0, 140.0],
-        [94.0, 201.0, 98.0],
-        [253.0, 231.0, 37.0],
+/// A white-yellow-orange-red ramp at `t` in `[0, 1]` (ColorBrewer's YlOrRd anchors, linear in
+/// between): light cells for rare confusions, so that the counts written on them stay readable.
+pub fn heat(t: f64) -> RGBColor {
+    const H: [[f64; 3]; 5] = [
+        [255.0, 255.0, 255.0],
+        [255.0, 237.0, 160.0],
+        [254.0, 178.0, 76.0],
+        [240.0, 59.0, 32.0],
+        [128.0, 0.0, 38.0],
     ];
     let t = if t.is_finite() {
         t.clamp(0.0, 1.0)
@@ -82,7 +84,7 @@ pub fn viridis(t: f64) -> RGBColor {
     } * 4.0;
     let i = (t.floor() as usize).min(3);
     let f = t - i as f64;
-    let c = |k: usize| (V[i][k] + f * (V[i + 1][k] - V[i][k])).round() as u8;
+    let c = |k: usize| (H[i][k] + f * (H[i + 1][k] - H[i][k])).round() as u8;
     RGBColor(c(0), c(1), c(2))
 }
 
@@ -181,7 +183,7 @@ pub fn lines(
                     String::new()
                 }
             })
-            .y_label_formatter(&|v| format!("{v:.3}"))
+            .y_label_formatter(&|v| axis_number(*v, y_max))
             .label_style(font(13).color(&INK))
             .axis_desc_style(font(14).color(&INK))
             .draw()?;
@@ -233,8 +235,8 @@ pub struct Matrix<'a> {
     pub blocks: &'a [usize],
 }
 
-/// A heatmap: the diagonal in grey (it would dwarf everything else), off-diagonal cells on
-/// viridis with `sqrt(value / max)`, and a colour bar.
+/// A heatmap: the diagonal in blue-grey (it would dwarf everything else), off-diagonal cells on
+/// [`heat`] at `sqrt(value / max)`, and a colour bar.
 pub fn heatmap(id: &str, m: &Matrix<'_>, side: u32) -> Result<String, Error> {
     let n = m.labels.len().max(1);
     let label_room = 70u32;
@@ -267,22 +269,28 @@ pub fn heatmap(id: &str, m: &Matrix<'_>, side: u32) -> Result<String, Error> {
                 let color = if i == j {
                     DIAGONAL
                 } else if v > 0.0 && max > 0.0 {
-                    viridis((v.max(0.0) / max).sqrt())
+                    heat((v.max(0.0) / max).sqrt())
                 } else {
-                    viridis(0.0)
+                    heat(0.0)
                 };
                 let (cx, cy) = (x0 + j as f64 * cell, y0 + i as f64 * cell);
                 root.draw(&Rectangle::new(
                     [(px(cx), px(cy)), (px(cx + cell), px(cy + cell))],
                     color.filled(),
                 ))?;
+                if cell >= 6.0 {
+                    root.draw(&Rectangle::new(
+                        [(px(cx), px(cy)), (px(cx + cell), px(cy + cell))],
+                        ShapeStyle::from(&CELL_EDGE).stroke_width(1),
+                    ))?;
+                }
                 if show_values && v > 0.0 {
                     let t = if i == j || max <= 0.0 {
                         0.0
                     } else {
                         (v / max).sqrt()
                     };
-                    let ink: &'static RGBColor = if i == j || t > 0.6 { &INK } else { &WHITE };
+                    let ink: &'static RGBColor = if i != j && t > 0.7 { &WHITE } else { &INK };
                     let shown = if v.fract() == 0.0 || v >= 100.0 {
                         format!("{v:.0}")
                     } else {
@@ -305,11 +313,7 @@ pub fn heatmap(id: &str, m: &Matrix<'_>, side: u32) -> Result<String, Error> {
             let (ay, zy) = (y0 + start as f64 * cell, y0 + (start + b) as f64 * cell);
             root.draw(&Rectangle::new(
                 [(px(a), px(ay)), (px(z), px(zy))],
-                ShapeStyle::from(&WHITE).stroke_width(3),
-            ))?;
-            root.draw(&Rectangle::new(
-                [(px(a), px(ay)), (px(z), px(zy))],
-                ShapeStyle::from(&RGBColor(214, 39, 40)).stroke_width(1),
+                ShapeStyle::from(&RGBColor(31, 119, 180)).stroke_width(3),
             ))?;
             start += b;
         }
@@ -350,7 +354,7 @@ pub fn heatmap(id: &str, m: &Matrix<'_>, side: u32) -> Result<String, Error> {
             let ya = y0 + grid * (1.0 - s as f64 / steps as f64);
             root.draw(&Rectangle::new(
                 [(bx, px(yb)), (bx + 14, px(ya))],
-                viridis(t).filled(),
+                heat(t).filled(),
             ))?;
         }
         let fmt = |v: f64| {
@@ -395,7 +399,8 @@ pub fn grouped_bars(
         .iter()
         .flat_map(|g| g.values.iter().copied())
         .fold(0.0f64, f64::max);
-    let y_max = if y_max > 0.0 { y_max * 1.12 } else { 1.0 };
+    // Headroom for the legend above the tallest bar.
+    let y_max = if y_max > 0.0 { y_max * 1.45 } else { 1.0 };
     let k = groups.len().max(1) as f64;
     render(id, title, size, |root| {
         let mut chart = ChartBuilder::on(root)
@@ -420,7 +425,7 @@ pub fn grouped_bars(
                 }
             })
             .y_desc(y_desc)
-            .y_label_formatter(&|v| format!("{v:.1}"))
+            .y_label_formatter(&|v| axis_number(*v, y_max))
             .label_style(font(13).color(&INK))
             .axis_desc_style(font(14).color(&INK))
             .draw()?;
@@ -452,7 +457,8 @@ pub fn grouped_bars(
 }
 
 /// A reliability diagram: each confidence bin's accuracy as a bar at its mean confidence,
-/// the diagonal of perfect calibration, and the share of rows per bin as a grey strip.
+/// the diagonal of perfect calibration, and the rows per bin as a grey strip (height growing
+/// with the square root of the count, so that sparse bins still show).
 pub struct Reliability<'a> {
     pub title: &'a str,
     pub color: RGBColor,
@@ -487,7 +493,7 @@ pub fn reliability(id: &str, r: &Reliability<'_>, size: (u32, u32)) -> Result<St
             .draw()?;
         // Rows per bin, relative to the fullest bin, as a low strip along the bottom.
         chart.draw_series(r.bins.iter().filter(|b| b.2 > 0).map(|b| {
-            let h = 0.12 * b.2 as f64 / most as f64;
+            let h = 0.15 * (b.2 as f64 / most as f64).sqrt();
             Rectangle::new([(b.0, 0.0), (b.1, h)], MUTED.mix(0.35).filled())
         }))?;
         chart.draw_series(r.bins.iter().filter(|b| b.2 > 0).map(|b| {
@@ -561,25 +567,94 @@ pub fn tradeoff(
             .bold_line_style(GRID)
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .x_label_formatter(&|v| short_number(*v))
-            .y_label_formatter(&|v| format!("{v:.2}"))
+            .x_label_formatter(&|v| log_tick(*v))
+            .y_label_formatter(&|v| axis_number(*v, y_hi))
             .label_style(font(13).color(&INK))
             .axis_desc_style(font(14).color(&INK))
             .draw()?;
         for p in &positive {
-            let color = p.color;
-            chart.draw_series(std::iter::once(
-                EmptyElement::at((p.x, p.y))
-                    + Circle::new((0, 0), 6, color.filled())
-                    + Text::new(
-                        p.name.clone(),
-                        (9, -4),
-                        text(13, &INK, HPos::Left, VPos::Bottom),
-                    ),
+            chart.draw_series(std::iter::once(Circle::new(
+                (p.x, p.y),
+                6,
+                p.color.filled(),
+            )))?;
+        }
+        // Labels: each at the first of a few places beside its point that overlaps no label
+        // placed before it and no other point (models of one size sit on one vertical line).
+        let centres: Vec<(i32, i32)> = positive
+            .iter()
+            .map(|p| chart.backend_coord(&(p.x, p.y)))
+            .collect();
+        let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+        let overlaps = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| {
+            a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
+        };
+        for (k, p) in positive.iter().enumerate() {
+            let (cx, cy) = centres[k];
+            let w = (7.4 * p.name.chars().count() as f64) as i32;
+            let h = 16;
+            let candidates = [
+                (9, -h - 2),
+                (9, 2),
+                (-9 - w, -h - 2),
+                (-9 - w, 2),
+                (9, -2 * h - 4),
+                (9, h + 6),
+                (-9 - w, -2 * h - 4),
+                (-9 - w, h + 6),
+            ];
+            let boxed = |(dx, dy): (i32, i32)| (cx + dx, cy + dy, cx + dx + w, cy + dy + h);
+            let free = |b: (i32, i32, i32, i32)| {
+                placed.iter().all(|&q| !overlaps(b, q))
+                    && centres
+                        .iter()
+                        .all(|&(x, y)| !overlaps(b, (x - 6, y - 6, x + 6, y + 6)))
+            };
+            let spot = candidates
+                .iter()
+                .copied()
+                .map(boxed)
+                .find(|&b| free(b))
+                .unwrap_or_else(|| boxed(candidates[0]));
+            placed.push(spot);
+            root.draw(&Text::new(
+                p.name.clone(),
+                (spot.0, spot.1),
+                text(13, &INK, HPos::Left, VPos::Top),
             ))?;
         }
         Ok(())
     })
+}
+
+/// A tick of a logarithmic axis: only at 1, 2 and 5 times a power of ten, so that the labels
+/// do not run into each other.
+fn log_tick(v: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return String::new();
+    }
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6)
+    {
+        short_number(v)
+    } else {
+        String::new()
+    }
+}
+
+/// An axis tick: as many decimals as the axis's range needs.
+fn axis_number(v: f64, max: f64) -> String {
+    if max >= 20.0 {
+        format!("{v:.0}")
+    } else if max >= 2.0 {
+        format!("{v:.1}")
+    } else if max >= 0.2 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 /// `1234567` as `1.2M`, `2500` as `2.5k`, small numbers as they are.
