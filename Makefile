@@ -18,13 +18,14 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench pipeline check-cuda clean
+.PHONY: help setup ort build test bench pipeline check-report check-cuda clean
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
 	@echo "make bench      engine, teacher-inference and training benchmarks"
-	@echo "make pipeline   the default distillation pipeline on MNIST"
+	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
+	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 
 setup: ort build
@@ -55,6 +56,9 @@ bench: setup
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
+
+check-report: setup
+	bash scripts/check-report.sh
 
 check-cuda:
 	bash scripts/check-cuda.sh
