@@ -136,9 +136,9 @@ impl Builder {
 
     fn figure(&mut self, svg: String, id: &str, caption: &str) {
         self.figures.push(id.to_string());
-        let _ = write!(
+        let _ = writeln!(
             self.body,
-            "<figure data-figure=\"{id}\">{svg}<figcaption>{}</figcaption></figure>\n",
+            "<figure data-figure=\"{id}\">{svg}<figcaption>{}</figcaption></figure>",
             escape(caption)
         );
     }
@@ -317,9 +317,9 @@ fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
     }
     if let Some(s) = &m.specialists {
         let rows = s.rows.unwrap_or(m.rows);
-        let _ = write!(
+        let _ = writeln!(
             b.body,
-            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td>{}{}</tr>\n",
+            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td>{}{}</tr>",
             s.combined_errors
                 .map(|v| format!(
                     "<td data-entry=\"specialists\" data-field=\"combined_errors\" data-value=\"{v}\">{}</td>",
@@ -895,7 +895,12 @@ fn hash_of(path: &Path) -> String {
 fn provenance(b: &mut Builder, inputs: &Inputs) {
     b.push("<section id=\"provenance\"><h2>Provenance</h2>\n<table class=\"kv\"><tbody>\n");
     kv(b, "distill-report", &escape(distill_core::TOOL_VERSION));
-    if let Some((p, hash, lock)) = &inputs.pipeline {
+    if let Some(crate::PipelineFiles {
+        path: p,
+        sha256: hash,
+        lock,
+    }) = &inputs.pipeline
+    {
         kv(
             b,
             "pipeline",

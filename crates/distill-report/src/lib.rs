@@ -139,6 +139,14 @@ pub struct StageState {
     pub command: String,
 }
 
+/// The pipeline file with its SHA-256, and its lock with its SHA-256 when there is one.
+#[derive(Clone, Debug)]
+pub struct PipelineFiles {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub lock: Option<(PathBuf, String)>,
+}
+
 /// Everything the page is drawn from.
 #[derive(Debug, Default)]
 pub struct Inputs {
@@ -147,8 +155,7 @@ pub struct Inputs {
     pub specialists: Option<(PathBuf, Specialists)>,
     pub manifest: Option<(PathBuf, distill_specialists::manifest::Manifest)>,
     pub store: Option<(PathBuf, distill_core::store::StoreMeta)>,
-    /// The pipeline file with its SHA-256, and its lock's SHA-256 when there is one.
-    pub pipeline: Option<(PathBuf, String, Option<(PathBuf, String)>)>,
+    pub pipeline: Option<PipelineFiles>,
     pub stages: Vec<StageState>,
     pub missing: Vec<MissingInput>,
     pub paper: Vec<PaperFigure>,
@@ -282,7 +289,11 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, Error> {
             None
         };
         inputs.stages = stage_states(p, &lock)?;
-        inputs.pipeline = Some((p.clone(), hash, lock_hash));
+        inputs.pipeline = Some(PipelineFiles {
+            path: p.clone(),
+            sha256: hash,
+            lock: lock_hash,
+        });
     }
     if inputs.metrics.is_none()
         && inputs.train_logs.is_empty()

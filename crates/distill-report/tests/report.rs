@@ -131,10 +131,13 @@ fn every_number_of_the_table_is_metrics_json() {
     }
     assert_eq!(cells.len(), entries.len() * (fields.len() + 1) + 2);
     for id in &report.figures {
+        let at = html
+            .find(&format!(" id=\"{id}\" role=\"img\""))
+            .unwrap_or_else(|| panic!("figure {id} is not on the page"));
+        let tag = &html[html[..at].rfind('<').unwrap()..at];
         assert!(
-            html.contains(&format!("<svg width="))
-                && html.contains(&format!(" id=\"{id}\" role=\"img\"")),
-            "figure {id} is not an inline <svg>"
+            tag.starts_with("<svg "),
+            "figure {id} is not an inline <svg>: {tag}"
         );
     }
     for expected in [
