@@ -501,7 +501,7 @@ fn confusions(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(),
             .map(|r| r.iter().map(|&v| v as f64).collect())
             .collect();
         let title = format!("{}: {} errors", e.name, grouped(e.errors as u64));
-        let side = if m.classes <= 20 { 420 } else { 640 };
+        let side = if m.classes <= 20 { 390 } else { 640 };
         let svg = plot::heatmap(
             &id,
             &Matrix {
