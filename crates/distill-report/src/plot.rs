@@ -567,11 +567,35 @@ pub fn tradeoff(
             .bold_line_style(GRID)
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .x_label_formatter(&|v| log_tick(*v))
+            .disable_x_mesh()
+            .x_labels(0)
+            .x_label_formatter(&|_| String::new())
             .y_label_formatter(&|v| axis_number(*v, y_hi))
             .label_style(font(13).color(&INK))
             .axis_desc_style(font(14).color(&INK))
             .draw()?;
+        // The x ticks at 1, 2 and 5 times each power of ten in range, drawn here: plotters'
+        // logarithmic key points skip them on short ranges.
+        let mut decade = 10f64.powf(x_lo.log10().floor());
+        while decade <= x_hi {
+            for m in [1.0, 2.0, 5.0] {
+                let t = m * decade;
+                if t < x_lo || t > x_hi {
+                    continue;
+                }
+                let (tx, ty) = chart.backend_coord(&(t, 0.0));
+                root.draw(&PathElement::new(
+                    vec![(tx, ty), (tx, ty + 5)],
+                    ShapeStyle::from(&INK).stroke_width(1),
+                ))?;
+                root.draw(&Text::new(
+                    short_number(t),
+                    (tx, ty + 8),
+                    text(13, &INK, HPos::Center, VPos::Top),
+                ))?;
+            }
+            decade *= 10.0;
+        }
         for p in &positive {
             chart.draw_series(std::iter::once(Circle::new(
                 (p.x, p.y),
@@ -625,23 +649,6 @@ pub fn tradeoff(
         }
         Ok(())
     })
-}
-
-/// A tick of a logarithmic axis: only at 1, 2 and 5 times a power of ten, so that the labels
-/// do not run into each other.
-fn log_tick(v: f64) -> String {
-    if v <= 0.0 || !v.is_finite() {
-        return String::new();
-    }
-    let mantissa = v / 10f64.powf(v.log10().floor());
-    if [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .any(|m| (mantissa - m).abs() < 1e-6)
-    {
-        short_number(v)
-    } else {
-        String::new()
-    }
 }
 
 /// An axis tick: as many decimals as the axis's range needs.
