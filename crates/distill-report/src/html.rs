@@ -1016,17 +1016,25 @@ fn provenance(b: &mut Builder, inputs: &Inputs) {
     if !inputs.stages.is_empty() {
         b.push("<h3>Stages</h3><table><thead><tr><th class=\"text\">stage</th><th class=\"text\">kind</th><th class=\"text\">state</th><th>seconds</th><th class=\"text\">command</th></tr></thead><tbody>\n");
         for s in &inputs.stages {
+            // A report stage is `started` in the lock while it draws this page.
+            let drawing = s.kind == "report" && s.state == "started";
             let class = match s.state.as_str() {
                 "complete" => "state-complete",
+                _ if drawing => "state-complete",
                 "started" => "state-started",
                 _ => "state-never",
+            };
+            let state = if drawing {
+                "drawing this page"
+            } else {
+                s.state.as_str()
             };
             let _ = writeln!(
                 b.body,
                 "<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text {class}\">{}</td><td>{}</td><td class=\"command hash\">{}</td></tr>",
                 escape(&s.name),
                 escape(&s.kind),
-                escape(&s.state),
+                escape(state),
                 s.seconds.map(|v| format!("{v:.1}")).unwrap_or_default(),
                 escape(&s.command)
             );
