@@ -18,13 +18,14 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench pipeline check-cuda clean soak fuzz
+.PHONY: help setup ort build test bench pipeline check-report check-cuda clean soak fuzz
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
-	@echo "make bench      engine, teacher-inference, training and specialist-combination benchmarks"
-	@echo "make pipeline   the default distillation pipeline on MNIST"
+	@echo "make bench      engine, teacher-inference, training and specialist benchmarks"
+	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
+	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 	@echo "make soak       the kill test with 25 kills per stage"
 	@echo "make fuzz       each fuzz target for 10 minutes (DISTILL_FUZZ_SECONDS)"
@@ -66,6 +67,9 @@ soak: setup
 
 fuzz: setup
 	DISTILL_FUZZ_SECONDS=$${DISTILL_FUZZ_SECONDS:-600} cargo test --release -p distill --test fuzz -- --nocapture --test-threads 1
+
+check-report: setup
+	bash scripts/check-report.sh
 
 check-cuda:
 	bash scripts/check-cuda.sh

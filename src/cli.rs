@@ -19,6 +19,7 @@ usage:
   distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
   distill specialists ARGS... train one specialist per subset (same as distill-specialists)
   distill eval ARGS...      evaluate models and ensembles (same as distill-eval)
+  distill report ARGS...    one HTML page of a distillation's results (same as distill-report)
 
 `distill run --help` and `distill <stage> --help` describe the flags.";
 
@@ -102,6 +103,7 @@ where
         "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
         "specialists" => distill_specialists::cli::main_from(stage_argv("specialists")),
         "eval" => distill_eval::cli::main_from(stage_argv("eval")),
+        "report" => distill_report::cli::main_from(stage_argv("report")),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

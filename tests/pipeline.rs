@@ -397,6 +397,68 @@ fn a_failing_stage_stops_the_pipeline_and_runs_again_next_time() {
     assert_eq!(status_of(&stdout, "c"), "ran");
 }
 
+#[test]
+fn a_failed_pipeline_still_ends_with_a_report_that_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let report = "  report:
+    kind: report
+    args:
+      metrics: ${out}/metrics.json
+      train-log:
+        - ${out}/teacher-1.metrics.csv
+        - ${out}/student.metrics.csv
+      specialists: ${out}/specialists.yaml
+      store: ${out}/store.parquet
+      pipeline: p.yaml
+      allow-missing: true
+      out: ${out}/report.html
+";
+    let good = small_pipeline(2, 1) + report;
+    // --limit 0 passes the flag parser and fails when the evaluation runs.
+    let failing = good.replace("limit: 300", "limit: 0");
+    std::fs::write(d.join("p.yaml"), &failing).unwrap();
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert_eq!(status_of(&stdout, "eval"), "failed");
+    assert_eq!(status_of(&stdout, "report"), "ran", "{stdout}");
+    assert_eq!(
+        stdout.trim_end().lines().last(),
+        Some("report: out/report.html")
+    );
+    let html = std::fs::read_to_string(d.join("out/report.html")).unwrap();
+    assert!(
+        html.contains("id=\"missing\""),
+        "the page says what is missing"
+    );
+    assert!(html.contains("stage <b>eval</b> (eval): started but did not complete"));
+    assert!(html.contains("out/metrics.json</code>: the eval stage writes it"));
+    assert!(
+        html.contains("id=\"fig-learning-error\""),
+        "the curves exist already"
+    );
+
+    std::fs::write(d.join("p.yaml"), &good).unwrap();
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(status_of(&stdout, "eval"), "ran");
+    assert_eq!(status_of(&stdout, "report"), "ran");
+    assert_eq!(
+        stdout.trim_end().lines().last(),
+        Some("report: out/report.html")
+    );
+    let html = std::fs::read_to_string(d.join("out/report.html")).unwrap();
+    assert!(!html.contains("id=\"missing\""));
+    for id in [
+        "results",
+        "fig-confusion-student",
+        "fig-clusters",
+        "fig-tradeoff-size",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+}
+
 /// (pipeline text, `file:line:column` the error must start with, words it must contain).
 fn bad_pipelines() -> Vec<(String, &'static str, &'static str)> {
     let train = |args: &str| {
@@ -503,7 +565,7 @@ fn every_shipped_pipeline_validates() {
         assert!(stdout.contains("dry run: nothing ran"), "{stdout}");
         seen += 1;
     }
-    assert_eq!(seen, 7, "the shipped pipelines");
+    assert_eq!(seen, 8, "the shipped pipelines");
 }
 
 #[test]
@@ -518,6 +580,9 @@ fn stage_commands_are_the_stage_tools() {
     let (code, _, stderr) = distill(dir.path(), &["eval", "--data", MNIST]);
     assert_eq!(code, 2);
     assert!(stderr.starts_with("error: "), "{stderr}");
+    let (code, stdout, _) = distill(dir.path(), &["report", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: distill-report"), "{stdout}");
     let (code, _, stderr) = distill(dir.path(), &["distil"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown command `distil`"), "{stderr}");

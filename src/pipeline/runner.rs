@@ -487,6 +487,39 @@ impl Runner<'_> {
                 }
             }
         });
+        // A failed pipeline still gets its report: the report stages, whose inputs are all
+        // optional, run after the failure and say which stages' outputs are missing.
+        let failed = error.as_ref().is_some_and(|e| {
+            !matches!(
+                e,
+                PipelineError::Interrupted { .. } | PipelineError::Stopped { .. }
+            )
+        });
+        if failed {
+            for &i in &self.graph.order {
+                if state[i] != St::Pending || self.stages[i].kind != Kind::Report {
+                    continue;
+                }
+                rows[i] = Some(match self.stage(i) {
+                    Ok(Done::Ran {
+                        seconds,
+                        reason,
+                        report,
+                    }) => {
+                        let why = format!("run after the failure, {reason}");
+                        let mut row = self.row(i, Status::Ran, seconds, why);
+                        row.report = Some(report);
+                        row
+                    }
+                    Ok(Done::Skipped { reason, report }) => {
+                        let mut row = self.row(i, Status::Skipped, 0.0, reason);
+                        row.report = report;
+                        row
+                    }
+                    Err(e) => self.row(i, Status::Failed, 0.0, e.to_string()),
+                });
+            }
+        }
         let rows = self
             .graph
             .order
@@ -651,6 +684,9 @@ fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
             }
             r.to_string()
         }
+        StageConfig::Report(c) => distill_report::run(c)
+            .map_err(|e| failed(e.to_string(), e.is_user_error()))?
+            .to_string(),
         StageConfig::Cmd(cmd) => {
             let status = match super::child::run_shell(cmd)
                 .map_err(|e| failed(format!("cannot start sh: {e}"), false))?
@@ -771,6 +807,17 @@ impl fmt::Display for Summary {
             if r.kind == Kind::Eval {
                 for o in &r.outs {
                     writeln!(f, "metrics of {}: {}", r.stage, o.display())?;
+                }
+            }
+        }
+        for r in &self.rows {
+            if r.kind == Kind::Report && matches!(r.status, Status::Ran | Status::Skipped) {
+                for o in &r.outs {
+                    if r.stage == "report" {
+                        writeln!(f, "report: {}", o.display())?;
+                    } else {
+                        writeln!(f, "report of {}: {}", r.stage, o.display())?;
+                    }
                 }
             }
         }

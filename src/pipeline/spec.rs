@@ -16,17 +16,20 @@ pub enum Kind {
     Cluster,
     Specialists,
     Eval,
+    /// The HTML report of what the other stages wrote.
+    Report,
     /// Any shell command, with explicit `deps` and `outs`.
     Cmd,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Train,
         Kind::Teach,
         Kind::Cluster,
         Kind::Specialists,
         Kind::Eval,
+        Kind::Report,
         Kind::Cmd,
     ];
 
@@ -37,6 +40,7 @@ impl Kind {
             Kind::Cluster => "cluster",
             Kind::Specialists => "specialists",
             Kind::Eval => "eval",
+            Kind::Report => "report",
             Kind::Cmd => "cmd",
         }
     }

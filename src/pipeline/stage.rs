@@ -19,6 +19,7 @@ pub enum StageConfig {
     Cluster(Box<distill_cluster::Config>),
     Specialists(Box<distill_specialists::Config>),
     Eval(Box<distill_eval::Config>),
+    Report(Box<distill_report::Config>),
     Cmd(String),
 }
 
@@ -94,6 +95,12 @@ impl Stage {
             )),
             Kind::Eval => StageConfig::Eval(Box::new(
                 distill_eval::cli::Args::try_parse_from(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Report => StageConfig::Report(Box::new(
+                distill_report::cli::Args::try_parse_from(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -405,6 +412,31 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
                 outs.push(out(o.clone(), true));
             }
         }
+        StageConfig::Report(c) => {
+            // Every input is optional: a report of a partial pipeline says what is missing.
+            let mut optional = |path: &Path, flag: &str| {
+                deps.push(Dep {
+                    path: normalize(path),
+                    key: key(flag),
+                    optional: true,
+                })
+            };
+            for (p, flag) in [
+                (&c.metrics, "metrics"),
+                (&c.specialists, "specialists"),
+                (&c.manifest, "manifest"),
+                (&c.store, "store"),
+                (&c.pipeline, "pipeline"),
+            ] {
+                if let Some(p) = p {
+                    optional(p, flag);
+                }
+            }
+            for p in &c.train_logs {
+                optional(p, "train-log");
+            }
+            outs.push(out(c.out.clone(), true));
+        }
         StageConfig::Cmd(_) => {}
     }
     (deps, outs)
@@ -484,6 +516,7 @@ fn check_values(config: &StageConfig) -> std::result::Result<(), String> {
         StageConfig::Cluster(c) => c.check_values().map_err(|e| e.to_string()),
         StageConfig::Eval(c) => distill_eval::check_values(c).map_err(|e| e.to_string()),
         StageConfig::Specialists(c) => c.check_values().map_err(|e| e.to_string()),
+        StageConfig::Report(_) => Ok(()),
         StageConfig::Cmd(_) => Ok(()),
     }
 }

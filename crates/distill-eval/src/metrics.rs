@@ -45,6 +45,22 @@ pub struct Summary {
     pub ece: f64,
     /// See [`top_k_accuracy`], for each `k` of [`TOP_K`] that is below the class count, and `k = 1`.
     pub top_k: Vec<TopK>,
+    /// The [`ECE_BINS`] bins [`ece`] is computed from (the reliability diagram), empty ones included.
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+/// One confidence bin of the expected calibration error: the rows whose confidence (largest
+/// probability) lies in `(lower, upper]` (confidence 0 goes to the first bin).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    /// Rows in the bin.
+    pub rows: usize,
+    /// Rows of the bin whose predicted class is the label.
+    pub correct: usize,
+    /// Mean confidence of the bin's rows (0 for an empty bin).
+    pub confidence: f64,
 }
 
 /// All metrics of [`Summary`] at once.
@@ -78,6 +94,7 @@ pub fn summarize(probs: ArrayView2<f32>, labels: &[u32]) -> Summary {
         nll: nll(probs, labels),
         ece: ece(probs, labels, ECE_BINS),
         top_k,
+        reliability: reliability(probs, labels, ECE_BINS),
     }
 }
 
@@ -124,8 +141,25 @@ pub fn nll(probs: ArrayView2<f32>, labels: &[u32]) -> f64 {
 /// |accuracy_b - mean confidence_b|`, where accuracy is the share of the bin's rows whose predicted class is
 /// the label. Empty bins contribute nothing.
 pub fn ece(probs: ArrayView2<f32>, labels: &[u32], bins: usize) -> f64 {
-    if labels.is_empty() || bins == 0 {
+    if labels.is_empty() {
         return 0.0;
+    }
+    let n = labels.len() as f64;
+    reliability(probs, labels, bins)
+        .iter()
+        .filter(|b| b.rows > 0)
+        .map(|b| {
+            let m = b.rows as f64;
+            (m / n) * (b.correct as f64 / m - b.confidence).abs()
+        })
+        .sum()
+}
+
+/// The `bins` equal-width confidence bins of [`ece`], in order, empty ones included (none for
+/// `bins == 0`).
+pub fn reliability(probs: ArrayView2<f32>, labels: &[u32], bins: usize) -> Vec<ReliabilityBin> {
+    if bins == 0 {
+        return Vec::new();
     }
     let predicted = argmax_rows(probs);
     let mut count = vec![0usize; bins];
@@ -140,14 +174,19 @@ pub fn ece(probs: ArrayView2<f32>, labels: &[u32], bins: usize) -> f64 {
             correct[bin] += 1;
         }
     }
-    let n = labels.len() as f64;
     (0..bins)
-        .filter(|&b| count[b] > 0)
-        .map(|b| {
-            let m = count[b] as f64;
-            (m / n) * (correct[b] as f64 / m - confidence[b] / m).abs()
+        .map(|b| ReliabilityBin {
+            lower: b as f64 / bins as f64,
+            upper: (b + 1) as f64 / bins as f64,
+            rows: count[b],
+            correct: correct[b],
+            confidence: if count[b] > 0 {
+                confidence[b] / count[b] as f64
+            } else {
+                0.0
+            },
         })
-        .sum()
+        .collect()
 }
 
 /// Share of rows whose label is among the `k` most probable classes.
@@ -252,6 +291,23 @@ mod tests {
         let one_bin = ece(p.view(), &y, 1);
         let mean_conf = (0.7 + 0.78 + 0.42 + 0.5 + 0.45 + 0.82) / 6.0;
         assert!((one_bin - (mean_conf - 0.5f64)).abs() < 1e-6, "{one_bin}");
+    }
+
+    #[test]
+    fn reliability_bins_hold_every_row_once() {
+        let (p, y) = fixture();
+        let bins = reliability(p.view(), &y, ECE_BINS);
+        assert_eq!(bins.len(), ECE_BINS);
+        assert_eq!(bins.iter().map(|b| b.rows).sum::<usize>(), 6);
+        assert_eq!(bins.iter().map(|b| b.correct).sum::<usize>(), 3);
+        assert!((bins[14].upper - 1.0).abs() < 1e-12 && bins[0].lower == 0.0);
+        // Confidence 0.7 lies in (10/15, 11/15]: bin 10, a correct row alone there.
+        assert_eq!((bins[10].rows, bins[10].correct), (1, 1));
+        assert!((bins[10].confidence - 0.7).abs() < 1e-6);
+        let one = reliability(p.view(), &y, 1);
+        let mean_conf = (0.7 + 0.78 + 0.42 + 0.5 + 0.45 + 0.82) / 6.0;
+        assert_eq!((one[0].rows, one[0].correct), (6, 3));
+        assert!((one[0].confidence - mean_conf).abs() < 1e-6);
     }
 
     // Label ranks (larger, plus equal earlier): row0 0, row1 0, row2 1 (only 0.42 > 0.3),

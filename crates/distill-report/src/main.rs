@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    distill_report::cli::main_from(std::env::args_os())
+}
