@@ -516,6 +516,10 @@ fn parse_part_name(name: &str) -> Option<(usize, usize)> {
 }
 
 fn read_one(path: &Path) -> Result<SoftTargets> {
+    crate::data::parquet::guard_decoder(path, || read_one_unguarded(path))
+}
+
+fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CoreError::format(path, format!("not a readable Parquet file ({e})")))?;

@@ -169,6 +169,22 @@ fn check_no_null_values(
     Ok(())
 }
 
+/// Runs `read` (decoding a Parquet file) and turns a panic inside the Parquet decoder, which some
+/// damaged files cause, into an error naming the file.
+pub(crate) fn guard_decoder<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(CoreError::format(
+            path,
+            format!("the file is damaged: the Parquet decoder failed ({why}); write it again"),
+        ))
+    })
+}
+
 /// Reads an integer column as `i64`s with their nulls.
 pub(crate) fn int_column(path: &Path, name: &str, column: &ArrayRef) -> Result<Vec<Option<i64>>> {
     let casted = arrow_cast_to_i64(column).ok_or_else(|| {
@@ -200,6 +216,10 @@ fn arrow_cast_to_i64(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
 
 /// Reads a data set in the generic Parquet layout.
 pub fn read_dataset(path: &Path) -> Result<Dataset> {
+    guard_decoder(path, || read_dataset_unguarded(path))
+}
+
+fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;
