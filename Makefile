@@ -91,7 +91,7 @@ check-store-recipes: setup $(RECIPES_VENV)/.packages
 	$(RECIPES_TEACH) --shard 2/2 --out $(RECIPES_OUT)/parts
 	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/store.parquet
 	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/parts
-	DISTILL_RECIPES_PYTHON=$(RECIPES_VENV)/bin/python cargo test --release -p distill-teach --test store_recipes -- --nocapture
+	DISTILL_RECIPES_PYTHON=$(CURDIR)/$(RECIPES_VENV)/bin/python cargo test --release -p distill-teach --test store_recipes -- --nocapture
 
 clean:
 	cargo clean

@@ -3,7 +3,7 @@
 //! within 1e-6 by `scripts/check_store_recipes.py`. Needs a Python with numpy, pyarrow, pandas,
 //! polars and duckdb: `DISTILL_RECIPES_PYTHON`, else the repository's `.venv-recipes` (made by
 //! `make check-store-recipes`), else `python3`. Without one the test says so on stderr (past the
-//! test harness's capture) and passes.
+//! test harness's capture) and passes, unless `DISTILL_RECIPES_PYTHON` was set: then it fails.
 
 #![allow(clippy::unwrap_used)]
 
@@ -46,6 +46,9 @@ fn python() -> Result<PathBuf, String> {
 fn the_store_recipes_in_docs_compute_numpys_softmax() {
     let py = match python() {
         Ok(p) => p,
+        Err(why) if std::env::var_os("DISTILL_RECIPES_PYTHON").is_some() => {
+            panic!("DISTILL_RECIPES_PYTHON names no usable Python: {why}")
+        }
         Err(why) => {
             // Straight to the process's stderr, so it shows even when the harness captures output.
             let _ = writeln!(

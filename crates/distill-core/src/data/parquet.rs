@@ -169,10 +169,28 @@ fn check_no_null_values(
     Ok(())
 }
 
+thread_local! {
+    /// Set while [`guard_decoder`] runs on this thread: its panics become errors, so the panic
+    /// hook keeps quiet about them.
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `read` (decoding a Parquet file) and turns a panic inside the Parquet decoder, which some
-/// damaged files cause, into an error naming the file.
+/// damaged files cause, into an error naming the file (and no "panicked" message on stderr).
 pub(crate) fn guard_decoder<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(|d| d.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = DECODING.with(|d| d.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    DECODING.with(|d| d.set(was));
+    outcome.unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -390,4 +408,25 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
         .map_err(|e| CoreError::parquet(path, e))?;
     writer.close().map_err(|e| CoreError::parquet(path, e))?;
     out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_decoding_is_an_error_naming_the_file() {
+        let path = Path::new("damaged.parquet");
+        let e = guard_decoder::<()>(path, || panic!("Decoder for dict should have been set"))
+            .unwrap_err();
+        assert!(e.is_user_error());
+        let e = e.to_string();
+        assert!(
+            e.contains("damaged.parquet") && e.contains("Decoder for dict"),
+            "{e}"
+        );
+        assert_eq!(guard_decoder(path, || Ok(3)).unwrap(), 3);
+        // The flag is cleared afterwards: other panics reach the usual hook again.
+        assert!(!DECODING.with(|d| d.get()));
+    }
 }
