@@ -18,7 +18,7 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench pipeline check-report check-cuda clean soak fuzz
+.PHONY: help setup ort build test bench pipeline check-report check-cuda clean soak fuzz check-store-recipes
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
@@ -29,6 +29,7 @@ help:
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 	@echo "make soak       the kill test with 25 kills per stage"
 	@echo "make fuzz       each fuzz target for 10 minutes (DISTILL_FUZZ_SECONDS)"
+	@echo "make check-store-recipes  docs/store.md's pandas/Polars/DuckDB recipes against NumPy (makes $(RECIPES_VENV))"
 
 setup: ort build
 
@@ -74,6 +75,29 @@ check-report: setup
 check-cuda:
 	bash scripts/check-cuda.sh
 
+# docs/store.md's recipes, run as written on stores made by distill-teach (a CNN's logits and a
+# scikit-learn model's probabilities, 2,000 MNIST rows; one file and two parts), compared with
+# NumPy within 1e-6. The packages go into a throwaway venv outside the build.
+RECIPES_VENV := .venv-recipes
+RECIPES_OUT := work/store-recipes
+RECIPES_TEACH := ./target/release/distill-teach --data data/mnist --limit 2000 \
+	--model tests/fixtures/teachers/torchscript_cnn.onnx --mean 0.1307 --std 0.3081 \
+	--model tests/fixtures/teachers/skl_logreg.onnx
+
+$(RECIPES_VENV)/.packages:
+	@test -x $(RECIPES_VENV)/bin/python || $(PYTHON) -m venv $(RECIPES_VENV)
+	$(RECIPES_VENV)/bin/python -m pip install --quiet --disable-pip-version-check numpy pyarrow pandas polars duckdb
+	@touch $@
+
+check-store-recipes: setup $(RECIPES_VENV)/.packages
+	@mkdir -p $(RECIPES_OUT)
+	$(RECIPES_TEACH) --out $(RECIPES_OUT)/store.parquet
+	$(RECIPES_TEACH) --shard 1/2 --out $(RECIPES_OUT)/parts
+	$(RECIPES_TEACH) --shard 2/2 --out $(RECIPES_OUT)/parts
+	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/store.parquet
+	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/parts
+	DISTILL_RECIPES_PYTHON=$(CURDIR)/$(RECIPES_VENV)/bin/python cargo test --release -p distill-teach --test store_recipes -- --nocapture
+
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(RECIPES_VENV)

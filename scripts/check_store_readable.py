@@ -6,8 +6,10 @@
 
 Needs `pyarrow` (pip install pyarrow; it also gives pandas and Polars their Parquet reader path).
 Prints the schema, the row count and the store's metadata; exits 1 when the layout is not the one
-distill-teach promises: `index` uint64, `label` int32, and one FixedSizeList<float32>[classes]
-column per teacher named in the metadata, with `classes` from the metadata.
+docs/store.md describes: `index` uint64, `label` int32, and one FixedSizeList<float32>[classes]
+column per teacher named in the metadata, with `classes` from the metadata; the metadata also in
+the Arrow schema (`distill.store` and pandas' `PANDAS_ATTRS`) and on each teacher column
+(`distill.kind`, `distill.teacher`, `distill.sha256`).
 """
 
 import json
@@ -18,44 +20,70 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
+class LayoutError(Exception):
+    pass
+
+
+def store_files(path: Path) -> list:
+    files = sorted(path.glob("part-*-of-*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise LayoutError(f"{path}: no part-K-of-N.parquet files in this folder")
+    return files
+
+
+def check(path: Path):
+    """Checks the store at `path`; returns (table sorted by index, metadata of its first file)."""
+    files = store_files(path)
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    table = table.sort_by("index")
+    meta_bytes = (pq.ParquetFile(files[0]).metadata.metadata or {}).get(b"distill.store")
+    if meta_bytes is None:
+        raise LayoutError(f"{files[0]}: no 'distill.store' key-value metadata")
+    meta = json.loads(meta_bytes)
+    schema = pq.read_schema(files[0])
+    schema_meta = schema.metadata or {}
+    for key in (b"distill.store", b"PANDAS_ATTRS"):
+        if key not in schema_meta:
+            raise LayoutError(f"{files[0]}: no '{key.decode()}' in the Arrow schema metadata")
+        if json.loads(schema_meta[key]) != meta:
+            raise LayoutError(f"{files[0]}: schema metadata '{key.decode()}' differs from the file's")
+    classes = meta["classes"]
+    if table.schema.field("index").type != pa.uint64():
+        raise LayoutError(f"column 'index' is {table.schema.field('index').type}, not uint64")
+    if table.schema.field("label").type != pa.int32():
+        raise LayoutError(f"column 'label' is {table.schema.field('label').type}, not int32")
+    for teacher in meta["teachers"]:
+        field = schema.field(teacher["name"])
+        if not pa.types.is_fixed_size_list(field.type):
+            raise LayoutError(f"column '{field.name}' is {field.type}, not a FixedSizeList")
+        if field.type.list_size != classes or field.type.value_type != pa.float32():
+            raise LayoutError(
+                f"column '{field.name}' is {field.type}, not fixed_size_list<float>[{classes}]"
+            )
+        fm = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+        want_kind = {"logits": "logits", "probabilities": "log_probabilities"}[teacher["kind"]]
+        if fm.get("distill.kind") != want_kind or fm.get("distill.teacher") != teacher["name"]:
+            raise LayoutError(f"column '{field.name}' has field metadata {fm}")
+        if fm.get("distill.sha256") != teacher["sha256"]:
+            raise LayoutError(f"column '{field.name}': field sha256 differs from the metadata's")
+    if table.num_rows and table.column("index").null_count:
+        raise LayoutError("column 'index' has nulls")
+    return table, meta
 
 
 def main() -> None:
     if len(sys.argv) != 2:
-        fail("usage: check_store_readable.py STORE.parquet|PARTS_FOLDER")
-    path = Path(sys.argv[1])
-    files = sorted(path.glob("part-*-of-*.parquet")) if path.is_dir() else [path]
-    if not files:
-        fail(f"{path}: no part-K-of-N.parquet files in this folder")
-    table = pa.concat_tables(pq.read_table(f) for f in files)
-    meta_bytes = (pq.ParquetFile(files[0]).metadata.metadata or {}).get(b"distill.store")
-    if meta_bytes is None:
-        fail(f"{files[0]}: no 'distill.store' key-value metadata")
-    meta = json.loads(meta_bytes)
-    classes = meta["classes"]
+        print("usage: check_store_readable.py STORE.parquet|PARTS_FOLDER", file=sys.stderr)
+        sys.exit(2)
+    try:
+        table, meta = check(Path(sys.argv[1]))
+    except LayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(table.schema)
-    print(f"rows: {table.num_rows} in {len(files)} file(s)")
-    print(f"classes: {classes}; teachers: {[t['name'] for t in meta['teachers']]}")
+    print(f"rows: {table.num_rows}")
+    print(f"classes: {meta['classes']}; teachers: {[t['name'] for t in meta['teachers']]}")
     print(f"dataset: {meta['dataset']} split: {meta['split']} transform: {meta['transform']}")
-
-    if table.schema.field("index").type != pa.uint64():
-        fail(f"column 'index' is {table.schema.field('index').type}, not uint64")
-    if table.schema.field("label").type != pa.int32():
-        fail(f"column 'label' is {table.schema.field('label').type}, not int32")
-    for teacher in meta["teachers"]:
-        field = table.schema.field(teacher["name"])
-        if not pa.types.is_fixed_size_list(field.type):
-            fail(f"column '{field.name}' is {field.type}, not a FixedSizeList")
-        if field.type.list_size != classes or field.type.value_type != pa.float32():
-            fail(f"column '{field.name}' is {field.type}, not fixed_size_list<float>[{classes}]")
-        first = table.column(field.name)[0].as_py() if table.num_rows else []
-        if table.num_rows and len(first) != classes:
-            fail(f"column '{field.name}' row 0 has {len(first)} values, not {classes}")
-    if table.num_rows and table.column("index").null_count:
-        fail("column 'index' has nulls")
     print("ok: readable by pyarrow with the documented layout")
 
 

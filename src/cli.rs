@@ -13,7 +13,10 @@ const USAGE: &str = "\
 distill: distil an ensemble of ONNX teachers into one small ONNX student
 
 usage:
-  distill run PIPELINE.yaml [--force [STAGE]] [--from STAGE] [--to STAGE] [--dry-run] [--jobs N]
+  distill run PIPELINE.yaml [--set NAME=VALUE]... [--force [STAGE]] [--from STAGE] [--to STAGE]
+                            [--dry-run] [--jobs N]
+  distill status PIPELINE.yaml [--set NAME=VALUE]...
+                            one line per stage: up to date, or why it would run
   distill train ARGS...     train a teacher or student (same as distill-train)
   distill teach ARGS...     run teachers into a soft-target store (same as distill-teach)
   distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
@@ -47,6 +50,23 @@ pub struct RunArgs {
     /// Run up to N independent stages at once.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub jobs: usize,
+    /// Replace the pipeline's variable NAME (under `vars:`) with VALUE, read as YAML (4 is a
+    /// number, [1, 2] a list); repeat for several. Stages whose resolved args change run again.
+    #[arg(short = 'S', long = "set", value_name = "NAME=VALUE", value_parser = pipeline::parse_set)]
+    pub set: Vec<(String, String)>,
+}
+
+/// Show, one line per stage, whether each stage of a pipeline is up to date or why it would run
+/// (the plan of `distill run --dry-run`, in short); runs nothing.
+#[derive(Debug, Parser)]
+#[command(name = "distill status", version)]
+pub struct StatusArgs {
+    /// The pipeline file, e.g. pipelines/mnist.yaml.
+    #[arg(value_name = "PIPELINE.yaml")]
+    pub pipeline: PathBuf,
+    /// Replace the pipeline's variable NAME with VALUE, as `distill run --set` does.
+    #[arg(short = 'S', long = "set", value_name = "NAME=VALUE", value_parser = pipeline::parse_set)]
+    pub set: Vec<(String, String)>,
 }
 
 impl RunArgs {
@@ -79,6 +99,7 @@ impl RunArgs {
                 to: self.to,
                 dry_run: self.dry_run,
                 jobs: self.jobs,
+                set: self.set,
             },
         ))
     }
@@ -98,6 +119,7 @@ where
         |stage: &str| std::iter::once(OsString::from(format!("distill-{stage}"))).chain(rest());
     match command {
         "run" => run_main(std::iter::once(OsString::from("distill run")).chain(rest())),
+        "status" => status_main(std::iter::once(OsString::from("distill status")).chain(rest())),
         "train" => distill_train::cli::main_from(stage_argv("train")),
         "teach" => distill_teach::cli::main_from(stage_argv("teach")),
         "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
@@ -154,4 +176,60 @@ fn run_main(args: impl Iterator<Item = OsString>) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn status_main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let parsed = match StatusArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let options = Options {
+        dry_run: true,
+        set: parsed.set,
+        ..Options::default()
+    };
+    match pipeline::run(&parsed.pipeline, &options) {
+        Ok(summary) => {
+            pipeline::say(format_args!("{}", status_text(&summary)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `distill status`: one line per stage (`up to date`, or `runs: WHY`), then the counts.
+pub fn status_text(summary: &pipeline::Summary) -> String {
+    let w = summary
+        .rows
+        .iter()
+        .map(|r| r.stage.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    let mut stale = 0;
+    for r in &summary.rows {
+        let why = r.reason.lines().next().unwrap_or_default();
+        let line = match r.status {
+            pipeline::Status::Skipped => "up to date".to_string(),
+            pipeline::Status::WouldRun => {
+                stale += 1;
+                format!("runs: {why}")
+            }
+            _ => why.to_string(),
+        };
+        out.push_str(&format!("{:<w$}  {line}\n", r.stage));
+    }
+    out.push_str(&format!(
+        "{}: {} of {} stages up to date",
+        summary.pipeline.display(),
+        summary.rows.len() - stale,
+        summary.rows.len()
+    ));
+    out
 }

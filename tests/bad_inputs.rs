@@ -558,6 +558,24 @@ const ROWS: &[Row] = &[
         "nosuchstage",
     ),
     ("distill", "run plain.yaml --jobs 0", 2, "--jobs"),
+    (
+        "distill",
+        "run plain.yaml --set nope=1",
+        2,
+        "has no `vars:`",
+    ),
+    (
+        "distill",
+        "run plain.yaml -S novalue",
+        2,
+        "expected NAME=VALUE",
+    ),
+    (
+        "distill",
+        "status plain.yaml --set nope=1",
+        2,
+        "nothing to set",
+    ),
     ("distill", "frobnicate", 2, "unknown command"),
 ];
 

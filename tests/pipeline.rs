@@ -587,3 +587,156 @@ fn stage_commands_are_the_stage_tools() {
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown command `distil`"), "{stderr}");
 }
+
+/// A teacher, its store and a student whose epochs are a variable, on 300 rows.
+fn vars_pipeline() -> String {
+    format!(
+        "\
+vars:
+  data: {MNIST}
+  out: out
+  student_epochs: 1
+stages:
+  teacher:
+    kind: train
+    args:
+      data: ${{data}}
+      limit: 300
+      validation: 50
+      hidden: 16
+      epochs: 1
+      test-split: none
+      out: ${{out}}/teacher.onnx
+  teach:
+    kind: teach
+    args:
+      model: ${{out}}/teacher.onnx
+      data: ${{data}}
+      limit: 300
+      out: ${{out}}/store.parquet
+  student:
+    kind: train
+    args:
+      data: ${{data}}
+      limit: 300
+      validation: 50
+      soft-targets: ${{out}}/store.parquet
+      hidden: 16
+      epochs: ${{student_epochs}}
+      test-split: none
+      out: ${{out}}/student.onnx
+"
+    )
+}
+
+/// The line of `stage` in `distill status`'s output.
+fn status_line<'a>(stdout: &'a str, stage: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(stage))
+        .unwrap_or_else(|| panic!("no line for {stage} in:\n{stdout}"))
+}
+
+#[test]
+fn set_overrides_vars_status_is_short_and_a_new_version_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.yaml"), vars_pipeline()).unwrap();
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let lock = std::fs::read_to_string(d.join("p.lock")).unwrap();
+    let version = format!("version: {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(lock.matches(&version).count(), 3, "{lock}");
+
+    let (code, stdout, _) = distill(d, &["status", "p.yaml"]);
+    assert_eq!(code, 0, "{stdout}");
+    for s in ["teacher", "teach", "student"] {
+        assert!(status_line(&stdout, s).ends_with("up to date"), "{stdout}");
+    }
+    assert!(stdout.contains("3 of 3 stages up to date"), "{stdout}");
+
+    // --set changes only what reads the variable.
+    let (code, stdout, _) = distill(d, &["status", "p.yaml", "-S", "student_epochs=2"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        status_line(&stdout, "teach").ends_with("up to date"),
+        "{stdout}"
+    );
+    assert!(
+        status_line(&stdout, "student").ends_with("runs: args changed"),
+        "{stdout}"
+    );
+    let student = mtime(&d.join("out/student.onnx"));
+    let store = mtime(&d.join("out/store.parquet"));
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml", "--set", "student_epochs=2"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(status_of(&stdout, "teacher"), "skipped", "{stdout}");
+    assert_eq!(status_of(&stdout, "teach"), "skipped", "{stdout}");
+    assert_eq!(status_of(&stdout, "student"), "ran", "{stdout}");
+    assert_ne!(mtime(&d.join("out/student.onnx")), student);
+    assert_eq!(mtime(&d.join("out/store.parquet")), store);
+    let csv = std::fs::read_to_string(d.join("out/student.metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "two epochs and a header:\n{csv}");
+    // Without the override the file's value is back, and so is the run.
+    let (_, stdout, _) = distill(d, &["status", "p.yaml"]);
+    assert!(
+        status_line(&stdout, "student").ends_with("runs: args changed"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = distill(d, &["status", "p.yaml", "--set=student_epochs=2"]);
+    assert!(stdout.contains("3 of 3 stages up to date"), "{stdout}");
+
+    // An unknown variable, or no `=`, is a usage error that lists the variables; nothing runs.
+    let lock = std::fs::read_to_string(d.join("p.lock")).unwrap();
+    let (code, _, stderr) = distill(d, &["run", "p.yaml", "--set", "student_epoch=3"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no variable `student_epoch`")
+            && stderr.contains("did you mean `student_epochs`")
+            && stderr.contains("its vars are data, out, student_epochs"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = distill(d, &["run", "p.yaml", "-S", "student_epochs"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("expected NAME=VALUE"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(d.join("p.lock")).unwrap(), lock);
+
+    // A lock written by another version of distill reruns the stage (the seeded teacher writes
+    // the same file again, so the stages below it stay up to date).
+    // The stages are sorted by name in the lock: the last is the teacher's.
+    let at = lock.rfind(&version).unwrap();
+    assert!(
+        lock[..at].rfind("  teacher:") > lock[..at].rfind("  teach:"),
+        "{lock}"
+    );
+    let old = format!(
+        "{}version: 0.0.0-old{}",
+        &lock[..at],
+        &lock[at + version.len()..]
+    );
+    std::fs::write(d.join("p.lock"), &old).unwrap();
+    let (_, stdout, _) = distill(d, &["status", "p.yaml", "-S", "student_epochs=2"]);
+    assert!(
+        stdout.contains(&format!(
+            "runs: distill version changed (0.0.0-old -> {})",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml", "-S", "student_epochs=2"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(status_of(&stdout, "teacher"), "ran", "{stdout}");
+    assert_eq!(status_of(&stdout, "teach"), "skipped", "{stdout}");
+    assert_eq!(status_of(&stdout, "student"), "skipped", "{stdout}");
+    assert!(
+        stdout.contains("distill version changed (0.0.0-old"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("p.lock"))
+            .unwrap()
+            .matches(&version)
+            .count(),
+        3
+    );
+}

@@ -1,6 +1,7 @@
 //! The lock file beside a pipeline (`mnist.yaml` → `mnist.lock`, YAML): per stage, the SHA-256 of
 //! its resolved arguments, of each input and of each output, written atomically after the stage
-//! completes (and marked `started` while it runs, so a stage killed half-way is run again).
+//! completes (and marked `started` while it runs, so a stage killed half-way is run again), and the
+//! version of distill that ran it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,10 @@ pub struct Entry {
     /// The stage's printed report, shown again when the stage is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
+    /// The version of distill that ran the stage; another version runs it again. Locks written
+    /// before this was recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The lock file's path for a pipeline file.

@@ -17,5 +17,5 @@ pub use error::{PipelineError, Result};
 pub use locate::Pos;
 pub use lock::{Entry, Lock, State, lock_path};
 pub use runner::{Force, Options, Row, Status, Summary, run, say};
-pub use spec::{Document, Kind, StageSpec};
+pub use spec::{Document, Kind, StageSpec, parse_set};
 pub use stage::{Dep, Out, Stage};

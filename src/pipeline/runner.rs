@@ -36,6 +36,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Stages run at once, when independent.
     pub jobs: usize,
+    /// `--set NAME=VALUE`: values that replace the pipeline's `vars`, in the order given.
+    pub set: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             to: None,
             dry_run: false,
             jobs: 1,
+            set: Vec::new(),
         }
     }
 }
@@ -108,7 +111,7 @@ pub struct Summary {
 /// summary carries the error. Changes the process's current folder to the pipeline's `wdir`.
 pub fn run(file: &Path, options: &Options) -> Result<Summary> {
     let started = Instant::now();
-    let doc = Document::read(file)?;
+    let doc = Document::read_with(file, &options.set)?;
     let file_abs = std::path::absolute(file).map_err(|e| PipelineError::io(file, e))?;
     let base = file_abs.parent().unwrap_or(Path::new("/")).to_path_buf();
     let wdir = if doc.wdir.as_os_str().is_empty() {
@@ -300,6 +303,18 @@ impl Runner<'_> {
             );
             d.resume = resume;
             return Ok(d);
+        }
+        if entry.version.as_deref() != Some(distill_core::TOOL_VERSION) {
+            return Ok(decision(
+                true,
+                match &entry.version {
+                    Some(v) => format!(
+                        "distill version changed ({v} -> {})",
+                        distill_core::TOOL_VERSION
+                    ),
+                    None => "distill version changed (the lock records none)".into(),
+                },
+            ));
         }
         if entry.args != stage.args_hash {
             return Ok(decision(true, "args changed".into()));
@@ -597,6 +612,7 @@ impl Runner<'_> {
             outs: BTreeMap::new(),
             seconds: 0.0,
             report: None,
+            version: Some(distill_core::TOOL_VERSION.to_string()),
         };
         self.update_lock(&stage.name, entry.clone())?;
         {

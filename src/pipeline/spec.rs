@@ -82,6 +82,12 @@ const STAGE_KEYS: [&str; 7] = ["kind", "args", "foreach", "cmd", "deps", "outs",
 impl Document {
     /// Reads and checks the pipeline at `file`.
     pub fn read(file: &Path) -> Result<Document> {
+        Document::read_with(file, &[])
+    }
+
+    /// Reads and checks the pipeline at `file`, with `vars` overridden by `set` (`distill run
+    /// --set NAME=VALUE`: each value is read as YAML, so `4` is a number and `[1, 2]` a list).
+    pub fn read_with(file: &Path, set: &[(String, String)]) -> Result<Document> {
         // A pipeline file that is missing, a folder or not UTF-8 text is the user's mistake (exit 2).
         let text = std::fs::read_to_string(file).map_err(|e| {
             let why = if file.is_dir() {
@@ -98,11 +104,16 @@ impl Document {
                 file.display()
             ))
         })?;
-        Document::parse(file, text)
+        Document::parse_with(file, text, set)
     }
 
     /// Parses `text` (the contents of `file`).
     pub fn parse(file: &Path, text: String) -> Result<Document> {
+        Document::parse_with(file, text, &[])
+    }
+
+    /// Parses `text` (the contents of `file`) with `vars` overridden by `set`.
+    pub fn parse_with(file: &Path, text: String, set: &[(String, String)]) -> Result<Document> {
         let outline = Outline::scan(&text);
         let mut doc = Document {
             file: file.to_path_buf(),
@@ -150,8 +161,9 @@ impl Document {
             }
         }
         let vars = match root.get("vars") {
-            None | Some(Value::Null) => Mapping::new(),
-            Some(Value::Mapping(m)) => doc.resolve_vars(m)?,
+            None | Some(Value::Null) if set.is_empty() => Mapping::new(),
+            None | Some(Value::Null) => doc.resolve_vars(&Mapping::new(), set)?,
+            Some(Value::Mapping(m)) => doc.resolve_vars(m, set)?,
             Some(_) => {
                 return Err(doc.error(
                     &["vars"],
@@ -215,7 +227,26 @@ impl Document {
         }
     }
 
-    fn resolve_vars(&self, vars: &Mapping) -> Result<Mapping> {
+    fn resolve_vars(&self, vars: &Mapping, set: &[(String, String)]) -> Result<Mapping> {
+        let names: Vec<String> = vars.keys().map(key_str).collect();
+        if let Some((name, _)) = set.iter().find(|(n, _)| !names.contains(n)) {
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            let did_you_mean = suggest(name, &known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(PipelineError::Usage(if names.is_empty() {
+                format!(
+                    "--set {name}=...: {} has no `vars:`, so there is nothing to set",
+                    self.file.display()
+                )
+            } else {
+                format!(
+                    "--set {name}=...: {} has no variable `{name}`{did_you_mean}; its vars are {}",
+                    self.file.display(),
+                    names.join(", ")
+                )
+            }));
+        }
         let mut done = Mapping::new();
         for (key, value) in vars {
             let k = key_str(key);
@@ -226,7 +257,12 @@ impl Document {
                     "use letters, digits, `_` and `-`",
                 ));
             }
-            let v = self.subst_value(value, &done, None, 0)?;
+            // The last --set of a name wins, as with repeated flags elsewhere.
+            let value = match set.iter().rev().find(|(n, _)| *n == k) {
+                Some((_, raw)) => set_value(raw),
+                None => value.clone(),
+            };
+            let v = self.subst_value(&value, &done, None, 0)?;
             done.insert(Value::String(k), v);
         }
         Ok(done)
@@ -517,6 +553,31 @@ impl Document {
     }
 }
 
+/// A `--set` value: read as YAML (`4` a number, `true` a boolean, `[1, 2]` a list); text that is not
+/// YAML, or is empty, is a string.
+fn set_value(raw: &str) -> Value {
+    if raw.trim().is_empty() {
+        return Value::String(raw.to_string());
+    }
+    match serde_norway::from_str::<Value>(raw) {
+        Ok(Value::Null) | Err(_) => Value::String(raw.to_string()),
+        Ok(v) => v,
+    }
+}
+
+/// Splits `NAME=VALUE` (a `--set` argument).
+pub fn parse_set(arg: &str) -> std::result::Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((name, value)) if is_name(name.trim()) => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "--set {arg}: expected NAME=VALUE, a variable of the pipeline's `vars:` and its value \
+             (e.g. --set student_epochs=2)"
+        )),
+    }
+}
+
 fn lookup(name: &str, vars: &Mapping, item: Option<&Value>) -> Option<Value> {
     let mut parts = name.split('.');
     let first = parts.next()?;
@@ -598,6 +659,49 @@ mod tests {
         assert_eq!(names, ["t@1", "t@2"]);
         assert_eq!(doc.stages[1].args[0].1, Value::Number(2.into()));
         assert_eq!(doc.stages[1].args[1].1, Value::String("w/t-2.onnx".into()));
+    }
+
+    #[test]
+    fn set_replaces_vars_before_they_are_used() {
+        let text = "vars:\n  out: w\n  seeds: [1, 2]\n  dir: ${out}/x\nstages:\n  t:\n    kind: train\n    foreach: ${seeds}\n    args:\n      seed: ${item}\n      out: ${dir}/t-${item}.onnx\n";
+        let set = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let doc = Document::parse_with(
+            Path::new("p.yaml"),
+            text.into(),
+            &set(&[("seeds", "[3, 4, 5]"), ("out", "v"), ("out", "z")]),
+        )
+        .unwrap();
+        let names: Vec<&str> = doc.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["t@3", "t@4", "t@5"]);
+        assert_eq!(doc.stages[0].args[0].1, Value::Number(3.into()));
+        // The last --set of a name wins; vars that use it see the new value.
+        assert_eq!(
+            doc.stages[0].args[1].1,
+            Value::String("z/x/t-3.onnx".into())
+        );
+        assert_eq!(set_value("4"), Value::Number(4.into()));
+        assert_eq!(set_value("0.5"), Value::Number(0.5.into()));
+        assert_eq!(set_value("true"), Value::Bool(true));
+        assert_eq!(set_value("a: b: c"), Value::String("a: b: c".into()));
+        assert_eq!(set_value(""), Value::String("".into()));
+        assert_eq!(parse_set("t=4").unwrap(), ("t".into(), "4".into()));
+        assert_eq!(parse_set("t=a=b").unwrap(), ("t".into(), "a=b".into()));
+        assert!(parse_set("t").is_err() && parse_set("=4").is_err());
+        let e = Document::parse_with(Path::new("p.yaml"), text.into(), &set(&[("seed", "1")]))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(
+            e.contains("no variable `seed`")
+                && e.contains("did you mean `seeds`")
+                && e.contains("its vars are out, seeds, dir"),
+            "{e}"
+        );
     }
 
     #[test]

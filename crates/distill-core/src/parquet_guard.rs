@@ -1,6 +1,7 @@
 //! Defences against damaged Parquet files that the `parquet` crate would panic on instead of
 //! returning an error (found by fuzzing the store reader: a negative column-chunk offset makes
-//! `ColumnChunkMetaData::byte_range` assert).
+//! `ColumnChunkMetaData::byte_range` assert). Checked up front for a precise message; any other
+//! panic inside the decoder is caught by `data::parquet::guard_decoder`.
 
 use crate::{CoreError, Result};
 use parquet::file::metadata::ParquetMetaData;
@@ -26,15 +27,4 @@ pub fn check_column_chunks(path: &Path, metadata: &ParquetMetaData) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Runs a read of `path`, turning a panic inside the Parquet reader into an error (a backstop:
-/// [`check_column_chunks`] catches the known cases first, with a better message).
-pub fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
-        Err(CoreError::format(
-            path,
-            "the Parquet reader failed on this file (it is damaged); write it again",
-        ))
-    })
 }

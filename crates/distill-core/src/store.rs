@@ -6,7 +6,7 @@
 
 use crate::atomic::AtomicFile;
 use crate::data::Dataset;
-use crate::data::parquet::{fixed_list_f32, int_column, kv_map};
+use crate::data::parquet::{int_column, kv_map, list_f32};
 use crate::{CoreError, Result};
 use arrow_array::{
     ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt64Array,
@@ -27,6 +27,17 @@ use std::sync::Arc;
 pub const SCHEMA_VERSION: u32 = 1;
 /// The key-value metadata key holding [`StoreMeta`] as JSON.
 pub const META_KEY: &str = "distill.store";
+/// The Arrow schema metadata key pandas reads into `DataFrame.attrs` (a JSON object); the store
+/// puts [`StoreMeta`] there too, so `pd.read_parquet(store).attrs` shows it.
+pub const PANDAS_ATTRS_KEY: &str = "PANDAS_ATTRS";
+/// Field metadata of each teacher column: what it holds (`logits` or `log_probabilities`).
+pub const FIELD_KIND_KEY: &str = "distill.kind";
+/// Field metadata of each teacher column: the teacher's name.
+pub const FIELD_TEACHER_KEY: &str = "distill.teacher";
+/// Field metadata of each teacher column: the SHA-256 of the teacher's ONNX file.
+pub const FIELD_SHA256_KEY: &str = "distill.sha256";
+/// Field metadata of a probability teacher's column: the floor applied before the log (`0`: none).
+pub const FIELD_PROB_FLOOR_KEY: &str = "distill.prob_floor";
 
 /// What a teacher's stored column holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +157,48 @@ fn logits_field(name: &str, classes: usize) -> Field {
     Field::new(name, DataType::FixedSizeList(item, classes as i32), false)
 }
 
+/// A teacher's column, with field metadata saying what it holds and whose it is.
+fn teacher_field(t: &TeacherMeta, classes: usize) -> Field {
+    let mut meta = std::collections::HashMap::from([
+        (
+            FIELD_KIND_KEY.to_string(),
+            match t.kind {
+                OutputKind::Logits => "logits",
+                OutputKind::Probabilities => "log_probabilities",
+            }
+            .to_string(),
+        ),
+        (FIELD_TEACHER_KEY.to_string(), t.name.clone()),
+        (FIELD_SHA256_KEY.to_string(), t.sha256.clone()),
+    ]);
+    if t.kind == OutputKind::Probabilities {
+        meta.insert(
+            FIELD_PROB_FLOOR_KEY.to_string(),
+            t.prob_floor.unwrap_or(0.0).to_string(),
+        );
+    }
+    logits_field(&t.name, classes).with_metadata(meta)
+}
+
+/// The store's schema: `index`, `label`, one column per teacher (with field metadata), and the
+/// store metadata in the schema's own metadata (under [`META_KEY`] and, for pandas,
+/// [`PANDAS_ATTRS_KEY`]).
+fn store_schema(meta: &StoreMeta, json: &str) -> Schema {
+    let mut fields = vec![
+        Field::new("index", DataType::UInt64, false),
+        Field::new("label", DataType::Int32, true),
+    ];
+    fields.extend(meta.teachers.iter().map(|t| teacher_field(t, meta.classes)));
+    Schema::new(fields).with_metadata(std::collections::HashMap::from([
+        (META_KEY.to_string(), json.to_string()),
+        (
+            "distill.schema_version".to_string(),
+            SCHEMA_VERSION.to_string(),
+        ),
+        (PANDAS_ATTRS_KEY.to_string(), json.to_string()),
+    ]))
+}
+
 impl StoreWriter {
     pub fn create(path: &Path, meta: &StoreMeta) -> Result<Self> {
         if meta.teachers.is_empty() {
@@ -171,17 +224,8 @@ impl StoreWriter {
                 t.name
             )));
         }
-        let mut fields = vec![
-            Field::new("index", DataType::UInt64, false),
-            Field::new("label", DataType::Int32, true),
-        ];
-        fields.extend(
-            meta.teachers
-                .iter()
-                .map(|t| logits_field(&t.name, meta.classes)),
-        );
-        let schema = Arc::new(Schema::new(fields));
         let json = serde_json::to_string(meta).map_err(|e| CoreError::invalid(e.to_string()))?;
+        let schema = Arc::new(store_schema(meta, &json));
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_key_value_metadata(Some(vec![
@@ -371,7 +415,7 @@ pub fn part_path(dir: &Path, k: usize, n: usize) -> PathBuf {
 /// Reads a store file, or a folder of part files (all present and consistent).
 pub fn read_store(path: &Path) -> Result<SoftTargets> {
     if !path.is_dir() {
-        return crate::parquet_guard::guarded(path, || read_one(path));
+        return read_one(path);
     }
     let mut parts: Vec<(usize, usize, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(path).map_err(|e| CoreError::io(path, e))? {
@@ -415,7 +459,7 @@ pub fn read_store(path: &Path) -> Result<SoftTargets> {
     }
     let mut all: Option<SoftTargets> = None;
     for (k, _, p) in &parts {
-        let part = crate::parquet_guard::guarded(p, || read_one(p))?;
+        let part = read_one(p)?;
         if part.meta.shard.as_ref().map(|s| (s.part, s.parts)) != Some((*k, n)) {
             return Err(CoreError::format(
                 p,
@@ -472,11 +516,20 @@ fn parse_part_name(name: &str) -> Option<(usize, usize)> {
 }
 
 fn read_one(path: &Path) -> Result<SoftTargets> {
+    crate::data::parquet::guard_decoder(path, || read_one_unguarded(path))
+}
+
+fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CoreError::format(path, format!("not a readable Parquet file ({e})")))?;
     crate::parquet_guard::check_column_chunks(path, builder.metadata())?;
-    let kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
+    let mut kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
+    // A store rewritten by another tool may keep the metadata in the Arrow schema only.
+    if let Some(json) = builder.schema().metadata().get(META_KEY) {
+        kv.entry(META_KEY.to_string())
+            .or_insert_with(|| json.clone());
+    }
     let json = kv.get(META_KEY).ok_or_else(|| {
         CoreError::format(
             path,
@@ -502,6 +555,7 @@ fn read_one(path: &Path) -> Result<SoftTargets> {
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); meta.teachers.len()];
     for batch in reader {
         let batch = batch.map_err(|e| CoreError::format(path, e.to_string()))?;
+        let first_row = index.len();
         let col = |name: &str| {
             batch
                 .column_by_name(name)
@@ -514,7 +568,7 @@ fn read_one(path: &Path) -> Result<SoftTargets> {
             labels.push(v.map(|l| l as u32));
         }
         for (t, acc) in meta.teachers.iter().zip(values.iter_mut()) {
-            let (_, v) = fixed_list_f32(path, &t.name, col(&t.name)?, Some(meta.classes))?;
+            let (_, v) = list_f32(path, &t.name, col(&t.name)?, Some(meta.classes), first_row)?;
             acc.extend_from_slice(&v);
         }
     }
@@ -628,6 +682,84 @@ mod tests {
         std::fs::remove_file(part_path(&parts, 2, 2)).unwrap();
         let e = read_store(&parts).unwrap_err().to_string();
         assert!(e.contains("parts 2 of 2 are missing"), "{e}");
+    }
+
+    #[test]
+    fn metadata_is_in_the_arrow_schema_and_on_each_teacher_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soft.parquet");
+        let mut w = StoreWriter::create(&path, &meta(None)).unwrap();
+        let a = array![[1.0f32, 2.0, 3.0]];
+        w.write(&[0], Some(&[2]), &[a.view(), a.view()]).unwrap();
+        w.finish().unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let schema = builder.schema();
+        let from_schema: StoreMeta = serde_json::from_str(&schema.metadata()[META_KEY]).unwrap();
+        assert_eq!(from_schema, meta(None));
+        // pandas reads PANDAS_ATTRS into DataFrame.attrs: it must be a JSON object.
+        let attrs: serde_json::Value =
+            serde_json::from_str(&schema.metadata()[PANDAS_ATTRS_KEY]).unwrap();
+        assert_eq!(attrs["classes"], 3);
+        assert_eq!(attrs["teachers"][1]["name"], "b");
+        let a_meta = schema.field_with_name("a").unwrap().metadata();
+        assert_eq!(a_meta[FIELD_KIND_KEY], "logits");
+        assert_eq!(a_meta[FIELD_TEACHER_KEY], "a");
+        assert_eq!(a_meta[FIELD_SHA256_KEY], "00");
+        assert!(!a_meta.contains_key(FIELD_PROB_FLOOR_KEY));
+        let b_meta = schema.field_with_name("b").unwrap().metadata();
+        assert_eq!(b_meta[FIELD_KIND_KEY], "log_probabilities");
+        assert_eq!(b_meta[FIELD_SHA256_KEY], "11");
+        assert_eq!(b_meta[FIELD_PROB_FLOOR_KEY], "0.000000000001");
+        // The file-level key-value metadata is still there for older readers.
+        let kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
+        assert_eq!(
+            serde_json::from_str::<StoreMeta>(&kv[META_KEY]).unwrap(),
+            meta(None)
+        );
+    }
+
+    #[test]
+    fn stores_written_before_the_schema_metadata_still_read() {
+        // The layout of earlier versions: file key-value metadata only, no schema or field metadata.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.parquet");
+        let m = meta(None);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("index", DataType::UInt64, false),
+            Field::new("label", DataType::Int32, true),
+            logits_field("a", 3),
+            logits_field("b", 3),
+        ]));
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                META_KEY.into(),
+                serde_json::to_string(&m).unwrap(),
+            )]))
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
+            .unwrap();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let list = |v: Vec<f32>| -> ArrayRef {
+            Arc::new(
+                FixedSizeListArray::try_new(item.clone(), 3, Arc::new(Float32Array::from(v)), None)
+                    .unwrap(),
+            )
+        };
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from(vec![0u64])),
+                Arc::new(Int32Array::from(vec![1])),
+                list(vec![1.0, 2.0, 3.0]),
+                list(vec![-1.0, -2.0, -3.0]),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let s = read_store(&path).unwrap();
+        assert_eq!(s.meta, m);
+        assert_eq!(s.logits[1][[0, 2]], -3.0);
     }
 
     #[test]

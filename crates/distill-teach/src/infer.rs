@@ -24,6 +24,8 @@ pub(crate) struct Timings {
     pub busy: f64,
     /// Seconds the calling thread spent writing the store (closing it included).
     pub write: f64,
+    /// Each teacher's wrong top-1 predictions on the rows, when the data has labels.
+    pub errors: Option<Vec<usize>>,
 }
 
 /// One teacher's logits for one batch, with the span of its run call.
@@ -60,6 +62,7 @@ pub(crate) fn infer(
     let stop = AtomicBool::new(false);
     let mut per_teacher = vec![0.0f64; teachers.len()];
     let mut write = 0.0f64;
+    let mut errors = ds.labels.as_ref().map(|_| vec![0usize; teachers.len()]);
     let mut spans: Vec<(Instant, Instant)> = Vec::with_capacity(teachers.len() * batches.len());
 
     let result = std::thread::scope(|scope| -> Result<()> {
@@ -111,6 +114,11 @@ pub(crate) fn infer(
                     &views,
                 )?;
                 write += t0.elapsed().as_secs_f64();
+                if let (Some(errors), Some(labels)) = (errors.as_mut(), ds.labels.as_ref()) {
+                    for (e, v) in errors.iter_mut().zip(&views) {
+                        *e += crate::count_errors(*v, &labels[range.clone()]);
+                    }
+                }
                 bar.inc(range.len() as u64);
             }
             Ok(())
@@ -130,6 +138,7 @@ pub(crate) fn infer(
         per_teacher,
         busy: union_seconds(&mut spans),
         write,
+        errors,
     })
 }
 

@@ -203,6 +203,10 @@ pub struct TeacherReport {
     /// Seconds spent inside this teacher's `OnnxModel::run` calls (ONNX Runtime plus the adapter's
     /// normalisation of the batch).
     pub ort_seconds: f64,
+    /// Rows whose top-1 prediction is not the label, when the data has labels.
+    pub errors: Option<usize>,
+    /// `errors / rows`, when the data has labels.
+    pub error_rate: Option<f64>,
 }
 
 /// What a run did and how long it took.
@@ -231,6 +235,9 @@ pub struct Report {
     pub write_seconds: f64,
     /// Things the user was told on stderr (CPU fallback, slow fixed batch size).
     pub notes: Vec<String>,
+    /// Teachers far worse than the others or near chance on the labelled rows (see
+    /// [`error_warnings`]); also printed on stderr.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Report {
@@ -244,20 +251,28 @@ impl fmt::Display for Report {
             .max(7);
         writeln!(
             f,
-            "{:<width$}  {:<13}  {:<8}  {:>7}  {:>9}  path",
-            "teacher", "kind", "provider", "threads", "ORT s"
+            "{:<width$}  {:<13}  {:<8}  {:>7}  {:>9}  {:>16}  path",
+            "teacher", "kind", "provider", "threads", "ORT s", "errors"
         )?;
         for t in &self.teachers {
+            let errors = match (t.errors, t.error_rate) {
+                (Some(e), Some(r)) => format!("{e} ({:.2}%)", 100.0 * r),
+                _ => "no labels".to_string(),
+            };
             writeln!(
                 f,
-                "{:<width$}  {:<13}  {:<8}  {:>7}  {:>9.3}  {}",
+                "{:<width$}  {:<13}  {:<8}  {:>7}  {:>9.3}  {:>16}  {}",
                 t.name,
                 t.kind.to_string(),
                 t.provider.to_string(),
                 t.threads,
                 t.ort_seconds,
+                errors,
                 t.path.display()
             )?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
         }
         let share = if self.inference_seconds > 0.0 {
             100.0 * self.ort_busy_seconds / self.inference_seconds
@@ -358,6 +373,33 @@ pub fn run(config: &Config) -> Result<Report> {
     let seconds = started.elapsed().as_secs_f64();
 
     let n = rows.len();
+    let rates: Option<Vec<f64>> = timings.errors.as_ref().map(|errors| {
+        errors
+            .iter()
+            .map(|&e| if n > 0 { e as f64 / n as f64 } else { 0.0 })
+            .collect()
+    });
+    let warnings = match &rates {
+        Some(rates) if n > 0 => {
+            let named: Vec<(String, f64, String)> = teachers
+                .iter()
+                .zip(rates)
+                .map(|(t, &r)| {
+                    let norm = t.model.normalization();
+                    (
+                        t.meta.name.clone(),
+                        r,
+                        format!("mean {}, std {}, scale {}", norm.mean, norm.std, norm.scale),
+                    )
+                })
+                .collect();
+            error_warnings(&named, ds.classes)
+        }
+        _ => Vec::new(),
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(Report {
         out,
         rows: n,
@@ -365,13 +407,16 @@ pub fn run(config: &Config) -> Result<Report> {
         teachers: teachers
             .iter()
             .zip(&timings.per_teacher)
-            .map(|(t, &ort_seconds)| TeacherReport {
+            .enumerate()
+            .map(|(i, (t, &ort_seconds))| TeacherReport {
                 name: t.meta.name.clone(),
                 path: t.model.path().to_path_buf(),
                 kind: t.model.kind(),
                 provider: t.model.provider(),
                 threads,
                 ort_seconds,
+                errors: timings.errors.as_ref().map(|e| e[i]),
+                error_rate: rates.as_ref().map(|r| r[i]),
             })
             .collect(),
         shard,
@@ -387,12 +432,95 @@ pub fn run(config: &Config) -> Result<Report> {
         ort_seconds_sum: timings.per_teacher.iter().sum(),
         write_seconds: timings.write,
         notes,
+        warnings,
     })
+}
+
+/// Rows of `logits` whose top-1 class (the first of ties) is not their label.
+pub fn count_errors(logits: ndarray::ArrayView2<'_, f32>, labels: &[u32]) -> usize {
+    logits
+        .rows()
+        .into_iter()
+        .zip(labels)
+        .filter(|(row, label)| {
+            let mut best = 0;
+            for (c, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = c;
+                }
+            }
+            best != **label as usize
+        })
+        .count()
+}
+
+/// A teacher is "far worse" than the best one when its error rate is more than this many times
+/// the best's ...
+pub const WORSE_FACTOR: f64 = 2.0;
+/// ... and more than this much above it (5 percentage points).
+pub const WORSE_MARGIN: f64 = 0.05;
+/// A teacher is "near chance" when its error rate is above this fraction of chance's
+/// (`1 - 1/classes`).
+pub const NEAR_CHANCE: f64 = 0.8;
+
+/// Warnings for teachers that look wrongly fed: `(name, error rate, its input settings)` for each
+/// teacher. A teacher is flagged when it errs more than [`WORSE_FACTOR`] times as often as the best
+/// teacher and [`WORSE_MARGIN`] above it, or on more than [`NEAR_CHANCE`] of what guessing would
+/// (`1 - 1/classes`). Both are what a model given pixels with the wrong mean, std or scale does.
+pub fn error_warnings(teachers: &[(String, f64, String)], classes: usize) -> Vec<String> {
+    let Some((best_name, best, _)) = teachers.iter().min_by(|a, b| a.1.total_cmp(&b.1)).cloned()
+    else {
+        return Vec::new();
+    };
+    let chance = 1.0 - 1.0 / classes.max(1) as f64;
+    let fix = "check the input settings in its sidecar (MODEL.onnx.yaml) or flags: `mean`, \
+               `std` and `scale` must be the normalisation it was trained with (x -> (x * scale - \
+               mean) / std, from pixels in [0, 1]), and `layout` its input's shape";
+    let mut out = Vec::new();
+    for (name, rate, settings) in teachers {
+        let pct = 100.0 * rate;
+        if classes > 1 && *rate > NEAR_CHANCE * chance {
+            out.push(format!(
+                "teacher '{name}' errs on {pct:.1}% of the labelled rows, near chance ({:.1}% \
+                 for {classes} classes); it ran with {settings}: {fix}",
+                100.0 * chance
+            ));
+        } else if *name != best_name && *rate > WORSE_FACTOR * best && *rate > best + WORSE_MARGIN {
+            out.push(format!(
+                "teacher '{name}' errs on {pct:.1}% of the labelled rows, against {:.1}% for \
+                 '{best_name}', the best; it ran with {settings}: {fix}",
+                100.0 * best
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_count_top1_misses_and_warnings_follow_their_thresholds() {
+        let logits = ndarray::array![[0.0f32, 2.0, 1.0], [3.0, 1.0, 3.0], [0.0, 0.0, 5.0]];
+        // Row 1 is a tie between classes 0 and 2: the first counts.
+        assert_eq!(count_errors(logits.view(), &[1, 0, 2]), 0);
+        assert_eq!(count_errors(logits.view(), &[1, 2, 0]), 2);
+        let t = |name: &str, rate: f64| (name.to_string(), rate, "mean 0, std 1, scale 1".into());
+        // 2x the best and 5 points above it: both are needed.
+        assert!(error_warnings(&[t("a", 0.02), t("b", 0.06)], 10).is_empty());
+        assert!(error_warnings(&[t("a", 0.10), t("b", 0.16)], 10).is_empty());
+        let w = error_warnings(&[t("a", 0.02), t("b", 0.0701)], 10);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("teacher 'b' errs on 7.0%") && w[0].contains("'a', the best"));
+        // Near chance: above 0.8 * (1 - 1/classes), even for a lone teacher.
+        assert!(error_warnings(&[t("a", 0.72)], 10).is_empty());
+        let w = error_warnings(&[t("a", 0.7201)], 10);
+        assert!(w[0].contains("near chance (90.0% for 10 classes)"), "{w:?}");
+        let w = error_warnings(&[t("a", 0.41)], 2);
+        assert!(w[0].contains("near chance (50.0% for 2 classes)"), "{w:?}");
+        assert!(error_warnings(&[], 10).is_empty());
+    }
 
     #[test]
     fn shards_cover_the_rows_once_in_order() {

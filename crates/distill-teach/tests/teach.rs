@@ -396,3 +396,97 @@ fn missing_output_folder_is_an_error_naming_it() {
     );
     assert!(files_under(dir.path()).is_empty());
 }
+
+/// Wrong top-1 predictions of stored teacher `t`, counted from the store itself.
+fn store_errors(store: &SoftTargets, t: usize) -> usize {
+    store.logits[t]
+        .rows()
+        .into_iter()
+        .zip(&store.labels)
+        .filter(|(row, label)| {
+            let top = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (c, &v)| if v > b.1 { (c, v) } else { b },
+                );
+            Some(top.0 as u32) != **label
+        })
+        .count()
+}
+
+#[test]
+fn each_teachers_error_rate_is_reported_and_wrong_normalisation_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cnn, dynamo) = (fixture("torchscript_cnn.onnx"), fixture("dynamo_cnn.onnx"));
+    // Right: the CNNs with the normalisation they were trained with. No warning.
+    let mut args = vec!["--limit", "500", "--out", "ok.parquet", "--model", &cnn];
+    args.extend(CNN_NORM);
+    args.extend(["--model", &dynamo]);
+    args.extend(CNN_NORM);
+    let out = teach(d, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert!(!report.contains("warning"), "{report}");
+    let store = read_store(&d.join("ok.parquet")).unwrap();
+    for (t, name) in ["torchscript_cnn", "dynamo_cnn"].into_iter().enumerate() {
+        let e = store_errors(&store, t);
+        assert!(
+            e < 25,
+            "{name}: {e} errors of 500 with the right normalisation"
+        );
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{report}"));
+        let shown = format!("{e} ({:.2}%)", 100.0 * e as f64 / 500.0);
+        assert!(line.contains(&shown), "want {shown} in: {line}");
+    }
+
+    // Wrong: the same CNN with a shifted mean and std (far worse than the others), and with
+    // its pixels negated (scale -1: near chance).
+    let mut args = vec!["--limit", "500", "--out", "bad.parquet", "--model", &cnn];
+    args.extend(CNN_NORM);
+    args.extend(["--name", "good", "--model", &dynamo, "--name", "shifted"]);
+    args.extend([
+        "--mean", "0.5", "--std", "0.05", "--model", &cnn, "--name", "negated",
+    ]);
+    args.extend(["--scale", "-1", "--mean", "0.1307", "--std", "0.3081"]);
+    let out = teach(d, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let store = read_store(&d.join("bad.parquet")).unwrap();
+    let rate = |t: usize| 100.0 * store_errors(&store, t) as f64 / 500.0;
+    let (good, shifted, negated) = (rate(0), rate(1), rate(2));
+    // The conditions the warnings stand for hold on these rows.
+    assert!(
+        shifted > 2.0 * good && shifted > good + 5.0 && shifted < 72.0,
+        "{shifted} {good}"
+    );
+    assert!(negated > 72.0, "{negated}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains(&format!("teacher 'shifted' errs on {shifted:.1}%"))
+            && warnings[0].contains(&format!("against {good:.1}% for 'good', the best"))
+            && warnings[0].contains("mean 0.5, std 0.05, scale 1")
+            && warnings[0].contains("`mean`, `std` and `scale`"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains(&format!("teacher 'negated' errs on {negated:.1}%"))
+            && warnings[1].contains("near chance (90.0% for 10 classes)")
+            && warnings[1].contains("scale -1"),
+        "{}",
+        warnings[1]
+    );
+    // The report (what `distill run` keeps in its lock) carries them too.
+    for w in warnings {
+        assert!(report.contains(w), "{w} not in:\n{report}");
+    }
+}

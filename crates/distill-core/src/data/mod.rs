@@ -131,7 +131,7 @@ impl DataSource {
                 } else {
                     path.clone()
                 };
-                let mut ds = crate::parquet_guard::guarded(&file, || parquet::read_dataset(&file))?;
+                let mut ds = parquet::read_dataset(&file)?;
                 ds.name = format!("{}:{split}", self.describe());
                 Ok(ds)
             }

@@ -1,5 +1,6 @@
-//! The generic Parquet data layout: a `features` column (`FixedSizeList<f32>[D]`) and an optional
-//! integer `label` column. Key-value metadata may give `classes` and `image_shape` (`28,28`).
+//! The generic Parquet data layout: a `features` column (`FixedSizeList<f32>[D]`, or a `List` or
+//! `LargeList` of `f32`/`f64` with D values in every row, as pandas and pyarrow write arrays) and an
+//! optional integer `label` column. Key-value metadata may give `classes` and `image_shape` (`28,28`).
 
 use super::Dataset;
 use crate::{CoreError, Result};
@@ -34,58 +35,172 @@ pub(crate) fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
         .collect()
 }
 
-/// Copies a `FixedSizeList<f32>` (or `FixedSizeList<f64>`) column into `out`, row by row.
-pub(crate) fn fixed_list_f32(
+/// Copies a list-of-floats column into one row-major `Vec<f32>`: `FixedSizeList`, `List` or
+/// `LargeList` of `Float32` or `Float64` (what pandas and pyarrow write for a column of arrays).
+/// Every row must have the same length (`width` when given, else that of the first row);
+/// `first_row` is the row number of the column's first row in the whole file, for messages.
+pub(crate) fn list_f32(
     path: &Path,
     name: &str,
     column: &ArrayRef,
     width: Option<usize>,
+    first_row: usize,
 ) -> Result<(usize, Vec<f32>)> {
-    let list = column.as_fixed_size_list_opt().ok_or_else(|| {
+    let expected_type = || {
         CoreError::format(
             path,
             format!(
-                "column '{name}' has type {}, expected FixedSizeList<Float32>",
+                "column '{name}' has type {}, expected a list of floats: FixedSizeList<Float32>, \
+                 or List/LargeList of Float32 or Float64 (pandas' and pyarrow's arrays of floats)",
                 column.data_type()
             ),
         )
-    })?;
-    let w = list.value_length() as usize;
-    if let Some(expected) = width
-        && expected != w
-    {
+    };
+    // Row boundaries into the child values, and the child values.
+    let (bounds, values): (Vec<(usize, usize)>, &ArrayRef) =
+        if let Some(list) = column.as_fixed_size_list_opt() {
+            let w = list.value_length() as usize;
+            let base = list.offset() * w;
+            let bounds = (0..list.len())
+                .map(|r| (base + r * w, base + (r + 1) * w))
+                .collect();
+            (bounds, list.values())
+        } else if let Some(list) = column.as_list_opt::<i32>() {
+            let o = list.value_offsets();
+            let bounds = o
+                .windows(2)
+                .map(|w| (w[0] as usize, w[1] as usize))
+                .collect();
+            (bounds, list.values())
+        } else if let Some(list) = column.as_list_opt::<i64>() {
+            let o = list.value_offsets();
+            let bounds = o
+                .windows(2)
+                .map(|w| (w[0] as usize, w[1] as usize))
+                .collect();
+            (bounds, list.values())
+        } else {
+            return Err(expected_type());
+        };
+    if let Some(r) = (0..column.len()).find(|&r| column.is_null(r)) {
         return Err(CoreError::format(
             path,
-            format!("column '{name}' has {w} values per row, expected {expected}"),
+            format!(
+                "column '{name}' is null at row {}; every row needs a value",
+                first_row + r
+            ),
         ));
     }
-    if list.null_count() > 0 {
-        return Err(CoreError::format(
-            path,
-            format!("column '{name}' has null rows; every row needs a value"),
-        ));
-    }
-    let values = list.values();
-    let offset = list.offset() * w;
-    let len = list.len() * w;
-    let out: Vec<f32> = match values.data_type() {
-        DataType::Float32 => {
-            values.as_primitive::<Float32Type>().values()[offset..offset + len].to_vec()
+    let mut w = width;
+    for (r, &(a, b)) in bounds.iter().enumerate() {
+        let len = b - a;
+        match w {
+            None => w = Some(len),
+            Some(w) if w != len => {
+                let against = if width.is_some() {
+                    format!("expected {w} (the rows before it have {w})")
+                } else {
+                    format!("row {first_row} has {w}")
+                };
+                return Err(CoreError::format(
+                    path,
+                    format!(
+                        "column '{name}' is ragged: row {} has {len} values, {against}; every \
+                         row needs the same number of values",
+                        first_row + r
+                    ),
+                ));
+            }
+            Some(_) => {}
         }
-        DataType::Float64 => values
-            .as_primitive::<arrow_array::types::Float64Type>()
-            .values()[offset..offset + len]
-            .iter()
-            .map(|&v| v as f32)
-            .collect(),
+    }
+    let w = w.unwrap_or(0);
+    let mut out = Vec::with_capacity(bounds.len() * w);
+    match values.data_type() {
+        DataType::Float32 => {
+            let v = values.as_primitive::<Float32Type>();
+            for &(a, b) in &bounds {
+                check_no_null_values(path, name, values, a, b, first_row, &bounds)?;
+                out.extend_from_slice(&v.values()[a..b]);
+            }
+        }
+        DataType::Float64 => {
+            let v = values.as_primitive::<arrow_array::types::Float64Type>();
+            for &(a, b) in &bounds {
+                check_no_null_values(path, name, values, a, b, first_row, &bounds)?;
+                out.extend(v.values()[a..b].iter().map(|&x| x as f32));
+            }
+        }
         other => {
             return Err(CoreError::format(
                 path,
-                format!("column '{name}' holds {other}, expected Float32 values"),
+                format!("column '{name}' holds {other} values, expected Float32 or Float64"),
             ));
         }
-    };
+    }
     Ok((w, out))
+}
+
+/// Refuses a null inside a row's list of values.
+fn check_no_null_values(
+    path: &Path,
+    name: &str,
+    values: &ArrayRef,
+    a: usize,
+    b: usize,
+    first_row: usize,
+    bounds: &[(usize, usize)],
+) -> Result<()> {
+    if values.null_count() == 0 {
+        return Ok(());
+    }
+    if let Some(i) = (a..b).find(|&i| values.is_null(i)) {
+        let row = bounds.partition_point(|&(_, end)| end <= i);
+        return Err(CoreError::format(
+            path,
+            format!(
+                "column '{name}' has a null value at row {} (position {}); every value must be a \
+                 number",
+                first_row + row,
+                i - a
+            ),
+        ));
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Set while [`guard_decoder`] runs on this thread: its panics become errors, so the panic
+    /// hook keeps quiet about them.
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` (decoding a Parquet file) and turns a panic inside the Parquet decoder, which some
+/// damaged files cause, into an error naming the file (and no "panicked" message on stderr).
+pub(crate) fn guard_decoder<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(|d| d.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = DECODING.with(|d| d.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    DECODING.with(|d| d.set(was));
+    outcome.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(CoreError::format(
+            path,
+            format!("the file is damaged: the Parquet decoder failed ({why}); write it again"),
+        ))
+    })
 }
 
 /// Reads an integer column as `i64`s with their nulls.
@@ -119,6 +234,10 @@ fn arrow_cast_to_i64(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
 
 /// Reads a data set in the generic Parquet layout.
 pub fn read_dataset(path: &Path) -> Result<Dataset> {
+    guard_decoder(path, || read_dataset_unguarded(path))
+}
+
+fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;
@@ -129,8 +248,8 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
         return Err(CoreError::format(
             path,
             format!(
-                "no 'features' column (found: {}); a data file needs a FixedSizeList<Float32> \
-                 column named 'features' and optionally an integer 'label' column",
+                "no 'features' column (found: {}); a data file needs a list-of-floats column \
+                 (FixedSizeList<Float32>, List<Float32> or List<Float64>) named 'features' and optionally an integer 'label' column",
                 schema
                     .fields()
                     .iter()
@@ -143,6 +262,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
     let has_label = schema.field_with_name("label").is_ok();
     let reader = builder.build().map_err(|e| CoreError::parquet(path, e))?;
     let mut width = None;
+    let mut rows_read = 0;
     let mut values = Vec::new();
     let mut labels: Vec<u32> = Vec::new();
     for batch in reader {
@@ -150,8 +270,9 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
         let features = batch
             .column_by_name("features")
             .ok_or_else(|| CoreError::format(path, "missing 'features' column"))?;
-        let (w, v) = fixed_list_f32(path, "features", features, width)?;
+        let (w, v) = list_f32(path, "features", features, width, rows_read)?;
         width = Some(w);
+        rows_read += features.len();
         values.extend_from_slice(&v);
         if has_label {
             let col = batch
@@ -183,9 +304,15 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
         }
     }
     let width = width.unwrap_or(0);
-    let rows = values.len().checked_div(width).unwrap_or(0);
+    let rows = rows_read;
     if rows == 0 {
         return Err(CoreError::format(path, "the data file has no rows"));
+    }
+    if width == 0 {
+        return Err(CoreError::format(
+            path,
+            "every row of column 'features' is an empty list; each row needs its feature values",
+        ));
     }
     let features = Array2::from_shape_vec((rows, width), values)
         .map_err(|e| CoreError::format(path, e.to_string()))?;
@@ -282,4 +409,25 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
         .map_err(|e| CoreError::parquet(path, e))?;
     writer.close().map_err(|e| CoreError::parquet(path, e))?;
     out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_decoding_is_an_error_naming_the_file() {
+        let path = Path::new("damaged.parquet");
+        let e = guard_decoder::<()>(path, || panic!("Decoder for dict should have been set"))
+            .unwrap_err();
+        assert!(e.is_user_error());
+        let e = e.to_string();
+        assert!(
+            e.contains("damaged.parquet") && e.contains("Decoder for dict"),
+            "{e}"
+        );
+        assert_eq!(guard_decoder(path, || Ok(3)).unwrap(), 3);
+        // The flag is cleared afterwards: other panics reach the usual hook again.
+        assert!(!DECODING.with(|d| d.get()));
+    }
 }
