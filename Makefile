@@ -18,12 +18,13 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench pipeline check-cuda clean
+.PHONY: help setup ort build test bench bench-compare pipeline check-cuda clean
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
 	@echo "make bench      engine, teacher-inference and training benchmarks"
+	@echo "make bench-compare  distill-train against PyTorch side by side (installs torch into $(BENCH_VENV))"
 	@echo "make pipeline   the default distillation pipeline on MNIST"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 
@@ -53,6 +54,18 @@ bench: setup
 	cargo bench -p distill-train --bench train
 	cargo bench -p distill-teach --bench teach
 
+# A throwaway venv for the PyTorch side (the PyPI torch wheel, several GB, installed once).
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed:
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch numpy pyarrow
+	@touch $@
+
+# Options for scripts/bench_compare.py, e.g. BENCH_COMPARE_ARGS='--repeats 3 --inits he'.
+BENCH_COMPARE_ARGS ?=
+bench-compare: setup $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python scripts/bench_compare.py $(BENCH_COMPARE_ARGS)
+
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
 
@@ -61,4 +74,4 @@ check-cuda:
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BENCH_VENV)

@@ -297,7 +297,10 @@ mod tests {
         back.verify_files(&path).unwrap();
         std::fs::write(&s, b"changed").unwrap();
         let err = back.verify_files(&path).unwrap_err().to_string();
-        assert!(err.contains("specialist-0.onnx") && err.contains("train them again"), "{err}");
+        assert!(
+            err.contains("specialist-0.onnx") && err.contains("train them again"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -305,6 +308,9 @@ mod tests {
         let mut m = sample();
         m.specialists[0].classes = vec![3, 12];
         let err = m.validate(Path::new("m.yaml")).unwrap_err().to_string();
-        assert!(err.contains("class 12") && err.contains("10 classes"), "{err}");
+        assert!(
+            err.contains("class 12") && err.contains("10 classes"),
+            "{err}"
+        );
     }
 }
