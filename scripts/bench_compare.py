@@ -54,7 +54,7 @@ def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
         "--epochs", str(epochs), "--seed", str(seed), "--batch", "128",
         "--lr", "0.05", "--momentum", "0.9",
         "--test-split", "test" if test else "none",
-        "--out", os.path.join(work, f"distill-{mode}.onnx"),
+        "--out", os.path.join(work, f"distill-{mode}-e{epochs}-s{seed}-{init or 'default'}.onnx"),
     ]
     if init:
         cmd += ["--init", init]

@@ -26,11 +26,19 @@ use rayon::{ThreadPool, ThreadPoolBuildError, ThreadPoolBuilder};
 /// each of which flushes subnormals to zero (see the module notes). Work run through
 /// [`ThreadPool::install`] happens on these workers, never on the calling thread, so the caller's
 /// floating-point mode is left alone.
+///
+/// The environment variable `DISTILL_SUBNORMALS=keep` leaves the workers in IEEE mode: a
+/// diagnostic for measuring what the flush buys, not a setting to train with.
 pub fn training_pool(threads: Option<usize>) -> Result<ThreadPool, ThreadPoolBuildError> {
+    let flush = std::env::var_os("DISTILL_SUBNORMALS").is_none_or(|v| v != "keep");
     ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .thread_name(|i| format!("distill-train-{i}"))
-        .start_handler(|_| flush_subnormals_on_this_thread())
+        .start_handler(move |_| {
+            if flush {
+                flush_subnormals_on_this_thread()
+            }
+        })
         .build()
 }
 
