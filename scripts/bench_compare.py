@@ -82,7 +82,7 @@ def torch_cmd(mode, epochs, seed, store, threads, test):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--modes", default="distill,hard,teacher")
-    ap.add_argument("--repeats", type=int, default=1, help="alternating rounds per configuration")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per configuration")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", default="1,2,3", help="seeds of the accuracy runs ('' skips them)")
     ap.add_argument("--accuracy-epochs", type=int, default=5)
