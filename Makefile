@@ -18,7 +18,7 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench pipeline check-report check-cuda clean soak fuzz check-store-recipes
+.PHONY: help setup ort build test bench bench-compare pipeline check-report check-cuda clean soak fuzz check-store-recipes
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench      engine, teacher-inference, training and specialist benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
+	@echo "make bench-compare  distill-train against PyTorch side by side (installs torch into $(BENCH_VENV))"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 	@echo "make soak       the kill test with 25 kills per stage"
 	@echo "make fuzz       each fuzz target for 10 minutes (DISTILL_FUZZ_SECONDS)"
@@ -58,6 +59,18 @@ bench: setup
 	cargo bench -p distill-teach --bench teach
 	cargo bench -p distill-specialists --bench specialists
 	cargo bench -p distill-specialists --bench combine
+
+# A throwaway venv for the PyTorch side (the PyPI torch wheel, several GB, installed once).
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed:
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch numpy pyarrow
+	@touch $@
+
+# Options for scripts/bench_compare.py, e.g. BENCH_COMPARE_ARGS='--repeats 3 --inits he'.
+BENCH_COMPARE_ARGS ?=
+bench-compare: setup $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python scripts/bench_compare.py $(BENCH_COMPARE_ARGS)
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
@@ -100,4 +113,4 @@ check-store-recipes: setup $(RECIPES_VENV)/.packages
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(RECIPES_VENV)
+	rm -rf $(VENV) $(RECIPES_VENV) $(BENCH_VENV)

@@ -1,12 +1,17 @@
 //! `make bench` figures for the MLP engine: plain SGEMM GFLOP/s for the GEMM shapes of a
-//! 784-1200-1200-10 training step, and the training step itself (samples/s, GFLOP/s, share of the
-//! SGEMM figure), at batch 128 and 256. Medians of repeated runs.
+//! 784-1200-1200-10 training step on every backend this binary carries (and on NumPy, when a
+//! Python with NumPy is found), and the training step itself (samples/s, GFLOP/s, share of the
+//! best SGEMM figure of the same run), at batch 128 and 256. Medians of repeated runs.
+//!
+//! NumPy is looked for in `DISTILL_BENCH_PYTHON`, then `.venv-bench/bin/python` (made by `make
+//! bench-compare`), then `.venv/bin/python`; it runs with as many BLAS threads as the engine has.
 
 use distill_core::rng::Rng;
-use distill_nn::gemm::time_step_gemms;
+use distill_nn::gemm::{Backend, flops, kernel_isa, step_shapes, time_step_gemms};
 use distill_nn::optim::{Optimizer, OptimizerConfig, Schedule};
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Workspace};
 use ndarray::Array2;
+use std::path::PathBuf;
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -27,23 +32,148 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     )
 }
 
+/// The CPU model named in /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn python_with_numpy() -> Option<PathBuf> {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let candidates = std::env::var_os("DISTILL_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            root.join(".venv-bench/bin/python"),
+            root.join(".venv/bin/python"),
+        ]);
+    candidates.into_iter().find(|p| {
+        p.is_file()
+            && std::process::Command::new(p)
+                .args(["-c", "import numpy"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// NumPy's `(flops, seconds)` for the same shapes (sum of per-shape medians), or why there is none.
+fn numpy_step_gemms(
+    python: &PathBuf,
+    batch: usize,
+    sizes: &[usize],
+    threads: usize,
+    reps: usize,
+) -> Result<(f64, f64, String), String> {
+    let shapes: Vec<String> = step_shapes(batch, sizes)
+        .into_iter()
+        .map(|(m, k, n, ta, tb)| format!("({m},{k},{n},{},{})", ta as u8, tb as u8))
+        .collect();
+    let script = format!(
+        r#"
+import time, numpy as np
+try:
+    cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    blas = f"{{cfg.get('name')}} {{cfg.get('version')}}"
+except Exception:
+    blas = "unknown BLAS"
+rng = np.random.default_rng(1)
+total = 0.0
+for m, k, n, ta, tb in [{shapes}]:
+    a = rng.random((k, m) if ta else (m, k), dtype=np.float32)
+    b = rng.random((n, k) if tb else (k, n), dtype=np.float32)
+    av = a.T if ta else a
+    bv = b.T if tb else b
+    c = np.empty((m, n), dtype=np.float32)
+    np.matmul(av, bv, out=c)
+    ts = []
+    for _ in range({reps}):
+        t = time.perf_counter(); np.matmul(av, bv, out=c); ts.append(time.perf_counter() - t)
+    ts.sort()
+    total += ts[len(ts) // 2]
+print(total)
+print(f"NumPy {{np.__version__}}, {{blas}}")
+"#,
+        shapes = shapes.join(",")
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .env("OPENBLAS_NUM_THREADS", threads.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .env("MKL_NUM_THREADS", threads.to_string())
+        .output()
+        .map_err(|e| format!("{} did not run: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let secs: f64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("unexpected NumPy output: {text}"))?;
+    let what = lines.next().unwrap_or("NumPy").to_string();
+    let total: f64 = step_shapes(batch, sizes)
+        .into_iter()
+        .map(|(m, k, n, _, _)| flops(m, k, n))
+        .sum();
+    Ok((total, secs, what))
+}
+
 fn main() {
+    let pool = distill_nn::threads::training_pool(None).expect("thread pool");
+    pool.install(bench);
+}
+
+fn bench() {
     let sizes = vec![784, 1200, 1200, 10];
     let threads = rayon::current_num_threads();
+    let python = python_with_numpy();
     println!(
         "## MLP engine: 784-1200-1200-10 training step (dropout 0.2/0.5, max-norm 3.5, SGD momentum 0.9)"
     );
     println!(
-        "backend: ndarray general_mat_mul (matrixmultiply, threading feature); rayon threads: {threads}"
+        "CPU: {} ({} logical CPUs); GEMM kernels: {}; rayon threads: {threads}; engine backend: {}",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel_isa(),
+        Backend::Gemm.name()
     );
+    println!("SGEMM GFLOP/s, every GEMM of one training step, sum of per-shape medians:");
+    let mut best = Vec::new();
+    for batch in [128usize, 256] {
+        let mut row = format!("  batch {batch:>3}:");
+        let mut top = (0.0f64, "");
+        for backend in Backend::ALL {
+            let (f, s) = time_step_gemms(backend, batch, &sizes, 15);
+            let g = f / s / 1e9;
+            row += &format!("  {} {g:.1}", backend.name());
+            if g > top.0 {
+                top = (g, backend.name());
+            }
+        }
+        match &python {
+            Some(p) => match numpy_step_gemms(p, batch, &sizes, threads, 15) {
+                Ok((f, s, what)) => row += &format!("  {what} {:.1}", f / s / 1e9),
+                Err(e) => row += &format!("  NumPy failed: {}", e.trim()),
+            },
+            None => row += "  (NumPy: no Python with numpy found; `make bench-compare` makes one)",
+        }
+        println!("{row}");
+        best.push(top);
+    }
     println!(
-        "{:>6} {:>14} {:>12} {:>14} {:>12} {:>8}",
-        "batch", "step ms (med)", "samples/s", "step GFLOP/s", "SGEMM GFLOP/s", "ratio"
+        "{:>6} {:>14} {:>12} {:>14} {:>16} {:>8}",
+        "batch", "step ms (med)", "samples/s", "step GFLOP/s", "best SGEMM", "ratio"
     );
     let mut rng = Rng::new(1);
-    for batch in [128usize, 256] {
-        let (f, s) = time_step_gemms(batch, &sizes, 15);
-        let sgemm_gflops = f / s / 1e9;
+    for (batch, (sgemm_gflops, name)) in [128usize, 256].into_iter().zip(best) {
         let mut mlp = Mlp::new(
             MlpConfig {
                 sizes: sizes.clone(),
@@ -82,11 +212,14 @@ fn main() {
         });
         let gflops = mlp.train_step_flops(batch) / secs / 1e9;
         println!(
-            "{batch:>6} {:>14.2} {:>12.0} {:>14.1} {:>12.1} {:>7.0}%",
+            "{batch:>6} {:>14.2} {:>12.0} {:>14.1} {:>16} {:>7.0}%",
             secs * 1e3,
             batch as f64 / secs,
             gflops,
-            sgemm_gflops,
+            format!(
+                "{sgemm_gflops:.1} ({})",
+                name.split(' ').next().unwrap_or(name)
+            ),
             100.0 * gflops / sgemm_gflops
         );
     }

@@ -8,7 +8,9 @@ pub mod loss;
 pub mod mlp;
 pub mod onnx;
 pub mod optim;
+pub mod threads;
 
+pub use linear::Init;
 pub use loss::{DistillLoss, LossParts};
 pub use mlp::{Mlp, MlpConfig, Workspace};
 pub use optim::{Optimizer, OptimizerConfig, Schedule};

@@ -5,6 +5,42 @@ use crate::gemm::sgemm;
 use distill_core::rng::Rng;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// How a layer's weights and biases are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// He-normal weights `N(0, 2 / in)`, zero biases.
+    He,
+    /// PyTorch's `nn.Linear` default: weights and biases uniform on `±1 / sqrt(in)` (Kaiming
+    /// uniform with `a = sqrt(5)`).
+    #[default]
+    Torch,
+}
+
+impl Init {
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::He => "he",
+            Init::Torch => "torch",
+        }
+    }
+}
+
+impl std::str::FromStr for Init {
+    type Err = crate::NnError;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "he" => Ok(Init::He),
+            "torch" => Ok(Init::Torch),
+            other => Err(crate::NnError::Shape(format!(
+                "unknown initialisation '{other}': use he (He-normal weights, zero biases) or \
+                 torch (PyTorch's uniform +-1/sqrt(fan_in) weights and biases)"
+            ))),
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
@@ -17,10 +53,26 @@ pub struct Linear {
 impl Linear {
     /// He-normal weights (`N(0, 2 / in)`), zero biases.
     pub fn new(inputs: usize, outputs: usize, rng: &mut Rng) -> Self {
-        let std = (2.0 / inputs as f32).sqrt();
-        Linear {
-            w: Array2::from_shape_simple_fn((inputs, outputs), || rng.normal() * std),
-            b: Array1::zeros(outputs),
+        Self::init(inputs, outputs, Init::He, rng)
+    }
+
+    /// A layer drawn as `init` says.
+    pub fn init(inputs: usize, outputs: usize, init: Init, rng: &mut Rng) -> Self {
+        match init {
+            Init::He => {
+                let std = (2.0 / inputs as f32).sqrt();
+                Linear {
+                    w: Array2::from_shape_simple_fn((inputs, outputs), || rng.normal() * std),
+                    b: Array1::zeros(outputs),
+                }
+            }
+            Init::Torch => {
+                let bound = 1.0 / (inputs as f32).sqrt();
+                let mut u = || (2.0 * rng.uniform() - 1.0) * bound;
+                let w = Array2::from_shape_simple_fn((inputs, outputs), &mut u);
+                let b = Array1::from_shape_simple_fn(outputs, &mut u);
+                Linear { w, b }
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! A multilayer perceptron of ReLU hidden layers and a linear output layer, with its training step.
 
 use crate::gemm::{flops, sgemm};
-use crate::linear::Linear;
+use crate::linear::{Init, Linear};
 use crate::loss::{DistillLoss, LossParts};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::{NnError, Result, dropout};
@@ -92,14 +92,19 @@ impl Workspace {
 }
 
 impl Mlp {
-    /// A network with freshly initialised weights drawn from `seed`.
+    /// A network with He-normal weights and zero biases drawn from `seed`.
     pub fn new(config: MlpConfig, seed: u64) -> Result<Self> {
+        Self::with_init(config, seed, Init::He)
+    }
+
+    /// A network with freshly initialised weights drawn from `seed` as `init` says.
+    pub fn with_init(config: MlpConfig, seed: u64, init: Init) -> Result<Self> {
         config.validate()?;
         let mut rng = Rng::derive(seed, 0x1417);
         let layers = config
             .sizes
             .windows(2)
-            .map(|w| Linear::new(w[0], w[1], &mut rng))
+            .map(|w| Linear::init(w[0], w[1], init, &mut rng))
             .collect();
         Ok(Mlp { config, layers })
     }

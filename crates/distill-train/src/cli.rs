@@ -37,6 +37,10 @@ pub struct Args {
     /// Hidden layer widths, e.g. 1200,1200.
     #[arg(long, default_value = "800,800")]
     pub hidden: String,
+    /// Weight initialisation: torch (PyTorch's nn.Linear default, uniform +-1/sqrt(fan_in) weights
+    /// and biases) or he (He-normal weights, zero biases).
+    #[arg(long, default_value = "torch")]
+    pub init: String,
     #[arg(long, default_value_t = 0.0)]
     pub input_dropout: f32,
     #[arg(long, default_value_t = 0.0)]
@@ -137,6 +141,10 @@ impl Args {
             alpha,
             combine: self.combine.parse::<Combine>()?,
             hidden,
+            init: self
+                .init
+                .parse()
+                .map_err(|e| TrainError::invalid(format!("--init {}: {e}", self.init)))?,
             input_dropout: self.input_dropout,
             hidden_dropout: self.hidden_dropout,
             max_norm: self.max_norm,

@@ -20,7 +20,7 @@ use distill_core::store::{SoftTargets, read_store};
 use distill_core::{interrupt, sha256_file};
 use distill_nn::loss::cross_entropy;
 use distill_nn::mlp::gather_rows;
-use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
+use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2, Axis};
 use record::EpochRecord;
@@ -45,6 +45,9 @@ pub struct Config {
     pub alpha: f32,
     pub combine: Combine,
     pub hidden: Vec<usize>,
+    /// How the weights are initialised.
+    #[serde(default)]
+    pub init: Init,
     pub input_dropout: f32,
     pub hidden_dropout: f32,
     pub max_norm: Option<f32>,
@@ -354,18 +357,17 @@ fn count_errors(logits: ArrayView2<f32>, labels: &[u32]) -> usize {
 
 /// Trains as `config` says. Returns early (with `interrupted`) on Ctrl-C or `max_steps`, leaving
 /// a checkpoint to resume from and no model file.
+///
+/// Training runs on its own pool of `config.threads` workers (default: all cores) that flush
+/// subnormal floats to zero, which keeps epochs equally fast (see [`distill_nn::threads`]).
 pub fn run(config: &Config) -> Result<Report> {
-    match config.threads {
-        Some(n) if n > 0 => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| TrainError::Threads {
-                threads: n,
-                message: e.to_string(),
-            })?
-            .install(|| train(config)),
-        _ => train(config),
-    }
+    let threads = config.threads.filter(|&n| n > 0);
+    distill_nn::threads::training_pool(threads)
+        .map_err(|e| TrainError::Threads {
+            threads: threads.unwrap_or(0),
+            message: e.to_string(),
+        })?
+        .install(|| train(config))
 }
 
 fn train(config: &Config) -> Result<Report> {
@@ -408,7 +410,7 @@ fn train(config: &Config) -> Result<Report> {
     let labels = train.labels.as_deref();
     let classes = train.classes;
     let mlp_config = config.mlp_config(train.width(), classes);
-    let mut mlp = Mlp::new(mlp_config, config.seed)?;
+    let mut mlp = Mlp::with_init(mlp_config, config.seed, config.init)?;
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
     let fingerprint = config.fingerprint();
     let provenance = provenance(config, store.as_ref())?;

@@ -1,0 +1,155 @@
+"""`make bench-compare`: distill-train against PyTorch on the same MLP trainings, side by side.
+
+1. Makes the shared inputs once (in bench-out/compare/): a 784-1200-1200-10 teacher trained by
+   distill-train for 2 epochs, and its soft targets on all 60,000 MNIST training rows written by
+   distill-teach. Both sides read that store (PyTorch through pyarrow).
+2. Speed: for each configuration, runs a 1-epoch and a 3-epoch training of each side, the two
+   sides alternating, and takes the per-epoch time as (t3 - t1) / 2 of the processes' wall time, so
+   start-up (imports, data loading, model export) cancels. Medians over --repeats rounds.
+3. Accuracy: 5-epoch distillation runs of both sides over seeds 1-3, test errors on the 10,000
+   MNIST test images, and the mean.
+
+Configurations (2 threads each side, batch 128, SGD lr 0.05 momentum 0.9, all 60,000 rows):
+  distill  784-800-800-10 student, T=20, alpha 0.9
+  hard     the same student on hard labels
+  teacher  784-1200-1200-10, dropout 0.1/0.3, max-norm 4, jitter 1, hard labels
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def run(cmd, env=None):
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    secs = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+    return secs, p.stdout + p.stderr
+
+
+def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
+    cmd = [
+        os.path.join(BIN, "distill-train"),
+        "--data", "data/mnist", "--validation", "0", "--threads", str(threads),
+        "--epochs", str(epochs), "--seed", str(seed), "--batch", "128",
+        "--lr", "0.05", "--momentum", "0.9",
+        "--test-split", "test" if test else "none",
+        "--out", os.path.join(work, f"distill-{mode}-e{epochs}-s{seed}-{init or 'default'}.onnx"),
+    ]
+    if init:
+        cmd += ["--init", init]
+    if mode == "distill":
+        cmd += ["--hidden", "800,800", "--soft-targets", store, "--temperature", "20", "--alpha", "0.9"]
+    elif mode == "hard":
+        cmd += ["--hidden", "800,800"]
+    else:
+        cmd += ["--hidden", "1200,1200", "--input-dropout", "0.1", "--hidden-dropout", "0.3",
+                "--max-norm", "4", "--jitter", "1"]
+    return cmd
+
+
+def torch_cmd(mode, epochs, seed, store, threads, test):
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_torch.py"), "--mode", mode,
+           "--data", "data/mnist", "--epochs", str(epochs), "--seed", str(seed),
+           "--threads", str(threads)]
+    if mode == "distill":
+        cmd += ["--store", store, "--temperature", "20", "--alpha", "0.9"]
+    if test:
+        cmd.append("--test")
+    return cmd
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--modes", default="distill,hard,teacher")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per configuration")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", default="1,2,3", help="seeds of the accuracy runs ('' skips them)")
+    ap.add_argument("--accuracy-epochs", type=int, default=5)
+    ap.add_argument("--inits", default="", help="extra distill-train --init values to score too, e.g. he")
+    args = ap.parse_args()
+
+    import torch
+
+    work = os.path.join(ROOT, "bench-out", "compare")
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); {args.threads} threads each side")
+    print(f"PyTorch {torch.__version__} (CPU), distill-train from {BIN}")
+
+    teacher = os.path.join(work, "teacher.onnx")
+    store = os.path.join(work, "soft-targets.parquet")
+    if not os.path.exists(store):
+        print("making the shared soft-target store (teacher: 2 epochs of distill-train; distill-teach)...",
+              flush=True)
+        run([os.path.join(BIN, "distill-train"), "--data", "data/mnist", "--hidden", "1200,1200",
+             "--epochs", "2", "--validation", "0", "--test-split", "none", "--seed", "7",
+             "--threads", str(args.threads), "--out", teacher], env)
+        run([os.path.join(BIN, "distill-teach"), "--model", teacher, "--data", "data/mnist",
+             "--split", "train", "--out", store], env)
+
+    print("\n## Seconds per epoch: (3-epoch run - 1-epoch run) / 2, wall time, alternating; "
+          f"median of {args.repeats}")
+    print(f"{'configuration':<44} {'PyTorch':>9} {'distill':>9} {'distill speed / PyTorch':>24}")
+    labels = {
+        "distill": "784-800-800-10 distilled, T=20, alpha 0.9",
+        "hard": "784-800-800-10 hard labels",
+        "teacher": "784-1200-1200-10 dropout, max-norm, jitter",
+    }
+    for mode in [m for m in args.modes.split(",") if m]:
+        per = {"torch": [], "distill": []}
+        for r in range(args.repeats):
+            t = {}
+            order = ["torch", "distill"] if r % 2 == 0 else ["distill", "torch"]
+            for epochs in (1, 3):
+                for side in order:
+                    cmd = (torch_cmd(mode, epochs, 1, store, args.threads, False) if side == "torch"
+                           else distill_cmd(mode, epochs, 1, store, work, args.threads, False))
+                    t[(side, epochs)] = run(cmd, env)[0]
+            for side in per:
+                per[side].append((t[(side, 3)] - t[(side, 1)]) / 2)
+        pt, dt = statistics.median(per["torch"]), statistics.median(per["distill"])
+        print(f"{labels[mode]:<44} {pt:>8.2f}s {dt:>8.2f}s {pt / dt:>23.2f}x", flush=True)
+
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if seeds:
+        e = args.accuracy_epochs
+        print(f"\n## Test errors (of 10,000) after {e} epochs of the distillation configuration")
+        rows = {"PyTorch": []}
+        inits = [None] + [i for i in args.inits.split(",") if i]
+        for init in inits:
+            rows[f"distill-train --init {init}" if init else "distill-train (default init)"] = []
+        for seed in seeds:
+            _, out = run(torch_cmd("distill", e, seed, store, args.threads, True), env)
+            rows["PyTorch"].append(int(re.search(r'"test_errors": (\d+)', out).group(1)))
+            for init in inits:
+                _, out = run(distill_cmd("distill", e, seed, store, work, args.threads, True, init), env)
+                key = f"distill-train --init {init}" if init else "distill-train (default init)"
+                rows[key].append(int(re.search(r"test errors: (\d+) of", out).group(1)))
+        print(f"{'':<32} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds) + f" {'mean':>8}")
+        for name, errs in rows.items():
+            print(f"{name:<32} " + " ".join(f"{x:>8}" for x in errs) + f" {statistics.mean(errs):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
