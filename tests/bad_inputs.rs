@@ -411,6 +411,12 @@ const ROWS: &[Row] = &[
     ),
     (
         "teach",
+        "--model model.onnx --kind probabilities --limit 20 --out s.parquet",
+        2,
+        "is read as probabilities, but row 0 is not a distribution",
+    ),
+    (
+        "teach",
         "--model model.onnx --limit 10 --only-classes 12 --out s.parquet",
         2,
         "class 12",

@@ -327,7 +327,7 @@ fn bad_inputs_fail_with_exit_code_2_and_no_output() {
         ),
         (
             vec!["--limit", "600", "--out", "teacher.onnx/m.onnx"],
-            "does not exist",
+            "is a file, not a folder",
         ),
         (
             vec!["--limit", "600", "--soft-targets", "nope.parquet"],
