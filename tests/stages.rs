@@ -126,3 +126,48 @@ fn the_best_model_gets_the_bias_adjustment_too() {
         assert_eq!(shifts[0]["delta"], 2.0, "{file}: {bias}");
     }
 }
+
+/// A run stopped mid-epoch keeps the epoch's time so far in its checkpoint, so that the resumed
+/// epoch reports its seconds and samples/s over the whole epoch.
+#[test]
+fn a_checkpoint_taken_mid_epoch_keeps_the_epoch_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mnist = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+    let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .current_dir(d)
+        .args([
+            "train",
+            "--data",
+            mnist,
+            "--limit",
+            "3000",
+            "--hidden",
+            "64",
+            "--epochs",
+            "2",
+            "--validation",
+            "0",
+            "--test-split",
+            "none",
+            "--max-steps",
+            "10",
+            "--out",
+            "m.onnx",
+        ])
+        .output()
+        .unwrap();
+    assert!(!d.join("m.onnx").exists(), "{out:?}");
+    // The checkpoint: a magic line, a little-endian u64 length, then the JSON header.
+    let bytes = std::fs::read(d.join("m.ckpt")).unwrap();
+    let start = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let len = u64::from_le_bytes(bytes[start..start + 8].try_into().unwrap()) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[start + 8..start + 8 + len]).unwrap();
+    let partial = &header["progress"]["partial"];
+    assert_eq!(partial["rows"], 10 * 128, "{partial}");
+    assert!(
+        partial["seconds"].as_f64().unwrap() > 0.0,
+        "the checkpoint lost the epoch's seconds: {partial}"
+    );
+}
