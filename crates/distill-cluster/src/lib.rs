@@ -1,4 +1,4 @@
-//! Finding the class subsets for specialists (PAPER.md §6): the classes an ensemble confuses are
+//! Finding the class subsets for specialists (docs/method.md §5): the classes an ensemble confuses are
 //! grouped by K-means on the columns of a class-by-class matrix of its predictions, either the
 //! covariance of its predicted distributions (no labels needed) or its symmetrised confusion
 //! matrix. The result is `specialists.yaml` ([`SpecialistSet`]) and a heatmap PNG.

@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// Covariance of the ensemble's predicted distributions (PAPER.md §6); needs no labels.
+    /// Covariance of the ensemble's predicted distributions (docs/method.md §5); needs no labels.
     Covariance,
     /// Symmetrised, row-normalised confusion matrix of the ensemble's argmax against the labels.
     Confusion,

@@ -1,4 +1,4 @@
-//! Tempered softmax and the ensemble's soft targets (PAPER.md §1–2), computed stably: the row
+//! Tempered softmax and the ensemble's soft targets (docs/method.md §1–2), computed stably: the row
 //! maximum is subtracted first and logs are taken in log space.
 
 use crate::{CoreError, Result};

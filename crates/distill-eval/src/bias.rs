@@ -1,4 +1,4 @@
-//! Per-class bias adjustment at evaluation time (PAPER.md §3: raising the bias of a class the student never
+//! Per-class bias adjustment at evaluation time (docs/method.md §4: raising the bias of a class the student never
 //! saw during transfer), applied to logits without retraining.
 
 use std::str::FromStr;

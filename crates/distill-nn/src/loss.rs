@@ -1,4 +1,4 @@
-//! The distillation loss of PAPER.md §3, averaged over the batch:
+//! The distillation loss of docs/method.md §3, averaged over the batch:
 //!
 //! `L = alpha * T² * CE(p(T), softmax(s / T)) + (1 - alpha) * CE(onehot(y), softmax(s))`
 //!
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn high_temperature_gradient_approaches_logit_matching() {
-        // PAPER.md §3: for zero-mean logits and large T, the soft gradient times T² tends to
+        // docs/method.md §3: for zero-mean logits and large T, the soft gradient times T² tends to
         // (s - v) / N_classes (here for a single row).
         let s = ndarray::array![[0.5f32, -0.2, -0.3]];
         let v = ndarray::array![[-0.1f32, 0.4, -0.3]];

@@ -1,4 +1,4 @@
-//! Per-class logit bias adjustment (PAPER.md §4): given by hand (`3=+3.5`), or fitted for the
+//! Per-class logit bias adjustment (docs/method.md §4): given by hand (`3=+3.5`), or fitted for the
 //! classes the transfer set omitted, on a held-out slice of the training split.
 
 use crate::{Result, TrainError};

@@ -1,4 +1,4 @@
-//! Training of teachers, baseline students and distilled students (PAPER.md §3–4): an MLP trained
+//! Training of teachers, baseline students and distilled students (docs/method.md §3–4): an MLP trained
 //! on hard labels, or on the soft targets of a stored teacher ensemble at temperature `T`, saved as
 //! ONNX with its configuration in the metadata, with a per-epoch record, resumable checkpoints and
 //! per-class bias adjustment.
