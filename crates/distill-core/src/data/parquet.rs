@@ -66,19 +66,9 @@ pub(crate) fn list_f32(
                 .collect();
             (bounds, list.values())
         } else if let Some(list) = column.as_list_opt::<i32>() {
-            let o = list.value_offsets();
-            let bounds = o
-                .windows(2)
-                .map(|w| (w[0] as usize, w[1] as usize))
-                .collect();
-            (bounds, list.values())
+            (list_bounds(list), list.values())
         } else if let Some(list) = column.as_list_opt::<i64>() {
-            let o = list.value_offsets();
-            let bounds = o
-                .windows(2)
-                .map(|w| (w[0] as usize, w[1] as usize))
-                .collect();
-            (bounds, list.values())
+            (list_bounds(list), list.values())
         } else {
             return Err(expected_type());
         };
@@ -409,6 +399,16 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
         .map_err(|e| CoreError::parquet(path, e))?;
     writer.close().map_err(|e| CoreError::parquet(path, e))?;
     out.commit()
+}
+
+/// Each row's `(start, end)` into the child values of a `list` or `large_list` column.
+fn list_bounds<O: arrow_array::OffsetSizeTrait>(
+    list: &arrow_array::GenericListArray<O>,
+) -> Vec<(usize, usize)> {
+    list.value_offsets()
+        .windows(2)
+        .map(|w| (w[0].as_usize(), w[1].as_usize()))
+        .collect()
 }
 
 #[cfg(test)]
