@@ -165,12 +165,13 @@ impl Config {
     /// Checks the values that need no file (also run by `distill run` before any stage starts).
     pub fn check_values(&self) -> Result<()> {
         let bad = |m: String| Err(SpecialistsError::invalid(m));
-        if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
-        }
-        if self.batch == 0 {
-            return bad("--batch must be at least 1".into());
-        }
+        distill_train::check_schedule_values(
+            self.epochs,
+            self.batch,
+            self.temperature,
+            self.alpha,
+            self.soft_targets.is_some(),
+        )?;
         if self.jobs == 0 {
             return bad("--jobs must be at least 1".into());
         }
@@ -179,18 +180,6 @@ impl Config {
         }
         if self.threads == Some(0) {
             return bad("--threads must be at least 1".into());
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(format!(
-                "--temperature {} must be a positive number",
-                self.temperature
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.alpha) {
-            return bad(format!("--alpha {} must be between 0 and 1", self.alpha));
-        }
-        if self.soft_targets.is_none() && self.alpha > 0.0 {
-            return bad("--alpha above 0 weighs soft targets: give --soft-targets STORE, or leave --alpha out to train on hard labels".into());
         }
         Ok(())
     }

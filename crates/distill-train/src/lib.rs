@@ -212,24 +212,13 @@ impl Config {
     /// Checks the values that need no file (also run by `distill run` before any stage starts).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::invalid(m));
-        if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
-        }
-        if self.batch == 0 {
-            return bad("--batch must be at least 1".into());
-        }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(format!(
-                "--temperature {} must be a positive number",
-                self.temperature
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.alpha) {
-            return bad(format!("--alpha {} must be between 0 and 1", self.alpha));
-        }
-        if self.soft_targets.is_none() && self.alpha > 0.0 {
-            return bad("--alpha above 0 weighs soft targets: give --soft-targets STORE, or leave --alpha out to train on hard labels".into());
-        }
+        check_schedule_values(
+            self.epochs,
+            self.batch,
+            self.temperature,
+            self.alpha,
+            self.soft_targets.is_some(),
+        )?;
         if let Some(f) = self.fraction
             && !(f > 0.0 && f <= 1.0)
         {
@@ -353,6 +342,37 @@ fn count_errors(logits: ArrayView2<f32>, labels: &[u32]) -> usize {
         .zip(labels)
         .filter(|(p, y)| **p != **y as usize)
         .count()
+}
+
+/// The value checks every trainer of an MLP shares (distill-train and distill-specialists):
+/// epochs and batch size at least 1, a positive temperature, alpha in [0, 1], and soft targets
+/// whenever alpha weighs them.
+pub fn check_schedule_values(
+    epochs: usize,
+    batch: usize,
+    temperature: f32,
+    alpha: f32,
+    has_soft_targets: bool,
+) -> Result<()> {
+    let bad = |m: String| Err(TrainError::invalid(m));
+    if epochs == 0 {
+        return bad("--epochs must be at least 1".into());
+    }
+    if batch == 0 {
+        return bad("--batch must be at least 1".into());
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return bad(format!(
+            "--temperature {temperature} must be a positive number"
+        ));
+    }
+    if !(0.0..=1.0).contains(&alpha) {
+        return bad(format!("--alpha {alpha} must be between 0 and 1"));
+    }
+    if !has_soft_targets && alpha > 0.0 {
+        return bad("--alpha above 0 weighs soft targets: give --soft-targets STORE, or leave --alpha out to train on hard labels".into());
+    }
+    Ok(())
 }
 
 /// Trains as `config` says. Returns early (with `interrupted`) on Ctrl-C or `max_steps`, leaving
