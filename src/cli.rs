@@ -17,6 +17,8 @@ usage:
                             [--dry-run] [--jobs N]
   distill status PIPELINE.yaml [--set NAME=VALUE]...
                             one line per stage: up to date, or why it would run
+  distill metrics [PIPELINE.yaml|FOLDER]... [--json]
+                            every eval stage's key numbers across pipelines (default: pipelines/)
   distill train ARGS...     train a teacher or student (same as distill-train)
   distill teach ARGS...     run teachers into a soft-target store (same as distill-teach)
   distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
@@ -67,6 +69,19 @@ pub struct StatusArgs {
     /// Replace the pipeline's variable NAME with VALUE, as `distill run --set` does.
     #[arg(short = 'S', long = "set", value_name = "NAME=VALUE", value_parser = pipeline::parse_set)]
     pub set: Vec<(String, String)>,
+}
+
+/// Show the key numbers (errors, NLL, ECE, parameters) of every completed eval stage of each
+/// pipeline, read from the lock files and the metrics.json files they name; runs nothing.
+#[derive(Debug, Parser)]
+#[command(name = "distill metrics", version)]
+pub struct MetricsArgs {
+    /// Pipeline files, or folders of them.
+    #[arg(value_name = "PIPELINE.yaml|FOLDER", default_value = "pipelines")]
+    pub pipelines: Vec<PathBuf>,
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl RunArgs {
@@ -120,6 +135,7 @@ where
     match command {
         "run" => run_main(std::iter::once(OsString::from("distill run")).chain(rest())),
         "status" => status_main(std::iter::once(OsString::from("distill status")).chain(rest())),
+        "metrics" => metrics_main(std::iter::once(OsString::from("distill metrics")).chain(rest())),
         "train" => distill_train::cli::main_from(stage_argv("train")),
         "teach" => distill_teach::cli::main_from(stage_argv("teach")),
         "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
@@ -201,6 +217,36 @@ fn status_main(args: impl Iterator<Item = OsString>) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn metrics_main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let parsed = match MetricsArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let files = match crate::metrics::pipeline_files(&parsed.pipelines) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let table = crate::metrics::collect(&files);
+    if parsed.json {
+        match serde_json::to_string_pretty(&table) {
+            Ok(text) => pipeline::say(format_args!("{text}")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        pipeline::say(format_args!("{}", table.text()));
+    }
+    ExitCode::SUCCESS
 }
 
 /// `distill status`: one line per stage (`up to date`, or `runs: WHY`), then the counts.

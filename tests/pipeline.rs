@@ -107,6 +107,46 @@ stages:
     )
 }
 
+/// `distill metrics` shows, for the pipeline in `d`, exactly the errors that its eval stage wrote
+/// into metrics.json, and says how to fix a metrics file that is gone.
+fn metrics_view_agrees_with_the_eval_stage(d: &Path) {
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/metrics.json")).unwrap())
+            .unwrap();
+    let (code, stdout, stderr) = distill(d, &["metrics", "p.yaml", "--json"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = shown["rows"].as_array().unwrap();
+    let entries = written["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), entries.len(), "{stdout}");
+    for (row, entry) in rows.iter().zip(entries) {
+        assert_eq!(row["stage"], "eval");
+        assert_eq!(row["model"], entry["name"]);
+        assert_eq!(row["errors"], entry["errors"]);
+        assert_eq!(row["rows"], entry["rows"]);
+    }
+    let (code, table, _) = distill(d, &["metrics", "p.yaml"]);
+    assert_eq!(code, 0);
+    let student = table.lines().find(|l| l.contains(" student ")).unwrap();
+    let errors = entries.iter().find(|e| e["name"] == "student").unwrap()["errors"].to_string();
+    assert!(student.split_whitespace().any(|f| f == errors), "{table}");
+
+    std::fs::rename(d.join("out/metrics.json"), d.join("metrics.json.bak")).unwrap();
+    let (code, table, _) = distill(d, &["metrics", "p.yaml"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("stage `eval`") && table.contains("distill run p.yaml"),
+        "{table}"
+    );
+    std::fs::rename(d.join("metrics.json.bak"), d.join("out/metrics.json")).unwrap();
+    let (code, _, stderr) = distill(d, &["metrics", "missing.yaml"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("missing.yaml: no such pipeline"),
+        "{stderr}"
+    );
+}
+
 const STAGES: [&str; 6] = [
     "teacher@1",
     "teacher@2",
@@ -143,6 +183,7 @@ fn a_pipeline_runs_then_skips_everything_then_reruns_only_what_a_change_touches(
     let times: Vec<SystemTime> = outputs.iter().map(|o| mtime(&d.join(o))).collect();
     let lock = std::fs::read_to_string(d.join("p.lock")).unwrap();
     assert_eq!(lock.matches("state: complete").count(), 6, "{lock}");
+    metrics_view_agrees_with_the_eval_stage(d);
 
     let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");

@@ -12,7 +12,7 @@ use super::error::{PipelineError, Result};
 use super::graph::Graph;
 use super::lock::{Entry, Hasher, Lock, State, lock_path};
 use super::spec::{Document, Kind};
-use super::stage::{self, Stage, StageConfig};
+use super::stage::{Stage, StageConfig};
 
 /// Which stages to force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,20 +112,7 @@ pub struct Summary {
 pub fn run(file: &Path, options: &Options) -> Result<Summary> {
     let started = Instant::now();
     let doc = Document::read_with(file, &options.set)?;
-    let file_abs = std::path::absolute(file).map_err(|e| PipelineError::io(file, e))?;
-    let base = file_abs.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let wdir = if doc.wdir.as_os_str().is_empty() {
-        base
-    } else {
-        stage::normalize(&base.join(&doc.wdir))
-    };
-    if !wdir.is_dir() {
-        return Err(doc.error(
-            &["wdir"],
-            format!("the working folder {} does not exist", wdir.display()),
-            "wdir is taken relative to the pipeline file's folder",
-        ));
-    }
+    let wdir = doc.working_folder(file)?;
     std::env::set_current_dir(&wdir).map_err(|e| PipelineError::io(&wdir, e))?;
     let mut stages = doc
         .stages
@@ -142,6 +129,7 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
             (0..stages.len()).map(|i| hits.contains(&i)).collect()
         }
     };
+    let file_abs = std::path::absolute(file).map_err(|e| PipelineError::io(file, e))?;
     let lock_file = lock_path(&file_abs);
     let (lock, note) = Lock::read(&lock_file);
     if let Some(n) = note {

@@ -85,6 +85,26 @@ impl Document {
         Document::read_with(file, &[])
     }
 
+    /// The folder the stages' paths are relative to: `wdir`, taken relative to the folder of the
+    /// pipeline file `file` (that folder itself when there is no `wdir`). It must exist.
+    pub fn working_folder(&self, file: &Path) -> Result<PathBuf> {
+        let file_abs = std::path::absolute(file).map_err(|e| PipelineError::io(file, e))?;
+        let base = file_abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let wdir = if self.wdir.as_os_str().is_empty() {
+            base
+        } else {
+            super::stage::normalize(&base.join(&self.wdir))
+        };
+        if !wdir.is_dir() {
+            return Err(self.error(
+                &["wdir"],
+                format!("the working folder {} does not exist", wdir.display()),
+                "wdir is taken relative to the pipeline file's folder",
+            ));
+        }
+        Ok(wdir)
+    }
+
     /// Reads and checks the pipeline at `file`, with `vars` overridden by `set` (`distill run
     /// --set NAME=VALUE`: each value is read as YAML, so `4` is a number and `[1, 2]` a list).
     pub fn read_with(file: &Path, set: &[(String, String)]) -> Result<Document> {

@@ -109,6 +109,9 @@ pub struct ReliabilityBin {
 pub struct SpecialistsResult {
     #[serde(default)]
     pub manifest: Option<String>,
+    /// The name of the entry the specialists were combined with.
+    #[serde(default)]
+    pub generalist: Option<String>,
     #[serde(default)]
     pub top_n: Option<usize>,
     #[serde(default)]
