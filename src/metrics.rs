@@ -152,18 +152,6 @@ fn collect_one(file: &Path, rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl Table {
     /// The table as aligned text columns, then the notes.
     pub fn text(&self) -> String {
@@ -188,7 +176,7 @@ impl Table {
                     format!("{:.2}", 100.0 * r.error_rate),
                     opt(r.nll),
                     opt(r.ece),
-                    r.parameters.map_or_else(|| "-".to_string(), grouped),
+                    r.parameters.map_or_else(|| "-".to_string(), distill_report::html::grouped),
                 ]
             })
             .collect();
