@@ -176,7 +176,8 @@ impl Table {
                     format!("{:.2}", 100.0 * r.error_rate),
                     opt(r.nll),
                     opt(r.ece),
-                    r.parameters.map_or_else(|| "-".to_string(), distill_report::html::grouped),
+                    r.parameters
+                        .map_or_else(|| "-".to_string(), distill_report::html::grouped),
                 ]
             })
             .collect();
