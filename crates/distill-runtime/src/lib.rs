@@ -9,7 +9,10 @@ mod error;
 mod external;
 mod library;
 mod model;
+mod output;
 mod provider;
+mod session;
+mod signature;
 mod spec;
 
 pub use error::{Result, RuntimeError};
