@@ -1,0 +1,284 @@
+//! The page's sections on the class clusters, the cost/accuracy trade-offs and the specialists.
+
+use std::fmt::Write as _;
+
+use super::{Builder, class_labels, escape, grouped, short_hash};
+use crate::inputs::Entry;
+use crate::plot::{self, Matrix, Palette, Point};
+use crate::{Error, Inputs};
+
+pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
+    let Some((spath, s)) = &inputs.specialists else {
+        return Ok(());
+    };
+    b.push("<section><h2>Class clusters</h2>\n");
+    let (order, blocks) = s.order();
+    let source = inputs.metrics.as_ref().and_then(|(_, m)| {
+        m.entries
+            .iter()
+            .find(|e| e.is_ensemble())
+            .or(m.entries.first())
+            .filter(|e| e.confusion.len() == s.classes)
+            .map(|e| (m, e))
+    });
+    match source {
+        Some((m, e)) => {
+            let labels = class_labels(inputs, s.classes);
+            let ordered_labels: Vec<String> = order.iter().map(|&c| labels[c].clone()).collect();
+            let values: Vec<Vec<f64>> = order
+                .iter()
+                .map(|&i| {
+                    order
+                        .iter()
+                        .map(|&j| {
+                            if i == j {
+                                e.confusion[i][i] as f64
+                            } else {
+                                (e.confusion[i][j] + e.confusion[j][i]) as f64
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let title = format!("{} confusions, classes grouped by subset", e.name);
+            let side = if s.classes <= 20 { 520 } else { 760 };
+            let svg = plot::heatmap(
+                "fig-clusters",
+                &Matrix {
+                    title: &title,
+                    labels: &ordered_labels,
+                    values: &values,
+                    row_desc: "class",
+                    col_desc: "class",
+                    annotate: true,
+                    blocks: &blocks,
+                },
+                side,
+            )?;
+            b.figure(
+                svg,
+                "fig-clusters",
+                &format!(
+                    "How often {} confuses each pair of classes on the {} split (either way round), with the classes reordered by the specialist subsets of {}; blue squares outline each subset's own classes, classes left to the generalist come last; the diagonal holds the correctly classified rows.",
+                    e.name,
+                    m.split,
+                    spath.display()
+                ),
+            );
+        }
+        None => b.note("No cluster heatmap: it is drawn from an ensemble's confusions in metrics.json, which is missing."),
+    }
+    b.push("<table><thead><tr><th>subset</th><th class=\"text\">classes</th><th>captured</th></tr></thead><tbody>\n");
+    let labels = class_labels(inputs, s.classes);
+    for sub in &s.subsets {
+        let classes: Vec<String> = sub
+            .classes
+            .iter()
+            .map(|&c| {
+                let l = labels
+                    .get(c as usize)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string());
+                if sub.joined.contains(&c) {
+                    format!("({l})")
+                } else {
+                    l
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            b.body,
+            "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td></tr>",
+            sub.id,
+            escape(&classes.join(", ")),
+            sub.captured
+                .map(|c| format!("{:.1}%", 100.0 * c))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    b.push("</tbody></table>\n");
+    let _ = writeln!(
+        b.body,
+        "<p class=\"note\">{} subsets found by distill-cluster{}{} from {} store rows; together they capture {} of the ensemble's off-diagonal confusion mass. Parenthesised classes joined a subset by overlap. Left to the generalist: {}.{}</p>",
+        s.subsets.len(),
+        s.method
+            .as_deref()
+            .map(|m| format!(" ({m}"))
+            .unwrap_or_default(),
+        match (s.method.is_some(), s.temperature) {
+            (true, Some(t)) => format!(", T = {t})"),
+            (true, None) => ")".into(),
+            _ => String::new(),
+        },
+        s.rows
+            .map(|r| grouped(r as u64))
+            .unwrap_or_else(|| "?".into()),
+        s.captured
+            .map(|c| format!("{:.1}%", 100.0 * c))
+            .unwrap_or_else(|| "?".into()),
+        if s.generalist_only.is_empty() {
+            "none".to_string()
+        } else {
+            s.generalist_only
+                .iter()
+                .map(|&c| {
+                    labels
+                        .get(c as usize)
+                        .cloned()
+                        .unwrap_or_else(|| c.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        s.ari_vs_true_groups
+            .map(|a| format!(" Adjusted Rand index against the data set's true groups: {a:.3}."))
+            .unwrap_or_default()
+    );
+    b.push("</section>\n");
+    Ok(())
+}
+
+pub(super) fn tradeoffs(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(), Error> {
+    let Some((_, m)) = &inputs.metrics else {
+        return Ok(());
+    };
+    b.push("<section><h2>What it costs</h2>\n<div class=\"figs\">\n");
+    let point = |e: &Entry, x: f64| Point {
+        name: e.name.clone(),
+        color: palette.color(&e.name),
+        x,
+        y: 100.0 * e.error_rate,
+    };
+    let by_size: Vec<Point> = m
+        .entries
+        .iter()
+        .map(|e| point(e, e.parameters as f64))
+        .collect();
+    let svg = plot::tradeoff(
+        "fig-tradeoff-size",
+        "Error against size",
+        "parameters (log scale)",
+        "test error (%)",
+        &by_size,
+        (600, 400),
+    )?;
+    b.figure(
+        svg,
+        "fig-tradeoff-size",
+        "One point per model and ensemble: what a distillation buys is a point far to the left at almost the same height.",
+    );
+    let by_latency: Vec<Point> = m
+        .entries
+        .iter()
+        .filter_map(|e| e.latency_ms_batch1.map(|l| point(e, l)))
+        .collect();
+    if by_latency.is_empty() {
+        b.push("</div>\n");
+        b.note("No latency plot: the evaluation ran with --latency-runs 0.");
+    } else {
+        let svg = plot::tradeoff(
+            "fig-tradeoff-latency",
+            "Error against latency",
+            "median latency of one row, ms (log scale)",
+            "test error (%)",
+            &by_latency,
+            (600, 400),
+        )?;
+        b.figure(
+            svg,
+            "fig-tradeoff-latency",
+            "Latency at batch 1 on this machine; an ensemble's is the sum of its members'.",
+        );
+        b.push("</div>\n");
+    }
+    b.push("</section>\n");
+    Ok(())
+}
+
+pub(super) fn specialists(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
+    let result = inputs
+        .metrics
+        .as_ref()
+        .and_then(|(_, m)| m.specialists.as_ref());
+    if result.is_none() && inputs.manifest.is_none() {
+        return Ok(());
+    }
+    b.push("<section><h2>Specialists</h2>\n");
+    if let Some(s) = result {
+        let mut facts = Vec::new();
+        if let (Some(g), Some(c)) = (s.generalist_errors, s.combined_errors) {
+            facts.push(format!(
+                "errors {} with the generalist alone, {} with its specialists",
+                grouped(g as u64),
+                grouped(c as u64)
+            ));
+        }
+        if let Some(r) = s.relative_error_reduction {
+            facts.push(format!("relative error reduction {:.2}%", 100.0 * r));
+        }
+        if let Some(n) = s.top_n {
+            facts.push(format!(
+                "specialists consulted for the generalist's top {n} classes"
+            ));
+        }
+        if let Some(r) = s.rows_per_second {
+            facts.push(format!("{} rows/s", grouped(r.round() as u64)));
+        }
+        if !facts.is_empty() {
+            let _ = writeln!(b.body, "<p>{}.</p>", escape(&facts.join("; ")));
+        }
+        if s.by_covering.is_empty() {
+            b.note("metrics.json has no `by_covering` groups: no gain chart.");
+        } else {
+            let groups: Vec<(usize, usize, Option<f64>)> = s
+                .by_covering
+                .iter()
+                .map(|c| (c.covering, c.count, c.gain()))
+                .collect();
+            let svg = plot::gain_by_covering(
+                "fig-specialists",
+                "Gain by number of specialists covering the true class",
+                &groups,
+                (700, 400),
+            )?;
+            b.push("<div class=\"figs\">\n");
+            b.figure(
+                svg,
+                "fig-specialists",
+                "As in the paper's Table 4: test rows grouped by how many specialists cover their true class, and the relative change in correct rows when the specialists join the generalist.",
+            );
+            b.push("</div>\n");
+        }
+    } else {
+        b.note(
+            "metrics.json has no `specialists` result: the specialist system was not evaluated.",
+        );
+    }
+    if let Some((path, man)) = &inputs.manifest {
+        let _ = writeln!(
+            b.body,
+            "<p class=\"note\">From <code>{}</code>: generalist <code>{}</code>, {} specialists.</p>",
+            escape(&path.display().to_string()),
+            escape(&man.generalist.path),
+            man.specialists.len()
+        );
+        b.push("<table><thead><tr><th>id</th><th class=\"text\">classes</th><th>epochs</th><th>validation errors</th><th class=\"text\">file</th><th class=\"text\">SHA-256</th></tr></thead><tbody>\n");
+        for s in &man.specialists {
+            let classes: Vec<String> = s.classes.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                b.body,
+                "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{} / {}</td><td class=\"text\">{}</td><td class=\"hash\">{}</td></tr>",
+                s.id,
+                escape(&classes.join(", ")),
+                s.epochs,
+                s.validation_errors,
+                s.validation_rows,
+                escape(&s.path),
+                escape(short_hash(&s.sha256))
+            );
+        }
+        b.push("</tbody></table>\n");
+    }
+    b.push("</section>\n");
+    Ok(())
+}
