@@ -56,6 +56,8 @@ pub struct RunArgs {
     /// number, [1, 2] a list); repeat for several. Stages whose resolved args change run again.
     #[arg(short = 'S', long = "set", value_name = "NAME=VALUE", value_parser = pipeline::parse_set)]
     pub set: Vec<(String, String)>,
+    #[command(flatten)]
+    pub progress: distill_cli::ProgressArgs,
 }
 
 /// Show, one line per stage, whether each stage of a pipeline is up to date or why it would run
@@ -115,6 +117,7 @@ impl RunArgs {
                 dry_run: self.dry_run,
                 jobs: self.jobs,
                 set: self.set,
+                progress: self.progress.progress(),
             },
         ))
     }

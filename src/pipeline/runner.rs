@@ -13,6 +13,7 @@ use super::graph::Graph;
 use super::lock::{Entry, Hasher, Lock, State, lock_path};
 use super::spec::{Document, Kind};
 use super::stage::{Stage, StageConfig};
+use distill_progress::{Mode, Progress, Verbosity};
 
 /// Which stages to force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct Options {
     pub jobs: usize,
     /// `--set NAME=VALUE`: values that replace the pipeline's `vars`, in the order given.
     pub set: Vec<(String, String)>,
+    /// Where the stages show their progress: one display for every stage of the run, each
+    /// stage's lines and bars under its name.
+    pub progress: Progress,
 }
 
 impl Default for Options {
@@ -49,6 +53,7 @@ impl Default for Options {
             dry_run: false,
             jobs: 1,
             set: Vec::new(),
+            progress: Progress::new(Mode::Auto, Verbosity::Normal),
         }
     }
 }
@@ -142,6 +147,7 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
         lock_file: lock_file.clone(),
         hasher: Hasher::default(),
         forced,
+        progress: &options.progress,
     };
     let (rows, error) = if options.dry_run {
         (runner.plan(&selected)?, None)
@@ -229,6 +235,7 @@ struct Runner<'a> {
     lock_file: PathBuf,
     hasher: Hasher,
     forced: Vec<bool>,
+    progress: &'a Progress,
 }
 
 enum Done {
@@ -615,7 +622,7 @@ impl Runner<'_> {
             let _ = out.flush();
         }
         let started = Instant::now();
-        let report = run_stage(stage, d.resume)?;
+        let report = run_stage(stage, d.resume, &self.progress.stage(&stage.name))?;
         let seconds = started.elapsed().as_secs_f64();
         for o in &stage.outs {
             match self.hasher.hash(&o.path)? {
@@ -653,7 +660,7 @@ impl Runner<'_> {
 }
 
 /// Runs one stage: a stage library in this process, or a shell command. Returns the report.
-fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
+fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String> {
     let failed = |message: String, user: bool| PipelineError::Stage {
         stage: stage.name.clone(),
         message,
@@ -675,14 +682,15 @@ fn run_stage(stage: &Stage, resume: bool) -> Result<String> {
         StageConfig::Teach(c) => distill_teach::run(c)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
-        StageConfig::Cluster(c) => distill_cluster::run(c)
+        StageConfig::Cluster(c) => distill_cluster::run(c, progress)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
         StageConfig::Specialists(c) => distill_specialists::run(c)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
         StageConfig::Eval(c) => {
-            let r = distill_eval::run(c).map_err(|e| failed(e.to_string(), e.is_user_error()))?;
+            let r = distill_eval::run(c, progress)
+                .map_err(|e| failed(e.to_string(), e.is_user_error()))?;
             for n in &r.notes {
                 eprintln!("note: {n}");
             }

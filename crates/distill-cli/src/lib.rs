@@ -1,5 +1,5 @@
-//! What the stage command lines share: the data-selection flags ([`DataArgs`]) and the
-//! parse → run → report → exit-code driver ([`run_main`]).
+//! What the stage command lines share: the data-selection flags ([`DataArgs`]), the progress
+//! flags ([`ProgressArgs`]) and the parse → run → report → exit-code driver ([`run_main`]).
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use distill_core::CoreError;
 use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+pub use distill_progress::{Mode, Progress, Verbosity};
 
 /// The flags that choose a stage's rows: `--data`, `--split`, `--limit`, `--only-classes` and
 /// `--exclude-classes`. Flatten it into a stage's `Args` with `#[command(flatten)]`.
@@ -55,6 +56,47 @@ impl DataArgs {
                     .unwrap_or_default(),
             },
         })
+    }
+}
+
+/// How progress is shown: `--quiet`/`-q`, `--verbose`/`-v` and `--progress`. Flatten it into a
+/// stage's `Args` with `#[command(flatten)]`, and give the stage [`ProgressArgs::progress`].
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ProgressArgs {
+    /// Print nothing but the result, warnings and errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more: timings and choices made on your behalf.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// How progress is shown: bars on a terminal, or a plain line every 10 s (auto: bars when
+    /// stderr is a terminal, lines otherwise, e.g. in a log file).
+    #[arg(long, value_name = "auto|bars|lines", default_value = "auto", value_parser = parse_mode)]
+    pub progress: Option<Mode>,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "auto" => Ok(Mode::Auto),
+        "bars" => Ok(Mode::Bars),
+        "lines" => Ok(Mode::Lines),
+        other => Err(format!("`{other}` is not one of auto, bars, lines")),
+    }
+}
+
+impl ProgressArgs {
+    /// How much these flags ask to be said.
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+
+    /// The display these flags ask for, on stderr.
+    pub fn progress(&self) -> Progress {
+        Progress::new(self.progress.unwrap_or(Mode::Auto), self.verbosity())
     }
 }
 

@@ -40,7 +40,7 @@ fn main() {
         for k in [3, 4] {
             let mut config = Config::new(store.clone(), k, out.join(format!("{method}-{k}.yaml")));
             config.method = method;
-            let report = run(&config).unwrap();
+            let report = run(&config, &distill_progress::Progress::hidden()).unwrap();
             println!("--- {method}, K = {k}\n{report}\n");
         }
     }

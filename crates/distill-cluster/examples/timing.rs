@@ -61,7 +61,7 @@ fn main() {
         let mut config = Config::new(store.clone(), k, out.join(format!("online-{online}.yaml")));
         config.online = online;
         let started = Instant::now();
-        let report = run(&config).unwrap();
+        let report = run(&config, &distill_progress::Progress::hidden()).unwrap();
         let summary = report.to_string();
         let tail: Vec<&str> = summary.lines().rev().take(2).collect();
         println!(

@@ -58,6 +58,8 @@ pub struct Args {
     /// Where to write the heatmap PNG (default: beside --out, as <out-stem>.png).
     #[arg(long, value_name = "PATH")]
     pub heatmap: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: distill_cli::ProgressArgs,
 }
 
 impl Args {
@@ -89,7 +91,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    distill_cli::run_main(args, |args: Args| args.into_config().and_then(|c| run(&c)))
+    distill_cli::run_main(args, |args: Args| {
+        let progress = args.progress.progress();
+        args.into_config().and_then(|c| run(&c, &progress))
+    })
 }
 
 impl distill_cli::UserError for ClusterError {

@@ -332,7 +332,7 @@ pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>>
 }
 
 /// Reads the store, clusters its classes and writes `specialists.yaml` and the heatmap.
-pub fn run(config: &Config) -> Result<Report> {
+pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Report> {
     config.validate()?;
     let started = Instant::now();
     let path = &config.soft_targets;
@@ -395,13 +395,13 @@ pub fn run(config: &Config) -> Result<Report> {
     config.bounds.check(clustered.len(), k)?;
 
     let features = matrix::features(m.view(), &clustered);
-    let progress = indicatif::ProgressBar::new(config.restarts as u64).with_message("k-means");
+    let restarts = progress.task("k-means", config.restarts as u64, "restarts");
     let found = kmeans(
         features.view(),
         &KMeansOptions::new(k, config.restarts, config.seed, config.online),
-        &|| progress.inc(1),
+        &|| restarts.inc(1),
     );
-    progress.finish_and_clear();
+    restarts.finish();
     phase("k-means");
     let d2 = squared_distances(features.view(), found.centroids.view());
     let mut assignment = found.assignment.clone();

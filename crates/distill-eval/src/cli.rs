@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use distill_cli::DataArgs;
+use distill_cli::{DataArgs, ProgressArgs};
 use distill_runtime::{ModelSettings, Provider};
 
 use crate::{BiasAdjust, Config, Error, ModelEntry, SpecialistsConfig, run};
@@ -70,6 +70,9 @@ pub struct Args {
     /// Write the metrics as JSON (schema_version 1) to this file; its folder must exist.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 impl Args {
@@ -126,7 +129,9 @@ where
     T: Into<OsString> + Clone,
 {
     distill_cli::run_main(args, |args: Args| {
-        args.into_config().and_then(|config| run(&config))
+        let progress = args.progress.progress();
+        args.into_config()
+            .and_then(|config| run(&config, &progress))
     })
 }
 

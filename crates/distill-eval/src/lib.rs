@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use distill_core::data::{Dataset, Selection};
 use distill_core::math::{Combine, argmax_rows, ensemble_probs, probabilities_to_logits, softmax};
+use distill_progress::{Progress, Task};
 use distill_runtime::{ModelSettings, ModelSpec, OnnxModel, OutputKind, Provider, RuntimeError};
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
@@ -108,7 +108,7 @@ struct Evaluated {
 /// output folder does not exist, the selection is empty or unlabelled, or a bias adjustment names a class the
 /// data lacks; fails when a model's input width or class count does not fit the data. Nothing is written
 /// on failure.
-pub fn run(config: &Config) -> Result<Report, Error> {
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, Error> {
     let start = Instant::now();
     check_config(config)?;
     let plan = config
@@ -147,7 +147,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
     let mut notes: Vec<String> = runtime.notes().to_vec();
     let names = entry_names(&config.models);
     let runs = config.models.len() + plan.as_ref().map_or(0, |p| p.len());
-    let bar = progress((data.len() * runs) as u64);
+    let bar = progress.task("evaluate", (data.len() * runs) as u64, "rows");
     let mut evaluated = Vec::with_capacity(config.models.len());
     for (model, name) in config.models.iter().zip(names) {
         bar.set_message(name.clone());
@@ -169,7 +169,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
         }
         None => None,
     };
-    bar.finish_and_clear();
+    bar.finish();
 
     let mut entries: Vec<Entry> = Vec::new();
     let mut reference: Option<(String, Vec<usize>)> = None;
@@ -304,23 +304,13 @@ fn entry_names(models: &[ModelEntry]) -> Vec<String> {
         .collect()
 }
 
-fn progress(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta})")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
 fn evaluate_model(
     config: &Config,
     model_entry: &ModelEntry,
     name: String,
     data: &Dataset,
     labels: &[u32],
-    bar: &ProgressBar,
+    bar: &Task,
     notes: &mut Vec<String>,
 ) -> Result<Evaluated, Error> {
     let path = &model_entry.path;
@@ -398,7 +388,7 @@ pub(crate) fn infer(
     model: &mut OnnxModel,
     x: ArrayView2<f32>,
     batch_size: usize,
-    bar: &ProgressBar,
+    bar: &Task,
 ) -> Result<Array2<f32>, Error> {
     let step = batch_size.max(1);
     let mut parts = Vec::new();

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use distill_core::data::Dataset;
 use distill_core::math::{argmax_rows, probabilities_to_logits};
+use distill_progress::Task;
 use distill_runtime::{ModelSpec, OnnxModel, OutputKind};
 use distill_specialists::{CombineOptions, Manifest, SpecialistLogits};
-use indicatif::ProgressBar;
 use ndarray::{Array2, ArrayView2};
 use serde::Serialize;
 
@@ -106,7 +106,7 @@ impl Plan {
         data: &Dataset,
         labels: &[u32],
         (generalist_name, logits): (&str, ArrayView2<f32>),
-        bar: &ProgressBar,
+        bar: &Task,
         notes: &mut Vec<String>,
     ) -> Result<SpecialistsReport, Error> {
         let mut outputs: Vec<Array2<f32>> = Vec::with_capacity(self.paths.len());

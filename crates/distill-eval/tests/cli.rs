@@ -140,6 +140,12 @@ fn foreign_models_match_their_recorded_accuracy_and_ensemble() {
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // stderr is not a terminal here: progress comes as plain lines, the last one when done.
+    assert!(
+        out.stderr.contains("evaluate: 2,000/2,000 rows in "),
+        "{}",
+        out.stderr
+    );
     let m = read_json(&dir.path().join("metrics.json"));
     assert_eq!(m["schema_version"], 1);
     assert_eq!(m["rows"], 1000);
