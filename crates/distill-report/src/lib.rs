@@ -430,15 +430,7 @@ pub fn run(config: &Config) -> Result<Report, Error> {
             "--out is empty: give the page's path, e.g. work/mnist/report.html".into(),
         ));
     }
-    if let Some(dir) = config.out.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.is_dir()
-    {
-        return Err(Error::Usage(format!(
-            "--out {}: the folder {} does not exist; create it first",
-            config.out.display(),
-            dir.display()
-        )));
-    }
+    distill_core::atomic::check_output("--out", &config.out, &[])?;
     let inputs = read_inputs(config)?;
     let page = html::page(&inputs)?;
     distill_core::atomic::write_bytes(&config.out, page.html.as_bytes())?;
