@@ -134,7 +134,7 @@ where
     let command = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
     let rest = || args.iter().skip(2).cloned();
     let stage_argv =
-        |stage: &str| std::iter::once(OsString::from(format!("distill-{stage}"))).chain(rest());
+        |stage: &str| std::iter::once(OsString::from(format!("distill {stage}"))).chain(rest());
     match command {
         "run" => run_main(std::iter::once(OsString::from("distill run")).chain(rest())),
         "status" => status_main(std::iter::once(OsString::from("distill status")).chain(rest())),

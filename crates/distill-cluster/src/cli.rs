@@ -24,7 +24,9 @@ pub struct Args {
     /// covariance (of the predicted distributions; no labels needed) or confusion (needs labels).
     #[arg(long, default_value = "covariance")]
     pub method: String,
-    /// Temperature of the ensemble's distributions.
+    /// Temperature of the ensemble's distributions before clustering. 1 (unlike distillation's
+    /// 20) because the confusions to find are those of the ensemble's own predictions; a high T
+    /// flattens every row toward uniform and blurs which classes are confused.
     #[arg(long, default_value_t = 1.0, value_name = "T")]
     pub temperature: f32,
     /// How the teachers are combined: arithmetic (mean of distributions) or geometric.
@@ -47,7 +49,8 @@ pub struct Args {
     /// generalist (listed under generalist_only).
     #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
     pub min_confusion: f64,
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    /// Seed of the k-means restarts (the same seed and store give the same subsets).
+    #[arg(long, default_value_t = 1, value_name = "S")]
     pub seed: u64,
     /// K-means runs from different seeds; the lowest inertia wins.
     #[arg(long, default_value_t = 10, value_name = "R")]

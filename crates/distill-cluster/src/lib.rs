@@ -102,7 +102,7 @@ impl Config {
             overlap_factor: 1.5,
             bounds: SizeBounds { min: 1, max: None },
             min_confusion: 0.01,
-            seed: 0,
+            seed: 1,
             restarts: 10,
             online: false,
         }

@@ -4,7 +4,7 @@ use crate::{Config, Result, SpecialistsError};
 use clap::Parser;
 use distill_cli::DataArgs;
 use distill_core::data::parse_class_list;
-use distill_core::math::Combine;
+use distill_train::cli::{LoopArgs, OptimizerArgs, RegularisationArgs, SoftTargetArgs};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -14,6 +14,18 @@ use std::path::PathBuf;
 /// for that oversampling. Writes specialist-<id>.onnx files and manifest.yaml into --out.
 #[derive(Parser, Debug)]
 #[command(name = "distill-specialists", version, about, long_about = None)]
+#[command(mut_arg("lr", |a| a.help(
+    "Learning rate (default: 0.01 for sgd, 0.0003 for adam: fine-tuning a trained network)"
+)))]
+#[command(mut_arg("epochs", |a| a.help(
+    "The most epochs each specialist trains (an epoch: every subset row and as many others)"
+)))]
+#[command(mut_arg("temperature", |a| a.help(
+    "Distillation temperature T of the ensemble's targets and of the specialist's softmax in the soft term"
+)))]
+#[command(mut_arg("soft_targets", |a| a.help(
+    "Soft-target store (file or folder of parts) of the ensemble; without it, hard labels only"
+)))]
 pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,
@@ -23,54 +35,18 @@ pub struct Args {
     /// The generalist: an MLP ONNX written by distill-train on the same data.
     #[arg(long, value_name = "MODEL.onnx")]
     pub generalist: PathBuf,
-    /// Soft-target store (file or folder of parts) of the ensemble; without it, hard labels only.
-    #[arg(long)]
-    pub soft_targets: Option<PathBuf>,
-    /// Distillation temperature T (the same T in the specialist's softmax).
-    #[arg(long, default_value_t = 20.0)]
-    pub temperature: f32,
-    /// Weight of the soft-target term; 1 uses no labels (default: 1 with --soft-targets, else 0).
-    #[arg(long)]
-    pub alpha: Option<f32>,
-    /// How the teachers are combined: arithmetic or geometric mean.
-    #[arg(long, default_value = "arithmetic")]
-    pub combine: String,
-    #[arg(long, default_value_t = 0.0)]
-    pub input_dropout: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub hidden_dropout: f32,
-    /// Bound on each unit's incoming weight vector length.
-    #[arg(long)]
-    pub max_norm: Option<f32>,
-    /// Translate training images randomly by up to this many pixels.
-    #[arg(long, default_value_t = 0)]
-    pub jitter: usize,
-    /// sgd or adam.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
-    /// Learning rate (default: 0.01 for sgd, 0.0003 for adam: fine-tuning a trained network).
-    #[arg(long)]
-    pub lr: Option<f32>,
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
-    #[arg(long)]
-    pub momentum_start: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    pub momentum_ramp: usize,
-    /// Learning-rate schedule: constant, exp:GAMMA, step:EVERY:GAMMA or cosine:EPOCHS.
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
-    /// The most epochs each specialist trains (an epoch: every subset row and as many others).
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
+    #[command(flatten)]
+    pub soft: SoftTargetArgs,
+    #[command(flatten)]
+    pub regularisation: RegularisationArgs,
+    #[command(flatten)]
+    pub optimizer: OptimizerArgs,
+    #[command(flatten)]
+    pub run: LoopArgs,
     /// Stop a specialist after this many epochs without a lower validation cross-entropy (the
     /// epoch with the lowest is kept).
     #[arg(long, default_value_t = 2)]
     pub patience: usize,
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
     /// Rows of the split held out for validation, as distill-train holds them out (default: 10%
     /// of the rows, at most 5000; 0: none, no early stopping).
     #[arg(long)]
@@ -91,18 +67,12 @@ pub struct Args {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let lr = self.lr.or(match self.optimizer.as_str() {
+        let mut optimizer = self.optimizer.clone();
+        optimizer.lr = optimizer.lr.or(match optimizer.optimizer.as_str() {
             "adam" => Some(3e-4),
             _ => Some(0.01),
         });
-        let optimizer = distill_train::cli::optimizer_config(
-            &self.optimizer,
-            lr,
-            self.momentum,
-            self.momentum_start,
-            self.momentum_ramp,
-            &self.schedule,
-        )?;
+        let optimizer = optimizer.config()?;
         let only = match &self.only {
             None => None,
             Some(s) => {
@@ -119,28 +89,23 @@ impl Args {
                 Some(ids.into_iter().map(|i| i as usize).collect())
             }
         };
-        let alpha = self.alpha.unwrap_or(if self.soft_targets.is_some() {
-            1.0
-        } else {
-            0.0
-        });
         Ok(Config {
             selection: self.data.selection()?,
             subsets: self.subsets,
             generalist: self.generalist,
-            soft_targets: self.soft_targets,
-            temperature: self.temperature,
-            alpha,
-            combine: self.combine.parse::<Combine>()?,
-            input_dropout: self.input_dropout,
-            hidden_dropout: self.hidden_dropout,
-            max_norm: self.max_norm,
-            jitter: self.jitter,
+            alpha: self.soft.alpha(),
+            combine: self.soft.combine()?,
+            soft_targets: self.soft.soft_targets,
+            temperature: self.soft.temperature,
+            input_dropout: self.regularisation.input_dropout,
+            hidden_dropout: self.regularisation.hidden_dropout,
+            max_norm: self.regularisation.max_norm,
+            jitter: self.regularisation.jitter,
             optimizer,
-            epochs: self.epochs,
+            epochs: self.run.epochs,
             patience: self.patience,
-            batch: self.batch,
-            seed: self.seed,
+            batch: self.run.batch,
+            seed: self.run.seed,
             validation: self.validation,
             threads: self.threads,
             jobs: self.jobs,

@@ -5,6 +5,7 @@ use clap::Parser;
 use distill_cli::DataArgs;
 use distill_core::data::Split;
 use distill_core::math::Combine;
+
 use distill_nn::{OptimizerConfig, Schedule};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,18 +23,8 @@ pub struct Args {
     /// Rows of the split held out for validation (default: 10% of the rows, at most 5000; 0: none).
     #[arg(long)]
     pub validation: Option<usize>,
-    /// Soft-target store (file or folder of parts) to distil from; without it, hard labels.
-    #[arg(long)]
-    pub soft_targets: Option<PathBuf>,
-    /// Distillation temperature T (the same T in the student's softmax).
-    #[arg(long, default_value_t = 20.0)]
-    pub temperature: f32,
-    /// Weight of the soft-target term; 1 uses no labels (default: 1 with --soft-targets, else 0).
-    #[arg(long)]
-    pub alpha: Option<f32>,
-    /// How the teachers are combined: arithmetic or geometric mean.
-    #[arg(long, default_value = "arithmetic")]
-    pub combine: String,
+    #[command(flatten)]
+    pub soft: SoftTargetArgs,
     /// Hidden layer widths, e.g. 1200,1200.
     #[arg(long, default_value = "800,800")]
     pub hidden: String,
@@ -41,39 +32,12 @@ pub struct Args {
     /// and biases) or he (He-normal weights, zero biases).
     #[arg(long, default_value = "torch")]
     pub init: String,
-    #[arg(long, default_value_t = 0.0)]
-    pub input_dropout: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub hidden_dropout: f32,
-    /// Bound on each unit's incoming weight vector length.
-    #[arg(long)]
-    pub max_norm: Option<f32>,
-    /// Translate training images randomly by up to this many pixels.
-    #[arg(long, default_value_t = 0)]
-    pub jitter: usize,
-    /// sgd or adam.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
-    #[arg(long)]
-    pub lr: Option<f32>,
-    /// SGD momentum (reached after --momentum-ramp epochs).
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
-    /// SGD momentum at the first epoch, when ramping.
-    #[arg(long)]
-    pub momentum_start: Option<f32>,
-    /// Epochs over which momentum rises from --momentum-start to --momentum.
-    #[arg(long, default_value_t = 0)]
-    pub momentum_ramp: usize,
-    /// Learning-rate schedule: constant, exp:GAMMA, step:EVERY:GAMMA or cosine:EPOCHS.
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub regularisation: RegularisationArgs,
+    #[command(flatten)]
+    pub optimizer: OptimizerArgs,
+    #[command(flatten)]
+    pub run: LoopArgs,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -100,14 +64,7 @@ pub struct Args {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
-        let optimizer = optimizer_config(
-            &self.optimizer,
-            self.lr,
-            self.momentum,
-            self.momentum_start,
-            self.momentum_ramp,
-            &self.schedule,
-        )?;
+        let optimizer = self.optimizer.config()?;
         let hidden = if self.hidden.trim().is_empty() {
             Vec::new()
         } else {
@@ -127,32 +84,27 @@ impl Args {
             "none" => None,
             s => Some(s.parse::<Split>()?),
         };
-        let alpha = self.alpha.unwrap_or(if self.soft_targets.is_some() {
-            1.0
-        } else {
-            0.0
-        });
         Ok(Config {
             selection: self.data.selection()?,
             validation: self.validation,
             fraction: self.fraction,
-            soft_targets: self.soft_targets,
-            temperature: self.temperature,
-            alpha,
-            combine: self.combine.parse::<Combine>()?,
+            alpha: self.soft.alpha(),
+            combine: self.soft.combine()?,
+            soft_targets: self.soft.soft_targets,
+            temperature: self.soft.temperature,
             hidden,
             init: self
                 .init
                 .parse()
                 .map_err(|e| TrainError::invalid(format!("--init {}: {e}", self.init)))?,
-            input_dropout: self.input_dropout,
-            hidden_dropout: self.hidden_dropout,
-            max_norm: self.max_norm,
-            jitter: self.jitter,
+            input_dropout: self.regularisation.input_dropout,
+            hidden_dropout: self.regularisation.hidden_dropout,
+            max_norm: self.regularisation.max_norm,
+            jitter: self.regularisation.jitter,
             optimizer,
-            epochs: self.epochs,
-            batch: self.batch,
-            seed: self.seed,
+            epochs: self.run.epochs,
+            batch: self.run.batch,
+            seed: self.run.seed,
             threads: self.threads,
             bias_adjust: match self.bias_adjust {
                 Some(s) => s.parse::<BiasAdjust>()?,
@@ -167,39 +119,128 @@ impl Args {
     }
 }
 
-/// The optimiser that `--optimizer`, `--lr`, `--momentum`, `--momentum-start`, `--momentum-ramp`
-/// and `--schedule` describe (SGD's default rate 0.05, Adam's 0.001); shared with the other
-/// training stages so the flags mean the same everywhere.
-pub fn optimizer_config(
-    name: &str,
-    lr: Option<f32>,
-    momentum: f32,
-    momentum_start: Option<f32>,
-    momentum_ramp: usize,
-    schedule: &str,
-) -> Result<OptimizerConfig> {
-    let schedule: Schedule = schedule
-        .parse()
-        .map_err(|e| TrainError::invalid(format!("--schedule {schedule}: {e}")))?;
-    match name {
-        "sgd" => Ok(OptimizerConfig::Sgd {
-            lr: lr.unwrap_or(0.05),
-            momentum,
-            momentum_start: momentum_start.unwrap_or(momentum),
-            momentum_ramp,
-            schedule,
-        }),
-        "adam" => Ok(OptimizerConfig::Adam {
-            lr: lr.unwrap_or(1e-3),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            schedule,
-        }),
-        other => Err(TrainError::invalid(format!(
-            "--optimizer {other}: use sgd or adam"
-        ))),
+/// The soft-target flags: the store, its temperature, its weight and how the teachers are
+/// combined. Shared by every stage that trains (distill-train, distill-specialists).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SoftTargetArgs {
+    /// Soft-target store (file or folder of parts) to distil from; without it, hard labels.
+    #[arg(long, value_name = "PATH")]
+    pub soft_targets: Option<PathBuf>,
+    /// Distillation temperature T of the teachers' targets and of the trained network's softmax
+    /// in the soft term.
+    #[arg(long, value_name = "T", default_value_t = 20.0)]
+    pub temperature: f32,
+    /// Weight of the soft-target term; 1 uses no labels (default: 1 with --soft-targets, else 0).
+    #[arg(long, value_name = "A")]
+    pub alpha: Option<f32>,
+    /// How the teachers are combined: arithmetic or geometric mean.
+    #[arg(
+        long,
+        value_name = "arithmetic|geometric",
+        default_value = "arithmetic"
+    )]
+    pub combine: String,
+}
+
+impl SoftTargetArgs {
+    /// `--alpha`, or its default: 1 with a store, 0 without.
+    pub fn alpha(&self) -> f32 {
+        self.alpha.unwrap_or(if self.soft_targets.is_some() {
+            1.0
+        } else {
+            0.0
+        })
     }
+
+    /// `--combine`, parsed.
+    pub fn combine(&self) -> Result<Combine> {
+        Ok(self.combine.parse::<Combine>()?)
+    }
+}
+
+/// The regularisation flags of a training run (shared by every stage that trains).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegularisationArgs {
+    /// Dropout rate on the input units while training (0: none; the paper's teacher: 0.2).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub input_dropout: f32,
+    /// Dropout rate on the hidden units while training (0: none; the paper's teacher: 0.5).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub hidden_dropout: f32,
+    /// Bound on each unit's incoming weight vector length (default: none).
+    #[arg(long, value_name = "C")]
+    pub max_norm: Option<f32>,
+    /// Translate training images randomly by up to this many pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = 0)]
+    pub jitter: usize,
+}
+
+/// The optimiser flags (shared by every stage that trains, so that they mean the same
+/// everywhere).
+#[derive(clap::Args, Debug, Clone)]
+pub struct OptimizerArgs {
+    /// The optimiser: sgd (with momentum) or adam.
+    #[arg(long, value_name = "sgd|adam", default_value = "sgd")]
+    pub optimizer: String,
+    /// Learning rate (default: 0.05 for sgd, 0.001 for adam).
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f32>,
+    /// SGD momentum (reached after --momentum-ramp epochs).
+    #[arg(long, value_name = "M", default_value_t = 0.9)]
+    pub momentum: f32,
+    /// SGD momentum at the first epoch, when ramping (default: --momentum).
+    #[arg(long, value_name = "M")]
+    pub momentum_start: Option<f32>,
+    /// Epochs over which momentum rises from --momentum-start to --momentum.
+    #[arg(long, value_name = "EPOCHS", default_value_t = 0)]
+    pub momentum_ramp: usize,
+    /// Learning-rate schedule: constant, exp:GAMMA, step:EVERY:GAMMA or cosine:EPOCHS.
+    #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
+    pub schedule: String,
+}
+
+impl OptimizerArgs {
+    /// The optimiser these flags describe (SGD's default rate 0.05, Adam's 0.001).
+    pub fn config(&self) -> Result<OptimizerConfig> {
+        let schedule: Schedule = self
+            .schedule
+            .parse()
+            .map_err(|e| TrainError::invalid(format!("--schedule {}: {e}", self.schedule)))?;
+        match self.optimizer.as_str() {
+            "sgd" => Ok(OptimizerConfig::Sgd {
+                lr: self.lr.unwrap_or(0.05),
+                momentum: self.momentum,
+                momentum_start: self.momentum_start.unwrap_or(self.momentum),
+                momentum_ramp: self.momentum_ramp,
+                schedule,
+            }),
+            "adam" => Ok(OptimizerConfig::Adam {
+                lr: self.lr.unwrap_or(1e-3),
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                schedule,
+            }),
+            other => Err(TrainError::invalid(format!(
+                "--optimizer {other}: use sgd or adam"
+            ))),
+        }
+    }
+}
+
+/// How long a run trains, in what steps, from what seed (shared by every stage that trains).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoopArgs {
+    /// Passes over the training rows.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub epochs: usize,
+    /// Rows per optimiser step.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub batch: usize,
+    /// Seed of the initialisation, the shuffles, dropout and jitter: the same seed, inputs and
+    /// machine give the same weights, bit for bit.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
 }
 
 impl distill_cli::UserError for TrainError {
