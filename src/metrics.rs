@@ -177,7 +177,7 @@ impl Table {
                     opt(r.nll),
                     opt(r.ece),
                     r.parameters
-                        .map_or_else(|| "-".to_string(), distill_report::html::grouped),
+                        .map_or_else(|| "-".to_string(), distill_progress::grouped),
                 ]
             })
             .collect();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use distill_core::data::Split;
 use distill_core::math::Combine;
+use distill_progress::{grouped, size};
 use serde::Serialize;
 
 use crate::bias::BiasAdjust;
@@ -109,33 +110,6 @@ pub struct Report {
     pub out: Option<PathBuf>,
 }
 
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-pub(crate) fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn optional(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "-".to_string(), show)
 }
@@ -235,21 +209,5 @@ impl fmt::Display for Report {
             write!(f, "{s}")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_groups() {
-        assert_eq!(size(999), "999 B");
-        assert_eq!(size(2048), "2.0 KiB");
-        assert_eq!(size(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
-        assert_eq!(grouped(0), "0");
-        assert_eq!(grouped(1234), "1,234");
-        assert_eq!(grouped(1_234_567), "1,234,567");
-        assert_eq!(grouped(123), "123");
     }
 }

@@ -20,8 +20,8 @@ use ndarray::{Array2, ArrayView2};
 use serde::Serialize;
 
 use crate::metrics::{self, Summary};
-use crate::report::grouped;
 use crate::{Config, Error, ModelEntry};
+use distill_progress::grouped;
 
 /// What `--specialists` and `--top-n` ask for.
 #[derive(Clone, Debug, PartialEq, Serialize)]

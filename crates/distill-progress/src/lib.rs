@@ -13,6 +13,9 @@
 //!   left, and a last line when the task ends;
 //! - [`Mode::Quiet`]: nothing but warnings.
 //!
+//! It is also where numbers meant for people are formatted ([`grouped`], [`size`],
+//! [`human_rate`], [`human_duration`]), so that every stage prints them alike.
+//!
 //! [`Mode::Auto`] picks bars on a terminal and lines otherwise. [`Progress::stage`] gives a view
 //! of the same display whose lines and bars carry the stage's name.
 
@@ -398,6 +401,22 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
+/// A byte count as `999 B`, `2.0 KiB`, `3.5 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// A rate with as many digits as mean something: `12,345`, `12.3`, `0.42`.
 pub fn human_rate(rate: f64) -> String {
     if !rate.is_finite() {
@@ -539,6 +558,10 @@ mod tests {
     fn numbers_read_like_a_person_wrote_them() {
         assert_eq!(grouped(0), "0");
         assert_eq!(grouped(1_276_810), "1,276,810");
+        assert_eq!(grouped(123), "123");
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(2048), "2.0 KiB");
+        assert_eq!(size(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
         assert_eq!(human_rate(12_345.6), "12,346");
         assert_eq!(human_rate(12.345), "12.3");
         assert_eq!(human_rate(0.4249), "0.42");

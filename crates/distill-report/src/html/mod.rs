@@ -55,34 +55,8 @@ pub fn slug(name: &str) -> String {
     s.trim_matches('-').to_string()
 }
 
-/// Bytes as `999 B`, `2.0 KiB`, `3.5 MiB` (as distill-eval prints them).
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// `1234567` as `1,234,567`.
-pub fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// Numbers are printed as distill-eval prints them.
+pub use distill_progress::{grouped, size};
 
 /// How each field of the results table is printed from its `metrics.json` value; the test of
 /// the page uses the same rules to hold the table to the file.
