@@ -92,7 +92,7 @@ submit = (out / "submit.out").read_text()
 jobs = {m[0]: int(m[1]) for m in re.findall(r"^submitted (\S+): Slurm job (\d+)", submit, re.M)}
 after = {m[0]: m[1].split(":") for m in re.findall(r"^submitted (\S+): .*afterok (\S+)$", submit, re.M)}
 # sacct -c of Slurm 22.05 shows an array task under its own job id; the array job's own id is its
-# last task. Match the rows by job name (test:STAGE) instead.
+# last task. Match the rows by job name (pipeline:STAGE) instead.
 by_name = {}
 for r in rows:
     jobid, name, state, code, sub, elig, start, end = r
@@ -114,6 +114,23 @@ for name, deps in after.items():
             print(f"ok: {name} eligible {t['elig']} >= end of {up} (afterok) {last_end}")
 print(f"ok: sacct lists {sum(len(v) for v in by_name.values())} jobs/tasks, all COMPLETED 0:0; the teach array has 3 tasks")
 EOF
+
+step "the same jobs in Slurm's jobcomp record (what sacct -c reads), with their array fields"
+state=${DISTILL_SLURM_STATE:-/var/tmp/distill-slurm}
+python3 - "$state/jobcomp.txt" "$first" <<'EOF' | tee "$OUT/jobcomp.out"
+import sys
+for line in open(sys.argv[1]):
+    f = dict(w.split("=", 1) for w in line.split() if "=" in w)
+    if int(f["JobId"]) >= int(sys.argv[2]):
+        print(" ".join(f"{k}={f.get(k, '')}" for k in
+              ["JobId", "Name", "JobState", "ArrayJobId", "ArrayTaskId", "EligibleTime", "EndTime"]))
+EOF
+teach=$(sed -n 's/^submitted teach: Slurm job \([0-9]*\).*/\1/p' "$OUT/submit.out")
+for k in 1 2 3; do
+    grep -q "Name=pipeline:teach JobState=COMPLETED ArrayJobId=$teach ArrayTaskId=$k " "$OUT/jobcomp.out" \
+        || fail "array task ${teach}_$k of the teach stage is not in the jobcomp record"
+done
+echo "ok: the teach stage ran as array $teach, tasks 1, 2, 3"
 
 step "SHA-256 of the outputs: local executor against Slurm"
 compare() {
