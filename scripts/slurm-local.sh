@@ -29,21 +29,30 @@ die() { echo "slurm-local: error: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts daemons)"
 
+# Whether a pid is a live (not zombie) process running the named program.
+runs() {
+    local pid=$1 name=$2 stat
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+    # A killed daemon can stay a zombie for a while in a container whose init does not reap it.
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    case ${stat%% *} in Z | X | x) return 1 ;; esac
+}
+
 # The pid in a pid file if that process is alive and is the named program; nothing otherwise.
 alive() {
     local pidfile=$1 name=$2 pid
     [ -s "$pidfile" ] || return 1
     pid=$(tr -dc '0-9' < "$pidfile")
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-    [ "$(cat "/proc/$pid/comm")" = "$name" ] || return 1
+    [ -n "$pid" ] && runs "$pid" "$name" || return 1
     echo "$pid"
 }
 
-# The pids of processes running exactly this program (for daemons started before pid files).
+# The pids of live processes running exactly this program (daemons started without our pid files).
 pids_of() {
     local name=$1 p
     for p in /proc/[0-9]*; do
-        [ "$(cat "$p/comm" 2>/dev/null)" = "$name" ] && echo "${p#/proc/}"
+        runs "${p#/proc/}" "$name" && echo "${p#/proc/}"
     done
     return 0
 }
@@ -54,12 +63,12 @@ stop() {
     for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
     for i in $(seq 50); do
         local left=""
-        for pid in $pids; do [ -d "/proc/$pid" ] && left="$left $pid"; done
+        for pid in $pids; do runs "$pid" "$name" && left="$left $pid"; done
         [ -z "$left" ] && break
         sleep 0.2
     done
     for pid in $pids; do
-        if [ -d "/proc/$pid" ]; then
+        if runs "$pid" "$name"; then
             say "$name ($pid) did not stop on TERM; killing it"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -190,14 +199,21 @@ up() {
     write_config
     start_munge
     start_daemon slurmctld /usr/sbin/slurmctld -f "$CONF"
+    local i
+    for i in $(seq 50); do
+        timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' && break
+        sleep 0.2
+    done
+    timeout 10 scontrol ping | grep -q 'is UP' \
+        || die "slurmctld does not answer scontrol ping (log: $STATE/log/slurmctld.log)"
     start_daemon slurmd /usr/sbin/slurmd -f "$CONF" -N "$NODE"
     # Wait for the node to register and be usable.
-    local i state=""
+    local state=""
     for i in $(seq 100); do
-        state=$(sinfo -h -N -n "$NODE" -o %t 2>/dev/null || true)
+        state=$(timeout 10 sinfo -h -N -n "$NODE" -o %t 2>/dev/null || true)
         case $state in
             idle* | mix* | alloc*) break ;;
-            down* | drain* | fail*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
+            down* | drain* | fail*) timeout 10 scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
         esac
         sleep 0.3
     done
@@ -211,7 +227,7 @@ up() {
 
 down() {
     if command -v scancel >/dev/null && [ -n "$(alive "$STATE/slurmctld.pid" slurmctld || true)" ]; then
-        scancel --full --quiet --user=root 2>/dev/null || true
+        timeout 20 scancel --full --quiet --user=root 2>/dev/null || true
     fi
     stop "$STATE/slurmd.pid" slurmd
     stop "$STATE/slurmctld.pid" slurmctld
