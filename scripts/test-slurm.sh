@@ -8,7 +8,10 @@
 #   - a second `distill run --executor slurm` submits nothing again, waits, and records every
 #     stage in the lock; a third finds everything up to date;
 #   - sacct -c (the jobcomp record) lists every job and array task, and each job became eligible
-#     only after the jobs it waited for had ended.
+#     only after the jobs it waited for had ended;
+#   - tests/slurm/failing.yaml: a failing array task is reported (exit 1), the job waiting on it is
+#     cancelled, the lock records only what completed, a later run submits only the failed task,
+#     and the local executor refuses to run while that job is queued.
 # Needs root (apt-get, daemons). Leaves the daemons running; `scripts/slurm-local.sh down` stops them.
 set -euo pipefail
 
@@ -131,6 +134,44 @@ for k in 1 2 3; do
         || fail "array task ${teach}_$k of the teach stage is not in the jobcomp record"
 done
 echo "ok: the teach stage ran as array $teach, tasks 1, 2, 3"
+
+step "a stage that fails: reported, the job waiting on it cancelled, only the failed expansion again"
+mkdir -p "$OUT/failing"
+cp tests/slurm/failing.yaml "$OUT/failing/failing.yaml"
+set +e
+DISTILL_SLURM_POLL_MS=500 "$BIN" run "$OUT/failing/failing.yaml" --executor slurm > "$OUT/failing.out" 2>&1
+code=$?
+set -e
+cat "$OUT/failing.out"
+[ "$code" = 1 ] || fail "a failed job: exit code $code, want 1"
+grep -q '^<== part@2 FAILED' "$OUT/failing.out" || fail "the failure was not reported as it happened"
+grep -q 'exited with status 3' "$OUT/failing.out" || fail "the job's exit status is not in the message"
+grep -q 'part 2 fails on purpose' "$OUT/failing.out" || fail "the end of the job's log is not in the message"
+grep -q '^join .*blocked .*upstream part@2 failed; its job was cancelled' "$OUT/failing.out" || fail "join was not cancelled"
+[ -z "$(squeue --me -h -o %j | grep '^failing:' || true)" ] || fail "a job of the failed pipeline is still queued"
+python3 - "$OUT/failing/failing.lock" <<'EOF'
+import sys, re
+lock = open(sys.argv[1]).read()
+states = dict(re.findall(r"^  (\S+):\n(?:    .*\n)*?    state: (\w+)", lock, re.M))
+assert states == {"part@1": "complete", "part@2": "started", "join": "started"}, states
+print(f"ok: lock states {states}")
+EOF
+DISTILL_SLURM_POLL_MS=500 "$BIN" run "$OUT/failing/failing.yaml" --executor slurm --no-wait > "$OUT/failing2.out" 2>&1 || true
+grep '^submitted' "$OUT/failing2.out"
+grep -q '^submitted part: Slurm job [0-9]* (array 2)$' "$OUT/failing2.out" || fail "want only part@2 submitted again, as array task 2"
+set +e
+"$BIN" run "$OUT/failing/failing.yaml" > "$OUT/local-while-queued.out" 2>&1
+code=$?
+set -e
+cat "$OUT/local-while-queued.out"
+[ "$code" = 2 ] && grep -q 'still queued or running on Slurm' "$OUT/local-while-queued.out" \
+    || fail "the local executor ran while Slurm jobs of the pipeline were queued (exit $code)"
+set +e
+DISTILL_SLURM_POLL_MS=500 "$BIN" run "$OUT/failing/failing.yaml" --executor slurm > "$OUT/failing3.out" 2>&1
+code=$?
+set -e
+[ "$code" = 1 ] && ! grep -q '^submitted' "$OUT/failing3.out" || fail "the waiting run: exit $code, or it submitted again"
+echo "ok: failed again with exit 1 after waiting for the queued jobs, nothing submitted twice"
 
 step "SHA-256 of the outputs: local executor against Slurm"
 compare() {
