@@ -174,9 +174,14 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
         forced,
     };
     let (rows, error) = match (&options.executor, options.dry_run) {
-        (Executor::Local, true) => (runner.plan(&selected)?, None),
+        (Executor::Local, true) => {
+            let mut rows = runner.plan(&selected)?;
+            super::slurm::note_submitted(&mut rows, &slurm_dir);
+            (rows, None)
+        }
         (Executor::Slurm(slurm), true) => {
-            let rows = runner.plan(&selected)?;
+            let mut rows = runner.plan(&selected)?;
+            super::slurm::note_submitted(&mut rows, &slurm_dir);
             super::slurm::print_scripts(&runner, &rows, slurm, &file_abs, &wdir, &slurm_dir)?;
             (rows, None)
         }

@@ -910,6 +910,25 @@ fn pick_up(
     Ok((in_flight, rows))
 }
 
+/// A dry run (and `distill status`) does not ask Slurm: it says which stages `jobs.yaml` lists as
+/// submitted and not yet recorded in the lock (the next `distill run` picks them up).
+pub(super) fn note_submitted(rows: &mut [Row], dir: &Path) {
+    let Ok(jobs) = read_jobs(dir) else { return };
+    for row in rows.iter_mut() {
+        if let Some(sub) = jobs.stages.get(&row.stage) {
+            let state = match read_exit(dir, &row.stage) {
+                Some((0, _, job)) if job == sub.array_job => "finished".to_string(),
+                Some((code, _, job)) if job == sub.array_job => format!("failed (exit {code})"),
+                _ => "queued or running".to_string(),
+            };
+            row.reason = format!(
+                "Slurm job {} {state}, not yet recorded: `distill run` picks it up",
+                sub.job
+            );
+        }
+    }
+}
+
 /// Before a local run: records what earlier Slurm jobs finished, and refuses to run while some
 /// are still queued or running (both would write the same outputs).
 pub(super) fn pick_up_for_local(runner: &Runner<'_>, dir: &Path) -> Result<()> {
