@@ -8,8 +8,9 @@
 #
 # Meant for a container without systemd (it starts the daemons itself) where this script is the only
 # Slurm: it writes /etc/slurm/slurm.conf (refusing to replace one it did not write), so that sbatch,
-# squeue and sacct find it without SLURM_CONF. Clients and the node talk over 127.0.0.1 (the node's
-# address and the controller's); Slurm has no option to listen on one address only.
+# squeue and sacct find it without SLURM_CONF. The controller and the node are at 127.0.0.1, and
+# CommunicationParameters=NoCtldInAddrAny,NoInAddrAny makes slurmctld and slurmd listen on the
+# address their host name resolves to instead of on every interface (`up` prints where they listen).
 #
 # No slurmdbd: accounting storage is off, and jobs are recorded when they end by jobcomp/filetxt in
 # $STATE/jobcomp.txt, which `sacct -c` (--completion) reads: job ids (array tasks as JOB_TASK), states,
@@ -115,6 +116,8 @@ SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=6817
 SlurmdPort=6818
+# Listen on the configured addresses (127.0.0.1), not on every interface.
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 AuthType=auth/munge
 CredType=cred/munge
 StateSaveLocation=$STATE/ctld
@@ -223,6 +226,9 @@ up() {
            die "node $NODE is '${state:-unknown}', not idle (logs in $STATE/log)" ;;
     esac
     say "up: partition $PARTITION, node $NODE ($(sinfo -h -N -n "$NODE" -o '%c CPUs, %m MB')), config $CONF"
+    if command -v ss >/dev/null; then
+        say "listening: $(ss -ltnH 2>/dev/null | awk '$4 ~ /:681[78]$/ { print $4 }' | paste -sd' ')"
+    fi
 }
 
 down() {
