@@ -844,7 +844,6 @@ fn pick_up(
     runner: &Runner<'_>,
     dir: &Path,
     jobs: &mut Jobs,
-    need_queue: bool,
 ) -> Result<(BTreeMap<usize, String>, BTreeMap<usize, Row>)> {
     let mut in_flight = BTreeMap::new();
     let mut rows = BTreeMap::new();
@@ -861,7 +860,7 @@ fn pick_up(
         .stages
         .iter()
         .all(|(name, sub)| read_exit(dir, name).is_some_and(|(_, _, j)| j == sub.array_job));
-    let queue = if ended_all || !need_queue {
+    let queue = if ended_all {
         BTreeMap::new()
     } else {
         squeue()?
@@ -953,7 +952,7 @@ pub(super) fn pick_up_for_local(runner: &Runner<'_>, dir: &Path) -> Result<()> {
             )));
         }
     }
-    let (in_flight, _) = pick_up(runner, dir, &mut jobs, true)?;
+    let (in_flight, _) = pick_up(runner, dir, &mut jobs)?;
     if in_flight.is_empty() {
         return Ok(());
     }
@@ -1115,7 +1114,7 @@ pub(super) fn execute(
     check_tools()?;
     check_controller()?;
     let mut jobs = read_jobs(dir)?;
-    let (mut in_flight, picked) = pick_up(runner, dir, &mut jobs, true)?;
+    let (mut in_flight, picked) = pick_up(runner, dir, &mut jobs)?;
     let (submit, decisions) = decide_all(runner, selected, &in_flight)?;
     let n = runner.stages.len();
     let mut rows: Vec<Option<Row>> = vec![None; n];
