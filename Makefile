@@ -18,7 +18,7 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench bench-compare pipeline check-report check-cuda clean soak fuzz check-store-recipes
+.PHONY: help setup ort build test bench bench-compare pipeline check-report check-cuda clean soak fuzz check-store-recipes test-slurm
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
@@ -28,6 +28,7 @@ help:
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
 	@echo "make bench-compare  distill-train against PyTorch side by side (installs torch into $(BENCH_VENV))"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
+	@echo "make test-slurm a small pipeline through a one-node Slurm (installs Debian's slurm-wlm, munge; root) against the local executor"
 	@echo "make soak       the kill test with 25 kills per stage"
 	@echo "make fuzz       each fuzz target for 10 minutes (DISTILL_FUZZ_SECONDS)"
 	@echo "make check-store-recipes  docs/store.md's pandas/Polars/DuckDB recipes against NumPy (makes $(RECIPES_VENV))"
@@ -87,6 +88,12 @@ check-report: setup
 
 check-cuda:
 	bash scripts/check-cuda.sh
+
+# `distill run --executor slurm` on a real one-node Slurm (scripts/slurm-local.sh up: Debian's
+# slurm-wlm and munge, daemons on 127.0.0.1); outputs must equal the local executor's. Not part
+# of `make test`. `scripts/slurm-local.sh down` stops the daemons afterwards.
+test-slurm: setup
+	bash scripts/test-slurm.sh
 
 # docs/store.md's recipes, run as written on stores made by distill-teach (a CNN's logits and a
 # scikit-learn model's probabilities, 2,000 MNIST rows; one file and two parts), compared with

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::pipeline::{self, Force, Options};
+use crate::pipeline::{self, Executor, Force, Options, SlurmOptions};
 
 const USAGE: &str = "\
 distill: distil an ensemble of ONNX teachers into one small ONNX student
@@ -15,6 +15,7 @@ distill: distil an ensemble of ONNX teachers into one small ONNX student
 usage:
   distill run PIPELINE.yaml [--set NAME=VALUE]... [--force [STAGE]] [--from STAGE] [--to STAGE]
                             [--dry-run] [--jobs N]
+                            [--executor slurm [--partition P] [--slurm-opt '...'] [--no-wait]]
   distill status PIPELINE.yaml [--set NAME=VALUE]...
                             one line per stage: up to date, or why it would run
   distill metrics [PIPELINE.yaml|FOLDER]... [--json]
@@ -58,6 +59,28 @@ pub struct RunArgs {
     pub set: Vec<(String, String)>,
     #[command(flatten)]
     pub progress: distill_cli::ProgressArgs,
+    /// Where the stages run: here (local, the default), or as Slurm jobs (slurm: one sbatch job
+    /// per out-of-date stage, a job array per foreach stage, afterok dependencies).
+    #[arg(long, value_enum, value_name = "local|slurm", default_value_t = ExecutorArg::Local)]
+    pub executor: ExecutorArg,
+    /// With --executor slurm: the partition of every job.
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+    /// With --executor slurm: more sbatch options for every job, e.g. --slurm-opt='--time=30
+    /// --mem=4G' (repeatable).
+    #[arg(long, value_name = "'OPTIONS'", allow_hyphen_values = true)]
+    pub slurm_opt: Vec<String>,
+    /// With --executor slurm: print the job ids and return once submitted; a later `distill
+    /// run` records the jobs that finished and does not submit the ones still running again.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `--executor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 /// Show, one line per stage, whether each stage of a pipeline is up to date or why it would run
@@ -104,6 +127,36 @@ impl RunArgs {
         if self.jobs == 0 {
             return Err("--jobs must be at least 1".into());
         }
+        let executor = match self.executor {
+            ExecutorArg::Local => {
+                let slurm_only = [
+                    (self.partition.is_some(), "--partition"),
+                    (!self.slurm_opt.is_empty(), "--slurm-opt"),
+                    (self.no_wait, "--no-wait"),
+                ];
+                if let Some((_, flag)) = slurm_only.iter().find(|(given, _)| *given) {
+                    return Err(format!(
+                        "{flag} applies to Slurm jobs; add --executor slurm (the local executor \
+                         runs the stages in this process)"
+                    ));
+                }
+                Executor::Local
+            }
+            ExecutorArg::Slurm => {
+                if let Some(p) = &self.partition
+                    && (p.is_empty() || p.contains(char::is_whitespace))
+                {
+                    return Err(format!(
+                        "--partition `{p}` is not a partition name (`sinfo` lists them)"
+                    ));
+                }
+                Executor::Slurm(SlurmOptions {
+                    partition: self.partition,
+                    opts: SlurmOptions::parse_opts(&self.slurm_opt)?,
+                    wait: !self.no_wait,
+                })
+            }
+        };
         Ok((
             pipeline,
             Options {
@@ -118,6 +171,7 @@ impl RunArgs {
                 jobs: self.jobs,
                 set: self.set,
                 progress: self.progress.progress(),
+                executor,
             },
         ))
     }

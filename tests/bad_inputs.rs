@@ -566,6 +566,42 @@ const ROWS: &[Row] = &[
     ("distill", "run plain.yaml --jobs 0", 2, "--jobs"),
     (
         "distill",
+        "run plain.yaml --executor bogus",
+        2,
+        "invalid value 'bogus' for '--executor",
+    ),
+    (
+        "distill",
+        "run plain.yaml --partition gpu",
+        2,
+        "--partition applies to Slurm jobs; add --executor slurm",
+    ),
+    (
+        "distill",
+        "run plain.yaml --no-wait",
+        2,
+        "--no-wait applies to Slurm jobs",
+    ),
+    (
+        "distill",
+        "run plain.yaml --slurm-opt=--time=5",
+        2,
+        "--slurm-opt applies to Slurm jobs",
+    ),
+    (
+        "distill",
+        "run plain.yaml --executor slurm --slurm-opt=--array=1-3",
+        2,
+        "--array is set by distill run",
+    ),
+    (
+        "distill",
+        "run plain.yaml --executor slurm --slurm-opt=time=5",
+        2,
+        "`time=5` is not an sbatch option",
+    ),
+    (
+        "distill",
         "run plain.yaml --set nope=1",
         2,
         "has no `vars:`",
@@ -636,4 +672,105 @@ fn every_bad_input_exits_2_with_a_clear_message_and_leaves_nothing() {
         ROWS.len(),
         failures.join("\n\n")
     );
+}
+
+/// `distill run --executor slurm` where Slurm cannot be used, on any machine: Slurm's commands
+/// missing from PATH, and a controller that is down (stand-ins on PATH: `scontrol ping` says
+/// DOWN as the real one does; `sbatch` would leave a file if it were ever called). Each exits 2
+/// naming what was tried and how to fix it, and submits and writes nothing (no lock, no job state).
+#[test]
+fn slurm_unusable_exits_2_and_submits_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("plain.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n",
+    )
+    .unwrap();
+    let empty = d.join("bin-empty");
+    let down = d.join("bin-down");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::create_dir(&down).unwrap();
+    let stub = |name: &str, body: &str| {
+        let p = down.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    stub(
+        "scontrol",
+        "echo 'Slurmctld(primary) at head is DOWN'; echo '** RESTORE SLURMCTLD DAEMON TO SERVICE **'; exit 1",
+    );
+    stub(
+        "sbatch",
+        &format!("touch {}/SBATCH-CALLED; echo 1", d.display()),
+    );
+    stub("squeue", "exit 0");
+    stub("scancel", "exit 0");
+    let rows: [(&Path, Option<&str>, &[&str]); 3] = [
+        (
+            &empty,
+            None,
+            &[
+                "sbatch, squeue, scontrol, scancel are not on PATH",
+                "scripts/slurm-local.sh up",
+                "nothing was submitted",
+            ],
+        ),
+        (
+            &down,
+            None,
+            &[
+                "cannot reach the Slurm controller (slurmctld)",
+                "Slurmctld(primary) at head is DOWN",
+                "set SLURM_CONF",
+                "scripts/slurm-local.sh up",
+            ],
+        ),
+        (
+            &down,
+            Some("nope.conf"),
+            &[
+                "SLURM_CONF=nope.conf is not a file",
+                "nothing was submitted",
+            ],
+        ),
+    ];
+    let before = snapshot(d);
+    for (path, conf, fragments) in rows {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distill"));
+        command
+            .current_dir(d)
+            .args(["run", "plain.yaml", "--executor", "slurm"])
+            .env("PATH", path)
+            .env_remove("SLURM_CONF");
+        if let Some(c) = conf {
+            command.env("SLURM_CONF", c);
+        }
+        let out = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "PATH={}: {text}",
+            path.display()
+        );
+        for f in fragments {
+            assert!(
+                text.contains(f),
+                "PATH={}: {f:?} not in\n{text}",
+                path.display()
+            );
+        }
+        assert_eq!(
+            snapshot(d),
+            before,
+            "PATH={}: files were written",
+            path.display()
+        );
+    }
 }

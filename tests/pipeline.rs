@@ -781,3 +781,24 @@ fn set_overrides_vars_status_is_short_and_a_new_version_reruns() {
         3
     );
 }
+
+/// A pipeline named by a path relative to where `distill run` starts, whose `wdir` is another
+/// folder: its lock goes beside it, and a second run finds it there.
+#[test]
+fn a_relative_pipeline_path_finds_its_lock_wherever_wdir_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("sub/work")).unwrap();
+    std::fs::write(
+        d.join("sub/p.yaml"),
+        "wdir: work\nstages:\n  a:\n    kind: cmd\n    cmd: echo one > a.txt\n    outs: [a.txt]\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = distill(d, &["run", "sub/p.yaml"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(d.join("sub/work/a.txt").is_file());
+    assert!(d.join("sub/p.lock").is_file(), "{stdout}\n{stderr}");
+    let (code, stdout, _) = distill(d, &["run", "sub/p.yaml"]);
+    assert_eq!(code, 0);
+    assert_eq!(status_of(&stdout, "a"), "skipped", "{stdout}");
+}

@@ -38,6 +38,12 @@ pub enum PipelineError {
     Interrupted { stage: String },
     #[error("interrupted before stage {stage} started; run the pipeline again to continue")]
     Stopped { stage: String },
+    /// `distill run --executor slurm` stopped waiting (Ctrl-C); the jobs go on.
+    #[error(
+        "stopped waiting for the Slurm jobs {jobs}; they keep running: `distill run` again picks up \
+         their results (or cancel them with scancel)"
+    )]
+    Detached { jobs: String },
     #[error(transparent)]
     Core(#[from] distill_core::CoreError),
 }
@@ -81,7 +87,9 @@ impl PipelineError {
             PipelineError::Invalid { .. } | PipelineError::Usage(_) => 2,
             PipelineError::Stage { user: true, .. } => 2,
             PipelineError::Stage { user: false, .. } | PipelineError::Io { .. } => 1,
-            PipelineError::Interrupted { .. } | PipelineError::Stopped { .. } => 130,
+            PipelineError::Interrupted { .. }
+            | PipelineError::Stopped { .. }
+            | PipelineError::Detached { .. } => 130,
             PipelineError::Core(e) => {
                 if e.is_user_error() {
                     2

@@ -10,12 +10,14 @@ mod graph;
 mod locate;
 mod lock;
 mod runner;
+mod slurm;
 mod spec;
 mod stage;
 
 pub use error::{PipelineError, Result};
 pub use locate::Pos;
 pub use lock::{Entry, Lock, State, lock_path};
-pub use runner::{Force, Options, Row, Status, Summary, run, say};
+pub use runner::{Executor, Force, Options, Row, Status, Summary, run, say};
+pub use slurm::SlurmOptions;
 pub use spec::{Document, Kind, StageSpec, parse_set};
 pub use stage::{Dep, Out, Stage};

@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::error::{PipelineError, Result};
 use super::graph::Graph;
 use super::lock::{Entry, Hasher, Lock, State, lock_path};
+use super::slurm::SlurmOptions;
 use super::spec::{Document, Kind};
 use super::stage::{Stage, StageConfig};
 use distill_progress::{Mode, Progress, Verbosity};
@@ -42,6 +43,18 @@ pub struct Options {
     /// Where the stages show their progress: one display for every stage of the run, each
     /// stage's lines and bars under its name.
     pub progress: Progress,
+    /// Where the stages run: in this process (the default), or as Slurm jobs.
+    pub executor: Executor,
+}
+
+/// Where `distill run` runs the stages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Executor {
+    /// In this process (`cmd` stages as child processes), `--jobs` at a time.
+    #[default]
+    Local,
+    /// One `sbatch` job (or job array) per stage (or `foreach` stage), see [`super::slurm`].
+    Slurm(SlurmOptions),
 }
 
 impl Default for Options {
@@ -54,6 +67,7 @@ impl Default for Options {
             jobs: 1,
             set: Vec::new(),
             progress: Progress::new(Mode::Auto, Verbosity::Normal),
+            executor: Executor::Local,
         }
     }
 }
@@ -70,6 +84,8 @@ pub enum Status {
     NotSelected,
     /// Not reached: an earlier stage failed or the run was interrupted.
     NotRun,
+    /// Submitted to Slurm and not finished when `distill run --no-wait` returned.
+    Submitted,
 }
 
 impl fmt::Display for Status {
@@ -81,6 +97,7 @@ impl fmt::Display for Status {
             Status::Failed => "failed",
             Status::NotSelected => "-",
             Status::NotRun => "blocked",
+            Status::Submitted => "queued",
         })
     }
 }
@@ -118,6 +135,8 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
     let started = Instant::now();
     let doc = Document::read_with(file, &options.set)?;
     let wdir = doc.working_folder(file)?;
+    // Before the folder changes: `file` may be relative to the folder the user is in.
+    let file_abs = std::path::absolute(file).map_err(|e| PipelineError::io(file, e))?;
     std::env::set_current_dir(&wdir).map_err(|e| PipelineError::io(&wdir, e))?;
     let mut stages = doc
         .stages
@@ -134,12 +153,12 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
             (0..stages.len()).map(|i| hits.contains(&i)).collect()
         }
     };
-    let file_abs = std::path::absolute(file).map_err(|e| PipelineError::io(file, e))?;
     let lock_file = lock_path(&file_abs);
     let (lock, note) = Lock::read(&lock_file);
     if let Some(n) = note {
         eprintln!("note: {n}");
     }
+    let slurm_dir = super::slurm::state_dir(&wdir, &file_abs);
     let runner = Runner {
         stages: &stages,
         graph: &graph,
@@ -149,11 +168,29 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
         forced,
         progress: &options.progress,
     };
-    let (rows, error) = if options.dry_run {
-        (runner.plan(&selected)?, None)
-    } else {
-        distill_core::interrupt::install();
-        runner.execute(&selected, options.jobs.max(1))
+    let (rows, error) = match (&options.executor, options.dry_run) {
+        (Executor::Local, true) => {
+            let mut rows = runner.plan(&selected)?;
+            super::slurm::note_submitted(&mut rows, &slurm_dir);
+            (rows, None)
+        }
+        (Executor::Slurm(slurm), true) => {
+            let mut rows = runner.plan(&selected)?;
+            super::slurm::note_submitted(&mut rows, &slurm_dir);
+            super::slurm::print_scripts(&runner, &rows, slurm, &file_abs, &wdir, &slurm_dir)?;
+            (rows, None)
+        }
+        (Executor::Local, false) => {
+            // Results of Slurm jobs an earlier `--executor slurm --no-wait` submitted go into the
+            // lock first; stages still running there are not run here too.
+            super::slurm::pick_up_for_local(&runner, &slurm_dir)?;
+            distill_core::interrupt::install();
+            runner.execute(&selected, options.jobs.max(1))
+        }
+        (Executor::Slurm(slurm), false) => {
+            distill_core::interrupt::install();
+            super::slurm::execute(&runner, &selected, slurm, &file_abs, &wdir, &slurm_dir)?
+        }
     };
     Ok(Summary {
         pipeline: file.to_path_buf(),
@@ -218,24 +255,24 @@ fn select(stages: &[Stage], graph: &Graph, options: &Options) -> Result<Vec<bool
 }
 
 /// Whether a stage runs, and why.
-struct Decision {
-    run: bool,
-    reason: String,
+pub(super) struct Decision {
+    pub run: bool,
+    pub reason: String,
     /// A training stage interrupted with the same arguments and inputs: continue from its
     /// checkpoint.
-    resume: bool,
+    pub resume: bool,
     /// The hashes of the inputs as they are now.
-    deps: BTreeMap<String, String>,
+    pub deps: BTreeMap<String, String>,
 }
 
-struct Runner<'a> {
-    stages: &'a [Stage],
-    graph: &'a Graph,
-    lock: Mutex<Lock>,
-    lock_file: PathBuf,
-    hasher: Hasher,
-    forced: Vec<bool>,
-    progress: &'a Progress,
+pub(super) struct Runner<'a> {
+    pub stages: &'a [Stage],
+    pub graph: &'a Graph,
+    pub lock: Mutex<Lock>,
+    pub lock_file: PathBuf,
+    pub hasher: Hasher,
+    pub forced: Vec<bool>,
+    pub progress: &'a Progress,
 }
 
 enum Done {
@@ -250,16 +287,16 @@ enum Done {
     },
 }
 
-fn key(p: &Path) -> String {
+pub(super) fn key(p: &Path) -> String {
     p.display().to_string()
 }
 
 impl Runner<'_> {
-    fn entry(&self, name: &str) -> Option<Entry> {
+    pub(super) fn entry(&self, name: &str) -> Option<Entry> {
         self.lock.lock().ok()?.stages.get(name).cloned()
     }
 
-    fn decide(&self, i: usize) -> Result<Decision> {
+    pub(super) fn decide(&self, i: usize) -> Result<Decision> {
         let stage = &self.stages[i];
         let mut deps = BTreeMap::new();
         for d in &stage.deps {
@@ -352,7 +389,7 @@ impl Runner<'_> {
         Ok(decision(false, "up to date".into()))
     }
 
-    fn row(&self, i: usize, status: Status, seconds: f64, reason: String) -> Row {
+    pub(super) fn row(&self, i: usize, status: Status, seconds: f64, reason: String) -> Row {
         let s = &self.stages[i];
         Row {
             stage: s.name.clone(),
@@ -371,7 +408,7 @@ impl Runner<'_> {
     }
 
     /// The dry run: each stage's decision, with stages below one that runs marked to run too.
-    fn plan(&self, selected: &[bool]) -> Result<Vec<Row>> {
+    pub(super) fn plan(&self, selected: &[bool]) -> Result<Vec<Row>> {
         let mut runs = vec![false; self.stages.len()];
         let mut rows: Vec<Option<Row>> = vec![None; self.stages.len()];
         for &i in &self.graph.order {
@@ -543,7 +580,7 @@ impl Runner<'_> {
         (rows, error)
     }
 
-    fn update_lock(&self, name: &str, entry: Entry) -> Result<()> {
+    pub(super) fn update_lock(&self, name: &str, entry: Entry) -> Result<()> {
         let mut lock = self
             .lock
             .lock()
@@ -552,6 +589,76 @@ impl Runner<'_> {
         let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
         lock.stages.retain(|k, _| names.contains(&k.as_str()));
         lock.write(&self.lock_file)
+    }
+
+    /// Creates the folders stage `i` writes into, and forgets what was known of its outputs.
+    pub(super) fn prepare_outputs(&self, i: usize) -> Result<()> {
+        for o in &self.stages[i].outs {
+            let dir = if o.folder {
+                Some(o.path.as_path())
+            } else {
+                o.path.parent().filter(|p| !p.as_os_str().is_empty())
+            };
+            if let Some(dir) = dir {
+                std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
+            }
+            self.hasher.forget(&o.path);
+        }
+        Ok(())
+    }
+
+    /// The lock entry of stage `i` while it runs (`started`, no outputs yet).
+    pub(super) fn started_entry(&self, i: usize, d: &Decision) -> Entry {
+        let stage = &self.stages[i];
+        let mut command = stage.display_command();
+        if d.resume {
+            command.push_str(" --resume");
+        }
+        Entry {
+            kind: stage.kind.name().to_string(),
+            state: State::Started,
+            args: stage.args_hash.clone(),
+            command,
+            deps: d.deps.clone(),
+            outs: BTreeMap::new(),
+            seconds: 0.0,
+            report: None,
+            version: Some(distill_core::TOOL_VERSION.to_string()),
+        }
+    }
+
+    /// The SHA-256 of stage `i`'s outputs as they are now; an error naming a required one that
+    /// is missing.
+    pub(super) fn output_hashes(&self, i: usize) -> Result<BTreeMap<String, String>> {
+        let stage = &self.stages[i];
+        let mut outs = BTreeMap::new();
+        for o in &stage.outs {
+            match self.hasher.hash(&o.path)? {
+                Some(h) => {
+                    outs.insert(key(&o.path), h);
+                }
+                None if o.required => {
+                    return Err(PipelineError::Stage {
+                        stage: stage.name.clone(),
+                        message: format!("it completed without writing {}", o.path.display()),
+                        user: true,
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(outs)
+    }
+
+    /// The SHA-256 of stage `i`'s inputs as they are now (those that exist).
+    pub(super) fn dep_hashes(&self, i: usize) -> Result<BTreeMap<String, String>> {
+        let mut deps = BTreeMap::new();
+        for d in &self.stages[i].deps {
+            if let Some(h) = self.hasher.hash(&d.path)? {
+                deps.insert(key(&d.path), h);
+            }
+        }
+        Ok(deps)
     }
 
     /// Decides, and runs when needed, stage `i`.
@@ -583,32 +690,9 @@ impl Runner<'_> {
                 });
             }
         }
-        for o in &stage.outs {
-            let dir = if o.folder {
-                Some(o.path.as_path())
-            } else {
-                o.path.parent().filter(|p| !p.as_os_str().is_empty())
-            };
-            if let Some(dir) = dir {
-                std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
-            }
-            self.hasher.forget(&o.path);
-        }
-        let mut command = stage.display_command();
-        if d.resume {
-            command.push_str(" --resume");
-        }
-        let mut entry = Entry {
-            kind: stage.kind.name().to_string(),
-            state: State::Started,
-            args: stage.args_hash.clone(),
-            command: command.clone(),
-            deps: d.deps.clone(),
-            outs: BTreeMap::new(),
-            seconds: 0.0,
-            report: None,
-            version: Some(distill_core::TOOL_VERSION.to_string()),
-        };
+        self.prepare_outputs(i)?;
+        let mut entry = self.started_entry(i, &d);
+        let command = entry.command.clone();
         self.update_lock(&stage.name, entry.clone())?;
         {
             let mut out = std::io::stdout().lock();
@@ -624,21 +708,7 @@ impl Runner<'_> {
         let started = Instant::now();
         let report = run_stage(stage, d.resume, &self.progress.stage(&stage.name))?;
         let seconds = started.elapsed().as_secs_f64();
-        for o in &stage.outs {
-            match self.hasher.hash(&o.path)? {
-                Some(h) => {
-                    entry.outs.insert(key(&o.path), h);
-                }
-                None if o.required => {
-                    return Err(PipelineError::Stage {
-                        stage: stage.name.clone(),
-                        message: format!("it completed without writing {}", o.path.display()),
-                        user: true,
-                    });
-                }
-                None => {}
-            }
-        }
+        entry.outs = self.output_hashes(i)?;
         entry.state = State::Complete;
         entry.seconds = seconds;
         entry.report = (!report.is_empty()).then(|| report.clone());
@@ -758,6 +828,11 @@ impl fmt::Display for Summary {
             )?;
         }
         let ran = self.rows.iter().filter(|r| r.status == Status::Ran).count();
+        let queued = self
+            .rows
+            .iter()
+            .filter(|r| r.status == Status::Submitted)
+            .count();
         let skipped = self
             .rows
             .iter()
@@ -776,12 +851,22 @@ impl fmt::Display for Summary {
             )?;
             return Ok(());
         }
-        writeln!(
-            f,
-            "{} stages: {ran} ran, {skipped} skipped, in {:.1} s",
-            self.rows.len(),
-            self.seconds
-        )?;
+        if queued > 0 {
+            writeln!(
+                f,
+                "{} stages: {ran} ran, {skipped} skipped, {queued} queued on Slurm (not waited for: \
+                 `distill run` again picks up their results), in {:.1} s",
+                self.rows.len(),
+                self.seconds
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{} stages: {ran} ran, {skipped} skipped, in {:.1} s",
+                self.rows.len(),
+                self.seconds
+            )?;
+        }
         for r in &self.rows {
             if r.kind == Kind::Eval
                 && let Some(report) = &r.report
