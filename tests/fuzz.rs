@@ -164,6 +164,8 @@ fn store_reader_survives_mutations() {
         transform: "none".into(),
         tool_version: distill_core::TOOL_VERSION.into(),
         shard: None,
+        layout: Default::default(),
+        top_k: None,
     };
     let mut w = StoreWriter::create(&path, &meta).unwrap();
     let logits = ndarray::Array2::from_shape_fn((40, 3), |(i, j)| (i * 3 + j) as f32 / 7.0);
