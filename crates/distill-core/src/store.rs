@@ -448,8 +448,13 @@ impl StoreWriter {
             let id_item = Arc::new(Field::new("item", DataType::Int32, false));
             let ids = Int32Array::from(ids.into_iter().map(|c| c as i32).collect::<Vec<_>>());
             columns.push(Arc::new(
-                FixedSizeListArray::try_new(item, k as i32, Arc::new(Float32Array::from(top)), None)
-                    .map_err(|e| CoreError::invalid(e.to_string()))?,
+                FixedSizeListArray::try_new(
+                    item,
+                    k as i32,
+                    Arc::new(Float32Array::from(top)),
+                    None,
+                )
+                .map_err(|e| CoreError::invalid(e.to_string()))?,
             ));
             columns.push(Arc::new(
                 FixedSizeListArray::try_new(id_item, k as i32, Arc::new(ids), None)
@@ -717,7 +722,8 @@ fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
     })?;
     let meta: StoreMeta = serde_json::from_str(json)
         .map_err(|e| CoreError::format(path, format!("bad '{META_KEY}' metadata: {e}")))?;
-    meta.check_layout().map_err(|e| CoreError::format(path, e))?;
+    meta.check_layout()
+        .map_err(|e| CoreError::format(path, e))?;
     let reader = builder.build().map_err(|e| CoreError::parquet(path, e))?;
     let mut index = Vec::new();
     let mut labels = Vec::new();

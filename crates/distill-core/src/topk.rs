@@ -119,13 +119,7 @@ pub fn fill_value(fill: TailFill, logits: &[f32], log_rest: f32, classes: usize)
 }
 
 /// Writes the dense row of `classes` logits that a top-k row stands for into `out`.
-pub fn expand_into(
-    fill: TailFill,
-    logits: &[f32],
-    ids: &[u32],
-    log_rest: f32,
-    out: &mut [f32],
-) {
+pub fn expand_into(fill: TailFill, logits: &[f32], ids: &[u32], log_rest: f32, out: &mut [f32]) {
     let v = fill_value(fill, logits, log_rest, out.len());
     out.fill(v);
     for (&c, &z) in ids.iter().zip(logits) {
@@ -139,7 +133,10 @@ mod tests {
 
     /// Softmax at T in f64, straight from the definition (no shared code with the store).
     fn softmax64(z: &[f32], t: f64) -> Vec<f64> {
-        let m = z.iter().map(|&v| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
+        let m = z
+            .iter()
+            .map(|&v| f64::from(v))
+            .fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = z.iter().map(|&v| ((f64::from(v) - m) / t).exp()).collect();
         let s: f64 = e.iter().sum();
         e.iter().map(|v| v / s).collect()
@@ -160,7 +157,11 @@ mod tests {
         assert_eq!(r.ids, vec![1, 3, 4]);
         assert_eq!(r.logits, vec![3.0, 3.0, 2.0]);
         let want = (0.5f64.exp() * 2.0 + (-1.0f64).exp()).ln();
-        assert!((f64::from(r.log_rest) - want).abs() < 1e-6, "{}", r.log_rest);
+        assert!(
+            (f64::from(r.log_rest) - want).abs() < 1e-6,
+            "{}",
+            r.log_rest
+        );
         let r = select(&z, 5);
         assert_eq!(r.ids, vec![1, 3, 4, 0, 5]);
         assert_eq!(r.log_rest, -1.0);
@@ -176,29 +177,47 @@ mod tests {
             for row in 0..20 {
                 // Gaussian-ish logits with a few dominant classes and a wide range.
                 let mut z: Vec<f32> = (0..classes)
-                    .map(|_| (3.0 * (lcg(&mut seed) + lcg(&mut seed) + lcg(&mut seed) - 1.5)) as f32)
+                    .map(|_| {
+                        (3.0 * (lcg(&mut seed) + lcg(&mut seed) + lcg(&mut seed) - 1.5)) as f32
+                    })
                     .collect();
                 for d in 0..3 {
                     z[(row * 7 + d * 13) % classes] += 10.0 + 5.0 * d as f32;
                 }
                 let top = select(&z, k);
                 let mut dense = vec![0.0f32; classes];
-                expand_into(TailFill::EqualMass, &top.logits, &top.ids, top.log_rest, &mut dense);
+                expand_into(
+                    TailFill::EqualMass,
+                    &top.logits,
+                    &top.ids,
+                    top.log_rest,
+                    &mut dense,
+                );
                 let full = softmax64(&z, 1.0);
                 let rec = softmax64(&dense, 1.0);
                 for (&c, _) in top.ids.iter().zip(&top.logits) {
                     let (a, b) = (full[c as usize], rec[c as usize]);
-                    assert!((a - b).abs() <= 2e-6 * a.max(1e-30), "{classes}/{k}: class {c}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 2e-6 * a.max(1e-30),
+                        "{classes}/{k}: class {c}: {a} vs {b}"
+                    );
                 }
                 let kept: std::collections::HashSet<u32> = top.ids.iter().copied().collect();
                 let missing = |p: &[f64]| -> f64 {
-                    (0..classes).filter(|c| !kept.contains(&(*c as u32))).map(|c| p[c]).sum()
+                    (0..classes)
+                        .filter(|c| !kept.contains(&(*c as u32)))
+                        .map(|c| p[c])
+                        .sum()
                 };
                 let (a, b) = (missing(&full), missing(&rec));
                 assert!((a - b).abs() <= 2e-6 * a, "{classes}/{k}: rest {a} vs {b}");
                 // Every missing class is given no more than the least likely kept one.
                 let fill = fill_value(TailFill::EqualMass, &top.logits, top.log_rest, classes);
-                assert!(fill <= top.logits[k - 1] + 1e-5, "{fill} > {}", top.logits[k - 1]);
+                assert!(
+                    fill <= top.logits[k - 1] + 1e-5,
+                    "{fill} > {}",
+                    top.logits[k - 1]
+                );
             }
         }
     }
@@ -207,12 +226,21 @@ mod tests {
     fn a_probability_teachers_zero_tail_stays_zero() {
         // ln p with exact zeros stored as ZERO_PROB_LOGIT.
         let p = [0.7f32, 0.2, 0.1, 0.0, 0.0];
-        let z: Vec<f32> = p.iter().map(|&v| if v > 0.0 { v.ln() } else { ZERO_PROB_LOGIT }).collect();
+        let z: Vec<f32> = p
+            .iter()
+            .map(|&v| if v > 0.0 { v.ln() } else { ZERO_PROB_LOGIT })
+            .collect();
         let top = select(&z, 3);
         assert_eq!(top.ids, vec![0, 1, 2]);
         assert!(top.log_rest <= ZERO_PROB_LOGIT, "{}", top.log_rest);
         let mut dense = vec![0.0f32; 5];
-        expand_into(TailFill::EqualMass, &top.logits, &top.ids, top.log_rest, &mut dense);
+        expand_into(
+            TailFill::EqualMass,
+            &top.logits,
+            &top.ids,
+            top.log_rest,
+            &mut dense,
+        );
         let rec = softmax64(&dense, 20.0);
         assert_eq!(rec[3], 0.0);
         assert_eq!(rec[4], 0.0);
