@@ -321,6 +321,8 @@ mod tests {
             "1,28,28",
             "--shard",
             "2/3",
+            "--top-k",
+            "5",
         ])
         .unwrap();
         assert_eq!(c.teachers.len(), 3);
@@ -332,6 +334,7 @@ mod tests {
         assert_eq!(c.teachers[1].settings.mean, None);
         assert_eq!(c.teachers[2].settings.image_shape, Some([1, 28, 28]));
         assert_eq!(c.shard, Some((2, 3)));
+        assert_eq!(c.top_k, Some(5));
         assert_eq!(c.batch, DEFAULT_BATCH);
         assert_eq!(c.provider, Provider::Cpu);
     }
