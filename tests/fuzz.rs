@@ -182,6 +182,19 @@ fn store_reader_survives_mutations() {
             Err(e) => user_error(&e),
         }
     });
+    // The same rows in the top-k layout (K = 2 of 3): ids, the rest's log and the expansion.
+    let top = dir.path().join("top.parquet");
+    let mut w = StoreWriter::create(&top, &meta.clone().with_top_k(2)).unwrap();
+    w.write(&index, Some(&labels), &[logits.view()]).unwrap();
+    w.finish().unwrap();
+    let good = std::fs::read(&top).unwrap();
+    fuzz("store-top-k", 5, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        match distill_core::store::read_store(&target) {
+            Ok(_) => Ok(()),
+            Err(e) => user_error(&e),
+        }
+    });
 }
 
 /// An MLP's ONNX file, mutated and loaded by the engine's reader and the schema subset.

@@ -872,9 +872,33 @@ fn expand_top_k(
     out: &mut Vec<f32>,
 ) -> Result<()> {
     let classes = meta.classes;
-    let k = logits.len() / rest.len().max(1);
-    let mut seen = vec![false; classes];
-    let mut dense = vec![0.0f32; classes];
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let k = logits.len() / rest.len();
+    // Nothing in a top-k file shows the class count but the metadata: a damaged count must give an
+    // error, not an allocation the machine cannot make.
+    let rows_so_far = first_row + rest.len();
+    let too_big = || {
+        CoreError::format(
+            path,
+            format!(
+                "the metadata says {classes} classes: {rows_so_far} rows of that many logits do \
+                 not fit in memory; the metadata is damaged, or the store is too large to expand \
+                 here"
+            ),
+        )
+    };
+    let mut seen: Vec<bool> = Vec::new();
+    let mut dense: Vec<f32> = Vec::new();
+    seen.try_reserve_exact(classes).map_err(|_| too_big())?;
+    dense.try_reserve_exact(classes).map_err(|_| too_big())?;
+    rest.len()
+        .checked_mul(classes)
+        .and_then(|n| out.try_reserve(n).ok())
+        .ok_or_else(too_big)?;
+    seen.resize(classes, false);
+    dense.resize(classes, 0.0);
     let mut row_ids = vec![0u32; k];
     for r in 0..rest.len() {
         let row = first_row + r;

@@ -19,6 +19,9 @@
 //! `TOPK_BENCH_EPOCHS` (default 6), `TOPK_BENCH_SEEDS` (student seeds, default 2),
 //! `TOPK_BENCH_SKIP_SYNTHETIC=1`, `TOPK_BENCH_SKIP_MNIST=1`.
 
+// A measurement harness, like the tests: a failed step stops it with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
