@@ -23,7 +23,7 @@ CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
-	@echo "make bench      engine, teacher-inference, training and specialist benchmarks"
+	@echo "make bench      engine, teacher-inference, top-k store, training and specialist benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
 	@echo "make bench-compare  distill-train against PyTorch side by side (installs torch into $(BENCH_VENV))"
@@ -58,6 +58,7 @@ bench: setup
 	cargo bench -p distill-nn --bench engine
 	cargo bench -p distill-train --bench train
 	cargo bench -p distill-teach --bench teach
+	cargo bench -p distill-teach --bench topk
 	cargo bench -p distill-specialists --bench specialists
 	cargo bench -p distill-specialists --bench combine
 
@@ -97,7 +98,7 @@ test-slurm: setup
 
 # docs/store.md's recipes, run as written on stores made by distill-teach (a CNN's logits and a
 # scikit-learn model's probabilities, 2,000 MNIST rows; one file and two parts), compared with
-# NumPy within 1e-6. The packages go into a throwaway venv outside the build.
+# NumPy within 1e-6, and the top-k recipe on a top-3 store. The packages go into a throwaway venv outside the build.
 RECIPES_VENV := .venv-recipes
 RECIPES_OUT := work/store-recipes
 RECIPES_TEACH := ./target/release/distill-teach --data data/mnist --limit 2000 \
@@ -114,8 +115,10 @@ check-store-recipes: setup $(RECIPES_VENV)/.packages
 	$(RECIPES_TEACH) --out $(RECIPES_OUT)/store.parquet
 	$(RECIPES_TEACH) --shard 1/2 --out $(RECIPES_OUT)/parts
 	$(RECIPES_TEACH) --shard 2/2 --out $(RECIPES_OUT)/parts
+	$(RECIPES_TEACH) --top-k 3 --out $(RECIPES_OUT)/top3.parquet
 	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/store.parquet
 	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/parts
+	$(RECIPES_VENV)/bin/python scripts/check_store_recipes.py $(RECIPES_OUT)/top3.parquet
 	DISTILL_RECIPES_PYTHON=$(CURDIR)/$(RECIPES_VENV)/bin/python cargo test --release -p distill-teach --test store_recipes -- --nocapture
 
 clean:

@@ -7,7 +7,10 @@ and compares what they compute with NumPy on the raw columns (read with pyarrow 
 STORE is a store file or a folder of part-K-of-N.parquet files. Each recipe's `store = ...` and
 `T = ...` lines are replaced with STORE and each temperature; the recipe must leave `meta` (the
 store's metadata), `probs` (teacher name -> [rows, classes] softmax at T, rows sorted by index) and
-`ensemble` (their arithmetic mean). Every value must be within 1e-6 of NumPy's. Needs numpy,
+`ensemble` (their arithmetic mean). Every value must be within 1e-6 of NumPy's. On a top-k store
+the top-k recipe must do the same (against the expansion docs/store.md describes, computed here
+from the raw columns) and the three others must stop with their message naming the top-k recipe;
+on a full store, the top-k recipe must stop with its message. Needs numpy,
 pyarrow, pandas, polars and duckdb (`make check-store-recipes` makes a venv with them). Exits 1 on
 any difference, 2 on bad usage.
 """
@@ -27,15 +30,34 @@ from check_store_readable import LayoutError, check  # noqa: E402
 
 TOLERANCE = 1e-6
 RECIPE = re.compile(r"<!-- recipe: (\w+) -->\s*```python\n(.*?)```", re.S)
+TOP_K_RECIPE = re.compile(r"<!-- top-k recipe: (\w+) -->\s*```python\n(.*?)```", re.S)
+
+
+def stored_logits(table, meta, name):
+    """A teacher's [rows, classes] logits in float64: the stored ones, or a top-k row expanded as
+    docs/store.md says (kept classes as stored, each missing one log_rest - ln(C - K))."""
+    classes = meta["classes"]
+    if meta.get("layout", "full") != "top_k":
+        col = table.column(name).combine_chunks()
+        return col.values.to_numpy().astype(np.float64).reshape(-1, classes)
+    k = meta["top_k"]
+    top = table.column(f"{name}.topk_logits").combine_chunks().values.to_numpy()
+    ids = table.column(f"{name}.topk_ids").combine_chunks().values.to_numpy()
+    rest = table.column(f"{name}.log_rest").to_numpy().astype(np.float64)
+    rows = len(rest)
+    out = np.empty((rows, classes))
+    for r in range(rows):
+        out[r, :] = -1e30 if rest[r] <= -1e30 else rest[r] - np.log(classes - k)
+        for j in range(k):
+            out[r, ids[r * k + j]] = top[r * k + j]
+    return out
 
 
 def reference(table, meta, T):
     """Each teacher's softmax at T and their mean, in float64 NumPy from the raw stored values."""
-    classes = meta["classes"]
     probs = {}
     for t in meta["teachers"]:
-        col = table.column(t["name"]).combine_chunks()
-        z = col.values.to_numpy().astype(np.float64).reshape(-1, classes) / T
+        z = stored_logits(table, meta, t["name"]) / T
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         probs[t["name"]] = e / e.sum(axis=1, keepdims=True)
@@ -60,6 +82,28 @@ def main() -> int:
         print(f"error: {args.doc}: expected the pandas, polars and duckdb recipes, found {names}",
               file=sys.stderr)
         return 1
+    top_k_recipes = TOP_K_RECIPE.findall(Path(args.doc).read_text())
+    if [name for name, _ in top_k_recipes] != ["numpy"]:
+        print(f"error: {args.doc}: expected one top-k recipe (numpy)", file=sys.stderr)
+        return 1
+    is_top_k = meta.get("layout", "full") == "top_k"
+    # The recipes for the other layout must stop with their message.
+    wrong = top_k_recipes if not is_top_k else recipes
+    want_message = "a full store" if not is_top_k else "a top-k store"
+    for name, code in wrong:
+        code = re.sub(r"(?m)^store = .*$", f"store = {str(store)!r}", code)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(code, f"{args.doc}:{name}", "exec"), {})
+            status = "FAILED: it did not stop"
+        except AssertionError as e:
+            status = "ok" if want_message in str(e) else f"FAILED: message {e!r}"
+        print(f"{name:7s} refuses this layout ({want_message}): {status}")
+        failed_refusal = status != "ok"
+        if failed_refusal:
+            return 1
+    if is_top_k:
+        recipes = top_k_recipes
     file_meta = dict(meta)
     failed = False
     for T in [float(t) for t in args.temperatures.split(",")]:

@@ -142,6 +142,28 @@ fn fixtures(d: &Path) {
         ),
         "teaching the fixture store",
     );
+    // A folder of parts that mixes layouts: part 1 top-3, part 2 full.
+    for (shard, top_k) in [("1/2", Some("3")), ("2/2", None)] {
+        let mut args = vec![
+            "--model",
+            "model.onnx",
+            "--data",
+            MNIST,
+            "--limit",
+            "200",
+            "--shard",
+            shard,
+            "--out",
+            "mixed",
+        ];
+        if let Some(k) = top_k {
+            args.extend(["--top-k", k]);
+        }
+        ok(
+            run(d, "teach", &s(&args)),
+            "teaching a part of the mixed store",
+        );
+    }
     let store = std::fs::read(d.join("store.parquet")).unwrap();
     std::fs::write(d.join("trunc.parquet"), &store[..store.len() / 2]).unwrap();
     std::fs::write(d.join("store-copy.onnx"), &store).unwrap();
@@ -420,6 +442,36 @@ const ROWS: &[Row] = &[
         "--model model.onnx --limit 10 --only-classes 12 --out s.parquet",
         2,
         "class 12",
+    ),
+    (
+        "teach",
+        "--model model.onnx --top-k 0 --limit 10 --out s.parquet",
+        2,
+        "--top-k: 0 keeps no class",
+    ),
+    (
+        "teach",
+        "--model model.onnx --top-k 10 --limit 10 --out s.parquet",
+        2,
+        "--top-k: 10 keeps all classes",
+    ),
+    (
+        "teach",
+        "--model model.onnx --top-k 11 --limit 10 --out s.parquet",
+        2,
+        "--top-k: 11 keeps more than all classes",
+    ),
+    (
+        "train",
+        "--soft-targets mixed --limit 200 --epochs 1 --out m.onnx",
+        2,
+        "part-2-of-2.parquet: this part is a full store but part 1 is a top-3 store",
+    ),
+    (
+        "cluster",
+        "--soft-targets mixed --specialists 2 --out c.yaml",
+        2,
+        "make every part again with the same --top-k",
     ),
     // distill-cluster
     (

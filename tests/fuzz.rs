@@ -164,6 +164,8 @@ fn store_reader_survives_mutations() {
         transform: "none".into(),
         tool_version: distill_core::TOOL_VERSION.into(),
         shard: None,
+        layout: Default::default(),
+        top_k: None,
     };
     let mut w = StoreWriter::create(&path, &meta).unwrap();
     let logits = ndarray::Array2::from_shape_fn((40, 3), |(i, j)| (i * 3 + j) as f32 / 7.0);
@@ -174,6 +176,19 @@ fn store_reader_survives_mutations() {
     let good = std::fs::read(&path).unwrap();
     let target = dir.path().join("m.parquet");
     fuzz("store", 3, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        match distill_core::store::read_store(&target) {
+            Ok(_) => Ok(()),
+            Err(e) => user_error(&e),
+        }
+    });
+    // The same rows in the top-k layout (K = 2 of 3): ids, the rest's log and the expansion.
+    let top = dir.path().join("top.parquet");
+    let mut w = StoreWriter::create(&top, &meta.clone().with_top_k(2)).unwrap();
+    w.write(&index, Some(&labels), &[logits.view()]).unwrap();
+    w.finish().unwrap();
+    let good = std::fs::read(&top).unwrap();
+    fuzz("store-top-k", 5, &good, budget(), |bytes| {
         std::fs::write(&target, bytes).unwrap();
         match distill_core::store::read_store(&target) {
             Ok(_) => Ok(()),

@@ -11,6 +11,7 @@ pub mod onnx_proto;
 pub mod parquet_guard;
 pub mod rng;
 pub mod store;
+pub mod topk;
 
 pub use error::{CoreError, Result};
 

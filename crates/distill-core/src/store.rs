@@ -3,6 +3,12 @@
 //! `FixedSizeList<f32>[classes]` column of raw logits per teacher. Teachers that emit
 //! probabilities are stored as `ln p` (a huge negative finite value for p = 0), which the metadata records. Temperature is
 //! not stored: it is chosen when training.
+//!
+//! The top-k layout (`distill-teach --top-k K`, schema version 2) keeps per teacher only the K
+//! largest logits, their class ids and the log of the rest of the mass (three columns,
+//! `<teacher>.topk_logits`, `<teacher>.topk_ids`, `<teacher>.log_rest`; see [`crate::topk`]). The
+//! reader expands each such row back into one logit per class, so every reader of
+//! [`SoftTargets`] handles both layouts.
 
 use crate::atomic::AtomicFile;
 use crate::data::Dataset;
@@ -23,8 +29,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Version of the store layout written by these tools.
+/// Version of the full store layout (one logit per class), written by these tools.
 pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the top-k layout; readers of version 1 only refuse it by its version.
+pub const TOP_K_SCHEMA_VERSION: u32 = 2;
+/// Field metadata of the top-k columns: which part of the teacher's row the column holds
+/// (`topk_logits`, `topk_ids` or `log_rest`).
+pub const FIELD_PART_KEY: &str = "distill.part";
+/// Field metadata of the top-k columns: K.
+pub const FIELD_TOP_K_KEY: &str = "distill.top_k";
 /// The key-value metadata key holding [`StoreMeta`] as JSON.
 pub const META_KEY: &str = "distill.store";
 /// The Arrow schema metadata key pandas reads into `DataFrame.attrs` (a JSON object); the store
@@ -56,6 +69,32 @@ impl std::fmt::Display for OutputKind {
             OutputKind::Probabilities => "probabilities",
         })
     }
+}
+
+/// How a store keeps each teacher's scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One logit per class (schema version 1).
+    #[default]
+    Full,
+    /// The K largest logits, their ids and the log of the rest of the mass (schema version 2).
+    TopK,
+}
+
+impl Layout {
+    fn is_full(&self) -> bool {
+        *self == Layout::Full
+    }
+}
+
+/// The three columns of teacher `name` in the top-k layout: logits, ids, log of the rest.
+pub fn top_k_columns(name: &str) -> [String; 3] {
+    [
+        format!("{name}.topk_logits"),
+        format!("{name}.topk_ids"),
+        format!("{name}.log_rest"),
+    ]
 }
 
 /// One teacher of the ensemble, as recorded in the store.
@@ -97,6 +136,12 @@ pub struct StoreMeta {
     pub tool_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// `full` (absent in the JSON) or `top_k`.
+    #[serde(default, skip_serializing_if = "Layout::is_full")]
+    pub layout: Layout,
+    /// K of the top-k layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
 }
 
 impl TeacherMeta {
@@ -134,6 +179,48 @@ impl StoreMeta {
             transform: transform.into(),
             tool_version: crate::TOOL_VERSION.into(),
             shard: None,
+            layout: Layout::Full,
+            top_k: None,
+        }
+    }
+
+    /// The same store in the top-k layout with `k` kept classes per row and teacher.
+    pub fn with_top_k(self, k: usize) -> Self {
+        StoreMeta {
+            schema_version: TOP_K_SCHEMA_VERSION,
+            layout: Layout::TopK,
+            top_k: Some(k),
+            ..self
+        }
+    }
+
+    /// Checks that the version, the layout and K agree, and that K is usable for the class count.
+    pub fn check_layout(&self) -> std::result::Result<(), String> {
+        match (self.schema_version, self.layout, self.top_k) {
+            (SCHEMA_VERSION, Layout::Full, None) => Ok(()),
+            (TOP_K_SCHEMA_VERSION, Layout::TopK, Some(k)) if k >= 1 && k < self.classes => Ok(()),
+            (TOP_K_SCHEMA_VERSION, Layout::TopK, Some(k)) => Err(format!(
+                "top_k {k} is outside 1..{} (the store has {} classes)",
+                self.classes.saturating_sub(1),
+                self.classes
+            )),
+            (v, _, _) if v != SCHEMA_VERSION && v != TOP_K_SCHEMA_VERSION => Err(format!(
+                "store schema version {v} is not supported (this tool reads versions \
+                 {SCHEMA_VERSION} and {TOP_K_SCHEMA_VERSION})"
+            )),
+            (v, layout, k) => Err(format!(
+                "schema version {v}, layout {layout:?} and top_k {k:?} do not go together \
+                 (version {SCHEMA_VERSION} is the full layout, version {TOP_K_SCHEMA_VERSION} \
+                 the top-k layout with a top_k)"
+            )),
+        }
+    }
+
+    /// A short description of the layout, e.g. `full` or `top-5`.
+    pub fn layout_name(&self) -> String {
+        match self.top_k {
+            Some(k) => format!("top-{k}"),
+            None => "full".into(),
         }
     }
 }
@@ -147,9 +234,12 @@ pub struct StoreWriter {
     writer: ArrowWriter<File>,
     schema: SchemaRef,
     classes: usize,
+    /// K of the top-k layout; `None`: the full layout.
+    top_k: Option<usize>,
     teachers: Vec<String>,
     rows: usize,
     buffered: usize,
+    selector: crate::topk::Selector,
 }
 
 fn logits_field(name: &str, classes: usize) -> Field {
@@ -157,8 +247,8 @@ fn logits_field(name: &str, classes: usize) -> Field {
     Field::new(name, DataType::FixedSizeList(item, classes as i32), false)
 }
 
-/// A teacher's column, with field metadata saying what it holds and whose it is.
-fn teacher_field(t: &TeacherMeta, classes: usize) -> Field {
+/// The field metadata every column of teacher `t` carries: what it holds and whose it is.
+fn teacher_field_meta(t: &TeacherMeta) -> std::collections::HashMap<String, String> {
     let mut meta = std::collections::HashMap::from([
         (
             FIELD_KIND_KEY.to_string(),
@@ -177,7 +267,30 @@ fn teacher_field(t: &TeacherMeta, classes: usize) -> Field {
             t.prob_floor.unwrap_or(0.0).to_string(),
         );
     }
-    logits_field(&t.name, classes).with_metadata(meta)
+    meta
+}
+
+/// A teacher's column(s), with field metadata saying what they hold and whose they are: one list
+/// of `classes` logits, or in the top-k layout the K logits, the K ids and the log of the rest.
+fn teacher_fields(t: &TeacherMeta, meta: &StoreMeta) -> Vec<Field> {
+    let base = teacher_field_meta(t);
+    let Some(k) = meta.top_k else {
+        return vec![logits_field(&t.name, meta.classes).with_metadata(base)];
+    };
+    let [logits, ids, rest] = top_k_columns(&t.name);
+    let part = |name: &str| {
+        let mut m = base.clone();
+        m.insert(FIELD_PART_KEY.into(), name.into());
+        m.insert(FIELD_TOP_K_KEY.into(), k.to_string());
+        m
+    };
+    let id_item = Arc::new(Field::new("item", DataType::Int32, false));
+    vec![
+        logits_field(&logits, k).with_metadata(part("topk_logits")),
+        Field::new(&ids, DataType::FixedSizeList(id_item, k as i32), false)
+            .with_metadata(part("topk_ids")),
+        Field::new(&rest, DataType::Float32, false).with_metadata(part("log_rest")),
+    ]
 }
 
 /// The store's schema: `index`, `label`, one column per teacher (with field metadata), and the
@@ -188,12 +301,12 @@ fn store_schema(meta: &StoreMeta, json: &str) -> Schema {
         Field::new("index", DataType::UInt64, false),
         Field::new("label", DataType::Int32, true),
     ];
-    fields.extend(meta.teachers.iter().map(|t| teacher_field(t, meta.classes)));
+    fields.extend(meta.teachers.iter().flat_map(|t| teacher_fields(t, meta)));
     Schema::new(fields).with_metadata(std::collections::HashMap::from([
         (META_KEY.to_string(), json.to_string()),
         (
             "distill.schema_version".to_string(),
-            SCHEMA_VERSION.to_string(),
+            meta.schema_version.to_string(),
         ),
         (PANDAS_ATTRS_KEY.to_string(), json.to_string()),
     ]))
@@ -224,13 +337,34 @@ impl StoreWriter {
                 t.name
             )));
         }
+        meta.check_layout().map_err(|e| {
+            CoreError::invalid(format!("{}: cannot write this store: {e}", path.display()))
+        })?;
+        if meta.top_k.is_some() {
+            // A teacher named `a.topk_ids` would collide with teacher `a`'s ids column.
+            let mut columns: Vec<String> = meta
+                .teachers
+                .iter()
+                .flat_map(|t| top_k_columns(&t.name))
+                .collect();
+            columns.sort_unstable();
+            if let Some(w) = columns.windows(2).find(|w| w[0] == w[1]) {
+                return Err(CoreError::invalid(format!(
+                    "two teachers' top-k columns are both named '{}'; rename a teacher with --name",
+                    w[0]
+                )));
+            }
+        }
         let json = serde_json::to_string(meta).map_err(|e| CoreError::invalid(e.to_string()))?;
         let schema = Arc::new(store_schema(meta, &json));
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_key_value_metadata(Some(vec![
                 KeyValue::new(META_KEY.into(), json),
-                KeyValue::new("distill.schema_version".into(), SCHEMA_VERSION.to_string()),
+                KeyValue::new(
+                    "distill.schema_version".into(),
+                    meta.schema_version.to_string(),
+                ),
             ]))
             .build();
         let out = AtomicFile::create(path)?;
@@ -241,13 +375,16 @@ impl StoreWriter {
             writer,
             schema,
             classes: meta.classes,
+            top_k: meta.top_k,
             teachers: meta.teachers.iter().map(|t| t.name.clone()).collect(),
             rows: 0,
             buffered: 0,
+            selector: crate::topk::Selector::default(),
         })
     }
 
-    /// Appends rows: their indices, labels (when known) and each teacher's `[rows, classes]` logits.
+    /// Appends rows: their indices, labels (when known) and each teacher's `[rows, classes]` logits
+    /// (in the top-k layout, the writer keeps the K largest of each row and the log of the rest).
     pub fn write(
         &mut self,
         index: &[u64],
@@ -286,12 +423,44 @@ impl StoreWriter {
                     index[r]
                 )));
             }
-            let values = Float32Array::from(block.iter().copied().collect::<Vec<_>>());
             let item = Arc::new(Field::new("item", DataType::Float32, false));
+            let Some(k) = self.top_k else {
+                let values = Float32Array::from(block.iter().copied().collect::<Vec<_>>());
+                columns.push(Arc::new(
+                    FixedSizeListArray::try_new(item, self.classes as i32, Arc::new(values), None)
+                        .map_err(|e| CoreError::invalid(e.to_string()))?,
+                ));
+                continue;
+            };
+            let mut top = vec![0.0f32; n * k];
+            let mut ids = vec![0u32; n * k];
+            let mut rest = Vec::with_capacity(n);
+            let mut row_buf = Vec::with_capacity(self.classes);
+            for (r, row) in block.rows().into_iter().enumerate() {
+                row_buf.clear();
+                row_buf.extend(row.iter().copied());
+                rest.push(self.selector.select_into(
+                    &row_buf,
+                    &mut top[r * k..(r + 1) * k],
+                    &mut ids[r * k..(r + 1) * k],
+                ));
+            }
+            let id_item = Arc::new(Field::new("item", DataType::Int32, false));
+            let ids = Int32Array::from(ids.into_iter().map(|c| c as i32).collect::<Vec<_>>());
             columns.push(Arc::new(
-                FixedSizeListArray::try_new(item, self.classes as i32, Arc::new(values), None)
+                FixedSizeListArray::try_new(
+                    item,
+                    k as i32,
+                    Arc::new(Float32Array::from(top)),
+                    None,
+                )
+                .map_err(|e| CoreError::invalid(e.to_string()))?,
+            ));
+            columns.push(Arc::new(
+                FixedSizeListArray::try_new(id_item, k as i32, Arc::new(ids), None)
                     .map_err(|e| CoreError::invalid(e.to_string()))?,
             ));
+            columns.push(Arc::new(Float32Array::from(rest)));
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| CoreError::invalid(e.to_string()))?;
@@ -469,6 +638,19 @@ pub fn read_store(path: &Path) -> Result<SoftTargets> {
         match &mut all {
             None => all = Some(part),
             Some(acc) => {
+                if acc.meta.top_k != part.meta.top_k {
+                    return Err(CoreError::format(
+                        p,
+                        format!(
+                            "this part is a {} store but part {} is a {} store; parts of one \
+                             store need the same layout: make every part again with the same \
+                             --top-k (or none)",
+                            part.meta.layout_name(),
+                            parts[0].0,
+                            acc.meta.layout_name()
+                        ),
+                    ));
+                }
                 let same = acc.meta.classes == part.meta.classes
                     && acc.meta.teachers == part.meta.teachers
                     && acc.meta.dataset == part.meta.dataset
@@ -540,15 +722,8 @@ fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
     })?;
     let meta: StoreMeta = serde_json::from_str(json)
         .map_err(|e| CoreError::format(path, format!("bad '{META_KEY}' metadata: {e}")))?;
-    if meta.schema_version != SCHEMA_VERSION {
-        return Err(CoreError::format(
-            path,
-            format!(
-                "store schema version {} is not supported (this tool reads version {SCHEMA_VERSION})",
-                meta.schema_version
-            ),
-        ));
-    }
+    meta.check_layout()
+        .map_err(|e| CoreError::format(path, e))?;
     let reader = builder.build().map_err(|e| CoreError::parquet(path, e))?;
     let mut index = Vec::new();
     let mut labels = Vec::new();
@@ -557,9 +732,16 @@ fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
         let batch = batch.map_err(|e| CoreError::format(path, e.to_string()))?;
         let first_row = index.len();
         let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| CoreError::format(path, format!("the store has no column '{name}'")))
+            batch.column_by_name(name).ok_or_else(|| {
+                let hint = match meta.top_k {
+                    Some(k) => format!(
+                        " (a top-{k} store keeps columns NAME.topk_logits, NAME.topk_ids and \
+                         NAME.log_rest per teacher)"
+                    ),
+                    None => String::new(),
+                };
+                CoreError::format(path, format!("the store has no column '{name}'{hint}"))
+            })
         };
         for v in int_column(path, "index", col("index")?)? {
             index.push(v.ok_or_else(|| CoreError::format(path, "null in column 'index'"))? as u64);
@@ -568,8 +750,20 @@ fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
             labels.push(v.map(|l| l as u32));
         }
         for (t, acc) in meta.teachers.iter().zip(values.iter_mut()) {
-            let (_, v) = list_f32(path, &t.name, col(&t.name)?, Some(meta.classes), first_row)?;
-            acc.extend_from_slice(&v);
+            match meta.top_k {
+                None => {
+                    let (_, v) =
+                        list_f32(path, &t.name, col(&t.name)?, Some(meta.classes), first_row)?;
+                    acc.extend_from_slice(&v);
+                }
+                Some(k) => {
+                    let [l, i, r] = top_k_columns(&t.name);
+                    let (_, logits) = list_f32(path, &l, col(&l)?, Some(k), first_row)?;
+                    let ids = id_lists(path, &i, col(&i)?, k, first_row)?;
+                    let rest = float_column(path, &r, col(&r)?, first_row)?;
+                    expand_top_k(path, t, &meta, (&logits, &ids, &rest), first_row, acc)?;
+                }
+            }
         }
     }
     let n = index.len();
@@ -598,6 +792,162 @@ fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
         labels,
         logits,
     })
+}
+
+/// A `FixedSizeList<Int32>[k]` column of class ids (no nulls), flattened.
+fn id_lists(
+    path: &Path,
+    name: &str,
+    column: &ArrayRef,
+    k: usize,
+    first_row: usize,
+) -> Result<Vec<i32>> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let wrong = || {
+        CoreError::format(
+            path,
+            format!(
+                "column '{name}' has type {}, expected FixedSizeList<Int32>[{k}] (the top-{k} \
+                 class ids)",
+                column.data_type()
+            ),
+        )
+    };
+    let list = column.as_fixed_size_list_opt().ok_or_else(wrong)?;
+    if list.value_length() as usize != k {
+        return Err(wrong());
+    }
+    if let Some(r) = (0..list.len()).find(|&r| list.is_null(r)) {
+        return Err(CoreError::format(
+            path,
+            format!("column '{name}' is null at row {}", first_row + r),
+        ));
+    }
+    let values = list
+        .values()
+        .as_primitive_opt::<arrow_array::types::Int32Type>()
+        .ok_or_else(wrong)?;
+    if values.null_count() > 0 {
+        return Err(CoreError::format(
+            path,
+            format!("column '{name}' has a null class id"),
+        ));
+    }
+    let start = list.offset() * k;
+    Ok(values.values()[start..start + list.len() * k].to_vec())
+}
+
+/// A `Float32` column with no nulls.
+fn float_column(path: &Path, name: &str, column: &ArrayRef, first_row: usize) -> Result<Vec<f32>> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let values = column
+        .as_primitive_opt::<arrow_array::types::Float32Type>()
+        .ok_or_else(|| {
+            CoreError::format(
+                path,
+                format!(
+                    "column '{name}' has type {}, expected Float32 (the log of the rest of the mass)",
+                    column.data_type()
+                ),
+            )
+        })?;
+    if let Some(r) = (0..values.len()).find(|&r| values.is_null(r)) {
+        return Err(CoreError::format(
+            path,
+            format!("column '{name}' is null at row {}", first_row + r),
+        ));
+    }
+    Ok(values.values().to_vec())
+}
+
+/// Checks one batch of teacher `t`'s top-k rows and appends their dense expansion to `out`.
+fn expand_top_k(
+    path: &Path,
+    t: &TeacherMeta,
+    meta: &StoreMeta,
+    (logits, ids, rest): (&[f32], &[i32], &[f32]),
+    first_row: usize,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let classes = meta.classes;
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let k = logits.len() / rest.len();
+    // Nothing in a top-k file shows the class count but the metadata: a damaged count must give an
+    // error, not an allocation the machine cannot make.
+    let rows_so_far = first_row + rest.len();
+    let too_big = || {
+        CoreError::format(
+            path,
+            format!(
+                "the metadata says {classes} classes: {rows_so_far} rows of that many logits do \
+                 not fit in memory; the metadata is damaged, or the store is too large to expand \
+                 here"
+            ),
+        )
+    };
+    let mut seen: Vec<bool> = Vec::new();
+    let mut dense: Vec<f32> = Vec::new();
+    seen.try_reserve_exact(classes).map_err(|_| too_big())?;
+    dense.try_reserve_exact(classes).map_err(|_| too_big())?;
+    rest.len()
+        .checked_mul(classes)
+        .and_then(|n| out.try_reserve(n).ok())
+        .ok_or_else(too_big)?;
+    seen.resize(classes, false);
+    dense.resize(classes, 0.0);
+    let mut row_ids = vec![0u32; k];
+    for r in 0..rest.len() {
+        let row = first_row + r;
+        let zs = &logits[r * k..(r + 1) * k];
+        for (slot, &c) in row_ids.iter_mut().zip(&ids[r * k..(r + 1) * k]) {
+            if c < 0 || c as usize >= classes {
+                return Err(CoreError::format(
+                    path,
+                    format!(
+                        "teacher '{}': row {row} keeps class id {c}, outside 0..{classes}; \
+                         regenerate the store",
+                        t.name
+                    ),
+                ));
+            }
+            if seen[c as usize] {
+                return Err(CoreError::format(
+                    path,
+                    format!(
+                        "teacher '{}': row {row} keeps class {c} twice; regenerate the store",
+                        t.name
+                    ),
+                ));
+            }
+            seen[c as usize] = true;
+            *slot = c as u32;
+        }
+        for &c in &row_ids {
+            seen[c as usize] = false;
+        }
+        if let Some(v) = zs.iter().chain([&rest[r]]).find(|v| !v.is_finite()) {
+            return Err(CoreError::format(
+                path,
+                format!(
+                    "teacher '{}' has a non-finite value ({v}) at row {row}; regenerate the store",
+                    t.name
+                ),
+            ));
+        }
+        crate::topk::expand_into(
+            crate::topk::TailFill::EqualMass,
+            zs,
+            &row_ids,
+            rest[r],
+            &mut dense,
+        );
+        out.extend_from_slice(&dense);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -630,6 +980,8 @@ mod tests {
             transform: "none".into(),
             tool_version: crate::TOOL_VERSION.into(),
             shard,
+            layout: Layout::Full,
+            top_k: None,
         }
     }
 
@@ -780,5 +1132,122 @@ mod tests {
             0,
             "temporary file left behind"
         );
+    }
+
+    /// A top-k store: its metadata in all three places, its columns, the expansion the reader
+    /// gives back, and a folder mixing a top-k part with a full part refused.
+    #[test]
+    fn top_k_roundtrip_metadata_and_mixed_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("top.parquet");
+        let m = StoreMeta {
+            classes: 5,
+            ..meta(None)
+        }
+        .with_top_k(2);
+        let a = array![[1.0f32, 4.0, 3.0, 0.0, -2.0], [0.5, 0.5, 0.5, 9.0, 0.5]];
+        let b = array![
+            [-0.1f32, -3.0, -2.5, crate::math::ZERO_PROB_LOGIT, -4.0],
+            [-2.0, -0.5, -1.5, -3.0, -3.5]
+        ];
+        let mut w = StoreWriter::create(&path, &m).unwrap();
+        w.write(&[0, 1], Some(&[1, 3]), &[a.view(), b.view()])
+            .unwrap();
+        w.finish().unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
+        let json: serde_json::Value = serde_json::from_str(&kv[META_KEY]).unwrap();
+        assert_eq!(json["layout"], "top_k");
+        assert_eq!(json["top_k"], 2);
+        assert_eq!(json["schema_version"], 2);
+        assert_eq!(kv["distill.schema_version"], "2");
+        let schema = builder.schema();
+        assert_eq!(
+            serde_json::from_str::<StoreMeta>(&schema.metadata()[META_KEY]).unwrap(),
+            m
+        );
+        assert_eq!(schema.metadata()["distill.schema_version"], "2");
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "index",
+                "label",
+                "a.topk_logits",
+                "a.topk_ids",
+                "a.log_rest",
+                "b.topk_logits",
+                "b.topk_ids",
+                "b.log_rest"
+            ]
+        );
+        let ids_meta = schema.field_with_name("b.topk_ids").unwrap().metadata();
+        assert_eq!(ids_meta[FIELD_PART_KEY], "topk_ids");
+        assert_eq!(ids_meta[FIELD_TOP_K_KEY], "2");
+        assert_eq!(ids_meta[FIELD_KIND_KEY], "log_probabilities");
+
+        let s = read_store(&path).unwrap();
+        assert_eq!(s.meta, m);
+        // Kept classes come back as they were; the three missing ones share the rest equally.
+        let rest0 = (1.0f64.exp() + 1.0 + (-2.0f64).exp()).ln() - 3.0f64.ln();
+        assert_eq!(s.logits[0][[0, 1]], 4.0);
+        assert_eq!(s.logits[0][[0, 2]], 3.0);
+        for c in [0, 3, 4] {
+            assert!((f64::from(s.logits[0][[0, c]]) - rest0).abs() < 1e-6);
+        }
+        // Row 2 of teacher a: ties at 0.5 keep the lower ids (class 0 next to class 3).
+        assert_eq!(s.logits[0][[1, 3]], 9.0);
+        assert_eq!(s.logits[0][[1, 0]], 0.5);
+        assert!((f64::from(s.logits[0][[1, 1]]) - 0.5).abs() < 1e-6);
+
+        // One part top-k, the other full: refused by name.
+        let parts = dir.path().join("parts");
+        std::fs::create_dir(&parts).unwrap();
+        for k in 1..=2 {
+            let shard = Shard {
+                part: k,
+                parts: 2,
+                total_rows: 2,
+            };
+            let pm = StoreMeta {
+                classes: 5,
+                ..meta(Some(shard))
+            };
+            let pm = if k == 1 { pm.with_top_k(2) } else { pm };
+            let mut w = StoreWriter::create(&part_path(&parts, k, 2), &pm).unwrap();
+            let r = k - 1;
+            w.write(
+                &[r as u64],
+                None,
+                &[
+                    a.slice(ndarray::s![r..r + 1, ..]),
+                    b.slice(ndarray::s![r..r + 1, ..]),
+                ],
+            )
+            .unwrap();
+            w.finish().unwrap();
+        }
+        let e = read_store(&parts).unwrap_err().to_string();
+        assert!(
+            e.contains("part-2-of-2.parquet")
+                && e.contains("this part is a full store but part 1 is a top-2 store")
+                && e.contains("--top-k"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn top_k_needs_fewer_kept_classes_than_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        for k in [0, 3, 4] {
+            let path = dir.path().join(format!("k{k}.parquet"));
+            let e = StoreWriter::create(&path, &meta(None).with_top_k(k))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(&format!("top_k {k} is outside 1..2")), "{e}");
+            assert!(!path.exists());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch: DEFAULT_BATCH,
         threads: None,
         shard: None,
+        top_k: None,
     };
     let threads = config.threads_per_teacher();
     let ds = config.selection.load()?;

@@ -40,6 +40,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if a.meta.top_k != b.meta.top_k {
+        // The values compared are what each store keeps; a top-k row expanded by the reader is not
+        // the full row, so the two layouts cannot be compared value by value.
+        eprintln!(
+            "error: {} is a {} store but {} is a {} store; this compares stored values, so both \
+             must have the same layout: make them with the same --top-k (or none)",
+            a_path.display(),
+            a.meta.layout_name(),
+            b_path.display(),
+            b.meta.layout_name()
+        );
+        return ExitCode::from(2);
+    }
     let names = |s: &distill_core::store::SoftTargets| -> Vec<String> {
         s.meta.teachers.iter().map(|t| t.name.clone()).collect()
     };

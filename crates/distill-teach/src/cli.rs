@@ -83,6 +83,10 @@ pub struct Args {
     /// OUT/part-K-of-N.parquet; the store reader takes the folder once all N parts exist.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
+    /// Keep per row and teacher only the K largest logits, their class ids and the log of the
+    /// rest of the probability mass (1 <= K < classes); readers expand it back to every class.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
 
     /// For each per-teacher flag, the teacher (index into `model`) each of its values belongs to;
     /// `None` for a value given before any --model. Filled by [`Args::parse_from_args`].
@@ -192,6 +196,7 @@ impl Args {
             batch: self.batch,
             threads: self.threads,
             shard: self.shard,
+            top_k: self.top_k,
         })
     }
 }
@@ -316,6 +321,8 @@ mod tests {
             "1,28,28",
             "--shard",
             "2/3",
+            "--top-k",
+            "5",
         ])
         .unwrap();
         assert_eq!(c.teachers.len(), 3);
@@ -327,6 +334,7 @@ mod tests {
         assert_eq!(c.teachers[1].settings.mean, None);
         assert_eq!(c.teachers[2].settings.image_shape, Some([1, 28, 28]));
         assert_eq!(c.shard, Some((2, 3)));
+        assert_eq!(c.top_k, Some(5));
         assert_eq!(c.batch, DEFAULT_BATCH);
         assert_eq!(c.provider, Provider::Cpu);
     }

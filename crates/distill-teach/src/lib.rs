@@ -68,6 +68,9 @@ pub struct Config {
     /// `(K, N)`: score only part K (1-based) of N contiguous, equal (±1 row) slices of the selected
     /// rows.
     pub shard: Option<(usize, usize)>,
+    /// Keep per row and teacher only the K largest logits, their class ids and the log of the rest
+    /// of the mass (the top-k layout of the store); `None`: every class's logit.
+    pub top_k: Option<usize>,
 }
 
 fn serialize_display<S: serde::Serializer, T: fmt::Display>(
@@ -94,6 +97,13 @@ impl Config {
             return Err(Error::usage(
                 "--threads",
                 "must be at least 1 (leave it out to divide the cores among the teachers)",
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::usage(
+                "--top-k",
+                "0 keeps no class: give the number of largest logits to keep per row (at least 1 \
+                 and fewer than the classes), or leave --top-k out to keep every class",
             ));
         }
         if let Some((k, n)) = self.shard
@@ -216,6 +226,8 @@ pub struct Report {
     pub out: PathBuf,
     pub rows: usize,
     pub classes: usize,
+    /// K when the store keeps only each row's K largest logits (the top-k layout).
+    pub top_k: Option<usize>,
     pub teachers: Vec<TeacherReport>,
     pub shard: Option<Shard>,
     /// Wall-clock seconds of the whole run, loading included.
@@ -281,12 +293,16 @@ impl fmt::Display for Report {
         };
         write!(
             f,
-            "wrote {}: {} rows x {} teachers x {} classes in {:.2} s ({:.0} rows/s); inference {:.2} s, \
+            "wrote {}: {} rows x {} teachers x {} classes{} in {:.2} s ({:.0} rows/s); inference {:.2} s, \
              of which {:.2} s ({share:.1}%) inside ONNX Runtime (sum over teachers {:.2} s); setup {:.2} s",
             self.out.display(),
             self.rows,
             self.teachers.len(),
             self.classes,
+            match self.top_k {
+                Some(k) => format!(" (top-{k} layout)"),
+                None => String::new(),
+            },
             self.seconds,
             self.rows_per_second,
             self.inference_seconds,
@@ -349,6 +365,26 @@ pub fn run(config: &Config) -> Result<Report> {
         ),
         None => (0..total, None),
     };
+    if let Some(k) = config.top_k
+        && k >= ds.classes
+    {
+        return Err(Error::usage(
+            "--top-k",
+            format!(
+                "{k} keeps {} classes, but the data set {} has {}: the top-k layout needs K below \
+                 the class count (K = {} keeps all but one); leave --top-k out to store every \
+                 class's logit",
+                if k == ds.classes {
+                    "all"
+                } else {
+                    "more than all"
+                },
+                ds.name,
+                ds.classes,
+                ds.classes.saturating_sub(1)
+            ),
+        ));
+    }
     let meta = StoreMeta {
         shard: shard.clone(),
         ..StoreMeta::new(
@@ -358,6 +394,10 @@ pub fn run(config: &Config) -> Result<Report> {
             config.selection.split.to_string(),
             config.selection.describe(),
         )
+    };
+    let meta = match config.top_k {
+        Some(k) => meta.with_top_k(k),
+        None => meta,
     };
     if config.shard.is_some() {
         std::fs::create_dir_all(&config.out)
@@ -404,6 +444,7 @@ pub fn run(config: &Config) -> Result<Report> {
         out,
         rows: n,
         classes: ds.classes,
+        top_k: config.top_k,
         teachers: teachers
             .iter()
             .zip(&timings.per_teacher)

@@ -1,6 +1,7 @@
 //! The pandas, Polars and DuckDB recipes of `docs/store.md`, run as written against stores made by
-//! `distill-teach` (one file, and a folder of two parts) on an MNIST slice, compared with NumPy
-//! within 1e-6 by `scripts/check_store_recipes.py`. Needs a Python with numpy, pyarrow, pandas,
+//! `distill-teach` (one file, and a folder of two parts, in the full and the top-3 layout) on an
+//! MNIST slice, compared with NumPy within 1e-6 by `scripts/check_store_recipes.py` (on a top-k
+//! store, the top-k recipe; each layout's other recipes must stop with their message). Needs a Python with numpy, pyarrow, pandas,
 //! polars and duckdb: `DISTILL_RECIPES_PYTHON`, else the repository's `.venv-recipes` (made by
 //! `make check-store-recipes`), else `python3`. Without one the test says so on stderr (past the
 //! test harness's capture) and passes, unless `DISTILL_RECIPES_PYTHON` was set: then it fails.
@@ -98,7 +99,20 @@ fn the_store_recipes_in_docs_compute_numpys_softmax() {
     teach(&["--out", file.to_str().unwrap()]);
     teach(&["--shard", "1/2", "--out", parts.to_str().unwrap()]);
     teach(&["--shard", "2/2", "--out", parts.to_str().unwrap()]);
-    for store in [&file, &parts] {
+    let top_file = d.join("top3.parquet");
+    let top_parts = d.join("top3-parts");
+    teach(&["--top-k", "3", "--out", top_file.to_str().unwrap()]);
+    for shard in ["1/2", "2/2"] {
+        teach(&[
+            "--top-k",
+            "3",
+            "--shard",
+            shard,
+            "--out",
+            top_parts.to_str().unwrap(),
+        ]);
+    }
+    for store in [&file, &parts, &top_file, &top_parts] {
         let out = Command::new(&py)
             .arg(repo().join("scripts/check_store_recipes.py"))
             .arg(store)
@@ -111,7 +125,13 @@ fn the_store_recipes_in_docs_compute_numpys_softmax() {
             store.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Three recipes at two temperatures.
-        assert_eq!(stdout.matches(": ok").count(), 6, "{stdout}");
+        // Full layout: three recipes at two temperatures, and the top-k recipe refusing it; top-k
+        // layout: the top-k recipe at two temperatures, and the three others refusing it.
+        let want = if store.to_str().unwrap().contains("top3") {
+            5
+        } else {
+            7
+        };
+        assert_eq!(stdout.matches(": ok").count(), want, "{stdout}");
     }
 }

@@ -490,3 +490,74 @@ fn each_teachers_error_rate_is_reported_and_wrong_normalisation_is_warned_about(
         assert!(report.contains(w), "{w} not in:\n{report}");
     }
 }
+
+/// `--top-k 3` on a logits teacher and a probability teacher: the store says so in its metadata,
+/// three parts read back as the whole, and at T = 1 the expanded rows give exactly the full
+/// store's probabilities for the kept classes and its total for the others (softmax computed here
+/// in f64 from the full store, within 1e-5 relative: the f32 logits of the two stores are the
+/// same numbers, only the rest's log is rounded to f32).
+#[test]
+fn top_k_store_is_exact_at_t1_against_the_full_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cnn = fixture("torchscript_cnn.onnx");
+    let logreg = fixture("skl_logreg.onnx");
+    let mut common: Vec<&str> = vec!["--model", &cnn];
+    common.extend(CNN_NORM);
+    common.extend(["--model", &logreg, "--limit", "120"]);
+    let with = |extra: &[&str]| -> Vec<String> {
+        common.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    succeed(d, &strs(&with(&["--out", "full.parquet"])));
+    succeed(d, &strs(&with(&["--top-k", "3", "--out", "top3.parquet"])));
+    for k in 1..=3 {
+        let shard = format!("{k}/3");
+        succeed(
+            d,
+            &strs(&with(&[
+                "--top-k", "3", "--shard", &shard, "--out", "parts",
+            ])),
+        );
+    }
+    let full = read_store(&d.join("full.parquet")).unwrap();
+    let top = read_store(&d.join("top3.parquet")).unwrap();
+    let parts = read_store(&d.join("parts")).unwrap();
+    assert_eq!(top.meta.top_k, Some(3));
+    assert_eq!(top.meta.schema_version, 2);
+    assert_eq!(top.meta.teachers, full.meta.teachers);
+    assert_eq!(top.meta.teachers[1].kind, OutputKind::Probabilities);
+    assert_eq!(parts.logits, top.logits);
+    assert_eq!(parts.index, top.index);
+    let softmax = |z: ndarray::ArrayView1<f32>| -> Vec<f64> {
+        let m = z
+            .iter()
+            .map(|&v| f64::from(v))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|&v| (f64::from(v) - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / s).collect()
+    };
+    for (f, t) in full.logits.iter().zip(&top.logits) {
+        for (zf, zt) in f.rows().into_iter().zip(t.rows()) {
+            let (pf, pt) = (softmax(zf), softmax(zt));
+            // The three largest of the full row are kept as they are.
+            let mut order: Vec<usize> = (0..10).collect();
+            order.sort_by(|&a, &b| zf[b].total_cmp(&zf[a]).then(a.cmp(&b)));
+            for &c in &order[..3] {
+                assert_eq!(zt[c], zf[c]);
+                assert!(
+                    (pf[c] - pt[c]).abs() <= 1e-5 * pf[c],
+                    "{} vs {}",
+                    pf[c],
+                    pt[c]
+                );
+            }
+            let rest = |p: &[f64]| order[3..].iter().map(|&c| p[c]).sum::<f64>();
+            let (rf, rt) = (rest(&pf), rest(&pt));
+            assert!((rf - rt).abs() <= 1e-5 * rf.max(1e-30), "rest {rf} vs {rt}");
+        }
+    }
+    // The report says which layout it wrote.
+    let out = teach(d, &strs(&with(&["--top-k", "5", "--out", "top5.parquet"])));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(top-5 layout)"));
+}

@@ -79,11 +79,18 @@ pub(super) fn provenance(b: &mut Builder, inputs: &Inputs) {
             b,
             "soft targets",
             &format!(
-                "<code>{}</code>: {} ({}), {} classes, by distill-teach {}",
+                "<code>{}</code>: {} ({}), {} classes{}, by distill-teach {}",
                 escape(&p.display().to_string()),
                 escape(&s.dataset),
                 escape(&s.transform),
                 s.classes,
+                match s.top_k {
+                    Some(k) => format!(
+                        " (top-{k} layout: the {k} largest logits per row and teacher, the rest as \
+                         one mass)"
+                    ),
+                    None => String::new(),
+                },
                 escape(&s.tool_version)
             ),
         );
