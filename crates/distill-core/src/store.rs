@@ -52,13 +52,16 @@ pub const FIELD_SHA256_KEY: &str = "distill.sha256";
 /// Field metadata of a probability teacher's column: the floor applied before the log (`0`: none).
 pub const FIELD_PROB_FLOOR_KEY: &str = "distill.prob_floor";
 
-/// What a teacher's stored column holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether a model's output is logits or probabilities: what distill-runtime finds a model
+/// outputs, and what a teacher's stored column came from (the one type for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
-    /// Raw logits, stored as they are.
+    /// Unnormalised scores (log-probabilities count as logits: their softmax is the
+    /// probabilities); stored as they are.
     Logits,
-    /// Probabilities, stored as `ln p` (`math::ZERO_PROB_LOGIT` for p = 0).
+    /// Probabilities that sum to one per row; stored as `ln p` (`math::ZERO_PROB_LOGIT` for
+    /// p = 0).
     Probabilities,
 }
 

@@ -58,24 +58,8 @@ pub enum LayoutKind {
     Image,
 }
 
-/// Whether a model's output is logits or probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputKind {
-    /// Unnormalised scores (log-probabilities count as logits: their softmax is the probabilities).
-    Logits,
-    /// Probabilities that sum to one per row.
-    Probabilities,
-}
-
-impl fmt::Display for OutputKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Logits => "logits",
-            Self::Probabilities => "probabilities",
-        })
-    }
-}
+/// Whether a model's output is logits or probabilities (the same type the store records).
+pub use distill_core::store::OutputKind;
 
 /// `x' = (x * scale - mean) / std`, applied to each raw value `x` in `[0, 1]` before the model sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]

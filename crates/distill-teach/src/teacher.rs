@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
 use distill_core::data::Dataset;
-use distill_core::store::{OutputKind as StoredKind, TeacherMeta};
+use distill_core::store::TeacherMeta;
 use distill_runtime::{ModelSpec, OnnxModel, OutputKind, Provider};
 use ndarray::s;
 
@@ -29,9 +29,10 @@ impl Teacher {
             provider,
             threads,
         )?;
-        let (kind, prob_floor) = match model.kind() {
-            OutputKind::Logits => (StoredKind::Logits, None),
-            OutputKind::Probabilities => (StoredKind::Probabilities, Some(0.0)),
+        let kind = model.kind();
+        let prob_floor = match kind {
+            OutputKind::Logits => None,
+            OutputKind::Probabilities => Some(0.0),
         };
         let meta = TeacherMeta {
             name: name.to_string(),
