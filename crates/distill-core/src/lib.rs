@@ -3,6 +3,7 @@
 //! and the error type every stage maps to an exit code.
 
 pub mod atomic;
+pub mod bias;
 pub mod data;
 pub mod error;
 pub mod interrupt;

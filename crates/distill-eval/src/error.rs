@@ -28,26 +28,6 @@ pub enum Error {
         members: usize,
     },
 
-    /// A `--bias-adjust` specification that cannot be parsed.
-    #[error(
-        "invalid --bias-adjust `{spec}`: {message}; write CLASS=DELTA pairs separated by commas, e.g. 3=+3.5,8=-7.6"
-    )]
-    BiasSpec {
-        /// The specification as given.
-        spec: String,
-        /// What is wrong with it.
-        message: String,
-    },
-
-    /// A bias adjustment names a class the data does not have.
-    #[error("--bias-adjust names class {class}, but the data has classes 0 to {}", classes.saturating_sub(1))]
-    BiasClass {
-        /// The class named.
-        class: usize,
-        /// The data's class count.
-        classes: usize,
-    },
-
     /// A model's output has a different number of classes than the data.
     #[error(
         "model {} has {model_classes} output classes, but the data {data} has {data_classes}; evaluate it on data with the same classes",

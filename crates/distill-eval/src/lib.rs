@@ -6,7 +6,6 @@
 //! what each model costs to deploy: parameters, bytes on disk ([`footprint`]), latency and throughput
 //! ([`timing`]). The [`Report`] is written as `metrics.json` and displayed as a table.
 
-pub mod bias;
 pub mod cli;
 mod error;
 pub mod footprint;
@@ -25,7 +24,7 @@ use distill_runtime::{ModelSettings, ModelSpec, OnnxModel, OutputKind, Provider,
 use ndarray::{Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
-pub use bias::{BiasAdjust, ClassBias};
+pub use distill_core::bias::{BiasAdjust, ClassBias};
 pub use error::Error;
 pub use report::{Entry, EntryType, Report, SCHEMA_VERSION};
 pub use specialists::{CoveringRow, SpecialistsConfig, SpecialistsReport};

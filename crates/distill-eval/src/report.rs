@@ -9,9 +9,9 @@ use distill_core::math::Combine;
 use distill_progress::{grouped, size};
 use serde::Serialize;
 
-use crate::bias::BiasAdjust;
 use crate::metrics::Summary;
 use crate::specialists::SpecialistsReport;
+use distill_core::bias::BiasAdjust;
 
 /// The version of the `metrics.json` schema; raised when a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -10,7 +10,7 @@ use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_nn::gemm::{Backend, kernel_isa, time_step_gemms};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, OptimizerConfig, Schedule};
-use distill_train::{BiasAdjust, Config};
+use distill_train::{BiasChoice, Config};
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -99,7 +99,7 @@ fn bench() {
         batch: 128,
         seed: 1,
         threads: Some(2),
-        bias_adjust: BiasAdjust::None,
+        bias_adjust: BiasChoice::None,
         out: dir.path().join("student.onnx"),
         metrics: None,
         resume: false,

@@ -1,6 +1,6 @@
 //! The `distill-train` command line: flags, their defaults, and the mapping to [`Config`].
 
-use crate::{BiasAdjust, Config, Result, TrainError};
+use crate::{BiasChoice, Config, Result, TrainError};
 use clap::Parser;
 use distill_cli::DataArgs;
 use distill_core::data::Split;
@@ -107,8 +107,8 @@ impl Args {
             seed: self.run.seed,
             threads: self.threads,
             bias_adjust: match self.bias_adjust {
-                Some(s) => s.parse::<BiasAdjust>()?,
-                None => BiasAdjust::None,
+                Some(s) => s.parse::<BiasChoice>()?,
+                None => BiasChoice::None,
             },
             out: self.out,
             metrics: self.metrics,

@@ -9,7 +9,8 @@ pub mod cli;
 mod error;
 pub mod record;
 
-pub use bias::{BiasAdjust, BiasShift};
+pub use bias::BiasChoice;
+pub use distill_core::bias::{BiasAdjust, ClassBias};
 pub use error::{Result, TrainError};
 
 use checkpoint::{EpochSums, Progress};
@@ -58,7 +59,7 @@ pub struct Config {
     pub batch: usize,
     pub seed: u64,
     pub threads: Option<usize>,
-    pub bias_adjust: BiasAdjust,
+    pub bias_adjust: BiasChoice,
     /// The model file (`.onnx`); the metrics file, checkpoint and best model sit beside it.
     pub out: PathBuf,
     /// The per-epoch record (default: `<out stem>.metrics.csv`).
@@ -85,7 +86,7 @@ pub struct Report {
     pub seconds: f64,
     pub samples_per_s: f64,
     pub last: Option<EpochRecord>,
-    pub bias: Vec<BiasShift>,
+    pub bias: Vec<ClassBias>,
     /// Validation errors of the saved model (after bias adjustment), and the slice's size.
     pub val_errors: Option<(usize, usize)>,
     /// Errors on `test_split` before bias adjustment, after it, and the split's size.
@@ -204,7 +205,7 @@ impl Config {
         c.threads = None;
         c.test_split = None;
         c.max_steps = None;
-        c.bias_adjust = BiasAdjust::None;
+        c.bias_adjust = BiasChoice::None;
         let json = serde_json::to_vec(&c).unwrap_or_default();
         distill_core::sha256_hex(&json)[..16].to_string()
     }
@@ -224,7 +225,7 @@ impl Config {
         {
             return bad(format!("--fraction {f} must be in (0, 1]"));
         }
-        if matches!(self.bias_adjust, BiasAdjust::Auto) {
+        if matches!(self.bias_adjust, BiasChoice::Auto) {
             if self.selection.classes.is_empty() {
                 return bad(
                     "--bias-adjust auto fits the bias of classes the transfer set omits; give \
@@ -661,7 +662,7 @@ fn train(config: &Config) -> Result<Report> {
 
     let before = mlp.clone();
     report.bias = adjust_bias(&mut mlp, config, val.as_ref())?;
-    if best_saved && !matches!(config.bias_adjust, BiasAdjust::None) {
+    if best_saved && !matches!(config.bias_adjust, BiasChoice::None) {
         // The best checkpoint gets the same adjustment as the final model (refitted on its own
         // validation logits for `auto`), so that either file is used the same way.
         let mut best = onnx::load(&paths.best)?.mlp;
@@ -722,17 +723,17 @@ fn jitter_batch(x: &mut Array2<f32>, shape: (usize, usize), max_shift: usize, se
 }
 
 /// Applies `--bias-adjust` to the network's output biases; returns the shifts applied.
-fn adjust_bias(mlp: &mut Mlp, config: &Config, val: Option<&Dataset>) -> Result<Vec<BiasShift>> {
+fn adjust_bias(mlp: &mut Mlp, config: &Config, val: Option<&Dataset>) -> Result<Vec<ClassBias>> {
     let classes = mlp.classes();
     match &config.bias_adjust {
-        BiasAdjust::None => Ok(Vec::new()),
-        BiasAdjust::Fixed(shifts) => {
-            for s in shifts {
+        BiasChoice::None => Ok(Vec::new()),
+        BiasChoice::Fixed(shifts) => {
+            for s in &shifts.0 {
                 mlp.adjust_bias(s.class as usize, s.delta)?;
             }
-            Ok(shifts.clone())
+            Ok(shifts.0.clone())
         }
-        BiasAdjust::Auto => {
+        BiasChoice::Auto => {
             let filter = &config.selection.classes;
             let omitted: Vec<u32> = (0..classes as u32).filter(|&c| !filter.keeps(c)).collect();
             if omitted.is_empty() {
@@ -748,10 +749,10 @@ fn adjust_bias(mlp: &mut Mlp, config: &Config, val: Option<&Dataset>) -> Result<
             })?;
             let vl = val.require_labels("--bias-adjust auto")?;
             let logits = mlp.forward(val.features.view())?;
-            let (delta, _) = bias::fit_shift(logits.view(), vl, &omitted);
-            let shifts: Vec<BiasShift> = omitted
+            let (delta, _) = distill_core::bias::fit_shift(logits.view(), vl, &omitted);
+            let shifts: Vec<ClassBias> = omitted
                 .iter()
-                .map(|&class| BiasShift { class, delta })
+                .map(|&class| ClassBias { class, delta })
                 .collect();
             for s in &shifts {
                 mlp.adjust_bias(s.class as usize, s.delta)?;
@@ -766,7 +767,7 @@ fn save_model(
     path: &Path,
     config: &Config,
     provenance: &[(String, String)],
-    bias: &[BiasShift],
+    bias: &[ClassBias],
     which: &str,
 ) -> Result<()> {
     // How the run was carried out (resumed or not, threads, step limits) is not part of what
