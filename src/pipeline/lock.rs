@@ -113,14 +113,14 @@ impl Lock {
 /// Content hashes of files and folders, remembered by path, size and modification time for the
 /// length of one run (the data folder is read by most stages).
 #[derive(Default)]
-pub struct Hasher {
+pub struct HashCache {
     seen: Mutex<HashMap<PathBuf, Seen>>,
 }
 
 /// A file's size, modification time and hash.
 type Seen = (u64, Option<SystemTime>, String);
 
-impl Hasher {
+impl HashCache {
     /// SHA-256 of a file's bytes, or of a folder's files (their relative paths and hashes, sorted;
     /// hidden files such as in-progress temporary files left out). `None` when `path` is missing.
     pub fn hash(&self, path: &Path) -> Result<Option<String>> {
@@ -196,7 +196,7 @@ mod tests {
         std::fs::write(dir.path().join("a"), b"1").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/b"), b"2").unwrap();
-        let h = Hasher::default();
+        let h = HashCache::default();
         let before = h.hash(dir.path()).unwrap().unwrap();
         std::fs::write(dir.path().join(".b.123.tmp"), b"x").unwrap();
         assert_eq!(h.hash(dir.path()).unwrap().unwrap(), before);

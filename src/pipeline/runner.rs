@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::error::{PipelineError, Result};
 use super::graph::Graph;
-use super::lock::{Entry, Hasher, Lock, State, lock_path};
+use super::lock::{Entry, HashCache, Lock, State, lock_path};
 use super::slurm::SlurmOptions;
 use super::spec::{Document, Kind};
 use super::stage::{Stage, StageConfig};
@@ -164,7 +164,7 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
         graph: &graph,
         lock: Mutex::new(lock),
         lock_file: lock_file.clone(),
-        hasher: Hasher::default(),
+        hasher: HashCache::default(),
         forced,
         progress: &options.progress,
     };
@@ -270,12 +270,12 @@ pub(super) struct Runner<'a> {
     pub graph: &'a Graph,
     pub lock: Mutex<Lock>,
     pub lock_file: PathBuf,
-    pub hasher: Hasher,
+    pub hasher: HashCache,
     pub forced: Vec<bool>,
     pub progress: &'a Progress,
 }
 
-enum Done {
+enum Outcome {
     Ran {
         seconds: f64,
         reason: String,
@@ -442,19 +442,19 @@ impl Runner<'_> {
     /// Runs the selected stages, up to `jobs` at a time; stops starting new ones after a failure.
     fn execute(&self, selected: &[bool], jobs: usize) -> (Vec<Row>, Option<PipelineError>) {
         #[derive(Clone, PartialEq)]
-        enum St {
+        enum StageState {
             Pending,
             Running,
             Finished,
             Failed,
         }
         let n = self.stages.len();
-        let mut state: Vec<St> = (0..n)
+        let mut state: Vec<StageState> = (0..n)
             .map(|i| {
                 if selected[i] {
-                    St::Pending
+                    StageState::Pending
                 } else {
-                    St::Finished
+                    StageState::Finished
                 }
             })
             .collect();
@@ -465,16 +465,16 @@ impl Runner<'_> {
             }
         }
         let mut error: Option<PipelineError> = None;
-        let (tx, rx) = mpsc::channel::<(usize, Result<Done>)>();
+        let (tx, rx) = mpsc::channel::<(usize, Result<Outcome>)>();
         std::thread::scope(|scope| {
             let mut running = 0usize;
             loop {
                 while running < jobs && error.is_none() {
                     let ready = self.graph.order.iter().copied().find(|&i| {
-                        state[i] == St::Pending
+                        state[i] == StageState::Pending
                             && self.graph.upstream[i]
                                 .iter()
-                                .all(|&j| state[j] == St::Finished)
+                                .all(|&j| state[j] == StageState::Finished)
                     });
                     let Some(i) = ready else { break };
                     if distill_core::interrupt::requested() {
@@ -483,7 +483,7 @@ impl Runner<'_> {
                         });
                         break;
                     }
-                    state[i] = St::Running;
+                    state[i] = StageState::Running;
                     running += 1;
                     let tx = tx.clone();
                     scope.spawn(move || {
@@ -508,24 +508,24 @@ impl Runner<'_> {
                 let Ok((i, result)) = rx.recv() else { break };
                 running -= 1;
                 match result {
-                    Ok(Done::Ran {
+                    Ok(Outcome::Ran {
                         seconds,
                         reason,
                         report,
                     }) => {
-                        state[i] = St::Finished;
+                        state[i] = StageState::Finished;
                         let mut row = self.row(i, Status::Ran, seconds, reason);
                         row.report = Some(report);
                         rows[i] = Some(row);
                     }
-                    Ok(Done::Skipped { reason, report }) => {
-                        state[i] = St::Finished;
+                    Ok(Outcome::Skipped { reason, report }) => {
+                        state[i] = StageState::Finished;
                         let mut row = self.row(i, Status::Skipped, 0.0, reason);
                         row.report = report;
                         rows[i] = Some(row);
                     }
                     Err(e) => {
-                        state[i] = St::Failed;
+                        state[i] = StageState::Failed;
                         rows[i] = Some(self.row(i, Status::Failed, 0.0, e.to_string()));
                         if error.is_none() {
                             error = Some(e);
@@ -544,11 +544,11 @@ impl Runner<'_> {
         });
         if failed {
             for &i in &self.graph.order {
-                if state[i] != St::Pending || self.stages[i].kind != Kind::Report {
+                if state[i] != StageState::Pending || self.stages[i].kind != Kind::Report {
                     continue;
                 }
                 rows[i] = Some(match self.stage(i) {
-                    Ok(Done::Ran {
+                    Ok(Outcome::Ran {
                         seconds,
                         reason,
                         report,
@@ -558,7 +558,7 @@ impl Runner<'_> {
                         row.report = Some(report);
                         row
                     }
-                    Ok(Done::Skipped { reason, report }) => {
+                    Ok(Outcome::Skipped { reason, report }) => {
                         let mut row = self.row(i, Status::Skipped, 0.0, reason);
                         row.report = report;
                         row
@@ -662,7 +662,7 @@ impl Runner<'_> {
     }
 
     /// Decides, and runs when needed, stage `i`.
-    fn stage(&self, i: usize) -> Result<Done> {
+    fn stage(&self, i: usize) -> Result<Outcome> {
         let stage = &self.stages[i];
         let d = self.decide(i)?;
         if !d.run {
@@ -673,7 +673,7 @@ impl Runner<'_> {
                 stage.kind.name(),
                 d.reason
             ));
-            return Ok(Done::Skipped {
+            return Ok(Outcome::Skipped {
                 reason: d.reason,
                 report,
             });
@@ -721,7 +721,7 @@ impl Runner<'_> {
             let _ = writeln!(out, "<== {} done in {seconds:.1} s", stage.name);
             let _ = out.flush();
         }
-        Ok(Done::Ran {
+        Ok(Outcome::Ran {
             seconds,
             reason: d.reason,
             report,
