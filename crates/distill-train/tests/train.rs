@@ -115,7 +115,11 @@ fn hard_labels_on_a_2000_row_slice_are_far_below_chance() {
     assert!(csv.starts_with("epoch,learning_rate,soft_loss,hard_loss,loss,train_error,val_error"));
     // Epochs are numbered from 1, as on the console; hard-label training has no soft term, and
     // its loss is the hard cross-entropy.
-    let epochs: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let epochs: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(epochs, ["1", "2", "3", "4", "5", "6"]);
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
