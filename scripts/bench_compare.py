@@ -128,6 +128,11 @@ def main():
                     t[(side, epochs)] = run(cmd, env)[0]
             for side in per:
                 per[side].append((t[(side, 3)] - t[(side, 1)]) / 2)
+            # Each round as it ends, with the load, so a long run under load still leaves figures.
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            print(f"  {mode} round {r + 1}: PyTorch {per['torch'][-1]:.2f}s, distill "
+                  f"{per['distill'][-1]:.2f}s, {per['torch'][-1] / per['distill'][-1]:.2f}x "
+                  f"(load average {load:.2f})", flush=True)
         pt, dt = statistics.median(per["torch"]), statistics.median(per["distill"])
         print(f"{labels[mode]:<44} {pt:>8.2f}s {dt:>8.2f}s {pt / dt:>23.2f}x", flush=True)
 
@@ -146,6 +151,7 @@ def main():
                 _, out = run(distill_cmd("distill", e, seed, store, work, args.threads, True, init), env)
                 key = f"distill-train --init {init}" if init else "distill-train (default init)"
                 rows[key].append(int(re.search(r"test errors: (\d+) of", out).group(1)))
+            print(f"  seed {seed}: " + ", ".join(f"{k} {v[-1]}" for k, v in rows.items()), flush=True)
         print(f"{'':<32} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds) + f" {'mean':>8}")
         for name, errs in rows.items():
             print(f"{name:<32} " + " ".join(f"{x:>8}" for x in errs) + f" {statistics.mean(errs):>8.1f}")

@@ -90,7 +90,40 @@ pub fn sgemm_with(
     if m == 0 || n == 0 {
         return;
     }
-    gemm_f32_kernel(alpha, a, b, beta, c);
+    gemm_f32_kernel(alpha, a, b, beta, c, true);
+}
+
+/// [`sgemm`] on the calling thread only: for callers that already split the work over the pool
+/// (blocks of the output, each finished while it is still in that core's cache). Per element the
+/// result is the same as [`sgemm`]'s: the inner dimension is summed in the same order.
+///
+/// # Panics
+/// As [`sgemm`].
+pub fn sgemm_serial(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<f32>,
+) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert!(
+        k == k2 && c.dim() == (m, n),
+        "sgemm: [{m}, {k}] · [{k2}, {n}] into {:?}",
+        c.dim()
+    );
+    let strides_ok = [a.strides(), b.strides(), c.strides()]
+        .iter()
+        .all(|s| s.iter().all(|&x| x >= 0));
+    if !strides_ok {
+        ndarray::linalg::general_mat_mul(alpha, &a, &b, beta, c);
+        return;
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm_f32_kernel(alpha, a, b, beta, c, false);
 }
 
 /// `gemm-f32` on views with non-negative strides and matching shapes (checked by the caller).
@@ -101,6 +134,7 @@ fn gemm_f32_kernel(
     b: ArrayView2<f32>,
     beta: f32,
     c: &mut ArrayViewMut2<f32>,
+    threaded: bool,
 ) {
     let (m, k) = a.dim();
     let n = b.ncols();
@@ -145,7 +179,11 @@ fn gemm_f32_kernel(
             false,
             false,
             false,
-            gemm_common::Parallelism::Rayon(0),
+            if threaded {
+                gemm_common::Parallelism::Rayon(0)
+            } else {
+                gemm_common::Parallelism::None
+            },
         );
     }
 }
@@ -280,6 +318,26 @@ mod tests {
         };
         let g = run(Backend::Gemm);
         assert_eq!(g, run(Backend::Gemm));
+        // The single-threaded entry gives the same bits, on a whole product and on row blocks
+        // (as the fused SGD update issues it), with beta 0 and not.
+        let mut serial = Array2::<f32>::zeros((128, 200));
+        sgemm_serial(1.0, a.view(), b.view(), 0.0, &mut serial.view_mut());
+        assert_eq!(g, serial);
+        let c0 = Array2::from_shape_simple_fn((128, 200), || rng.normal());
+        let mut whole = c0.clone();
+        sgemm(-0.05, a.view(), b.view(), 0.9, &mut whole.view_mut());
+        let mut blocks = c0.clone();
+        for r in (0..128).step_by(48) {
+            let end = (r + 48).min(128);
+            sgemm_serial(
+                -0.05,
+                a.slice(s![r..end, ..]),
+                b.view(),
+                0.9,
+                &mut blocks.slice_mut(s![r..end, ..]),
+            );
+        }
+        assert_eq!(whole, blocks);
         let mm = run(Backend::MatrixMultiply);
         let diff = g
             .iter()

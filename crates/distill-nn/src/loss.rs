@@ -4,6 +4,11 @@
 //!
 //! Its gradient with respect to a student logit is
 //! `alpha * T * (q_i - p_i) + (1 - alpha) * (softmax(s)_i - y_i)`, divided by the batch size.
+//!
+//! The soft term is *reported* as `T² * KL(p(T) ‖ softmax(s / T))`: the cross-entropy minus the
+//! teachers' entropy `H(p)`, which does not depend on the student, so the gradient is the same,
+//! and the number falls toward 0 as the student matches the teachers (the cross-entropy would
+//! level off at `T² * H(p)`, which is large at high `T`).
 
 use crate::{NnError, Result};
 use distill_core::math::log_softmax_row;
@@ -28,17 +33,36 @@ impl DistillLoss {
     }
 }
 
-/// The loss of one batch, by term (each already weighted as in the total).
+/// The loss of one batch (means over its rows), by term, each unweighted.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LossParts {
+    /// `T² * KL(p(T) ‖ softmax(s / T))`: 0 when the student matches the teachers (0 when the
+    /// soft term's weight is 0).
     pub soft: f64,
+    /// `CE(onehot(y), softmax(s))` (0 when the hard term's weight is 0).
     pub hard: f64,
+    /// The soft term's weight `alpha`.
+    pub alpha: f64,
 }
 
 impl LossParts {
+    /// `alpha * soft + (1 - alpha) * hard`: the loss minimised, less the constant
+    /// `alpha * T² * H(p)`.
     pub fn total(&self) -> f64 {
-        self.soft + self.hard
+        weighted(self.alpha, self.soft, self.hard)
     }
+}
+
+/// `alpha * soft + (1 - alpha) * hard`, leaving out a term whose weight is 0.
+pub fn weighted(alpha: f64, soft: f64, hard: f64) -> f64 {
+    let mut total = 0.0;
+    if alpha > 0.0 {
+        total += alpha * soft;
+    }
+    if alpha < 1.0 {
+        total += (1.0 - alpha) * hard;
+    }
+    total
 }
 
 impl DistillLoss {
@@ -97,20 +121,21 @@ impl DistillLoss {
                 g.fill(0.0);
                 if alpha > 0.0 {
                     let log_q = log_softmax_fn(s, t);
-                    let mut ce = 0.0f64;
+                    let mut kl = 0.0f64;
                     for i in 0..c {
                         let lq = log_q(s[i]);
                         if p[i] > 0.0 {
-                            ce -= p[i] as f64 * lq as f64;
+                            let pi = p[i] as f64;
+                            kl += pi * (pi.ln() - lq as f64);
                         }
                         g[i] += alpha * t * (lq.exp() - p[i]) * inv_n;
                     }
-                    *sl = (alpha * t * t) as f64 * ce;
+                    *sl = (t * t) as f64 * kl;
                 }
                 if alpha < 1.0 {
                     let y = labels.map_or(0, |l| l[r] as usize);
                     let log_q = log_softmax_fn(s, 1.0);
-                    *hl = -((1.0 - alpha) as f64) * log_q(s[y]) as f64;
+                    *hl = -(log_q(s[y]) as f64);
                     for i in 0..c {
                         let onehot = if i == y { 1.0 } else { 0.0 };
                         g[i] += (1.0 - alpha) * (log_q(s[i]).exp() - onehot) * inv_n;
@@ -120,6 +145,7 @@ impl DistillLoss {
         Ok(LossParts {
             soft: soft_loss.iter().sum::<f64>() / n as f64,
             hard: hard_loss.iter().sum::<f64>() / n as f64,
+            alpha: alpha as f64,
         })
     }
 }
@@ -201,7 +227,8 @@ mod tests {
 
     // NumPy reference: s=[1,2,3], p=[0.2,0.3,0.5], T=2
     //   q = softmax(s/2) = [0.18632372, 0.30719589, 0.50648039]
-    //   CE = -(p*log q).sum() = 1.03026967;  T²·CE = 4.12107868
+    //   CE = -(p*log q).sum() = 1.03026967;  H(p) = 1.02965301
+    //   T²·KL = T²·(p*(log p - log q)).sum() = 0.0024666263
     #[test]
     fn soft_term_matches_numpy() {
         let s = ndarray::array![[1.0f32, 2.0, 3.0]];
@@ -214,8 +241,35 @@ mod tests {
         let parts = l
             .loss_and_grad(s.view(), Some(p.view()), None, g.view_mut())
             .unwrap();
-        assert!((parts.soft - 4.121_078_68).abs() < 1e-5, "{}", parts.soft);
+        assert!((parts.soft - 0.002_466_626).abs() < 1e-6, "{}", parts.soft);
         assert_eq!(parts.hard, 0.0);
+        assert_eq!(parts.total(), parts.soft);
+    }
+
+    /// The reported soft term is 0 for a student whose tempered softmax is the teachers'
+    /// distribution, and the hard term is the plain cross-entropy whatever alpha is.
+    #[test]
+    fn soft_term_is_zero_at_a_perfect_match_and_hard_term_is_unweighted() {
+        let s = ndarray::array![[1.0f32, -2.0, 0.5, 3.0], [0.0, 0.1, -0.4, 2.0]];
+        let t = 20.0;
+        let p = softmax(s.view(), t);
+        let y = [3u32, 1];
+        let l = DistillLoss {
+            temperature: t,
+            alpha: 0.7,
+        };
+        let mut g = Array2::zeros(s.raw_dim());
+        let parts = l
+            .loss_and_grad(s.view(), Some(p.view()), Some(&y), g.view_mut())
+            .unwrap();
+        // T² = 400 magnifies float32 rounding of log q; 1e-3 is far below the teachers' entropy
+        // (about 555 here) that the cross-entropy would have reported.
+        assert!(parts.soft.abs() < 1e-3, "{}", parts.soft);
+        let ce = cross_entropy(s.view(), &y);
+        assert!((parts.hard - ce).abs() < 1e-6, "{} vs {ce}", parts.hard);
+        assert_eq!(parts.alpha, 0.7f32 as f64);
+        let total = parts.alpha * parts.soft + (1.0 - parts.alpha) * parts.hard;
+        assert!((parts.total() - total).abs() < 1e-12);
     }
 
     #[test]

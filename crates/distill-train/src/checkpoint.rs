@@ -30,6 +30,7 @@ pub struct Progress {
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct EpochSums {
     pub rows: usize,
+    /// Sums over rows of the unweighted soft (`T² * KL`) and hard (cross-entropy) terms.
     pub soft: f64,
     pub hard: f64,
     pub errors: usize,

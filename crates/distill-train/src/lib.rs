@@ -19,7 +19,7 @@ use distill_core::math::{Combine, argmax_rows, ensemble_probs};
 use distill_core::rng::Rng;
 use distill_core::store::{SoftTargets, read_store};
 use distill_core::{interrupt, sha256_file};
-use distill_nn::loss::cross_entropy;
+use distill_nn::loss::{cross_entropy, weighted};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -124,9 +124,11 @@ impl std::fmt::Display for Report {
                 .unwrap_or_default();
             writeln!(
                 f,
-                "last epoch {}: loss {:.4}, train error {:.2}%{val}",
-                r.epoch + 1,
+                "last epoch {}: loss {:.4} (soft T²·KL {:.4}, hard CE {:.4}), train error {:.2}%{val}",
+                r.epoch,
                 r.loss,
+                r.soft_loss,
+                r.hard_loss,
                 100.0 * r.train_error
             )?;
         }
@@ -557,7 +559,7 @@ fn train(config: &Config) -> Result<Report> {
                 let secs = already + epoch_started.elapsed().as_secs_f64();
                 bar.set_message(format!(
                     "loss {:.4}  {:.0} samples/s",
-                    (s.soft + s.hard) / s.rows as f64,
+                    weighted(loss.alpha as f64, s.soft, s.hard) / s.rows as f64,
                     s.rows as f64 / secs.max(1e-9)
                 ));
             }
@@ -581,11 +583,11 @@ fn train(config: &Config) -> Result<Report> {
                 _ => (None, None, None),
             };
         let rec = EpochRecord {
-            epoch,
+            epoch: epoch + 1,
             learning_rate: config.optimizer.learning_rate(epoch),
             soft_loss: s.soft / s.rows.max(1) as f64,
             hard_loss: s.hard / s.rows.max(1) as f64,
-            loss: (s.soft + s.hard) / s.rows.max(1) as f64,
+            loss: weighted(loss.alpha as f64, s.soft, s.hard) / s.rows.max(1) as f64,
             train_error: if labels.is_some() {
                 s.errors as f64 / s.rows.max(1) as f64
             } else {
@@ -597,8 +599,8 @@ fn train(config: &Config) -> Result<Report> {
             samples_per_s: s.rows as f64 / seconds.max(1e-9),
         };
         eprintln!(
-            "epoch {}/{}  loss {:.4} (soft {:.4}, hard {:.4})  train error {:.2}%{}  {:.1} s  {:.0} samples/s",
-            epoch + 1,
+            "epoch {}/{}  loss {:.4} (soft T²·KL {:.4}, hard CE {:.4})  train error {:.2}%{}  {:.1} s  {:.0} samples/s",
+            rec.epoch,
             config.epochs,
             rec.loss,
             rec.soft_loss,

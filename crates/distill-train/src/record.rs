@@ -6,12 +6,16 @@ use std::path::Path;
 /// What one epoch did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochRecord {
+    /// The epoch's number, from 1 (as on the console).
     pub epoch: usize,
     pub learning_rate: f32,
-    /// Mean weighted soft term (`alpha * T² * CE`) over the epoch's batches.
+    /// Mean soft term `T² * KL(p ‖ q)` over the epoch's rows, unweighted: 0 when the student
+    /// matches the teachers at temperature `T` (0 in hard-label training).
     pub soft_loss: f64,
-    /// Mean weighted hard term (`(1 - alpha) * CE`).
+    /// Mean hard-label cross-entropy, unweighted (0 when alpha is 1).
     pub hard_loss: f64,
+    /// `alpha * soft_loss + (1 - alpha) * hard_loss`: the loss minimised, less the teachers'
+    /// entropy `alpha * T² * H(p)`, a constant.
     pub loss: f64,
     /// Share of training rows misclassified during the epoch (with dropout, as trained).
     pub train_error: f64,

@@ -113,6 +113,21 @@ fn hard_labels_on_a_2000_row_slice_are_far_below_chance() {
     let csv = std::fs::read_to_string(dir.path().join("m.metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 7, "{csv}");
     assert!(csv.starts_with("epoch,learning_rate,soft_loss,hard_loss,loss,train_error,val_error"));
+    // Epochs are numbered from 1, as on the console; hard-label training has no soft term, and
+    // its loss is the hard cross-entropy.
+    let epochs: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(epochs, ["1", "2", "3", "4", "5", "6"]);
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[2].parse::<f64>().unwrap(), 0.0, "{line}");
+        assert_eq!(f[3], f[4], "{line}");
+    }
+    assert!(stderr.contains("epoch 6/6  loss"), "{stderr}");
+    assert!(stdout.contains("last epoch 6: loss"), "{stdout}");
     let meta = onnx::load(&dir.path().join("m.onnx")).unwrap().metadata;
     assert!(meta["distill.training"].contains("\"hidden\":[64]"));
 }
@@ -147,6 +162,23 @@ fn distillation_brings_the_student_close_to_its_teacher() {
     ]);
     let report = distill_train::run(&c).unwrap();
     assert!(report.mode.contains("T=4"));
+    // The soft term is reported as T²·KL(p‖q): it starts well above 0 and falls toward 0 (as
+    // T²·cross-entropy it would level off at T² times the teachers' entropy); with alpha 1 it is
+    // the whole loss.
+    let csv = std::fs::read_to_string(student.with_extension("metrics.csv")).unwrap();
+    let soft: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    let last = report.last.as_ref().unwrap();
+    assert_eq!(last.epoch, 8);
+    assert_eq!(last.soft_loss, last.loss);
+    assert_eq!(soft.len(), 8);
+    assert!(
+        soft[7] < 0.5 * soft[0] && soft[7] > 0.0,
+        "soft loss per epoch: {soft:?}"
+    );
     let test = Selection {
         data: MNIST.into(),
         split: Split::Test,
