@@ -117,14 +117,14 @@ fn user_error(e: &distill_core::CoreError) -> Result<(), String> {
 fn idx_reader_survives_mutations() {
     let labels = std::fs::read(format!("{ROOT}/data/mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
     let path = Path::new("t10k-labels-idx1-ubyte");
-    let raw = distill_core::data::idx::maybe_gunzip(path, labels.clone()).unwrap();
+    let raw = distill_data::idx::maybe_gunzip(path, labels.clone()).unwrap();
     // The raw IDX bytes (header and payload), and the gzip file around them.
     fuzz(
         "idx",
         1,
         &raw[..2000],
         budget() / 2,
-        |bytes| match distill_core::data::idx::parse_u8(path, bytes.to_vec(), 1) {
+        |bytes| match distill_data::idx::parse_u8(path, bytes.to_vec(), 1) {
             Ok(_) => Ok(()),
             Err(e) => user_error(&e),
         },
@@ -134,8 +134,8 @@ fn idx_reader_survives_mutations() {
         2,
         &labels,
         budget() / 2,
-        |bytes| match distill_core::data::idx::maybe_gunzip(path, bytes.to_vec())
-            .and_then(|b| distill_core::data::idx::parse_u8(path, b, 1))
+        |bytes| match distill_data::idx::maybe_gunzip(path, bytes.to_vec())
+            .and_then(|b| distill_data::idx::parse_u8(path, b, 1))
         {
             Ok(_) => Ok(()),
             Err(e) => user_error(&e),
@@ -146,7 +146,7 @@ fn idx_reader_survives_mutations() {
 /// A store written by the store writer, mutated and read back through a file.
 #[test]
 fn store_reader_survives_mutations() {
-    use distill_core::store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+    use distill_store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.parquet");
     let meta = StoreMeta {
@@ -177,7 +177,7 @@ fn store_reader_survives_mutations() {
     let target = dir.path().join("m.parquet");
     fuzz("store", 3, &good, budget(), |bytes| {
         std::fs::write(&target, bytes).unwrap();
-        match distill_core::store::read_store(&target) {
+        match distill_store::read_store(&target) {
             Ok(_) => Ok(()),
             Err(e) => user_error(&e),
         }
@@ -190,7 +190,7 @@ fn store_reader_survives_mutations() {
     let good = std::fs::read(&top).unwrap();
     fuzz("store-top-k", 5, &good, budget(), |bytes| {
         std::fs::write(&target, bytes).unwrap();
-        match distill_core::store::read_store(&target) {
+        match distill_store::read_store(&target) {
             Ok(_) => Ok(()),
             Err(e) => user_error(&e),
         }

@@ -334,7 +334,7 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
         })
     };
     let data_dep = |data: &str, deps: &mut Vec<Dep>| {
-        if let Some(path) = distill_core::data::DataSource::input_path(data) {
+        if let Some(path) = distill_data::DataSource::input_path(data) {
             deps.push(Dep {
                 path: normalize(&path),
                 key: key("data"),
@@ -368,7 +368,7 @@ fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
             deps.extend(model_extras(&models));
             outs.push(out(
                 match c.shard {
-                    Some((k, n)) => distill_core::store::part_path(&c.out, k, n),
+                    Some((k, n)) => distill_store::part_path(&c.out, k, n),
                     None => c.out.clone(),
                 },
                 true,

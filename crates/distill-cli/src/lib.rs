@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use distill_core::CoreError;
-use distill_core::data::{ClassFilter, Selection, Split, parse_class_list};
+use distill_data::{ClassFilter, Selection, Split, parse_class_list};
 pub use distill_progress::{Mode, Progress, Verbosity};
 
 /// The flags that choose a stage's rows: `--data`, `--split`, `--limit`, `--only-classes` and

@@ -10,7 +10,7 @@
 mod common;
 
 use distill_cluster::{Config, Method, run};
-use distill_core::data::{DataSource, Split};
+use distill_data::{DataSource, Split};
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use distill_cluster::{Config, run};
-use distill_core::data::synthetic::SyntheticSpec;
 use distill_core::rng::Rng;
-use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
+use distill_data::synthetic::SyntheticSpec;
+use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
 use ndarray::Array2;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -17,9 +17,9 @@ pub use specialists::{SpecialistSet, Subset, read_specialists, write_specialists
 pub use subsets::SizeBounds;
 
 use distill_core::CoreError;
-use distill_core::data::DataSource;
 use distill_core::math::{Combine, argmax_rows, ensemble_probs};
-use distill_core::store::{SoftTargets, read_store};
+use distill_data::DataSource;
+use distill_store::{SoftTargets, read_store};
 use kmeans::{KMeansOptions, kmeans, squared_distances};
 use ndarray::Array2;
 use serde::Serialize;
@@ -267,8 +267,8 @@ pub fn class_names(dataset: &str) -> Option<Vec<String>> {
     match source_of(dataset)? {
         DataSource::Mnist(_) => Some((0..10).map(|d| d.to_string()).collect()),
         DataSource::Pairs(_) => Some(
-            (0..distill_core::data::pairs::CLASSES)
-                .map(distill_core::data::pairs::PairsSpec::class_name)
+            (0..distill_data::pairs::CLASSES)
+                .map(distill_data::pairs::PairsSpec::class_name)
                 .collect(),
         ),
         _ => None,

@@ -4,8 +4,8 @@
 mod common;
 
 use distill_cluster::{SpecialistSet, ari, read_specialists};
-use distill_core::data::Split;
-use distill_core::data::synthetic::SyntheticSpec;
+use distill_data::Split;
+use distill_data::synthetic::SyntheticSpec;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -25,8 +25,9 @@ pub enum CoreError {
     #[error("{path}: {source}")]
     Parquet {
         path: PathBuf,
+        /// What the Parquet reader or writer said.
         #[source]
-        source: parquet::errors::ParquetError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{0}")]
     Invalid(String),
@@ -47,10 +48,14 @@ impl CoreError {
         }
     }
 
-    pub fn parquet(path: &Path, source: parquet::errors::ParquetError) -> Self {
+    /// An error of the Parquet reader or writer (or of Arrow) about the file at `path`.
+    pub fn parquet(
+        path: &Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         CoreError::Parquet {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         }
     }
 

@@ -4,17 +4,37 @@
 
 pub mod atomic;
 pub mod bias;
-pub mod data;
 pub mod error;
 pub mod interrupt;
 pub mod math;
 pub mod onnx_proto;
-pub mod parquet_guard;
 pub mod rng;
-pub mod store;
-pub mod topk;
 
 pub use error::{CoreError, Result};
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a model's output is logits or probabilities: what distill-runtime finds a model
+/// outputs, and what a teacher's stored column came from (the one type for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Unnormalised scores (log-probabilities count as logits: their softmax is the
+    /// probabilities); stored as they are.
+    Logits,
+    /// Probabilities that sum to one per row; stored as `ln p` (`math::ZERO_PROB_LOGIT` for
+    /// p = 0).
+    Probabilities,
+}
+
+impl std::fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputKind::Logits => "logits",
+            OutputKind::Probabilities => "probabilities",
+        })
+    }
+}
 
 /// The version of the distill tools, recorded in every file they write.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -154,7 +154,7 @@ impl distill_cli::Report for crate::Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distill_core::data::Split;
+    use distill_data::Split;
 
     #[test]
     fn teachers_form_the_ensemble_when_given() {

@@ -17,8 +17,8 @@ pub mod timing;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use distill_core::data::{Dataset, Selection};
 use distill_core::math::{Combine, argmax_rows, ensemble_probs, probabilities_to_logits, softmax};
+use distill_data::{Dataset, Selection};
 use distill_progress::{Progress, Task};
 use distill_runtime::{ModelSettings, ModelSpec, OnnxModel, OutputKind, Provider, RuntimeError};
 use ndarray::{Array2, ArrayView2, Axis, s};

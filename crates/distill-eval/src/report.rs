@@ -4,8 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use distill_core::data::Split;
 use distill_core::math::Combine;
+use distill_data::Split;
 use distill_progress::{grouped, size};
 use serde::Serialize;
 
@@ -80,7 +80,7 @@ pub struct Report {
     pub dataset: String,
     /// `train` or `test`.
     pub split: Split,
-    /// The selection applied to the split (limit, class filter), as `distill_core::data::Selection::describe`.
+    /// The selection applied to the split (limit, class filter), as `distill_data::Selection::describe`.
     pub transform: String,
     /// Rows evaluated.
     pub rows: usize,

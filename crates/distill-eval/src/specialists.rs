@@ -11,8 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use distill_core::data::Dataset;
 use distill_core::math::{argmax_rows, probabilities_to_logits};
+use distill_data::Dataset;
 use distill_progress::Task;
 use distill_runtime::{ModelSpec, OnnxModel, OutputKind};
 use distill_specialists::{CombineOptions, Manifest, SpecialistLogits};

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use distill_core::data::{ClassFilter, Selection, Split};
 use distill_core::math::argmax_rows;
+use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::{Mlp, MlpConfig};
 use serde_json::Value;
 

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use distill_core::data::{ClassFilter, Selection, Split};
 use distill_core::math::argmax_rows;
+use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::{Mlp, MlpConfig};
 use distill_specialists::manifest::FileRef;
 use distill_specialists::{

@@ -486,7 +486,7 @@ pub fn read_manifest(path: &Path) -> Result<distill_specialists::manifest::Manif
 
 /// The metadata distill-teach keeps in a soft-target store (a file, or a folder of parts: the
 /// first part's, which every part shares but for its shard number).
-pub fn read_store_meta(path: &Path) -> Result<distill_core::store::StoreMeta, Error> {
+pub fn read_store_meta(path: &Path) -> Result<distill_store::StoreMeta, Error> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = if path.is_dir() {
         let mut parts: Vec<PathBuf> = std::fs::read_dir(path)
@@ -518,7 +518,7 @@ pub fn read_store_meta(path: &Path) -> Result<distill_core::store::StoreMeta, Er
         .key_value_metadata()
         .and_then(|kv| {
             kv.iter()
-                .find(|k| k.key == distill_core::store::META_KEY)
+                .find(|k| k.key == distill_store::META_KEY)
                 .and_then(|k| k.value.clone())
         })
         .ok_or_else(|| {
@@ -526,14 +526,14 @@ pub fn read_store_meta(path: &Path) -> Result<distill_core::store::StoreMeta, Er
                 &file,
                 format!(
                     "no '{}' metadata: not a soft-target store made by distill-teach",
-                    distill_core::store::META_KEY
+                    distill_store::META_KEY
                 ),
             )
         })?;
     serde_json::from_str(&json).map_err(|e| {
         bad(
             &file,
-            format!("bad '{}' metadata: {e}", distill_core::store::META_KEY),
+            format!("bad '{}' metadata: {e}", distill_store::META_KEY),
         )
     })
 }

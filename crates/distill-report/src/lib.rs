@@ -154,7 +154,7 @@ pub struct Inputs {
     pub train_logs: Vec<TrainLog>,
     pub specialists: Option<(PathBuf, Specialists)>,
     pub manifest: Option<(PathBuf, distill_specialists::manifest::Manifest)>,
-    pub store: Option<(PathBuf, distill_core::store::StoreMeta)>,
+    pub store: Option<(PathBuf, distill_store::StoreMeta)>,
     pub pipeline: Option<PipelineFiles>,
     pub stages: Vec<StageState>,
     pub missing: Vec<MissingInput>,

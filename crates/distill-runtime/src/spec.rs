@@ -59,7 +59,7 @@ pub enum LayoutKind {
 }
 
 /// Whether a model's output is logits or probabilities (the same type the store records).
-pub use distill_core::store::OutputKind;
+pub use distill_core::OutputKind;
 
 /// `x' = (x * scale - mean) / std`, applied to each raw value `x` in `[0, 1]` before the model sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -11,8 +11,8 @@
 use clap::Parser;
 use distill_cluster::matrix::Method;
 use distill_cluster::specialists::{SPECIALISTS_VERSION, SpecialistSet, Subset, write_specialists};
-use distill_core::data::DataSource;
 use distill_core::math::Combine;
+use distill_data::DataSource;
 use std::process::Command;
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 use crate::{Config, Result, SpecialistsError};
 use clap::Parser;
 use distill_cli::DataArgs;
-use distill_core::data::parse_class_list;
+use distill_data::parse_class_list;
 use distill_train::cli::{LoopArgs, OptimizerArgs, RegularisationArgs, SoftTargetArgs};
 use std::ffi::OsString;
 use std::path::PathBuf;

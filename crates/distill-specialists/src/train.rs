@@ -9,13 +9,13 @@ use crate::sampler::HalfSampler;
 use crate::targets::{SubsetMap, dustbin_correction};
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::{SpecialistSet, Subset};
-use distill_core::data::{Dataset, Selection};
 use distill_core::math::{Combine, argmax_rows, ensemble_probs, softmax};
 use distill_core::rng::Rng;
-use distill_core::store::read_store;
+use distill_data::{Dataset, Selection};
 use distill_nn::loss::cross_entropy;
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
+use distill_store::read_store;
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -656,7 +656,7 @@ fn train_one(
             let step_seed = Rng::derive(seed, ((epoch as u64) << 32) | b as u64).next_u64();
             if let (Some(shape), true) = (train.image, config.jitter > 0) {
                 let mut rng = Rng::derive(step_seed, 0x717);
-                distill_core::data::jitter(&mut xb.view_mut(), shape, config.jitter, &mut rng);
+                distill_data::jitter(&mut xb.view_mut(), shape, config.jitter, &mut rng);
             }
             if let Some(p) = &mapped_soft {
                 gather_rows(p.view(), chunk, sb.view_mut());

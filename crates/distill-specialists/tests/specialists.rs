@@ -6,8 +6,8 @@
 use clap::Parser;
 use distill_cluster::matrix::Method;
 use distill_cluster::specialists::{SPECIALISTS_VERSION, SpecialistSet, Subset, write_specialists};
-use distill_core::data::{DataSource, Split};
 use distill_core::math::{Combine, softmax};
+use distill_data::{DataSource, Split};
 use distill_specialists::Manifest;
 use distill_specialists::init::last_hidden;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use distill_core::data::{ClassFilter, Selection, Split};
+use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::{Mlp, MlpConfig};
 use distill_runtime::{ModelSpec, OnnxModel, Provider};
 use distill_teach::{Config, DEFAULT_BATCH, TeacherSpec, run};
@@ -113,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// else to do.
 fn inference_only(
     models: &[PathBuf],
-    ds: &distill_core::data::Dataset,
+    ds: &distill_data::Dataset,
     threads: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let mut teachers: Vec<OnnxModel> = models

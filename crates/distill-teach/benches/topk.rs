@@ -27,8 +27,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use distill_core::rng::Rng;
-use distill_core::store::{SoftTargets, StoreMeta, StoreWriter, TeacherMeta, read_store};
-use distill_core::topk::{self, TailFill};
+use distill_store::topk::{self, TailFill};
+use distill_store::{SoftTargets, StoreMeta, StoreWriter, TeacherMeta, read_store};
 use ndarray::Array2;
 
 const TEMPERATURES: [f64; 2] = [1.0, 20.0];

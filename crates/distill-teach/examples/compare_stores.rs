@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use distill_core::store::read_store;
+use distill_store::read_store;
 
 fn main() -> ExitCode {
     let mut paths: Vec<PathBuf> = Vec::new();
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let names = |s: &distill_core::store::SoftTargets| -> Vec<String> {
+    let names = |s: &distill_store::SoftTargets| -> Vec<String> {
         s.meta.teachers.iter().map(|t| t.name.clone()).collect()
     };
     if a.index != b.index || a.labels != b.labels || names(&a) != names(&b) {

@@ -3,10 +3,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
-use distill_core::data::Dataset;
 use distill_core::math::probabilities_to_logits;
-use distill_core::store::StoreWriter;
+use distill_data::Dataset;
 use distill_runtime::OutputKind;
+use distill_store::StoreWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, s};
 

@@ -1,5 +1,5 @@
 //! `distill-teach`: runs an ensemble of ONNX teachers over a data set and writes every teacher's raw
-//! logits into the Parquet soft-target store of `distill_core::store`.
+//! logits into the Parquet soft-target store of `distill_store`.
 //!
 //! [`run`] loads the data and the teachers (one ONNX Runtime session each, in parallel), checks before
 //! anything is written that every teacher accepts the data's width and scores exactly the data set's
@@ -15,8 +15,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use distill_core::data::Selection;
-use distill_core::store::{Shard, StoreMeta, StoreWriter, part_path};
+use distill_data::Selection;
+use distill_store::{Shard, StoreMeta, StoreWriter, part_path};
 use serde::Serialize;
 
 pub use distill_runtime::{LayoutKind, ModelSettings, OutputKind, Provider};

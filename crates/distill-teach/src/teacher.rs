@@ -1,8 +1,8 @@
 use std::collections::HashSet;
 
-use distill_core::data::Dataset;
-use distill_core::store::TeacherMeta;
+use distill_data::Dataset;
 use distill_runtime::{ModelSpec, OnnxModel, OutputKind, Provider};
+use distill_store::TeacherMeta;
 use ndarray::s;
 
 use crate::{Error, Result, TeacherSpec};

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use distill_core::store::{OutputKind, SoftTargets, read_store};
+use distill_store::{OutputKind, SoftTargets, read_store};
 use serde_json::Value;
 
 /// Absolute tolerance against ONNX Runtime 1.31.1's outputs recorded in `expected.json` (other CPUs

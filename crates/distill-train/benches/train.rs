@@ -3,13 +3,13 @@
 //! Prints samples/s and GEMM GFLOP/s next to the same-run SGEMM figure for the step's shapes, and
 //! the share of a step spent outside the network (batch gathering, jitter, the loss).
 
-use distill_core::data::{Selection, Split, jitter};
 use distill_core::math::{Combine, ensemble_probs};
 use distill_core::rng::Rng;
-use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
+use distill_data::{Selection, Split, jitter};
 use distill_nn::gemm::{Backend, kernel_isa, time_step_gemms};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, OptimizerConfig, Schedule};
+use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_train::{BiasChoice, Config};
 use ndarray::Array2;
 use std::time::Instant;

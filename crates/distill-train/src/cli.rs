@@ -3,8 +3,8 @@
 use crate::{BiasChoice, Config, Result, TrainError};
 use clap::Parser;
 use distill_cli::DataArgs;
-use distill_core::data::Split;
 use distill_core::math::Combine;
+use distill_data::Split;
 
 use distill_nn::{OptimizerConfig, Schedule};
 use std::ffi::OsString;

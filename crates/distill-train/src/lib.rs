@@ -14,14 +14,14 @@ pub use distill_core::bias::{BiasAdjust, ClassBias};
 pub use error::{Result, TrainError};
 
 use checkpoint::{EpochSums, Progress};
-use distill_core::data::{Dataset, Selection, Split};
 use distill_core::math::{Combine, argmax_rows, ensemble_probs};
 use distill_core::rng::Rng;
-use distill_core::store::{SoftTargets, read_store};
 use distill_core::{interrupt, sha256_file};
+use distill_data::{Dataset, Selection, Split};
 use distill_nn::loss::{cross_entropy, weighted};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
+use distill_store::{SoftTargets, read_store};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2, Axis};
 use record::EpochRecord;
@@ -721,7 +721,7 @@ fn train(config: &Config) -> Result<Report> {
 
 fn jitter_batch(x: &mut Array2<f32>, shape: (usize, usize), max_shift: usize, seed: u64) {
     let mut rng = Rng::derive(seed, 0x717);
-    distill_core::data::jitter(&mut x.view_mut(), shape, max_shift, &mut rng);
+    distill_data::jitter(&mut x.view_mut(), shape, max_shift, &mut rng);
 }
 
 /// Applies `--bias-adjust` to the network's output biases; returns the shifts applied.

@@ -2,10 +2,10 @@
 //! the library for the numbers.
 #![allow(clippy::unwrap_used)]
 
-use distill_core::data::{ClassFilter, Selection, Split};
 use distill_core::math::argmax_rows;
-use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
+use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::onnx;
+use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_train::cli::Args;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -424,7 +424,7 @@ fn a_store_with_nan_is_refused() {
     ];
     let props = parquet::file::properties::WriterProperties::builder()
         .set_key_value_metadata(Some(vec![KeyValue::new(
-            distill_core::store::META_KEY.into(),
+            distill_store::META_KEY.into(),
             serde_json::to_string(&meta).unwrap(),
         )]))
         .build();

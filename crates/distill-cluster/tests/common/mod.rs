@@ -2,11 +2,11 @@
 //! for `distill-train` and `distill-teach`.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use distill_core::data::Dataset;
 use distill_core::rng::Rng;
-use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
+use distill_data::Dataset;
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, Schedule, Workspace};
+use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
 use ndarray::{Array2, ArrayView2};
 use std::path::Path;
 
@@ -148,7 +148,7 @@ pub fn nan_store(path: &Path) {
     let json = serde_json::to_string(&meta(3, 1, "random")).unwrap();
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(vec![KeyValue::new(
-            distill_core::store::META_KEY.into(),
+            distill_store::META_KEY.into(),
             json,
         )]))
         .build();

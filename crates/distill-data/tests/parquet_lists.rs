@@ -6,7 +6,7 @@
 use arrow_array::builder::{Float32Builder, Float64Builder, LargeListBuilder, ListBuilder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{Field, Schema};
-use distill_core::data::parquet::read_dataset;
+use distill_data::parquet::read_dataset;
 use parquet::arrow::ArrowWriter;
 use std::path::Path;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! or mismatched, and the generic Parquet layout.
 #![allow(clippy::unwrap_used)]
 
-use distill_core::data::{ClassFilter, DataSource, Dataset, Selection, Split, parquet};
+use distill_data::{ClassFilter, DataSource, Dataset, Selection, Split, parquet};
 use std::path::Path;
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
@@ -166,28 +166,4 @@ fn the_generic_parquet_layout_round_trips_and_is_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cut.parquet"), "{e}");
-    // A soft-target store given as data: no features column.
-    use distill_core::store::{StoreMeta, StoreWriter, TeacherMeta};
-    let store = dir.path().join("soft.parquet");
-    let meta = StoreMeta::new(
-        10,
-        vec![TeacherMeta::logits("t", "t.onnx", "")],
-        MNIST,
-        "test",
-        "",
-    );
-    let mut w = StoreWriter::create(&store, &meta).unwrap();
-    let logits = ndarray::Array2::<f32>::zeros((300, 10));
-    w.write(&mnist.index, mnist.labels.as_deref(), &[logits.view()])
-        .unwrap();
-    w.finish().unwrap();
-    let e = load(store.to_str().unwrap(), Split::Train)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("soft.parquet")
-            && e.contains("no 'features' column")
-            && e.contains("index, label, t"),
-        "{e}"
-    );
 }

@@ -19,8 +19,8 @@
 //!   IDX files (relative to the working folder).
 
 use super::{Dataset, Split};
-use crate::rng::Rng;
-use crate::{CoreError, Result};
+use distill_core::rng::Rng;
+use distill_core::{CoreError, Result};
 use ndarray::Array2;
 use rayon::prelude::*;
 use std::path::PathBuf;

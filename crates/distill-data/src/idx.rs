@@ -1,6 +1,6 @@
 //! The IDX format of the MNIST files (big-endian header, then raw bytes), gzipped or not.
 
-use crate::{CoreError, Result};
+use distill_core::{CoreError, Result};
 use std::io::Read;
 use std::path::Path;
 

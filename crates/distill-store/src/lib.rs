@@ -10,14 +10,16 @@
 //! reader expands each such row back into one logit per class, so every reader of
 //! [`SoftTargets`] handles both layouts.
 
-use crate::atomic::AtomicFile;
-use crate::data::Dataset;
-use crate::data::parquet::{int_column, kv_map, list_f32};
-use crate::{CoreError, Result};
+pub mod topk;
+
 use arrow_array::{
     ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use distill_core::atomic::AtomicFile;
+use distill_core::{CoreError, Result};
+use distill_data::Dataset;
+use distill_data::parquet::{int_column, kv_map, list_f32};
 use ndarray::{Array2, ArrayView2};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -52,27 +54,7 @@ pub const FIELD_SHA256_KEY: &str = "distill.sha256";
 /// Field metadata of a probability teacher's column: the floor applied before the log (`0`: none).
 pub const FIELD_PROB_FLOOR_KEY: &str = "distill.prob_floor";
 
-/// Whether a model's output is logits or probabilities: what distill-runtime finds a model
-/// outputs, and what a teacher's stored column came from (the one type for both).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputKind {
-    /// Unnormalised scores (log-probabilities count as logits: their softmax is the
-    /// probabilities); stored as they are.
-    Logits,
-    /// Probabilities that sum to one per row; stored as `ln p` (`math::ZERO_PROB_LOGIT` for
-    /// p = 0).
-    Probabilities,
-}
-
-impl std::fmt::Display for OutputKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            OutputKind::Logits => "logits",
-            OutputKind::Probabilities => "probabilities",
-        })
-    }
-}
+pub use distill_core::OutputKind;
 
 /// How a store keeps each teacher's scores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +90,7 @@ pub struct TeacherMeta {
     pub path: String,
     pub sha256: String,
     /// What the model emitted; probabilities are stored as their log (`ln p`, and
-    /// [`crate::math::ZERO_PROB_LOGIT`] for p = 0).
+    /// [`distill_core::math::ZERO_PROB_LOGIT`] for p = 0).
     pub kind: OutputKind,
     /// The floor applied before the log, for probability teachers: 0 (none) in stores written
     /// by this version; 1e-12 in older ones.
@@ -180,7 +162,7 @@ impl StoreMeta {
             dataset: dataset.into(),
             split: split.into(),
             transform: transform.into(),
-            tool_version: crate::TOOL_VERSION.into(),
+            tool_version: distill_core::TOOL_VERSION.into(),
             shard: None,
             layout: Layout::Full,
             top_k: None,
@@ -701,14 +683,14 @@ fn parse_part_name(name: &str) -> Option<(usize, usize)> {
 }
 
 fn read_one(path: &Path) -> Result<SoftTargets> {
-    crate::data::parquet::guard_decoder(path, || read_one_unguarded(path))
+    distill_data::parquet::guard_decoder(path, || read_one_unguarded(path))
 }
 
 fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CoreError::format(path, format!("not a readable Parquet file ({e})")))?;
-    crate::parquet_guard::check_column_chunks(path, builder.metadata())?;
+    distill_data::parquet_guard::check_column_chunks(path, builder.metadata())?;
     let mut kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
     // A store rewritten by another tool may keep the metadata in the Arrow schema only.
     if let Some(json) = builder.schema().metadata().get(META_KEY) {
@@ -981,7 +963,7 @@ mod tests {
             dataset: "toy".into(),
             split: "train".into(),
             transform: "none".into(),
-            tool_version: crate::TOOL_VERSION.into(),
+            tool_version: distill_core::TOOL_VERSION.into(),
             shard,
             layout: Layout::Full,
             top_k: None,
@@ -1150,7 +1132,13 @@ mod tests {
         .with_top_k(2);
         let a = array![[1.0f32, 4.0, 3.0, 0.0, -2.0], [0.5, 0.5, 0.5, 9.0, 0.5]];
         let b = array![
-            [-0.1f32, -3.0, -2.5, crate::math::ZERO_PROB_LOGIT, -4.0],
+            [
+                -0.1f32,
+                -3.0,
+                -2.5,
+                distill_core::math::ZERO_PROB_LOGIT,
+                -4.0
+            ],
             [-2.0, -0.5, -1.5, -3.0, -3.5]
         ];
         let mut w = StoreWriter::create(&path, &m).unwrap();

@@ -1,13 +1,14 @@
-//! A model round trip: an MLP trained by the engine, saved as ONNX, run by ONNX Runtime on real
+//! The engine's ONNX export, end to end (kept here, beside the training stage, so that distill-nn
+//! needs no data loader): an MLP trained by the engine, saved as ONNX, run by ONNX Runtime on real
 //! MNIST rows, must give the engine's own logits (max abs difference ≤ 1e-5), and load back equal.
 
-use distill_core::data::{Selection, Split};
+use distill_data::{Selection, Split};
 use distill_nn::optim::{Optimizer, OptimizerConfig, Schedule};
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Workspace, onnx};
 use distill_runtime::{ModelSpec, OnnxModel, Provider};
 use ndarray::s;
 
-fn mnist(split: Split, limit: usize) -> distill_core::data::Dataset {
+fn mnist(split: Split, limit: usize) -> distill_data::Dataset {
     Selection {
         data: concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist").into(),
         split,

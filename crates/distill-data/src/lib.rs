@@ -4,10 +4,11 @@
 pub mod idx;
 pub mod pairs;
 pub mod parquet;
+pub mod parquet_guard;
 pub mod synthetic;
 
-use crate::rng::Rng;
-use crate::{CoreError, Result};
+use distill_core::rng::Rng;
+use distill_core::{CoreError, Result};
 use ndarray::{Array2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -402,7 +403,7 @@ pub fn verify_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
             continue;
         };
         if Some(file.trim_start_matches('*').to_string()) == name {
-            let found = crate::sha256_hex(bytes);
+            let found = distill_core::sha256_hex(bytes);
             if found != expected {
                 return Err(CoreError::Checksum {
                     path: path.to_path_buf(),

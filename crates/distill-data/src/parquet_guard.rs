@@ -3,7 +3,7 @@
 //! `ColumnChunkMetaData::byte_range` assert). Checked up front for a precise message; any other
 //! panic inside the decoder is caught by `data::parquet::guard_decoder`.
 
-use crate::{CoreError, Result};
+use distill_core::{CoreError, Result};
 use parquet::file::metadata::ParquetMetaData;
 use std::path::Path;
 

@@ -3,11 +3,11 @@
 //! optional integer `label` column. Key-value metadata may give `classes` and `image_shape` (`28,28`).
 
 use super::Dataset;
-use crate::{CoreError, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use distill_core::{CoreError, Result};
 use ndarray::Array2;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -28,7 +28,7 @@ pub fn key_values(path: &Path) -> Result<HashMap<String, String>> {
     ))
 }
 
-pub(crate) fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
+pub fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
     kv.into_iter()
         .flatten()
         .filter_map(|k| k.value.clone().map(|v| (k.key.clone(), v)))
@@ -39,7 +39,7 @@ pub(crate) fn kv_map(kv: Option<&Vec<KeyValue>>) -> HashMap<String, String> {
 /// `LargeList` of `Float32` or `Float64` (what pandas and pyarrow write for a column of arrays).
 /// Every row must have the same length (`width` when given, else that of the first row);
 /// `first_row` is the row number of the column's first row in the whole file, for messages.
-pub(crate) fn list_f32(
+pub fn list_f32(
     path: &Path,
     name: &str,
     column: &ArrayRef,
@@ -167,7 +167,7 @@ thread_local! {
 
 /// Runs `read` (decoding a Parquet file) and turns a panic inside the Parquet decoder, which some
 /// damaged files cause, into an error naming the file (and no "panicked" message on stderr).
-pub(crate) fn guard_decoder<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+pub fn guard_decoder<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
     static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
     QUIET_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -194,7 +194,7 @@ pub(crate) fn guard_decoder<T>(path: &Path, read: impl FnOnce() -> Result<T>) ->
 }
 
 /// Reads an integer column as `i64`s with their nulls.
-pub(crate) fn int_column(path: &Path, name: &str, column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+pub fn int_column(path: &Path, name: &str, column: &ArrayRef) -> Result<Vec<Option<i64>>> {
     let casted = arrow_cast_to_i64(column).ok_or_else(|| {
         CoreError::format(
             path,
@@ -391,7 +391,7 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_key_value_metadata(Some(kv))
         .build();
-    let out = crate::atomic::AtomicFile::create(path)?;
+    let out = distill_core::atomic::AtomicFile::create(path)?;
     let mut writer = ArrowWriter::try_new(out.try_clone()?, schema, Some(props))
         .map_err(|e| CoreError::parquet(path, e))?;
     writer

@@ -25,8 +25,8 @@
 //! and test examples from two others, so the splits are independent draws of the same classes.
 
 use super::{Dataset, Split};
-use crate::rng::Rng;
-use crate::{CoreError, Result};
+use distill_core::rng::Rng;
+use distill_core::{CoreError, Result};
 use ndarray::Array2;
 
 /// The parameters of a synthetic data set; see the module documentation.

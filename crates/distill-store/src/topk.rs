@@ -16,7 +16,7 @@
 //! an equal share gives the flattest tail the mass allows. `cargo bench -p distill-teach --bench
 //! topk` measures it against the alternatives (see [`TailFill`]).
 
-use crate::math::ZERO_PROB_LOGIT;
+use distill_core::math::ZERO_PROB_LOGIT;
 
 /// How the missing classes of a top-k row get their logit. [`TailFill::EqualMass`] is what the
 /// store reader uses; the others exist so the benchmark can measure the choice.
