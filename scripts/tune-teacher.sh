@@ -19,6 +19,8 @@ recipe() {
         # cosine decay to 0 over the run, momentum 0.5 -> 0.95
         cos) echo --lr 0.1 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 3.5 --input-dropout 0.2 --hidden-dropout 0.5 ;;
         cos-lr05) echo --lr 0.05 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 3.5 --input-dropout 0.2 --hidden-dropout 0.5 ;;
+        cos-lr025) echo --lr 0.025 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 3.5 --input-dropout 0.2 --hidden-dropout 0.5 ;;
+        cos-lr05-mn2) echo --lr 0.05 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 2 --input-dropout 0.2 --hidden-dropout 0.5 ;;
         cos-lr2) echo --lr 0.2 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 3.5 --input-dropout 0.2 --hidden-dropout 0.5 ;;
         cos-mn2) echo --lr 0.1 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 2 --input-dropout 0.2 --hidden-dropout 0.5 ;;
         cos-d13) echo --lr 0.1 --momentum-start 0.5 --momentum 0.95 --momentum-ramp 5 --schedule "cosine:$epochs" --max-norm 3.5 --input-dropout 0.1 --hidden-dropout 0.3 ;;
