@@ -18,13 +18,15 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench bench-compare pipeline check-report check-cuda clean soak fuzz check-store-recipes test-slurm
+.PHONY: help setup ort build test bench bench-compare pipeline reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
 	@echo "make bench      engine, teacher-inference, top-k store, training and specialist benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
+	@echo "make reproduce  the paper's MNIST experiments (pipelines/paper-*.yaml, ~2 h on 2 cores; resumable), ending with work/reproduce/RESULTS.md"
+	@echo "make reproduce-quick  the same chain on a data slice with 1-2 epochs per net, in work/reproduce-quick/ (minutes)"
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
 	@echo "make bench-compare  distill-train against PyTorch side by side (installs torch into $(BENCH_VENV))"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
@@ -76,6 +78,14 @@ bench-compare: setup $(BENCH_VENV)/.installed
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
+
+# The paper's MNIST experiments (README, "Reproducing the paper"): every pipelines/paper-*.yaml in
+# order, then the paper-vs-ours table in work/reproduce/RESULTS.md. Run it again to resume.
+reproduce: setup
+	bash scripts/reproduce.sh
+
+reproduce-quick: setup
+	bash scripts/reproduce.sh --quick
 
 # Longer versions of the kill and fuzz tests in `make test` (not part of it).
 soak: setup
