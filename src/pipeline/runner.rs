@@ -740,7 +740,8 @@ fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String>
         StageConfig::Train(c) => {
             let mut c = (**c).clone();
             c.resume = resume;
-            let r = distill_train::run(&c).map_err(|e| failed(e.to_string(), e.is_user_error()))?;
+            let r = distill_train::run(&c, progress)
+                .map_err(|e| failed(e.to_string(), e.is_user_error()))?;
             if r.interrupted {
                 say(format_args!("{r}"));
                 return Err(PipelineError::Interrupted {
@@ -749,7 +750,7 @@ fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String>
             }
             r.to_string()
         }
-        StageConfig::Teach(c) => distill_teach::run(c)
+        StageConfig::Teach(c) => distill_teach::run(c, progress)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
         StageConfig::Cluster(c) => distill_cluster::run(c, progress)

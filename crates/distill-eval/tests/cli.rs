@@ -358,7 +358,7 @@ fn a_trained_students_errors_match_what_distill_train_reported() {
     let config = distill_train::cli::Args::parse_from(args)
         .into_config()
         .unwrap();
-    let report = distill_train::run(&config).unwrap();
+    let report = distill_train::run(&config, &distill_progress::Progress::hidden()).unwrap();
     let trained = report.test_errors.unwrap();
     let out = eval(
         dir.path(),

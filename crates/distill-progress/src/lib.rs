@@ -9,7 +9,7 @@
 //!   of stages that `distill run --jobs N` runs at once sit one above the other instead of
 //!   overwriting each other), with lines printed above them;
 //! - [`Mode::Lines`]: when stderr is not a terminal (a log file, a batch job), one plain line per
-//!   task every interval (10 s by default) with the count, the share done, the rate and the time
+//!   task every interval (10 s, or `DISTILL_PROGRESS_SECONDS`) with the count, the share done, the rate and the time
 //!   left, and a last line when the task ends;
 //! - [`Mode::Quiet`]: nothing but warnings.
 //!
@@ -28,6 +28,16 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often [`Mode::Lines`] prints a task's line.
 pub const LINE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// [`LINE_INTERVAL`], or the seconds in `DISTILL_PROGRESS_SECONDS` (e.g. 60 for a quieter log, 0
+/// for a line per update).
+fn line_interval() -> Duration {
+    std::env::var("DISTILL_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(LINE_INTERVAL, Duration::from_secs_f64)
+}
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +139,7 @@ impl Progress {
             Mode::Bars => Sink::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             Mode::Lines => Sink::Lines {
                 out: Mutex::new(Box::new(std::io::stderr())),
-                interval: LINE_INTERVAL,
+                interval: line_interval(),
             },
             Mode::Auto | Mode::Quiet => Sink::Quiet,
         };

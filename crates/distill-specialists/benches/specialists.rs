@@ -36,7 +36,11 @@ fn main() {
         generalist.to_str().expect("utf-8 path"),
     ])
     .expect("flags");
-    distill_train::run(&args.into_config().expect("config")).expect("generalist");
+    distill_train::run(
+        &args.into_config().expect("config"),
+        &distill_progress::Progress::hidden(),
+    )
+    .expect("generalist");
     let DataSource::Synthetic(spec) = DataSource::parse(DATA).expect("data") else {
         unreachable!()
     };

@@ -48,7 +48,11 @@ fn generalist_on(dir: &Path, data: &str) -> PathBuf {
         out.to_str().unwrap(),
     ])
     .unwrap();
-    distill_train::run(&args.into_config().unwrap()).unwrap();
+    distill_train::run(
+        &args.into_config().unwrap(),
+        &distill_progress::Progress::hidden(),
+    )
+    .unwrap();
     out
 }
 
@@ -307,7 +311,11 @@ fn bad_inputs_exit_2_and_leave_nothing() {
         wide.to_str().unwrap(),
     ])
     .unwrap();
-    distill_train::run(&args.into_config().unwrap()).unwrap();
+    distill_train::run(
+        &args.into_config().unwrap(),
+        &distill_progress::Progress::hidden(),
+    )
+    .unwrap();
 
     let cases: Vec<(PathBuf, PathBuf, Vec<&str>, Vec<&str>)> = vec![
         (
@@ -389,7 +397,11 @@ fn generalist_and_specialists_beat_the_generalist_alone() {
         g.to_str().unwrap(),
     ])
     .unwrap();
-    distill_train::run(&args.into_config().unwrap()).unwrap();
+    distill_train::run(
+        &args.into_config().unwrap(),
+        &distill_progress::Progress::hidden(),
+    )
+    .unwrap();
     let DataSource::Synthetic(spec) = DataSource::parse(HIER).unwrap() else {
         unreachable!()
     };

@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut best: Option<distill_teach::Report> = None;
     for _ in 0..REPEATS {
         baseline = baseline.min(inference_only(&models, &ds, threads)?);
-        let report = run(&config)?;
+        let report = run(&config, &distill_progress::Progress::hidden())?;
         if best.as_ref().is_none_or(|b| report.seconds < b.seconds) {
             best = Some(report);
         }

@@ -394,7 +394,7 @@ fn teach(out: &Path, rows: usize, top_k: Option<usize>) -> PathBuf {
         .unwrap()
         .into_config()
         .unwrap();
-    distill_teach::run(&config).unwrap();
+    distill_teach::run(&config, &distill_progress::Progress::hidden()).unwrap();
     out.to_path_buf()
 }
 
@@ -430,7 +430,7 @@ fn student(store: &Path, rows: usize, epochs: usize, seed: usize, out: &Path) ->
         .unwrap()
         .into_config()
         .unwrap();
-    let report = distill_train::run(&config).unwrap();
+    let report = distill_train::run(&config, &distill_progress::Progress::hidden()).unwrap();
     let t = report.test_errors.expect("the test split is scored");
     (t.errors, t.rows)
 }

@@ -87,6 +87,8 @@ pub struct Args {
     /// rest of the probability mass (1 <= K < classes); readers expand it back to every class.
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
+    #[command(flatten)]
+    pub progress: distill_cli::ProgressArgs,
 
     /// For each per-teacher flag, the teacher (index into `model`) each of its values belongs to;
     /// `None` for a value given before any --model. Filled by [`Args::parse_from_args`].
@@ -276,7 +278,9 @@ where
     T: Into<OsString> + Clone,
 {
     distill_cli::finish(Args::parse_from_args(args), |args| {
-        args.into_config().and_then(|config| run(&config))
+        let progress = args.progress.progress();
+        args.into_config()
+            .and_then(|config| run(&config, &progress))
     })
 }
 

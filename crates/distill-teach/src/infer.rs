@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use distill_core::math::probabilities_to_logits;
 use distill_data::Dataset;
+use distill_progress::Progress;
 use distill_runtime::OutputKind;
 use distill_store::StoreWriter;
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, s};
 
 use crate::teacher::Teacher;
@@ -46,19 +46,14 @@ pub(crate) fn infer(
     rows: Range<usize>,
     batch: usize,
     mut writer: StoreWriter,
+    progress: &Progress,
 ) -> Result<Timings> {
     let batches: Vec<Range<usize>> = rows
         .clone()
         .step_by(batch)
         .map(|start| start..(start + batch).min(rows.end))
         .collect();
-    let bar = ProgressBar::new(rows.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "teach [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress.task("teach", rows.len() as u64, "rows");
     let stop = AtomicBool::new(false);
     let mut per_teacher = vec![0.0f64; teachers.len()];
     let mut write = 0.0f64;
@@ -129,7 +124,7 @@ pub(crate) fn infer(
         drop(receivers);
         gathered
     });
-    bar.finish_and_clear();
+    bar.finish();
     result?;
     let t0 = Instant::now();
     writer.finish()?;

@@ -318,7 +318,7 @@ impl fmt::Display for Report {
 /// Fails before writing anything when a flag, the data or a teacher is unusable; fails without leaving
 /// an output file (not even a temporary one) when a teacher's output turns out non-finite while
 /// running. Notes for the user are printed to stderr as they arise and kept in the report.
-pub fn run(config: &Config) -> Result<Report> {
+pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Report> {
     let started = Instant::now();
     config.validate()?;
     let names = teacher::column_names(&config.teachers)?;
@@ -349,7 +349,7 @@ pub fn run(config: &Config) -> Result<Report> {
         notes.extend(t.model.notes().iter().cloned());
     }
     for note in &notes {
-        eprintln!("note: {note}");
+        progress.say(format!("note: {note}"));
     }
     teacher::check(&mut teachers, &ds)?;
 
@@ -408,7 +408,14 @@ pub fn run(config: &Config) -> Result<Report> {
 
     let setup_seconds = started.elapsed().as_secs_f64();
     let inference_started = Instant::now();
-    let timings = infer::infer(&mut teachers, &ds, rows.clone(), config.batch, writer)?;
+    let timings = infer::infer(
+        &mut teachers,
+        &ds,
+        rows.clone(),
+        config.batch,
+        writer,
+        progress,
+    )?;
     let inference_seconds = inference_started.elapsed().as_secs_f64();
     let seconds = started.elapsed().as_secs_f64();
 
@@ -438,7 +445,7 @@ pub fn run(config: &Config) -> Result<Report> {
         _ => Vec::new(),
     };
     for w in &warnings {
-        eprintln!("warning: {w}");
+        progress.warn(w);
     }
     Ok(Report {
         out,

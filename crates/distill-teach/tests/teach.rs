@@ -561,3 +561,50 @@ fn top_k_store_is_exact_at_t1_against_the_full_store() {
     let out = teach(d, &strs(&with(&["--top-k", "5", "--out", "top5.parquet"])));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(top-5 layout)"));
 }
+
+/// With stderr going to a file (not a terminal), progress comes as plain lines while the teachers
+/// run, not only at the end: here one line per batch (`DISTILL_PROGRESS_SECONDS=0`), each with the
+/// rows done so far, then the last line.
+#[test]
+fn progress_goes_to_a_log_as_lines_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let out = Command::new(env!("CARGO_BIN_EXE_distill-teach"))
+        .current_dir(dir.path())
+        .env("DISTILL_PROGRESS_SECONDS", "0")
+        .args(["--data", &mnist(), "--limit", "1000", "--batch", "250"])
+        .args(["--model", &fixture("skl_logreg.onnx")])
+        .args(["--out", "store.parquet"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("teach: ")).collect();
+    assert!(lines.len() >= 4, "{text}");
+    assert!(
+        lines[0].starts_with("teach: 250/1,000 rows (25%)"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("teach: 1,000/1,000 rows in "),
+        "{text}"
+    );
+    let quiet = teach(
+        dir.path(),
+        &[
+            "--limit",
+            "300",
+            "--model",
+            &fixture("skl_logreg.onnx"),
+            "--out",
+            "q.parquet",
+            "--quiet",
+        ],
+    );
+    assert!(quiet.status.success());
+    assert!(!stderr(&quiet).contains("teach: "), "{}", stderr(&quiet));
+}

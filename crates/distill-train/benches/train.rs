@@ -106,7 +106,8 @@ fn bench() {
         test_split: None,
         max_steps: None,
     };
-    let report = distill_train::run(&config).expect("training");
+    let report =
+        distill_train::run(&config, &distill_progress::Progress::hidden()).expect("training");
     let sizes = [784usize, 800, 800, 10];
     let sgemm = Backend::ALL
         .into_iter()

@@ -60,6 +60,8 @@ pub struct Args {
     /// Stop after this many optimiser steps, leaving a checkpoint (as an interrupt would).
     #[arg(long, hide = true)]
     pub max_steps: Option<u64>,
+    #[command(flatten)]
+    pub progress: distill_cli::ProgressArgs,
 }
 
 impl Args {
@@ -269,6 +271,7 @@ where
 {
     distill_cli::run_main(args, |args: Args| {
         distill_core::interrupt::install();
-        args.into_config().and_then(|c| crate::run(&c))
+        let progress = args.progress.progress();
+        args.into_config().and_then(|c| crate::run(&c, &progress))
     })
 }

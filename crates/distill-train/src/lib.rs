@@ -22,7 +22,6 @@ use distill_nn::loss::{cross_entropy, weighted};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
 use distill_store::{SoftTargets, read_store};
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2, Axis};
 use record::EpochRecord;
 use serde::{Deserialize, Serialize};
@@ -383,17 +382,17 @@ pub fn check_schedule_values(
 ///
 /// Training runs on its own pool of `config.threads` workers (default: all cores) that flush
 /// subnormal floats to zero, which keeps epochs equally fast (see [`distill_nn::threads`]).
-pub fn run(config: &Config) -> Result<Report> {
+pub fn run(config: &Config, reporter: &distill_progress::Progress) -> Result<Report> {
     let threads = config.threads.filter(|&n| n > 0);
     distill_nn::threads::training_pool(threads)
         .map_err(|e| TrainError::Threads {
             threads: threads.unwrap_or(0),
             message: e.to_string(),
         })?
-        .install(|| train(config))
+        .install(|| train(config, reporter))
 }
 
-fn train(config: &Config) -> Result<Report> {
+fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Report> {
     config.validate()?;
     let paths = config.paths();
     let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
@@ -492,11 +491,11 @@ fn train(config: &Config) -> Result<Report> {
     'epochs: while progress.epoch < config.epochs {
         let epoch = progress.epoch;
         let perm = Rng::derive(config.seed, 0xE90C_0000 + epoch as u64).permutation(n);
-        let bar = ProgressBar::new(n as u64).with_style(
-            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        let bar = reporter.task(
+            format!("epoch {}/{}", epoch + 1, config.epochs),
+            n as u64,
+            "rows",
         );
-        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
         bar.set_position((progress.batch * config.batch).min(n) as u64);
         let epoch_started = Instant::now();
         let already = progress.partial.seconds;
@@ -564,7 +563,7 @@ fn train(config: &Config) -> Result<Report> {
                 ));
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         let s = progress.partial;
         let seconds = already + epoch_started.elapsed().as_secs_f64();
         trained_rows += s.rows;
@@ -598,7 +597,7 @@ fn train(config: &Config) -> Result<Report> {
             seconds,
             samples_per_s: s.rows as f64 / seconds.max(1e-9),
         };
-        eprintln!(
+        reporter.say(format_args!(
             "epoch {}/{}  loss {:.4} (soft T²·KL {:.4}, hard CE {:.4})  train error {:.2}%{}  {:.1} s  {:.0} samples/s",
             rec.epoch,
             config.epochs,
@@ -611,7 +610,7 @@ fn train(config: &Config) -> Result<Report> {
                 .unwrap_or_default(),
             seconds,
             rec.samples_per_s
-        );
+        ));
         progress.history.push(rec);
         progress.epoch += 1;
         progress.batch = 0;

@@ -82,7 +82,7 @@ fn teacher(dir: &Path) -> PathBuf {
         "--test-split",
         "none",
     ]);
-    distill_train::run(&c).unwrap();
+    distill_train::run(&c, &distill_progress::Progress::hidden()).unwrap();
     out
 }
 
@@ -160,7 +160,7 @@ fn distillation_brings_the_student_close_to_its_teacher() {
         "--test-split",
         "none",
     ]);
-    let report = distill_train::run(&c).unwrap();
+    let report = distill_train::run(&c, &distill_progress::Progress::hidden()).unwrap();
     assert!(report.mode.contains("T=4"));
     // The soft term is reported as T²·KL(p‖q): it starts well above 0 and falls toward 0 (as
     // T²·cross-entropy it would level off at T² times the teachers' entropy); with alpha 1 it is
@@ -300,7 +300,7 @@ fn bias_adjustment_moves_the_omitted_class_errors() {
         "--out",
         student.to_str().unwrap(),
     ]);
-    let report = distill_train::run(&c).unwrap();
+    let report = distill_train::run(&c, &distill_progress::Progress::hidden()).unwrap();
     let shift = report.bias[0];
     assert_eq!(shift.class, 3);
     assert!(
