@@ -559,9 +559,9 @@ const ROWS: &[Row] = &[
     ("eval", "--model narrow.onnx --limit 10", 2, "narrow.onnx"),
     (
         "eval",
-        "--model model.onnx --batch-size 0 --limit 10",
+        "--model model.onnx --batch 0 --limit 10",
         2,
-        "--batch-size must be at least 1",
+        "--batch must be at least 1",
     ),
     (
         "eval",

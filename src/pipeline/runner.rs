@@ -756,7 +756,7 @@ fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String>
         StageConfig::Cluster(c) => distill_cluster::run(c, progress)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
-        StageConfig::Specialists(c) => distill_specialists::run(c)
+        StageConfig::Specialists(c) => distill_specialists::run(c, progress)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),
         StageConfig::Eval(c) => {

@@ -47,8 +47,14 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
 
-    /// Rows per inference call while evaluating.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// Rows per inference call while evaluating (--batch-size, the old spelling, is accepted
+    /// until the next release).
+    #[arg(
+        long = "batch",
+        alias = "batch-size",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub batch_size: usize,
 
     /// Timed batch-1 runs per model for the latency (throughput at batch 256 uses a tenth, at least 3); 0 skips
@@ -128,6 +134,15 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if args.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == "--batch-size" || a.starts_with("--batch-size="))
+    }) {
+        eprintln!(
+            "note: --batch-size is now --batch, as in every stage; the old spelling goes in the next release"
+        );
+    }
     distill_cli::run_main(args, |args: Args| {
         let progress = args.progress.progress();
         args.into_config()

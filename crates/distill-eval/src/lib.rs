@@ -254,7 +254,7 @@ pub fn check_values(config: &Config) -> Result<(), Error> {
     }
     if config.batch_size == 0 {
         return Err(distill_core::CoreError::invalid(
-            "--batch-size must be at least 1 (rows per inference call)",
+            "--batch must be at least 1 (rows per inference call)",
         )
         .into());
     }

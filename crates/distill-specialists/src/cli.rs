@@ -63,6 +63,8 @@ pub struct Args {
     /// The output folder: specialist-<id>.onnx and manifest.yaml.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub progress: distill_cli::ProgressArgs,
 }
 
 impl Args {
@@ -131,6 +133,7 @@ where
     T: Into<OsString> + Clone,
 {
     distill_cli::run_main(args, |args: Args| {
-        args.into_config().and_then(|c| crate::run(&c))
+        let progress = args.progress.progress();
+        args.into_config().and_then(|c| crate::run(&c, &progress))
     })
 }

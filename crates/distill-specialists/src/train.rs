@@ -275,10 +275,12 @@ struct Shared<'a> {
     labels: &'a [u32],
     val: Option<&'a Dataset>,
     soft: Option<&'a Array2<f32>>,
+    /// Where each specialist's epoch lines go.
+    progress: &'a distill_progress::Progress,
 }
 
 /// Trains as `config` says and writes the folder. Nothing is written when an input is bad.
-pub fn run(config: &Config) -> Result<Report> {
+pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Report> {
     let started = Instant::now();
     config.validate()?;
     let mut notes = Vec::new();
@@ -413,6 +415,7 @@ pub fn run(config: &Config) -> Result<Report> {
         labels: &labels,
         val: val.as_ref(),
         soft: soft.as_ref(),
+        progress,
     };
     let written: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let outcome = train_all(&shared, &subsets, &written).and_then(|reports| {
@@ -687,7 +690,7 @@ fn train_one(
         }
         let (errors, vloss) = evaluate(&mlp, val_slice.as_ref())?;
         let seconds = epoch_started.elapsed().as_secs_f64();
-        eprintln!(
+        shared.progress.say(format_args!(
             "specialist {} epoch {}/{}: loss {:.4}{}  {:.1} s",
             subset.id,
             epoch + 1,
@@ -701,7 +704,7 @@ fn train_one(
                 _ => String::new(),
             },
             seconds
-        );
+        ));
         history.push(EpochLog {
             epoch: epoch + 1,
             loss: sum / seen.max(1) as f64,
