@@ -73,6 +73,36 @@ pub fn sgemm_with(
     beta: f32,
     c: &mut ArrayViewMut2<f32>,
 ) {
+    sgemm_on(backend, true, alpha, a, b, beta, c);
+}
+
+/// [`sgemm`] on the calling thread only: for callers that already split the work over the pool
+/// (blocks of the output, each finished while it is still in that core's cache). Per element the
+/// result is the same as [`sgemm`]'s: the inner dimension is summed in the same order.
+///
+/// # Panics
+/// As [`sgemm`].
+pub fn sgemm_serial(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<f32>,
+) {
+    sgemm_on(Backend::Gemm, false, alpha, a, b, beta, c);
+}
+
+/// The shape check, the fallback to ndarray for negative strides, and the product, on the pool
+/// (`parallel`) or on the calling thread.
+fn sgemm_on(
+    backend: Backend,
+    parallel: bool,
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    c: &mut ArrayViewMut2<f32>,
+) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert!(
@@ -90,40 +120,7 @@ pub fn sgemm_with(
     if m == 0 || n == 0 {
         return;
     }
-    gemm_f32_kernel(alpha, a, b, beta, c, true);
-}
-
-/// [`sgemm`] on the calling thread only: for callers that already split the work over the pool
-/// (blocks of the output, each finished while it is still in that core's cache). Per element the
-/// result is the same as [`sgemm`]'s: the inner dimension is summed in the same order.
-///
-/// # Panics
-/// As [`sgemm`].
-pub fn sgemm_serial(
-    alpha: f32,
-    a: ArrayView2<f32>,
-    b: ArrayView2<f32>,
-    beta: f32,
-    c: &mut ArrayViewMut2<f32>,
-) {
-    let (m, k) = a.dim();
-    let (k2, n) = b.dim();
-    assert!(
-        k == k2 && c.dim() == (m, n),
-        "sgemm: [{m}, {k}] · [{k2}, {n}] into {:?}",
-        c.dim()
-    );
-    let strides_ok = [a.strides(), b.strides(), c.strides()]
-        .iter()
-        .all(|s| s.iter().all(|&x| x >= 0));
-    if !strides_ok {
-        ndarray::linalg::general_mat_mul(alpha, &a, &b, beta, c);
-        return;
-    }
-    if m == 0 || n == 0 {
-        return;
-    }
-    gemm_f32_kernel(alpha, a, b, beta, c, false);
+    gemm_f32_kernel(alpha, a, b, beta, c, parallel);
 }
 
 /// `gemm-f32` on views with non-negative strides and matching shapes (checked by the caller).
