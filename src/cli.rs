@@ -218,13 +218,19 @@ where
     }
 }
 
+/// Parses `args` with `A`'s clap parser; on a clap error (or `--help`), prints it and gives the
+/// exit code: 2 for a usage error, 0 for help and version.
+fn parse<A: Parser>(args: impl Iterator<Item = OsString>) -> Result<A, ExitCode> {
+    A::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    })
+}
+
 fn run_main(args: impl Iterator<Item = OsString>) -> ExitCode {
-    let parsed = match RunArgs::try_parse_from(args) {
+    let parsed = match parse::<RunArgs>(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     let (file, options) = match parsed.resolve() {
         Ok(r) => r,
@@ -252,12 +258,9 @@ fn run_main(args: impl Iterator<Item = OsString>) -> ExitCode {
 }
 
 fn status_main(args: impl Iterator<Item = OsString>) -> ExitCode {
-    let parsed = match StatusArgs::try_parse_from(args) {
+    let parsed = match parse::<StatusArgs>(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     let options = Options {
         dry_run: true,
@@ -277,12 +280,9 @@ fn status_main(args: impl Iterator<Item = OsString>) -> ExitCode {
 }
 
 fn metrics_main(args: impl Iterator<Item = OsString>) -> ExitCode {
-    let parsed = match MetricsArgs::try_parse_from(args) {
+    let parsed = match parse::<MetricsArgs>(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     let files = match crate::metrics::pipeline_files(&parsed.pipelines) {
         Ok(f) => f,
