@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A one-node Slurm on this machine, for `make test-slurm` and for trying `distill run --executor slurm`.
 #
-#   scripts/slurm-local.sh up       install Debian's slurm-wlm and munge when missing, write a config
-#                                   for this machine's cores and memory, start munged, slurmctld, slurmd
-#   scripts/slurm-local.sh down     stop the three daemons and forget every job (state, logs, pid files)
+#   scripts/slurm-local.sh up       install Debian's slurm-wlm, slurmdbd, munge and mariadb-server when
+#                                   missing, write a config for this machine's cores and memory, start
+#                                   munged, MariaDB, slurmdbd, slurmctld and slurmd
+#   scripts/slurm-local.sh down     stop the daemons and forget every job (state, accounting database,
+#                                   logs, pid files)
 #   scripts/slurm-local.sh status   whether each daemon runs, and sinfo
 #
 # Meant for a container without systemd (it starts the daemons itself) where this script is the only
@@ -12,11 +14,12 @@
 # CommunicationParameters=NoCtldInAddrAny,NoInAddrAny makes slurmctld and slurmd listen on the
 # address their host name resolves to instead of on every interface (`up` prints where they listen).
 #
-# No slurmdbd: accounting storage is off, and jobs are recorded when they end by jobcomp/filetxt in
-# $STATE/jobcomp.txt, which `sacct -c` (--completion) reads: job ids (array tasks as JOB_TASK), states,
-# exit codes and submit/eligible/start/end times. Dependencies are visible there as a job's eligible
-# time, which is the end of the job it waited for; `scontrol show job` (finished jobs are kept for
-# MinJobAge, an hour here) shows the Dependency= field itself.
+# Accounting is real: slurmdbd keeps every job in a MariaDB of its own (data in $STATE/mysql, on
+# 127.0.0.1:$DB_PORT only; the system's MariaDB, if any, is not touched), so plain `sacct` lists jobs
+# and array tasks (JOB_TASK ids), states, exit codes and submit/eligible/start/end times. Dependencies
+# show there as a job's eligible time, the end of the job it waited for; `scontrol show job` (finished
+# jobs are kept for MinJobAge, an hour here) shows the Dependency= field itself. Ended jobs are also
+# written by jobcomp/filetxt to $STATE/jobcomp.txt (`sacct -c` reads it) with ArrayJobId/ArrayTaskId.
 set -euo pipefail
 
 STATE=${DISTILL_SLURM_STATE:-/var/tmp/distill-slurm}
@@ -24,6 +27,9 @@ CONF=/etc/slurm/slurm.conf
 MARK="# written by distill scripts/slurm-local.sh"
 NODE=distill-local
 PARTITION=${DISTILL_SLURM_PARTITION:-debug}
+DBD_CONF=/etc/slurm/slurmdbd.conf
+DB_PORT=${DISTILL_SLURM_DB_PORT:-3307}
+DBD_PORT=6819
 
 say() { echo "slurm-local: $*"; }
 die() { echo "slurm-local: error: $*" >&2; exit 1; }
@@ -81,12 +87,16 @@ install_packages() {
     local missing=()
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
         || missing+=(slurm-wlm)
+    command -v slurmdbd >/dev/null || missing+=(slurmdbd)
     command -v munged >/dev/null || missing+=(munge)
+    command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null || missing+=(mariadb-server)
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]} from Debian (apt-get)"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q >/dev/null
-        apt-get install -y -q slurm-wlm munge >/dev/null
+        # Debian's maintainer scripts try to start MariaDB through invoke-rc.d; in a container without
+        # an init system that is refused, which is fine: `up` starts a MariaDB of its own.
+        apt-get install -y -q "${missing[@]}" >/dev/null
     fi
 }
 
@@ -140,8 +150,10 @@ ReturnToService=2
 # Finished jobs stay known to squeue/scontrol for an hour.
 MinJobAge=3600
 MaxArraySize=10001
-# No slurmdbd: ended jobs are written to a text file that sacct -c reads.
-AccountingStorageType=accounting_storage/none
+# Accounting through slurmdbd (sacct); ended jobs are also written to a text file (sacct -c).
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE/jobcomp.txt
@@ -149,6 +161,99 @@ NodeName=$NODE NodeHostname=$host NodeAddr=127.0.0.1 $node State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$tmp" "$CONF"
+    write_dbd_config
+}
+
+# slurmdbd.conf holds the database password, so it belongs to the SlurmUser (root) with mode 0600, as
+# slurmdbd demands. A new password is made on each `up` and given to the database user then.
+write_dbd_config() {
+    if [ -e "$DBD_CONF" ] && ! grep -qxF "$MARK" "$DBD_CONF"; then
+        die "$DBD_CONF exists and was not written by this script; move it away to use the local Slurm"
+    fi
+    DB_PASS=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+    local tmp="$DBD_CONF.tmp.$$"
+    (
+        umask 077
+        cat > "$tmp" <<EOF
+$MARK
+# slurmdbd for the one-node cluster; regenerated on each \`up\`.
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+# Listen on 127.0.0.1 (what DbdHost resolves to), not on every interface.
+CommunicationParameters=NoInAddrAny
+SlurmUser=root
+PidFile=$STATE/slurmdbd.pid
+LogFile=$STATE/log/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+    )
+    mv "$tmp" "$DBD_CONF"
+}
+
+# A MariaDB of our own for slurmdbd: data under $STATE/mysql, TCP on 127.0.0.1:$DB_PORT and a socket
+# in $STATE, so it neither needs nor disturbs a system MariaDB.
+start_mariadb() {
+    local sock=$STATE/mysql/mysqld.sock i
+    mkdir -p "$STATE/log"
+    if alive "$STATE/mysql/mariadbd.pid" mariadbd >/dev/null; then
+        say "mariadbd already runs"
+    else
+        if [ ! -d "$STATE/mysql/mysql" ]; then
+            rm -rf "$STATE/mysql"
+            mkdir -p "$STATE/mysql"
+            chown mysql:mysql "$STATE/mysql"
+            mariadb-install-db --no-defaults --user=mysql --datadir="$STATE/mysql" \
+                --auth-root-authentication-method=socket > "$STATE/log/mariadb-install.log" 2>&1 \
+                || { tail -20 "$STATE/log/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+        fi
+        touch "$STATE/log/mariadb.log"
+        chown mysql:mysql "$STATE/log/mariadb.log"
+        # mariadbd stays in the foreground: detach it, in a session of its own, from this shell.
+        setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$STATE/mysql" \
+            --bind-address=127.0.0.1 --port="$DB_PORT" --socket="$sock" \
+            --pid-file="$STATE/mysql/mariadbd.pid" --log-error="$STATE/log/mariadb.log" \
+            --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 --skip-name-resolve < /dev/null > /dev/null 2>&1 &
+        for i in $(seq 150); do
+            mariadb --no-defaults --socket="$sock" -u root -e 'SELECT 1' >/dev/null 2>&1 && break
+            sleep 0.2
+        done
+        mariadb --no-defaults --socket="$sock" -u root -e 'SELECT 1' >/dev/null 2>&1 || {
+            tail -20 "$STATE/log/mariadb.log" >&2
+            die "MariaDB did not start (log: $STATE/log/mariadb.log)"
+        }
+        say "mariadbd started (127.0.0.1:$DB_PORT)"
+    fi
+    mariadb --no-defaults --socket="$sock" -u root <<EOF || die "could not create the slurm database user"
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1';
+ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+FLUSH PRIVILEGES;
+EOF
+}
+
+# slurmdbd, and the cluster registered in its database (slurmctld must find it there).
+start_slurmdbd() {
+    local i
+    # slurmdbd reads the password at start: restart it, so that the one just written is in use.
+    stop "$STATE/slurmdbd.pid" slurmdbd
+    start_daemon slurmdbd /usr/sbin/slurmdbd
+    for i in $(seq 100); do
+        timeout 10 sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    if ! timeout 10 sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx distill-local; then
+        timeout 20 sacctmgr -i add cluster distill-local >/dev/null \
+            || die "sacctmgr could not add the cluster (log: $STATE/log/slurmdbd.log)"
+    fi
 }
 
 start_munge() {
@@ -201,6 +306,8 @@ up() {
     mkdir -p "$STATE"
     write_config
     start_munge
+    start_mariadb
+    start_slurmdbd
     start_daemon slurmctld /usr/sbin/slurmctld -f "$CONF"
     local i
     for i in $(seq 50); do
@@ -227,7 +334,8 @@ up() {
     esac
     say "up: partition $PARTITION, node $NODE ($(sinfo -h -N -n "$NODE" -o '%c CPUs, %m MB')), config $CONF"
     if command -v ss >/dev/null; then
-        say "listening: $(ss -ltnH 2>/dev/null | awk '$4 ~ /:681[78]$/ { print $4 }' | paste -sd' ')"
+        say "listening: $(ss -ltnH 2>/dev/null | awk -v db=":$DB_PORT" \
+            '$4 ~ /:681[789]$/ || substr($4, length($4) - length(db) + 1) == db { print $4 }' | paste -sd' ')"
     fi
 }
 
@@ -237,19 +345,26 @@ down() {
     fi
     stop "$STATE/slurmd.pid" slurmd
     stop "$STATE/slurmctld.pid" slurmctld
+    stop "$STATE/slurmdbd.pid" slurmdbd
+    # MariaDB: only the one this script started (the machine may run one of its own).
+    if pid=$(alive "$STATE/mysql/mariadbd.pid" mariadbd); then
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 100); do runs "$pid" mariadbd || break; sleep 0.2; done
+        runs "$pid" mariadbd && kill -KILL "$pid" 2>/dev/null || true
+    fi
     # munged: only the one this script started (another program may use a munged of its own).
     if pid=$(alive "$STATE/munged.pid" munged); then
         stop "$STATE/munged.pid" munged
         rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
     fi
     rm -f "$STATE"/*.pid
-    rm -rf "$STATE/ctld" "$STATE/d" "$STATE/log" "$STATE/jobcomp.txt"
-    say "down: daemons stopped, job state removed"
+    rm -rf "$STATE/ctld" "$STATE/d" "$STATE/log" "$STATE/jobcomp.txt" "$STATE/mysql"
+    say "down: daemons stopped, job state and accounting database removed"
 }
 
 status() {
     local name
-    for name in munged slurmctld slurmd; do
+    for name in munged mariadbd slurmdbd slurmctld slurmd; do
         if pid=$(alive "$STATE/$name.pid" "$name"); then
             say "$name runs ($pid)"
         else

@@ -7,8 +7,9 @@
 #     jobs that write its inputs (scontrol shows the Dependency= of the pending jobs);
 #   - a second `distill run --executor slurm` submits nothing again, waits, and records every
 #     stage in the lock; a third finds everything up to date;
-#   - sacct -c (the jobcomp record) lists every job and array task, and each job became eligible
-#     only after the jobs it waited for had ended;
+#   - sacct (slurmdbd's accounting database) lists every job and the array's tasks as JOB_1..JOB_3,
+#     and each job became eligible only after the jobs it waited for had ended; the jobcomp record
+#     (sacct -c) has them too, with their ArrayJobId/ArrayTaskId;
 #   - tests/slurm/failing.yaml: a failing array task is reported (exit 1), the job waiting on it is
 #     cancelled, the lock records only what completed, a later run submits only the failed task,
 #     and the local executor refuses to run while that job is queued.
@@ -82,10 +83,16 @@ step "a third run: everything up to date"
 grep -q '6 stages: 0 ran, 6 skipped' "$OUT/third.out" || { cat "$OUT/third.out"; fail "stages ran again"; }
 echo "ok: 6 stages: 0 ran, 6 skipped"
 
-step "sacct -c (jobcomp/filetxt; no slurmdbd): every job and array task"
-# Job ids only grow: this run's jobs are those from the teacher's id on (sacct -c has no filter by id).
-sacct -c -P -o JobID,JobName,State,ExitCode,Submit,Eligible,Start,End 2>/dev/null \
-    | awk -F'|' -v first="$first" 'NR == 1 || $1 >= first' | tee "$OUT/sacct.out"
+step "sacct (slurmdbd's accounting database): every job and array task"
+# Job ids only grow: this run's jobs are those from the teacher's id on. Accounting reaches the
+# database a moment after a job ends, so wait until every job of the run is there and final.
+for i in $(seq 60); do
+    sacct -X -P -S now-6hours -o JobID,JobIDRaw,JobName,State,ExitCode,Submit,Eligible,Start,End 2>/dev/null \
+        | awk -F'|' -v first="$first" 'NR == 1 || $2 >= first' > "$OUT/sacct.out"
+    [ "$(grep -c '|COMPLETED|0:0|' "$OUT/sacct.out")" -ge 6 ] && break
+    sleep 1
+done
+cat "$OUT/sacct.out"
 python3 - "$OUT" <<'EOF'
 import re, sys
 from pathlib import Path
@@ -94,16 +101,18 @@ rows = [l.split("|") for l in (out / "sacct.out").read_text().splitlines()[1:] i
 submit = (out / "submit.out").read_text()
 jobs = {m[0]: int(m[1]) for m in re.findall(r"^submitted (\S+): Slurm job (\d+)", submit, re.M)}
 after = {m[0]: m[1].split(":") for m in re.findall(r"^submitted (\S+): .*afterok (\S+)$", submit, re.M)}
-# sacct -c of Slurm 22.05 shows an array task under its own job id; the array job's own id is its
-# last task. Match the rows by job name (pipeline:STAGE) instead.
+# sacct names an array task ARRAYJOB_TASK; match the rows to the stages by job name (pipeline:STAGE).
 by_name = {}
 for r in rows:
-    jobid, name, state, code, sub, elig, start, end = r
+    jobid, raw, name, state, code, sub, elig, start, end = r
     if not name.startswith("pipeline:"):
         continue
-    by_name.setdefault(name.split(":", 1)[1], []).append(dict(state=state, code=code, elig=elig, start=start, end=end))
+    by_name.setdefault(name.split(":", 1)[1], []).append(dict(id=jobid, state=state, code=code, elig=elig, start=start, end=end))
 assert set(by_name) == set(jobs), f"sacct lacks jobs: {set(jobs) - set(by_name)}"
 assert len(by_name["teach"]) == 3, f"the teach array has {len(by_name['teach'])} tasks in sacct, want 3"
+teach = jobs["teach"]
+ids_seen = sorted(t["id"] for t in by_name["teach"])
+assert ids_seen == [f"{teach}_{k}" for k in (1, 2, 3)], f"the teach array's tasks are {ids_seen}, want {teach}_1..3"
 for name, tasks in by_name.items():
     for t in tasks:
         assert t["state"] == "COMPLETED" and t["code"] == "0:0", (name, t)
@@ -115,7 +124,7 @@ for name, deps in after.items():
         for t in by_name[name]:
             assert t["elig"] >= last_end, f"{name} was eligible at {t['elig']}, before {up} ended at {last_end}"
             print(f"ok: {name} eligible {t['elig']} >= end of {up} (afterok) {last_end}")
-print(f"ok: sacct lists {sum(len(v) for v in by_name.values())} jobs/tasks, all COMPLETED 0:0; the teach array has 3 tasks")
+print(f"ok: sacct lists {sum(len(v) for v in by_name.values())} jobs/tasks, all COMPLETED 0:0; the teach array is {', '.join(ids_seen)}")
 EOF
 
 step "the same jobs in Slurm's jobcomp record (what sacct -c reads), with their array fields"
