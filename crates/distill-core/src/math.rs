@@ -148,6 +148,16 @@ pub fn argmax_rows(x: ArrayView2<f32>) -> Vec<usize> {
         .collect()
 }
 
+/// Rows whose predicted class (the first largest score) is not their label. `scores` may be
+/// logits or probabilities: softmax keeps the order. The one error count of every stage.
+pub fn error_count(scores: ArrayView2<f32>, labels: &[u32]) -> usize {
+    argmax_rows(scores)
+        .iter()
+        .zip(labels)
+        .filter(|&(&p, &y)| p != y as usize)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +166,14 @@ mod tests {
     // Reference values from NumPy:
     //   z = np.array([1., 2., 3.]); e = np.exp(z / 2); e / e.sum()
     //   -> [0.18632372, 0.30719589, 0.50648039]
+    #[test]
+    fn errors_count_first_maximum_misses() {
+        let logits = ndarray::array![[0.0f32, 2.0, 1.0], [3.0, 1.0, 3.0], [0.0, 0.0, 5.0]];
+        // Row 1 is a tie between classes 0 and 2: the first counts.
+        assert_eq!(error_count(logits.view(), &[1, 0, 2]), 0);
+        assert_eq!(error_count(logits.view(), &[1, 2, 0]), 2);
+    }
+
     #[test]
     fn tempered_softmax_matches_numpy() {
         let z = array![[1.0f32, 2.0, 3.0]];

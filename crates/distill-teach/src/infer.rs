@@ -111,7 +111,7 @@ pub(crate) fn infer(
                 write += t0.elapsed().as_secs_f64();
                 if let (Some(errors), Some(labels)) = (errors.as_mut(), ds.labels.as_ref()) {
                     for (e, v) in errors.iter_mut().zip(&views) {
-                        *e += crate::count_errors(*v, &labels[range.clone()]);
+                        *e += distill_core::math::error_count(*v, &labels[range.clone()]);
                     }
                 }
                 bar.inc(range.len() as u64);

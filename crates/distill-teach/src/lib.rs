@@ -484,24 +484,6 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     })
 }
 
-/// Rows of `logits` whose top-1 class (the first of ties) is not their label.
-pub fn count_errors(logits: ndarray::ArrayView2<'_, f32>, labels: &[u32]) -> usize {
-    logits
-        .rows()
-        .into_iter()
-        .zip(labels)
-        .filter(|(row, label)| {
-            let mut best = 0;
-            for (c, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = c;
-                }
-            }
-            best != **label as usize
-        })
-        .count()
-}
-
 /// A teacher is "far worse" than the best one when its error rate is more than this many times
 /// the best's ...
 pub const WORSE_FACTOR: f64 = 2.0;
@@ -552,8 +534,8 @@ mod tests {
     fn errors_count_top1_misses_and_warnings_follow_their_thresholds() {
         let logits = ndarray::array![[0.0f32, 2.0, 1.0], [3.0, 1.0, 3.0], [0.0, 0.0, 5.0]];
         // Row 1 is a tie between classes 0 and 2: the first counts.
-        assert_eq!(count_errors(logits.view(), &[1, 0, 2]), 0);
-        assert_eq!(count_errors(logits.view(), &[1, 2, 0]), 2);
+        assert_eq!(distill_core::math::error_count(logits.view(), &[1, 0, 2]), 0);
+        assert_eq!(distill_core::math::error_count(logits.view(), &[1, 2, 0]), 2);
         let t = |name: &str, rate: f64| (name.to_string(), rate, "mean 0, std 1, scale 1".into());
         // 2x the best and 5 points above it: both are needed.
         assert!(error_warnings(&[t("a", 0.02), t("b", 0.06)], 10).is_empty());

@@ -8,22 +8,23 @@ pub mod checkpoint;
 pub mod cli;
 mod error;
 pub mod record;
+pub mod steps;
 
 pub use bias::BiasChoice;
 pub use distill_core::bias::{BiasAdjust, ClassBias};
 pub use error::{Result, TrainError};
 
 use checkpoint::{EpochSums, Progress};
-use distill_core::math::{Combine, argmax_rows, ensemble_probs};
+use distill_core::math::{Combine, argmax_rows, ensemble_probs, error_count};
 use distill_core::rng::Rng;
 use distill_core::{interrupt, sha256_file};
 use distill_data::{Dataset, Selection, Split};
 use distill_nn::loss::{cross_entropy, weighted};
-use distill_nn::mlp::gather_rows;
-use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
+use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, onnx};
 use distill_store::{SoftTargets, read_store};
 use ndarray::{Array2, ArrayView2, Axis};
 use record::EpochRecord;
+use steps::BatchTrainer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -272,17 +273,15 @@ fn check_writable(flag: &str, path: &Path, inputs: &[(&str, &Path)]) -> Result<(
     Ok(())
 }
 
-/// The transfer set, its soft targets and the validation slice.
-struct Prepared {
+/// The transfer set and the validation slice.
+struct Data {
     train: Dataset,
     val: Option<Dataset>,
-    soft: Option<Array2<f32>>,
-    store: Option<SoftTargets>,
-    notes: Vec<String>,
 }
 
-fn prepare(config: &Config) -> Result<Prepared> {
-    let mut notes = Vec::new();
+/// Step 1: the rows. Loads the split, holds out the validation slice (before the class filters),
+/// applies the class filters and `--fraction`.
+fn load_data(config: &Config, notes: &mut Vec<String>) -> Result<Data> {
     let all = Selection {
         classes: Default::default(),
         ..config.selection.clone()
@@ -306,44 +305,60 @@ fn prepare(config: &Config) -> Result<Prepared> {
     if config.alpha < 1.0 {
         train.require_labels("training with hard labels (alpha below 1)")?;
     }
-    let (soft, store) = match &config.soft_targets {
-        None => (None, None),
-        Some(path) => {
-            let store = read_store(path)?;
-            if store.meta.split != config.selection.split.to_string() {
-                return Err(TrainError::invalid(format!(
-                    "{}: the store holds the '{}' split, but training reads the '{}' split",
-                    path.display(),
-                    store.meta.split,
-                    config.selection.split
-                )));
-            }
-            let rows = store.align(&train, path)?;
-            let members: Vec<Array2<f32>> = store
-                .logits
-                .iter()
-                .map(|l| l.select(Axis(0), &rows))
-                .collect();
-            let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
-            let probs = ensemble_probs(&views, config.temperature, config.combine)?;
-            (Some(probs), Some(store))
-        }
-    };
-    Ok(Prepared {
-        train,
-        val,
-        soft,
-        store,
-        notes,
-    })
+    Ok(Data { train, val })
 }
 
-fn count_errors(logits: ArrayView2<f32>, labels: &[u32]) -> usize {
-    argmax_rows(logits)
+/// Step 2: the targets. The ensemble's tempered probabilities for each row of `train` (aligned
+/// by row id), and the store they come from; `None` when training on hard labels.
+fn soft_targets(
+    config: &Config,
+    train: &Dataset,
+) -> Result<(Option<Array2<f32>>, Option<SoftTargets>)> {
+    let Some(path) = &config.soft_targets else {
+        return Ok((None, None));
+    };
+    let store = read_store(path)?;
+    if store.meta.split != config.selection.split.to_string() {
+        return Err(TrainError::invalid(format!(
+            "{}: the store holds the '{}' split, but training reads the '{}' split",
+            path.display(),
+            store.meta.split,
+            config.selection.split
+        )));
+    }
+    let rows = store.align(train, path)?;
+    let members: Vec<Array2<f32>> = store
+        .logits
         .iter()
-        .zip(labels)
-        .filter(|(p, y)| **p != **y as usize)
-        .count()
+        .map(|l| l.select(Axis(0), &rows))
+        .collect();
+    let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
+    let probs = ensemble_probs(&views, config.temperature, config.combine)?;
+    Ok((Some(probs), Some(store)))
+}
+
+/// `--jitter` needs images; with soft targets it gets a note on what the targets are.
+fn check_jitter(
+    config: &Config,
+    train: &Dataset,
+    distilling: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    if config.jitter > 0 && distilling {
+        notes.push(format!(
+            "--jitter {} shifts each image, but its soft target is the teachers' for the unshifted \
+             image: right for shifts the teachers are (nearly) invariant to, such as 1-2 pixels on \
+             MNIST; for larger shifts, score the shifted images with distill-teach instead",
+            config.jitter
+        ));
+    }
+    if config.jitter > 0 && train.image.is_none() {
+        return Err(TrainError::invalid(format!(
+            "--jitter needs images, and the rows of {} are not images",
+            train.name
+        )));
+    }
+    Ok(())
 }
 
 /// The value checks every trainer of an MLP shares (distill-train and distill-specialists):
@@ -395,6 +410,95 @@ pub fn run(config: &Config, reporter: &distill_progress::Progress) -> Result<Rep
 fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Report> {
     config.validate()?;
     let paths = config.paths();
+    check_outputs(config, &paths)?;
+    let started = Instant::now();
+    let mut notes = Vec::new();
+    let Data { train, val } = load_data(config, &mut notes)?;
+    let (soft, store) = soft_targets(config, &train)?;
+    check_jitter(config, &train, soft.is_some(), &mut notes)?;
+    let provenance = provenance(config, store.as_ref())?;
+    let State {
+        mut mlp,
+        mut opt,
+        mut progress,
+    } = start(config, &train, &paths, &mut notes)?;
+    let loss = match &soft {
+        Some(_) => DistillLoss {
+            temperature: config.temperature,
+            alpha: config.alpha,
+        },
+        None => DistillLoss::hard(),
+    };
+    let outputs = Outputs {
+        config,
+        paths: &paths,
+        provenance: &provenance,
+    };
+    let mut trainer = BatchTrainer::new(
+        train.features.view(),
+        soft.as_ref().map(|s| s.view()),
+        train.labels.as_deref(),
+        config.seed,
+    )
+    .with_jitter(train.image, config.jitter);
+    let trained = epochs(
+        &outputs,
+        &mut trainer,
+        &loss,
+        train.len(),
+        val.as_ref(),
+        (&mut mlp, &mut opt, &mut progress),
+        reporter,
+    )?;
+
+    let mode = match &config.soft_targets {
+        Some(p) => format!(
+            "distilled from {} at T={} (alpha {}, {})",
+            p.display(),
+            config.temperature,
+            config.alpha,
+            config.combine
+        ),
+        None => "trained on hard labels".to_string(),
+    };
+    let mut report = Report {
+        mode,
+        model: None,
+        best_model: trained.best_saved.then(|| paths.best.clone()),
+        metrics: paths.metrics.clone(),
+        checkpoint: paths.checkpoint.clone(),
+        parameters: mlp.parameters(),
+        rows: train.len(),
+        epochs: progress.history.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        samples_per_s: trained.rows as f64 / trained.seconds.max(1e-9),
+        last: progress.history.last().cloned(),
+        bias: Vec::new(),
+        val_errors: None,
+        test_errors: None,
+        interrupted: trained.interrupted,
+        notes,
+    };
+    if trained.interrupted {
+        // The interrupt flag stays set: other stages running in this process stop too.
+        checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
+        record::write_csv(&paths.metrics, &progress.history)?;
+        return Ok(report);
+    }
+    finish(
+        &outputs,
+        mlp,
+        &train,
+        val.as_ref(),
+        trained.best_saved,
+        &mut report,
+    )?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Step 0: every output's folder exists and takes files, and no output is an input.
+fn check_outputs(config: &Config, paths: &OutputPaths) -> Result<()> {
     let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
     if let Some(store) = &config.soft_targets {
         inputs.push(("--soft-targets", store.as_path()));
@@ -407,35 +511,28 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     ] {
         check_writable(flag, path, &inputs)?;
     }
-    let started = Instant::now();
-    let Prepared {
-        train,
-        val,
-        soft,
-        store,
-        mut notes,
-    } = prepare(config)?;
-    if config.jitter > 0 && soft.is_some() {
-        notes.push(format!(
-            "--jitter {} shifts each image, but its soft target is the teachers' for the unshifted \
-             image: right for shifts the teachers are (nearly) invariant to, such as 1-2 pixels on \
-             MNIST; for larger shifts, score the shifted images with distill-teach instead",
-            config.jitter
-        ));
-    }
-    if config.jitter > 0 && train.image.is_none() {
-        return Err(TrainError::invalid(format!(
-            "--jitter needs images, and the rows of {} are not images",
-            train.name
-        )));
-    }
-    let labels = train.labels.as_deref();
-    let classes = train.classes;
-    let mlp_config = config.mlp_config(train.width(), classes);
+    Ok(())
+}
+
+/// The network, its optimiser, and where training stands.
+struct State {
+    mlp: Mlp,
+    opt: Optimizer,
+    progress: Progress,
+}
+
+/// Step 3: a freshly initialised network and optimiser, or, with `--resume` and a checkpoint
+/// made with the same settings, the checkpoint's.
+fn start(
+    config: &Config,
+    train: &Dataset,
+    paths: &OutputPaths,
+    notes: &mut Vec<String>,
+) -> Result<State> {
+    let mlp_config = config.mlp_config(train.width(), train.classes);
     let mut mlp = Mlp::with_init(mlp_config, config.seed, config.init)?;
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
     let fingerprint = config.fingerprint();
-    let provenance = provenance(config, store.as_ref())?;
     let mut progress = Progress {
         fingerprint: fingerprint.clone(),
         epoch: 0,
@@ -469,24 +566,52 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
             ));
         }
     }
-    let loss = match &soft {
-        Some(_) => DistillLoss {
-            temperature: config.temperature,
-            alpha: config.alpha,
-        },
-        None => DistillLoss::hard(),
-    };
-    let n = train.len();
+    Ok(State {
+        mlp,
+        opt,
+        progress,
+    })
+}
+
+/// Where and with which metadata models are saved.
+struct Outputs<'a> {
+    config: &'a Config,
+    paths: &'a OutputPaths,
+    provenance: &'a [(String, String)],
+}
+
+/// What the epoch loop did.
+struct Trained {
+    /// Stopped by Ctrl-C or `--max-steps` before the last epoch ended.
+    interrupted: bool,
+    /// Rows trained on, and the seconds it took, over the epochs of this invocation.
+    rows: usize,
+    seconds: f64,
+    /// Whether a best model (lowest validation errors) was saved.
+    best_saved: bool,
+}
+
+/// Step 4: the epoch loop, from where `progress` stands to `config.epochs`. After each epoch:
+/// the validation errors, the console line, the best model, the checkpoint and the metrics file.
+fn epochs(
+    out: &Outputs,
+    trainer: &mut BatchTrainer,
+    loss: &DistillLoss,
+    n: usize,
+    val: Option<&Dataset>,
+    (mlp, opt, progress): (&mut Mlp, &mut Optimizer, &mut Progress),
+    reporter: &distill_progress::Progress,
+) -> Result<Trained> {
+    let config = out.config;
+    let labelled = trainer.has_labels();
     let batches = n.div_ceil(config.batch);
-    let mut ws = Workspace::default();
-    let mut xb = Array2::<f32>::zeros((0, 0));
-    let mut sb = Array2::<f32>::zeros((0, 0));
-    let mut yb: Vec<u32> = Vec::new();
     let mut steps_this_run = 0u64;
-    let mut interrupted = false;
-    let mut trained_rows = 0usize;
-    let mut trained_secs = 0.0f64;
-    let mut best_saved = false;
+    let mut trained = Trained {
+        interrupted: false,
+        rows: 0,
+        seconds: 0.0,
+        best_saved: false,
+    };
 
     'epochs: while progress.epoch < config.epochs {
         let epoch = progress.epoch;
@@ -504,52 +629,18 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
                 // The checkpoint keeps the epoch's time so far, so that a resumed epoch reports
                 // its seconds and samples/s over the whole epoch.
                 progress.partial.seconds = already + epoch_started.elapsed().as_secs_f64();
-                interrupted = true;
+                trained.interrupted = true;
                 break 'epochs;
             }
             let b = progress.batch;
             let rows = &perm[b * config.batch..((b + 1) * config.batch).min(n)];
             let m = rows.len();
-            if xb.nrows() != m {
-                xb = Array2::zeros((m, train.width()));
-                sb = Array2::zeros((m, classes));
-            }
-            gather_rows(train.features.view(), rows, xb.view_mut());
-            let step_seed = Rng::derive(config.seed, ((epoch as u64) << 32) | b as u64).next_u64();
-            if let (Some(shape), true) = (train.image, config.jitter > 0) {
-                jitter_batch(&mut xb, shape, config.jitter, step_seed);
-            }
-            if let Some(p) = &soft {
-                gather_rows(p.view(), rows, sb.view_mut());
-            }
-            if let Some(l) = labels {
-                yb.clear();
-                yb.extend(rows.iter().map(|&r| l[r]));
-            }
-            let parts = mlp.train_step(
-                xb.view(),
-                soft.as_ref().map(|_| sb.view()),
-                labels.map(|_| yb.as_slice()),
-                &loss,
-                &mut opt,
-                epoch,
-                step_seed,
-                &mut ws,
-            )?;
-            if !parts.total().is_finite() {
-                return Err(TrainError::invalid(format!(
-                    "the loss became {} at epoch {}, batch {b}: lower the learning rate (--lr) or add --max-norm",
-                    parts.total(),
-                    epoch + 1
-                )));
-            }
+            let parts = trainer.step(mlp, loss, opt, epoch, b, rows)?;
             let s = &mut progress.partial;
             s.rows += m;
             s.soft += parts.soft * m as f64;
             s.hard += parts.hard * m as f64;
-            if labels.is_some() {
-                s.errors += count_errors(ws.logits(), &yb);
-            }
+            s.errors += trainer.last_errors();
             progress.batch += 1;
             progress.optimizer_steps = opt.step;
             steps_this_run += 1;
@@ -564,39 +655,10 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
             }
         }
         bar.finish();
-        let s = progress.partial;
         let seconds = already + epoch_started.elapsed().as_secs_f64();
-        trained_rows += s.rows;
-        trained_secs += seconds;
-        let (val_error, val_loss, val_errors) =
-            match (&val, &val.as_ref().and_then(|v| v.labels.clone())) {
-                (Some(v), Some(vl)) => {
-                    let logits = mlp.forward(v.features.view())?;
-                    let e = count_errors(logits.view(), vl);
-                    (
-                        Some(e as f64 / v.len() as f64),
-                        Some(cross_entropy(logits.view(), vl)),
-                        Some(e),
-                    )
-                }
-                _ => (None, None, None),
-            };
-        let rec = EpochRecord {
-            epoch: epoch + 1,
-            learning_rate: config.optimizer.learning_rate(epoch),
-            soft_loss: s.soft / s.rows.max(1) as f64,
-            hard_loss: s.hard / s.rows.max(1) as f64,
-            loss: weighted(loss.alpha as f64, s.soft, s.hard) / s.rows.max(1) as f64,
-            train_error: if labels.is_some() {
-                s.errors as f64 / s.rows.max(1) as f64
-            } else {
-                f64::NAN
-            },
-            val_error,
-            val_loss,
-            seconds,
-            samples_per_s: s.rows as f64 / seconds.max(1e-9),
-        };
+        trained.rows += progress.partial.rows;
+        trained.seconds += seconds;
+        let (rec, val_errors) = end_epoch(mlp, config, loss, progress, val, seconds, labelled)?;
         reporter.say(format_args!(
             "epoch {}/{}  loss {:.4} (soft T²·KL {:.4}, hard CE {:.4})  train error {:.2}%{}  {:.1} s  {:.0} samples/s",
             rec.epoch,
@@ -605,7 +667,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
             rec.soft_loss,
             rec.hard_loss,
             100.0 * rec.train_error,
-            val_error
+            rec.val_error
                 .map(|v| format!("  validation error {:.2}%", 100.0 * v))
                 .unwrap_or_default(),
             seconds,
@@ -619,108 +681,135 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
             && progress.best_val_errors.is_none_or(|b| e < b)
         {
             progress.best_val_errors = Some(e);
-            save_model(&mlp, &paths.best, config, &provenance, &[], "best")?;
-            best_saved = true;
+            save_model(mlp, &out.paths.best, config, out.provenance, &[], "best")?;
+            trained.best_saved = true;
         }
-        checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
-        record::write_csv(&paths.metrics, &progress.history)?;
+        checkpoint::save(&out.paths.checkpoint, mlp, opt, progress)?;
+        record::write_csv(&out.paths.metrics, &progress.history)?;
     }
+    Ok(trained)
+}
 
-    let mode = match &config.soft_targets {
-        Some(p) => format!(
-            "distilled from {} at T={} (alpha {}, {})",
-            p.display(),
-            config.temperature,
-            config.alpha,
-            config.combine
-        ),
-        None => "trained on hard labels".to_string(),
+/// The record of the epoch that just ended (its sums are `progress.partial`), with the validation
+/// slice's errors when it has labels.
+fn end_epoch(
+    mlp: &Mlp,
+    config: &Config,
+    loss: &DistillLoss,
+    progress: &Progress,
+    val: Option<&Dataset>,
+    seconds: f64,
+    labelled: bool,
+) -> Result<(EpochRecord, Option<usize>)> {
+    let s = progress.partial;
+    let (val_error, val_loss, val_errors) = match val.and_then(|v| Some((v, v.labels.as_ref()?))) {
+        Some((v, vl)) => {
+            let logits = mlp.forward(v.features.view())?;
+            let e = error_count(logits.view(), vl);
+            (
+                Some(e as f64 / v.len() as f64),
+                Some(cross_entropy(logits.view(), vl)),
+                Some(e),
+            )
+        }
+        None => (None, None, None),
     };
-    let mut report = Report {
-        mode,
-        model: None,
-        best_model: best_saved.then(|| paths.best.clone()),
-        metrics: paths.metrics.clone(),
-        checkpoint: paths.checkpoint.clone(),
-        parameters: mlp.parameters(),
-        rows: n,
-        epochs: progress.history.len(),
-        seconds: started.elapsed().as_secs_f64(),
-        samples_per_s: trained_rows as f64 / trained_secs.max(1e-9),
-        last: progress.history.last().cloned(),
-        bias: Vec::new(),
-        val_errors: None,
-        test_errors: None,
-        interrupted,
-        notes,
+    let rec = EpochRecord {
+        epoch: progress.epoch + 1,
+        learning_rate: config.optimizer.learning_rate(progress.epoch),
+        soft_loss: s.soft / s.rows.max(1) as f64,
+        hard_loss: s.hard / s.rows.max(1) as f64,
+        loss: weighted(loss.alpha as f64, s.soft, s.hard) / s.rows.max(1) as f64,
+        train_error: if labelled {
+            s.errors as f64 / s.rows.max(1) as f64
+        } else {
+            f64::NAN
+        },
+        val_error,
+        val_loss,
+        seconds,
+        samples_per_s: s.rows as f64 / seconds.max(1e-9),
     };
-    if interrupted {
-        // The interrupt flag stays set: other stages running in this process stop too.
-        checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
-        record::write_csv(&paths.metrics, &progress.history)?;
-        return Ok(report);
-    }
+    Ok((rec, val_errors))
+}
 
+/// Step 5: after the last epoch, the bias adjustment (of the final and the best model), the
+/// validation and test errors, the model file and its check with ONNX Runtime.
+fn finish(
+    out: &Outputs,
+    mut mlp: Mlp,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    best_saved: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let (config, paths) = (out.config, out.paths);
     let before = mlp.clone();
-    report.bias = adjust_bias(&mut mlp, config, val.as_ref())?;
+    report.bias = adjust_bias(&mut mlp, config, val)?;
     if best_saved && !matches!(config.bias_adjust, BiasChoice::None) {
         // The best checkpoint gets the same adjustment as the final model (refitted on its own
         // validation logits for `auto`), so that either file is used the same way.
         let mut best = onnx::load(&paths.best)?.mlp;
-        let shifts = adjust_bias(&mut best, config, val.as_ref())?;
-        save_model(&best, &paths.best, config, &provenance, &shifts, "best")?;
+        let shifts = adjust_bias(&mut best, config, val)?;
+        save_model(&best, &paths.best, config, out.provenance, &shifts, "best")?;
     }
-    if let (Some(v), Some(vl)) = (&val, val.as_ref().and_then(|v| v.labels.as_ref())) {
+    if let Some((v, vl)) = val.and_then(|v| Some((v, v.labels.as_ref()?))) {
         let logits = mlp.forward(v.features.view())?;
-        report.val_errors = Some((count_errors(logits.view(), vl), v.len()));
+        report.val_errors = Some((error_count(logits.view(), vl), v.len()));
     }
     if let Some(split) = config.test_split {
-        let test = Selection {
-            split,
-            limit: None,
-            classes: Default::default(),
-            ..config.selection.clone()
-        }
-        .load()?;
-        if let Some(tl) = &test.labels {
-            let after = mlp.forward(test.features.view())?;
-            let pred = argmax_rows(after.view());
-            let mut per_class = vec![0usize; classes];
-            for (p, &y) in pred.iter().zip(tl) {
-                if *p != y as usize {
-                    per_class[y as usize] += 1;
-                }
-            }
-            let before_logits = before.forward(test.features.view())?;
-            report.test_errors = Some(TestErrors {
-                split: split.to_string(),
-                rows: test.len(),
-                errors: per_class.iter().sum(),
-                errors_before_bias: count_errors(before_logits.view(), tl),
-                per_class,
-            });
-        }
+        report.test_errors = test_errors(config, split, &mlp, &before)?;
     }
     save_model(
         &mlp,
         &paths.model,
         config,
-        &provenance,
+        out.provenance,
         &report.bias,
         "last",
     )?;
-    let sample = val.as_ref().unwrap_or(&train).features.view();
+    let sample = val.unwrap_or(train).features.view();
     let sample = sample.slice(ndarray::s![..sample.nrows().min(256), ..]);
     let note = verify_with_onnx_runtime(&paths.model, &mlp, sample)?;
     report.notes.push(note);
     report.model = Some(paths.model.clone());
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
-fn jitter_batch(x: &mut Array2<f32>, shape: (usize, usize), max_shift: usize, seed: u64) {
-    let mut rng = Rng::derive(seed, 0x717);
-    distill_data::jitter(&mut x.view_mut(), shape, max_shift, &mut rng);
+/// Errors of the trained network on `split` (all its rows, no class filter), after the bias
+/// adjustment (`mlp`) and before it (`before`); `None` when the split has no labels.
+fn test_errors(
+    config: &Config,
+    split: Split,
+    mlp: &Mlp,
+    before: &Mlp,
+) -> Result<Option<TestErrors>> {
+    let test = Selection {
+        split,
+        limit: None,
+        classes: Default::default(),
+        ..config.selection.clone()
+    }
+    .load()?;
+    let Some(tl) = &test.labels else {
+        return Ok(None);
+    };
+    let after = mlp.forward(test.features.view())?;
+    let pred = argmax_rows(after.view());
+    let mut per_class = vec![0usize; mlp.classes()];
+    for (p, &y) in pred.iter().zip(tl) {
+        if *p != y as usize {
+            per_class[y as usize] += 1;
+        }
+    }
+    let before_logits = before.forward(test.features.view())?;
+    Ok(Some(TestErrors {
+        split: split.to_string(),
+        rows: test.len(),
+        errors: per_class.iter().sum(),
+        errors_before_bias: error_count(before_logits.view(), tl),
+        per_class,
+    }))
 }
 
 /// Applies `--bias-adjust` to the network's output biases; returns the shifts applied.
