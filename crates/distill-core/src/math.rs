@@ -29,13 +29,24 @@ pub fn softmax_row(z: ArrayView1<f32>, t: f32, mut out: ArrayViewMut1<f32>) {
 
 /// `log softmax(z / t)` of one row, written into `out`.
 pub fn log_softmax_row(z: ArrayView1<f32>, t: f32, mut out: ArrayViewMut1<f32>) {
+    let log_q = log_softmax_of(z, t);
+    for (o, &v) in out.iter_mut().zip(z.iter()) {
+        *o = log_q(v);
+    }
+}
+
+/// `z_i -> log softmax(z / t)_i` for the row `z`: the row's maximum and log-sum-exp are computed
+/// once, so a caller that visits each entry once (the distillation loss) needs no buffer.
+#[inline]
+pub fn log_softmax_of(z: ArrayView1<f32>, t: f32) -> impl Fn(f32) -> f32 {
     let inv_t = 1.0 / t;
     let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f32 = z.iter().map(|&v| ((v - max) * inv_t).exp()).sum();
-    let log_sum = sum.ln();
-    for (o, &v) in out.iter_mut().zip(z.iter()) {
-        *o = (v - max) * inv_t - log_sum;
-    }
+    let log_sum = z
+        .iter()
+        .map(|&v| ((v - max) * inv_t).exp())
+        .sum::<f32>()
+        .ln();
+    move |v| (v - max) * inv_t - log_sum
 }
 
 /// Row-wise `softmax(z / t)`.
