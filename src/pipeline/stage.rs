@@ -66,7 +66,7 @@ impl Stage {
     pub fn resolve(doc: &Document, spec: &StageSpec) -> Result<Stage> {
         let argv = match (&spec.cmd, spec.kind) {
             (Some(cmd), Kind::Cmd) => vec![cmd.clone()],
-            _ => command_line(doc, spec)?,
+            _ => deprecated_spellings(spec, command_line(doc, spec)?),
         };
         let config = match spec.kind {
             Kind::Train => StageConfig::Train(Box::new(
@@ -94,7 +94,7 @@ impl Stage {
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
             )),
             Kind::Eval => StageConfig::Eval(Box::new(
-                distill_eval::cli::Args::try_parse_from(&argv)
+                distill_eval::cli::Args::parse_from_args(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -183,6 +183,20 @@ fn shell_quote(s: &str) -> String {
 /// `args:` as a command line: `key: v` is `--key=v`, a list repeats the flag, `true` is the bare
 /// flag, `false` and null leave it out, and a list item `{path: P, k: v}` is `--key=P --k=v` (a
 /// teacher with its own settings).
+/// `argv` with the old spellings of flags and values replaced by the new ones (the table of
+/// `distill_cli::deprecated`), with a note naming the stage for each.
+fn deprecated_spellings(spec: &StageSpec, argv: Vec<String>) -> Vec<String> {
+    let binary = argv.first().cloned().unwrap_or_default();
+    let (argv, notes) =
+        distill_cli::deprecated::rewrite(&binary, argv.into_iter().map(Into::into).collect());
+    for n in notes {
+        eprintln!("note: stage {}: {n}", spec.name);
+    }
+    argv.into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 fn command_line(doc: &Document, spec: &StageSpec) -> Result<Vec<String>> {
     let mut argv = vec![format!("distill-{}", spec.kind.name())];
     for (key, value) in &spec.args {

@@ -15,8 +15,8 @@ use distill_data::{Dataset, Selection};
 use distill_nn::loss::cross_entropy;
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, onnx};
-use distill_train::steps::BatchTrainer;
 use distill_store::read_store;
+use distill_train::steps::BatchTrainer;
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,8 @@ pub struct Config {
     /// Rows of the split held out for validation, before class filters, as `distill-train` holds
     /// them out (`None`: 10% of the rows, at most 5,000).
     pub validation: Option<usize>,
-    /// Worker threads of each specialist (`None`: the cores divided among the jobs).
+    /// Worker threads of the stage, divided among the `jobs` specialists trained at once
+    /// (`None`: the machine's cores).
     pub threads: Option<usize>,
     /// Specialists trained at once.
     pub jobs: usize,
@@ -453,13 +454,12 @@ fn train_all(
     written: &Mutex<Vec<PathBuf>>,
 ) -> Result<Vec<SpecialistReport>> {
     let jobs = shared.config.jobs.min(subsets.len()).max(1);
-    let threads = shared.config.threads.unwrap_or_else(|| {
-        (std::thread::available_parallelism()
+    let total = shared.config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-            / jobs)
-            .max(1)
     });
+    let threads = (total / jobs).max(1);
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<SpecialistReport>>>> =

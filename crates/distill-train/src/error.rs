@@ -13,7 +13,11 @@ pub enum TrainError {
     #[error(
         "the loss became {loss} at epoch {epoch}, batch {batch}: lower the learning rate (--lr) or add --max-norm"
     )]
-    NonFiniteLoss { loss: f64, epoch: usize, batch: usize },
+    NonFiniteLoss {
+        loss: f64,
+        epoch: usize,
+        batch: usize,
+    },
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     /// The saved model does not reproduce the engine's outputs in ONNX Runtime (a bug, not bad input).

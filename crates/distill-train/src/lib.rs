@@ -24,10 +24,10 @@ use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, 
 use distill_store::{SoftTargets, read_store};
 use ndarray::{Array2, ArrayView2, Axis};
 use record::EpochRecord;
-use steps::BatchTrainer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use steps::BatchTrainer;
 
 /// Everything a training run needs.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -566,11 +566,7 @@ fn start(
             ));
         }
     }
-    Ok(State {
-        mlp,
-        opt,
-        progress,
-    })
+    Ok(State { mlp, opt, progress })
 }
 
 /// Where and with which metadata models are saved.
