@@ -254,13 +254,13 @@ mod tests {
         );
     }
 
-    struct Done(u8);
-    impl Display for Done {
+    struct Finished(u8);
+    impl Display for Finished {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "done")
         }
     }
-    impl Report for Done {
+    impl Report for Finished {
         fn exit_code(&self) -> ExitCode {
             ExitCode::from(self.0)
         }
@@ -272,9 +272,9 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_the_outcome() {
-        let run = |a: Plain| -> Result<Done, CoreError> {
+        let run = |a: Plain| -> Result<Finished, CoreError> {
             let s = a.data.selection()?;
-            Ok(Done(if s.limit == Some(9) { 130 } else { 0 }))
+            Ok(Finished(if s.limit == Some(9) { 130 } else { 0 }))
         };
         assert_eq!(code(run_main(["x"], run)), code(ExitCode::SUCCESS));
         assert_eq!(
@@ -293,7 +293,7 @@ mod tests {
             code(run_main(["x", "--only-classes", "x"], run)),
             code(ExitCode::from(2))
         );
-        let internal = |_: Plain| -> Result<Done, CoreError> {
+        let internal = |_: Plain| -> Result<Finished, CoreError> {
             Err(CoreError::io(
                 std::path::Path::new("f"),
                 std::io::Error::other("disk on fire"),

@@ -69,7 +69,6 @@ pub struct Config {
     /// computed, ensembles included.
     pub bias_adjust: BiasAdjust,
     /// The execution provider to run the models with.
-    #[serde(serialize_with = "serialize_display")]
     pub provider: Provider,
     /// ONNX Runtime intra-op threads per model (0: its default).
     pub threads: usize,
@@ -82,13 +81,6 @@ pub struct Config {
     pub specialists: Option<SpecialistsConfig>,
     /// Where to write `metrics.json`; its folder must exist.
     pub out: Option<PathBuf>,
-}
-
-fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 /// The name of the arithmetic ensemble's entry.

@@ -58,7 +58,6 @@ pub struct Config {
     /// The store file to write; with `shard`, the folder that receives `part-K-of-N.parquet` (created
     /// when missing).
     pub out: PathBuf,
-    #[serde(serialize_with = "serialize_display")]
     pub provider: Provider,
     /// Rows per batch handed to each teacher.
     pub batch: usize,
@@ -75,13 +74,6 @@ pub struct Config {
     /// Keep per row and teacher only the K largest logits, their class ids and the log of the rest
     /// of the mass (the top-k layout of the store); `None`: every class's logit.
     pub top_k: Option<usize>,
-}
-
-fn serialize_display<S: serde::Serializer, T: fmt::Display>(
-    value: &T,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 impl Config {
@@ -220,7 +212,6 @@ pub struct TeacherReport {
     /// What the model emits (probabilities are stored as their floored log).
     pub kind: OutputKind,
     /// The provider that ran it (`auto` resolves to `cpu` or `cuda`).
-    #[serde(serialize_with = "serialize_display")]
     pub provider: Provider,
     pub threads: usize,
     /// Seconds spent inside this teacher's `OnnxModel::run` calls (ONNX Runtime plus the adapter's

@@ -677,7 +677,14 @@ fn epochs(
             && progress.best_val_errors.is_none_or(|b| e < b)
         {
             progress.best_val_errors = Some(e);
-            save_model(mlp, &out.paths.best, config, out.provenance, &[], "best")?;
+            save_model(
+                mlp,
+                &out.paths.best,
+                config,
+                out.provenance,
+                &[],
+                Snapshot::Best,
+            )?;
             trained.best_saved = true;
         }
         checkpoint::save(&out.paths.checkpoint, mlp, opt, progress)?;
@@ -747,7 +754,14 @@ fn finish(
         // validation logits for `auto`), so that either file is used the same way.
         let mut best = onnx::load(&paths.best)?.mlp;
         let shifts = adjust_bias(&mut best, config, val)?;
-        save_model(&best, &paths.best, config, out.provenance, &shifts, "best")?;
+        save_model(
+            &best,
+            &paths.best,
+            config,
+            out.provenance,
+            &shifts,
+            Snapshot::Best,
+        )?;
     }
     if let Some((v, vl)) = val.and_then(|v| Some((v, v.labels.as_ref()?))) {
         let logits = mlp.forward(v.features.view())?;
@@ -762,7 +776,7 @@ fn finish(
         config,
         out.provenance,
         &report.bias,
-        "last",
+        Snapshot::Last,
     )?;
     let sample = val.unwrap_or(train).features.view();
     let sample = sample.slice(ndarray::s![..sample.nrows().min(256), ..]);
@@ -848,13 +862,31 @@ fn adjust_bias(mlp: &mut Mlp, config: &Config, val: Option<&Dataset>) -> Result<
     }
 }
 
+/// Which of a run's two model files is saved (its metadata `distill.checkpoint`).
+#[derive(Clone, Copy, Debug)]
+enum Snapshot {
+    /// The network of the epoch with the fewest validation errors so far.
+    Best,
+    /// The network after the last epoch.
+    Last,
+}
+
+impl Snapshot {
+    fn name(self) -> &'static str {
+        match self {
+            Snapshot::Best => "best",
+            Snapshot::Last => "last",
+        }
+    }
+}
+
 fn save_model(
     mlp: &Mlp,
     path: &Path,
     config: &Config,
     provenance: &[(String, String)],
     bias: &[ClassBias],
-    which: &str,
+    snapshot: Snapshot,
 ) -> Result<()> {
     // How the run was carried out (resumed or not, threads, step limits) is not part of what
     // the weights are: it stays out of the file, so a resumed run's model has the same bytes,
@@ -865,7 +897,10 @@ fn save_model(
     settings.max_steps = None;
     let mut meta = vec![
         ("distill.training".to_string(), json(&settings)),
-        ("distill.checkpoint".to_string(), which.to_string()),
+        (
+            "distill.checkpoint".to_string(),
+            snapshot.name().to_string(),
+        ),
         ("distill.bias_adjust".to_string(), json(bias)),
     ];
     meta.extend_from_slice(provenance);
