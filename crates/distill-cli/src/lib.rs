@@ -1,5 +1,8 @@
-//! What the stage command lines share: the data-selection flags ([`DataArgs`]), the progress
-//! flags ([`ProgressArgs`]) and the parse → run → report → exit-code driver ([`run_main`]).
+//! What the stage command lines share: the data-selection flags ([`DataArgs`], [`RowArgs`]), the progress
+//! flags ([`ProgressArgs`]), the old spellings still accepted ([`deprecated`]) and the
+//! parse → run → report → exit-code driver ([`run_main`]).
+
+pub mod deprecated;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -24,6 +27,29 @@ pub struct DataArgs {
     /// The split: train or test.
     #[arg(long, value_name = "train|test", default_value = "train")]
     pub split: Split,
+    #[command(flatten)]
+    pub rows: RowArgs,
+}
+
+impl DataArgs {
+    /// The selection these flags describe; fails, naming the flag, on a class list that is not
+    /// comma-separated class numbers.
+    pub fn selection(&self) -> Result<Selection, CoreError> {
+        Ok(Selection {
+            data: self.data.clone(),
+            split: self.split,
+            limit: self.rows.limit,
+            classes: self.rows.classes()?,
+        })
+    }
+}
+
+/// The flags that choose rows by position and class: `--limit`, `--only-classes` and
+/// `--exclude-classes`. Part of [`DataArgs`]; a stage that reads its rows from a soft-target store
+/// rather than a data set (distill-cluster, whose data set and split are the store's) flattens
+/// these alone.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RowArgs {
     /// Keep only the first N rows of the split (before the class filters).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -35,10 +61,10 @@ pub struct DataArgs {
     pub exclude_classes: Option<String>,
 }
 
-impl DataArgs {
-    /// The selection these flags describe; fails, naming the flag, on a class list that is not
-    /// comma-separated class numbers.
-    pub fn selection(&self) -> Result<Selection, CoreError> {
+impl RowArgs {
+    /// The class filter of `--only-classes` and `--exclude-classes`; fails, naming the flag, on a
+    /// class list that is not comma-separated class numbers.
+    pub fn classes(&self) -> Result<ClassFilter, CoreError> {
         let class_list = |flag: &str, list: &Option<String>| {
             list.as_deref()
                 .map(|s| {
@@ -46,15 +72,9 @@ impl DataArgs {
                 })
                 .transpose()
         };
-        Ok(Selection {
-            data: self.data.clone(),
-            split: self.split,
-            limit: self.limit,
-            classes: ClassFilter {
-                only: class_list("--only-classes", &self.only_classes)?,
-                exclude: class_list("--exclude-classes", &self.exclude_classes)?
-                    .unwrap_or_default(),
-            },
+        Ok(ClassFilter {
+            only: class_list("--only-classes", &self.only_classes)?,
+            exclude: class_list("--exclude-classes", &self.exclude_classes)?.unwrap_or_default(),
         })
     }
 }
@@ -126,8 +146,9 @@ pub trait Report: Display {
     }
 }
 
-/// Parses `args` (the program name first) with `A`'s clap parser, then finishes as
-/// [`finish`] does.
+/// Parses `args` (the program name first) with `A`'s clap parser, after rewriting the old
+/// spellings [`deprecated::DEPRECATED`] lists for `A`'s binary (with a `note:` on stderr for
+/// each), then finishes as [`finish`] does.
 pub fn run_main<A, R, E>(
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
     run: impl FnOnce(A) -> Result<R, E>,
@@ -137,6 +158,7 @@ where
     R: Report,
     E: UserError,
 {
+    let args = deprecated::apply(A::command().get_name(), args);
     finish(A::try_parse_from(args), run)
 }
 
@@ -232,13 +254,13 @@ mod tests {
         );
     }
 
-    struct Done(u8);
-    impl Display for Done {
+    struct Finished(u8);
+    impl Display for Finished {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "done")
         }
     }
-    impl Report for Done {
+    impl Report for Finished {
         fn exit_code(&self) -> ExitCode {
             ExitCode::from(self.0)
         }
@@ -250,9 +272,9 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_the_outcome() {
-        let run = |a: Plain| -> Result<Done, CoreError> {
+        let run = |a: Plain| -> Result<Finished, CoreError> {
             let s = a.data.selection()?;
-            Ok(Done(if s.limit == Some(9) { 130 } else { 0 }))
+            Ok(Finished(if s.limit == Some(9) { 130 } else { 0 }))
         };
         assert_eq!(code(run_main(["x"], run)), code(ExitCode::SUCCESS));
         assert_eq!(
@@ -271,7 +293,7 @@ mod tests {
             code(run_main(["x", "--only-classes", "x"], run)),
             code(ExitCode::from(2))
         );
-        let internal = |_: Plain| -> Result<Done, CoreError> {
+        let internal = |_: Plain| -> Result<Finished, CoreError> {
             Err(CoreError::io(
                 std::path::Path::new("f"),
                 std::io::Error::other("disk on fire"),

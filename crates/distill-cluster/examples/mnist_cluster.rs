@@ -36,7 +36,7 @@ fn main() {
     let groups: Vec<usize> = (0..10).collect();
     let (acc, _) = common::ensemble_errors(&logits, test.labels.as_ref().unwrap(), &groups);
     eprintln!("ensemble test accuracy {acc:.4}");
-    for method in [Method::Covariance, Method::Confusion] {
+    for method in [Method::SecondMoment, Method::Confusion] {
         for k in [3, 4] {
             let mut config = Config::new(store.clone(), k, out.join(format!("{method}-{k}.yaml")));
             config.method = method;

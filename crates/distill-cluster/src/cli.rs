@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Groups the classes an ensemble confuses into specialist subsets: K-means on the columns of the
-/// covariance (or confusion) matrix of its predictions. Writes the subsets as YAML and a heatmap
+/// second-moment (or confusion) matrix of its predictions. Writes the subsets as YAML and a heatmap
 /// PNG of the matrix with classes reordered by subset.
 #[derive(Debug, Parser)]
 #[command(name = "distill-cluster", version, allow_negative_numbers = true)]
@@ -21,8 +21,14 @@ pub struct Args {
     /// Where to write the subsets (YAML).
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
-    /// covariance (of the predicted distributions; no labels needed) or confusion (needs labels).
-    #[arg(long, default_value = "covariance")]
+    /// second-moment (the matrix E[p pᵀ] of the predicted distributions; no labels needed) or
+    /// confusion (needs labels). `covariance`, the old name of second-moment, is accepted until the
+    /// next release.
+    #[arg(
+        long,
+        value_name = "second-moment|confusion",
+        default_value = "second-moment"
+    )]
     pub method: String,
     /// Temperature of the ensemble's distributions before clustering. 1 (unlike distillation's
     /// 20) because the confusions to find are those of the ensemble's own predictions; a high T
@@ -61,6 +67,9 @@ pub struct Args {
     /// Where to write the heatmap PNG (default: beside --out, as <out-stem>.png).
     #[arg(long, value_name = "PATH")]
     pub heatmap: Option<PathBuf>,
+    /// The rows clustered (the data set and split are the store's).
+    #[command(flatten)]
+    pub rows: distill_cli::RowArgs,
     #[command(flatten)]
     pub progress: distill_cli::ProgressArgs,
 }
@@ -84,6 +93,8 @@ impl Args {
         config.seed = self.seed;
         config.restarts = self.restarts;
         config.online = self.online;
+        config.limit = self.rows.limit;
+        config.classes = self.rows.classes()?;
         Ok(config)
     }
 }

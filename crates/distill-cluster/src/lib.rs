@@ -1,6 +1,6 @@
 //! Finding the class subsets for specialists (docs/method.md §5): the classes an ensemble confuses are
 //! grouped by K-means on the columns of a class-by-class matrix of its predictions, either the
-//! covariance of its predicted distributions (no labels needed) or its symmetrised confusion
+//! second-moment matrix of its predicted distributions (no labels needed) or its symmetrised confusion
 //! matrix. The result is `specialists.yaml` ([`SpecialistSet`]) and a heatmap PNG.
 
 pub mod ari;
@@ -18,7 +18,7 @@ pub use subsets::SizeBounds;
 
 use distill_core::CoreError;
 use distill_core::math::{Combine, argmax_rows, ensemble_probs};
-use distill_data::DataSource;
+use distill_data::{ClassFilter, DataSource};
 use distill_store::{SoftTargets, read_store};
 use kmeans::{KMeansOptions, kmeans, squared_distances};
 use ndarray::Array2;
@@ -85,6 +85,12 @@ pub struct Config {
     pub restarts: usize,
     /// Mini-batch K-means instead of Lloyd's.
     pub online: bool,
+    /// Cluster only the store's rows of the first `limit` rows of its split (`None`: all).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Cluster only the store's rows of these classes (by label).
+    #[serde(default)]
+    pub classes: ClassFilter,
 }
 
 impl Config {
@@ -95,7 +101,7 @@ impl Config {
             specialists,
             out,
             heatmap: None,
-            method: Method::Covariance,
+            method: Method::SecondMoment,
             temperature: 1.0,
             combine: Combine::Arithmetic,
             overlap: 1,
@@ -105,6 +111,8 @@ impl Config {
             seed: 1,
             restarts: 10,
             online: false,
+            limit: None,
+            classes: ClassFilter::default(),
         }
     }
 
@@ -300,12 +308,12 @@ pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>>
     let path = &config.soft_targets;
     let probs = ensemble_probs(&store.views(), config.temperature, config.combine)?;
     match config.method {
-        Method::Covariance => {
+        Method::SecondMoment => {
             if store.len() < 2 {
                 return Err(ClusterError::Store {
                     path: path.clone(),
                     message: format!(
-                        "a covariance needs at least 2 rows; the store has {}",
+                        "the second-moment matrix needs at least 2 rows; the store has {}",
                         store.len()
                     ),
                 });
@@ -316,7 +324,7 @@ pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>>
             let labels = store.complete_labels().ok_or_else(|| ClusterError::Store {
                 path: path.clone(),
                 message: "--method confusion needs a label for every row, and this store has \
-                          rows without one; use --method covariance, which needs no labels"
+                          rows without one; use --method second-moment, which needs no labels"
                     .into(),
             })?;
             if let Some(&l) = labels.iter().find(|&&l| l as usize >= store.classes()) {
@@ -332,11 +340,42 @@ pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>>
 }
 
 /// Reads the store, clusters its classes and writes `specialists.yaml` and the heatmap.
+/// The store's rows `--limit` and the class filters keep: those of the first `limit` rows of the
+/// split (by the row index the store records), whose label the filter keeps. Class filters need a
+/// label on every row.
+fn select_rows(store: SoftTargets, config: &Config) -> Result<SoftTargets> {
+    if config.limit.is_none() && config.classes.is_empty() {
+        return Ok(store);
+    }
+    let mut rows = Vec::with_capacity(store.len());
+    for (r, (&index, label)) in store.index.iter().zip(&store.labels).enumerate() {
+        if config.limit.is_some_and(|n| index >= n as u64) {
+            continue;
+        }
+        if !config.classes.is_empty() {
+            let Some(label) = label else {
+                return Err(ClusterError::Store {
+                    path: config.soft_targets.clone(),
+                    message: format!(
+                        "row {index} has no label, and --only-classes/--exclude-classes choose rows \
+                         by label; leave the class filters out for a store without labels"
+                    ),
+                });
+            };
+            if !config.classes.keeps(*label) {
+                continue;
+            }
+        }
+        rows.push(r);
+    }
+    Ok(store.select_rows(&rows))
+}
+
 pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Report> {
     config.validate()?;
     let started = Instant::now();
     let path = &config.soft_targets;
-    let store = read_store(path)?;
+    let store = select_rows(read_store(path)?, config)?;
     let mut phases = vec![("read".to_string(), started.elapsed().as_secs_f64())];
     let mut lap = Instant::now();
     let mut phase = |name: &str| {
@@ -374,8 +413,8 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
              off-diagonal entry); there is nothing to cluster{}",
             config.method,
             match config.method {
-                Method::Confusion => ": try --method covariance, which sees soft confusions",
-                Method::Covariance => ": try a higher --temperature",
+                Method::Confusion => ": try --method second-moment, which sees soft confusions",
+                Method::SecondMoment => ": try a higher --temperature",
             }
         )));
     }

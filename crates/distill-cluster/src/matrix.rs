@@ -8,8 +8,11 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// Covariance of the ensemble's predicted distributions (docs/method.md §5); needs no labels.
-    Covariance,
+    /// The second-moment (co-prediction) matrix `E[p pᵀ]` of the ensemble's predicted
+    /// distributions: their covariance plus `μ μᵀ` (docs/method.md §5); needs no labels. Called
+    /// `covariance` until version 0.2; that spelling is still read.
+    #[serde(rename = "second-moment", alias = "covariance")]
+    SecondMoment,
     /// Symmetrised, row-normalised confusion matrix of the ensemble's argmax against the labels.
     Confusion,
 }
@@ -18,10 +21,10 @@ impl std::str::FromStr for Method {
     type Err = ClusterError;
     fn from_str(s: &str) -> Result<Self> {
         match s {
-            "covariance" => Ok(Method::Covariance),
+            "second-moment" | "covariance" => Ok(Method::SecondMoment),
             "confusion" => Ok(Method::Confusion),
             other => Err(ClusterError::Invalid(format!(
-                "unknown method '{other}': use covariance or confusion"
+                "unknown method '{other}': use second-moment or confusion"
             ))),
         }
     }
@@ -30,7 +33,7 @@ impl std::str::FromStr for Method {
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Method::Covariance => "covariance",
+            Method::SecondMoment => "second-moment",
             Method::Confusion => "confusion",
         })
     }

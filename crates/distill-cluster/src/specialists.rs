@@ -182,7 +182,7 @@ mod tests {
             version: SPECIALISTS_VERSION,
             store: "work/soft.parquet".into(),
             dataset: "data/mnist".into(),
-            method: Method::Covariance,
+            method: Method::SecondMoment,
             temperature: 2.0,
             combine: Combine::Arithmetic,
             specialists: 2,

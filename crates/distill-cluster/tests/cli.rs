@@ -298,3 +298,38 @@ fn size_bounds_overlap_and_heatmap_path() {
         "earlier runs put the heatmap beside --out"
     );
 }
+
+/// `--limit` and the class filters choose the store's rows as they choose a data set's rows in the
+/// other stages; `--method covariance`, the old name, still works with a note.
+#[test]
+fn row_flags_choose_the_rows_clustered() {
+    let (store, _) = synthetic_store();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.yaml");
+    let (code, _, stderr) = cluster(
+        dir.path(),
+        &[
+            "--soft-targets",
+            store.to_str().unwrap(),
+            "--specialists",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--limit",
+            "1000",
+            "--exclude-classes",
+            "0,1",
+            "--method",
+            "covariance",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("--method covariance is now --method second-moment"),
+        "{stderr}"
+    );
+    let set = read_specialists(&out).unwrap();
+    // 1,000 rows less those of 2 of the 40 classes (about 50).
+    assert!(set.rows < 1000 && set.rows > 850, "{} rows", set.rows);
+    assert_eq!(set.method.to_string(), "second-moment");
+}

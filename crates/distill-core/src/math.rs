@@ -29,13 +29,24 @@ pub fn softmax_row(z: ArrayView1<f32>, t: f32, mut out: ArrayViewMut1<f32>) {
 
 /// `log softmax(z / t)` of one row, written into `out`.
 pub fn log_softmax_row(z: ArrayView1<f32>, t: f32, mut out: ArrayViewMut1<f32>) {
+    let log_q = log_softmax_of(z, t);
+    for (o, &v) in out.iter_mut().zip(z.iter()) {
+        *o = log_q(v);
+    }
+}
+
+/// `z_i -> log softmax(z / t)_i` for the row `z`: the row's maximum and log-sum-exp are computed
+/// once, so a caller that visits each entry once (the distillation loss) needs no buffer.
+#[inline]
+pub fn log_softmax_of(z: ArrayView1<f32>, t: f32) -> impl Fn(f32) -> f32 {
     let inv_t = 1.0 / t;
     let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f32 = z.iter().map(|&v| ((v - max) * inv_t).exp()).sum();
-    let log_sum = sum.ln();
-    for (o, &v) in out.iter_mut().zip(z.iter()) {
-        *o = (v - max) * inv_t - log_sum;
-    }
+    let log_sum = z
+        .iter()
+        .map(|&v| ((v - max) * inv_t).exp())
+        .sum::<f32>()
+        .ln();
+    move |v| (v - max) * inv_t - log_sum
 }
 
 /// Row-wise `softmax(z / t)`.
@@ -148,6 +159,16 @@ pub fn argmax_rows(x: ArrayView2<f32>) -> Vec<usize> {
         .collect()
 }
 
+/// Rows whose predicted class (the first largest score) is not their label. `scores` may be
+/// logits or probabilities: softmax keeps the order. The one error count of every stage.
+pub fn error_count(scores: ArrayView2<f32>, labels: &[u32]) -> usize {
+    argmax_rows(scores)
+        .iter()
+        .zip(labels)
+        .filter(|&(&p, &y)| p != y as usize)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +177,14 @@ mod tests {
     // Reference values from NumPy:
     //   z = np.array([1., 2., 3.]); e = np.exp(z / 2); e / e.sum()
     //   -> [0.18632372, 0.30719589, 0.50648039]
+    #[test]
+    fn errors_count_first_maximum_misses() {
+        let logits = ndarray::array![[0.0f32, 2.0, 1.0], [3.0, 1.0, 3.0], [0.0, 0.0, 5.0]];
+        // Row 1 is a tie between classes 0 and 2: the first counts.
+        assert_eq!(error_count(logits.view(), &[1, 0, 2]), 0);
+        assert_eq!(error_count(logits.view(), &[1, 2, 0]), 2);
+    }
+
     #[test]
     fn tempered_softmax_matches_numpy() {
         let z = array![[1.0f32, 2.0, 3.0]];

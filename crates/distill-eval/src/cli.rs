@@ -4,11 +4,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use distill_cli::{DataArgs, ProgressArgs};
 use distill_runtime::{ModelSettings, Provider};
 
-use crate::{BiasAdjust, Config, Error, ModelEntry, SpecialistsConfig, run};
+use crate::{BiasAdjust, Config, EvalError, ModelEntry, SpecialistsConfig, run};
 
 /// Evaluate ONNX models (and their ensemble) on a labelled data split: errors, per-class errors, confusion,
 /// NLL, calibration, top-k accuracy, agreement, parameters, file size, latency and throughput.
@@ -27,6 +27,17 @@ pub struct Args {
     #[arg(long = "teacher", value_name = "PATH")]
     pub teachers: Vec<PathBuf>,
 
+    /// The name of the --model or --teacher before it, in the table and metrics.json; give the
+    /// name its column has in the store, as distill-teach's --name [default: the file stem, with
+    /// -2, -3, ... for repeats, as distill-teach names columns].
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// For each --name, the entry (models first, then teachers) it follows on the command line;
+    /// recorded by [`Args::parse_from_args`].
+    #[arg(skip)]
+    pub name_owners: Option<Vec<Option<usize>>>,
+
     /// Also evaluate the arithmetic and geometric mean ensembles (at T = 1) of the teachers, or of all models.
     #[arg(long)]
     pub ensemble: bool,
@@ -43,18 +54,16 @@ pub struct Args {
     #[arg(long, value_name = "cpu|cuda|auto", default_value = "cpu")]
     pub provider: Provider,
 
-    /// ONNX Runtime intra-op threads per model (0: one per physical core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub threads: usize,
+    /// Worker threads for this stage: ONNX Runtime intra-op threads of the model being evaluated
+    /// (models run one after another) [default: all cores, as ONNX Runtime counts them: one per
+    /// physical core]. `--threads 0`, the old spelling of the default, is accepted until the next
+    /// release.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 
     /// Rows per inference call while evaluating (--batch-size, the old spelling, is accepted
     /// until the next release).
-    #[arg(
-        long = "batch",
-        alias = "batch-size",
-        value_name = "N",
-        default_value_t = 1024
-    )]
+    #[arg(long = "batch", value_name = "N", default_value_t = 1024)]
     pub batch_size: usize,
 
     /// Timed batch-1 runs per model for the latency (throughput at batch 256 uses a tenth, at least 3); 0 skips
@@ -82,17 +91,52 @@ pub struct Args {
 }
 
 impl Args {
+    /// Parses the command line (the program name first) and records which --model or --teacher
+    /// each --name follows.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(args)?;
+        let mut parsed = Args::from_arg_matches(&matches)?;
+        let positions = |id: &str| -> Vec<usize> {
+            matches
+                .indices_of(id)
+                .map(|i| i.collect())
+                .unwrap_or_default()
+        };
+        let (models, teachers) = (positions("models"), positions("teachers"));
+        parsed.name_owners = Some(
+            positions("names")
+                .into_iter()
+                .map(|at| {
+                    let model = models.iter().rposition(|&m| m < at).map(|k| (models[k], k));
+                    let teacher = teachers
+                        .iter()
+                        .rposition(|&t| t < at)
+                        .map(|k| (teachers[k], models.len() + k));
+                    match (model, teacher) {
+                        (Some(m), Some(t)) => Some(if m.0 > t.0 { m.1 } else { t.1 }),
+                        (m, t) => m.or(t).map(|(_, entry)| entry),
+                    }
+                })
+                .collect(),
+        );
+        Ok(parsed)
+    }
+
     /// The configuration these flags describe; fails on a bad class list or --bias-adjust, or no model.
-    pub fn into_config(mut self) -> Result<Config, Error> {
+    pub fn into_config(mut self) -> Result<Config, EvalError> {
         if self.top_n.is_some() && self.specialists.is_none() {
-            return Err(Error::TopNWithoutSpecialists);
+            return Err(EvalError::TopNWithoutSpecialists);
         }
         if self.models.is_empty() && self.teachers.is_empty() {
             match &self.specialists {
                 Some(manifest) => self
                     .models
                     .push(crate::specialists::generalist_of(manifest)?),
-                None => return Err(Error::NoModels),
+                None => return Err(EvalError::NoModels),
             }
         }
         let no_teachers = self.teachers.is_empty();
@@ -100,6 +144,7 @@ impl Args {
             path,
             settings: ModelSettings::default(),
             ensemble_member,
+            name: None,
         };
         let mut models: Vec<ModelEntry> = self
             .models
@@ -107,13 +152,35 @@ impl Args {
             .map(|p| entry(p, no_teachers))
             .collect();
         models.extend(self.teachers.into_iter().map(|p| entry(p, true)));
+        for (k, name) in self.names.into_iter().enumerate() {
+            let owner = match &self.name_owners {
+                Some(owners) => owners.get(k).copied().flatten(),
+                None if models.len() == 1 => Some(0),
+                None => None,
+            };
+            let Some(m) = owner.and_then(|o| models.get_mut(o)) else {
+                return Err(EvalError::NameWithoutModel { name });
+            };
+            if m.name.is_some() {
+                return Err(EvalError::NameWithoutModel { name });
+            }
+            m.name = Some(name);
+        }
         Ok(Config {
             models,
             selection: self.data.selection()?,
             ensemble: self.ensemble,
             bias_adjust: BiasAdjust::parse_all(&self.bias_adjust)?,
             provider: self.provider,
-            threads: self.threads,
+            threads: match self.threads {
+                Some(0) => {
+                    eprintln!(
+                        "note: --threads 0 is now the default (leave --threads out); the old spelling goes in the next release"
+                    );
+                    0
+                }
+                t => t.unwrap_or(0),
+            },
             batch_size: self.batch_size,
             latency_runs: self.latency_runs,
             specialists: self.specialists.map(|manifest| SpecialistsConfig {
@@ -134,25 +201,17 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    if args.iter().any(|a| {
-        a.to_str()
-            .is_some_and(|a| a == "--batch-size" || a.starts_with("--batch-size="))
-    }) {
-        eprintln!(
-            "note: --batch-size is now --batch, as in every stage; the old spelling goes in the next release"
-        );
-    }
-    distill_cli::run_main(args, |args: Args| {
+    let args = distill_cli::deprecated::apply("distill-eval", args);
+    distill_cli::finish(Args::parse_from_args(args), |args: Args| {
         let progress = args.progress.progress();
         args.into_config()
             .and_then(|config| run(&config, &progress))
     })
 }
 
-impl distill_cli::UserError for Error {
+impl distill_cli::UserError for EvalError {
     fn is_user_error(&self) -> bool {
-        Error::is_user_error(self)
+        EvalError::is_user_error(self)
     }
 }
 
@@ -205,6 +264,56 @@ mod tests {
             .unwrap()
             .into_config()
             .unwrap_err();
-        assert!(matches!(err, Error::NoModels));
+        assert!(matches!(err, EvalError::NoModels));
+    }
+
+    #[test]
+    fn names_follow_their_model_or_teacher() {
+        let config = |argv: &[&str]| {
+            let mut all = vec!["distill-eval"];
+            all.extend_from_slice(argv);
+            Args::parse_from_args(all).unwrap().into_config()
+        };
+        let c = config(&[
+            "--teacher",
+            "a.onnx",
+            "--name",
+            "t1",
+            "--model",
+            "s.onnx",
+            "--teacher",
+            "b.onnx",
+            "--name",
+            "t2",
+        ])
+        .unwrap();
+        let names: Vec<(&str, Option<&str>)> = c
+            .models
+            .iter()
+            .map(|m| (m.path.to_str().unwrap(), m.name.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("s.onnx", None),
+                ("a.onnx", Some("t1")),
+                ("b.onnx", Some("t2"))
+            ]
+        );
+        for bad in [
+            &["--name", "x", "--model", "a.onnx"][..],
+            &["--model", "a.onnx", "--name", "x", "--name", "y"][..],
+        ] {
+            let e = config(bad).unwrap_err();
+            assert!(matches!(e, EvalError::NameWithoutModel { .. }), "{e}");
+        }
+        let c = config(&[
+            "--model", "a.onnx", "--name", "x", "--model", "b.onnx", "--name", "x",
+        ])
+        .unwrap();
+        assert!(matches!(
+            crate::check_values(&c),
+            Err(EvalError::Name { .. })
+        ));
     }
 }

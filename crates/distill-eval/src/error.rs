@@ -5,7 +5,7 @@ use distill_runtime::RuntimeError;
 
 /// Everything that can stop an evaluation. Variants about a model name its file.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum EvalError {
     /// Data loading, selection or output writing failed.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -97,6 +97,17 @@ pub enum Error {
     /// `--top-n` without `--specialists`.
     #[error("--top-n only applies with --specialists MANIFEST")]
     TopNWithoutSpecialists,
+    /// A `--name` that is empty, taken by another model or an ensemble's entry.
+    #[error(
+        "--name '{name}' (for {}): empty, or the name of another model or an ensemble entry; give each model a distinct --name",
+        path.display()
+    )]
+    Name { path: PathBuf, name: String },
+    /// A `--name` that does not follow a `--model` or `--teacher` of its own.
+    #[error(
+        "--name {name}: names the --model or --teacher before it, and there is none without a name; put each --name right after its model"
+    )]
+    NameWithoutModel { name: String },
 
     /// None of the models is the manifest's generalist.
     #[error(
@@ -156,20 +167,20 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl EvalError {
     /// Whether the error comes from the user's files, flags or data (exit 2) rather than the machine (exit 1).
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::Core(e) => e.is_user_error(),
-            Error::Runtime(e) => e.is_user_error(),
-            Error::Io { source, .. } => matches!(
+            EvalError::Core(e) => e.is_user_error(),
+            EvalError::Runtime(e) => e.is_user_error(),
+            EvalError::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound
                     | std::io::ErrorKind::PermissionDenied
                     | std::io::ErrorKind::IsADirectory
             ),
-            Error::Serialize { .. } => false,
-            Error::Manifest(distill_specialists::ManifestError::Io { source, .. }) => matches!(
+            EvalError::Serialize { .. } => false,
+            EvalError::Manifest(distill_specialists::ManifestError::Io { source, .. }) => matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound
                     | std::io::ErrorKind::PermissionDenied

@@ -8,7 +8,7 @@ use distill_core::onnx_proto::{ModelProto, TensorProto};
 use prost::Message;
 use serde::Serialize;
 
-use crate::Error;
+use crate::EvalError;
 
 /// `TensorProto.DataType` values of floating-point tensors: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 const FLOAT_TYPES: [i32; 4] = [1, 10, 11, 16];
@@ -39,12 +39,12 @@ pub struct Footprint {
 }
 
 /// Reads the footprint of the model at `path`, following external data locations relative to its folder.
-pub fn footprint(path: &Path) -> Result<Footprint, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| Error::OnnxParse {
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| EvalError::OnnxParse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -69,7 +69,8 @@ pub fn footprint(path: &Path) -> Result<Footprint, Error> {
 
     let mut file_bytes = bytes.len() as u64;
     for data in external {
-        let meta = std::fs::metadata(&data).map_err(|source| Error::Io { path: data, source })?;
+        let meta =
+            std::fs::metadata(&data).map_err(|source| EvalError::Io { path: data, source })?;
         file_bytes += meta.len();
     }
     Ok(Footprint {

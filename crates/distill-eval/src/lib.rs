@@ -25,7 +25,7 @@ use ndarray::{Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
 pub use distill_core::bias::{BiasAdjust, ClassBias};
-pub use error::Error;
+pub use error::EvalError;
 pub use report::{Entry, EntryType, Report, SCHEMA_VERSION};
 pub use specialists::{CoveringRow, SpecialistsConfig, SpecialistsReport};
 
@@ -38,6 +38,10 @@ pub struct ModelEntry {
     pub settings: ModelSettings,
     /// Whether the model is a member of the ensemble (used only with [`Config::ensemble`]).
     pub ensemble_member: bool,
+    /// The name in tables and `metrics.json` (`None`: the file stem, made unique as distill-teach
+    /// makes a teacher's column name, so the two agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ModelEntry {
@@ -47,6 +51,7 @@ impl ModelEntry {
             path: path.into(),
             settings: ModelSettings::default(),
             ensemble_member: true,
+            name: None,
         }
     }
 }
@@ -64,7 +69,6 @@ pub struct Config {
     /// computed, ensembles included.
     pub bias_adjust: BiasAdjust,
     /// The execution provider to run the models with.
-    #[serde(serialize_with = "serialize_display")]
     pub provider: Provider,
     /// ONNX Runtime intra-op threads per model (0: its default).
     pub threads: usize,
@@ -77,13 +81,6 @@ pub struct Config {
     pub specialists: Option<SpecialistsConfig>,
     /// Where to write `metrics.json`; its folder must exist.
     pub out: Option<PathBuf>,
-}
-
-fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 /// The name of the arithmetic ensemble's entry.
@@ -107,7 +104,7 @@ struct Evaluated {
 /// output folder does not exist, the selection is empty or unlabelled, or a bias adjustment names a class the
 /// data lacks; fails when a model's input width or class count does not fit the data. Nothing is written
 /// on failure.
-pub fn run(config: &Config, progress: &Progress) -> Result<Report, Error> {
+pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
     let start = Instant::now();
     check_config(config)?;
     let plan = config
@@ -130,7 +127,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, Error> {
         .enumerate()
         .find(|&(_, &l)| l as usize >= data.classes)
     {
-        return Err(Error::LabelOutOfRange {
+        return Err(EvalError::LabelOutOfRange {
             data: data.name.clone(),
             row,
             label,
@@ -196,7 +193,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, Error> {
         Some(r) => r,
         None => match evaluated.first() {
             Some(first) => (first.entry.name.clone(), first.predicted.clone()),
-            None => return Err(Error::NoModels),
+            None => return Err(EvalError::NoModels),
         },
     };
     for e in evaluated {
@@ -231,7 +228,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, Error> {
     };
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(out) = &config.out {
-        let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Serialize {
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| EvalError::Serialize {
             path: out.clone(),
             message: e.to_string(),
         })?;
@@ -242,14 +239,28 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, Error> {
 }
 
 /// The checks that need no file (also run by `distill run` before any stage starts).
-pub fn check_values(config: &Config) -> Result<(), Error> {
+pub fn check_values(config: &Config) -> Result<(), EvalError> {
     if config.models.is_empty() {
-        return Err(Error::NoModels);
+        return Err(EvalError::NoModels);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in &config.models {
+        if let Some(name) = &m.name
+            && (name.trim().is_empty()
+                || name == ARITHMETIC_ENSEMBLE
+                || name == GEOMETRIC_ENSEMBLE
+                || !seen.insert(name.as_str()))
+        {
+            return Err(EvalError::Name {
+                path: m.path.clone(),
+                name: name.clone(),
+            });
+        }
     }
     if config.ensemble {
         let members = config.models.iter().filter(|m| m.ensemble_member).count();
         if members < 2 {
-            return Err(Error::EnsembleTooSmall { members });
+            return Err(EvalError::EnsembleTooSmall { members });
         }
     }
     if config.batch_size == 0 {
@@ -262,7 +273,7 @@ pub fn check_values(config: &Config) -> Result<(), Error> {
 }
 
 /// The checks that need neither data nor ONNX Runtime.
-fn check_config(config: &Config) -> Result<(), Error> {
+fn check_config(config: &Config) -> Result<(), EvalError> {
     check_values(config)?;
     if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
         return Err(RuntimeError::ModelNotFound {
@@ -282,25 +293,14 @@ fn check_config(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Each model's display name: its file stem, or its path where two models share a stem.
+/// Each model's name: its `--name`, else its file stem, made unique by appending `-2`, `-3`, …
+/// as distill-teach names the store's columns (so a teacher has the same name in both).
 fn entry_names(models: &[ModelEntry]) -> Vec<String> {
-    let stem = |p: &Path| {
-        p.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| p.display().to_string())
-    };
-    let stems: Vec<String> = models.iter().map(|m| stem(&m.path)).collect();
-    models
+    let given: Vec<(&Path, Option<&str>)> = models
         .iter()
-        .zip(&stems)
-        .map(|(m, s)| {
-            if stems.iter().filter(|t| *t == s).count() > 1 {
-                m.path.display().to_string()
-            } else {
-                s.clone()
-            }
-        })
-        .collect()
+        .map(|m| (m.path.as_path(), m.name.as_deref()))
+        .collect();
+    distill_core::names::model_names(&given, &[ARITHMETIC_ENSEMBLE, GEOMETRIC_ENSEMBLE])
 }
 
 fn evaluate_model(
@@ -311,13 +311,13 @@ fn evaluate_model(
     labels: &[u32],
     bar: &Task,
     notes: &mut Vec<String>,
-) -> Result<Evaluated, Error> {
+) -> Result<Evaluated, EvalError> {
     let path = &model_entry.path;
     let spec = ModelSpec::new(path).with_settings(model_entry.settings.clone());
     let mut model = OnnxModel::load(&spec, config.provider, config.threads)?;
     notes.extend(model.notes().iter().cloned());
     model.expect_input_width(data.width())?;
-    let class_mismatch = |model_classes: usize| Error::ClassMismatch {
+    let class_mismatch = |model_classes: usize| EvalError::ClassMismatch {
         path: path.clone(),
         model_classes,
         data: data.name.clone(),
@@ -388,7 +388,7 @@ pub(crate) fn infer(
     x: ArrayView2<f32>,
     batch_size: usize,
     bar: &Task,
-) -> Result<Array2<f32>, Error> {
+) -> Result<Array2<f32>, EvalError> {
     let step = batch_size.max(1);
     let mut parts = Vec::new();
     let mut start = 0;
@@ -415,7 +415,7 @@ fn evaluate_ensemble(
     combine: Combine,
     name: &str,
     labels: &[u32],
-) -> Result<(Entry, Vec<usize>), Error> {
+) -> Result<(Entry, Vec<usize>), EvalError> {
     let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.logits.view()).collect();
     let probs = ensemble_probs(&views, 1.0, combine)?;
     let summary = metrics::summarize(probs.view(), labels);

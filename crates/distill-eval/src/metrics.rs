@@ -5,6 +5,7 @@
 //! predicted class of a row is its first largest probability ([`distill_core::math::argmax_rows`]), and
 //! every metric breaks ties the same way, so top-1 accuracy is exactly `1 - error rate`.
 
+pub use distill_core::math::error_count;
 use distill_core::math::{PROB_FLOOR, argmax_rows};
 use ndarray::ArrayView2;
 use serde::Serialize;
@@ -105,16 +106,6 @@ pub fn confusion_matrix(predicted: &[usize], labels: &[u32], classes: usize) -> 
         confusion[y as usize][p] += 1;
     }
     confusion
-}
-
-/// Rows whose predicted class (first largest score) is not the label; `scores` may be probabilities or
-/// logits, since softmax keeps the order.
-pub fn error_count(scores: ArrayView2<f32>, labels: &[u32]) -> usize {
-    argmax_rows(scores)
-        .iter()
-        .zip(labels)
-        .filter(|&(&p, &y)| p != y as usize)
-        .count()
 }
 
 /// Mean negative log-likelihood of the labels, `mean(-ln max(p[label], 1e-12))`, in nats.

@@ -20,7 +20,7 @@ use ndarray::{Array2, ArrayView2};
 use serde::Serialize;
 
 use crate::metrics::{self, Summary};
-use crate::{Config, Error, ModelEntry};
+use crate::{Config, EvalError, ModelEntry};
 use distill_progress::grouped;
 
 /// What `--specialists` and `--top-n` ask for.
@@ -46,11 +46,11 @@ impl Plan {
     pub(crate) fn prepare(
         config: &SpecialistsConfig,
         models: &[ModelEntry],
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, EvalError> {
         let manifest = Manifest::load(&config.manifest)?;
         manifest.verify_files(&config.manifest)?;
         if config.top_n == 0 || config.top_n > manifest.classes {
-            return Err(Error::TopN {
+            return Err(EvalError::TopN {
                 top_n: config.top_n,
                 classes: manifest.classes,
             });
@@ -62,7 +62,7 @@ impl Plan {
         let generalist = hashes
             .iter()
             .position(|h| *h == manifest.generalist.sha256)
-            .ok_or_else(|| Error::NotTheGeneralist {
+            .ok_or_else(|| EvalError::NotTheGeneralist {
                 manifest: config.manifest.clone(),
                 generalist: manifest.generalist_path(&config.manifest),
                 models: models
@@ -86,9 +86,9 @@ impl Plan {
     }
 
     /// Checks that the data has the manifest's class count.
-    pub(crate) fn check_data(&self, data: &Dataset) -> Result<(), Error> {
+    pub(crate) fn check_data(&self, data: &Dataset) -> Result<(), EvalError> {
         if data.classes != self.manifest.classes {
-            return Err(Error::ManifestClasses {
+            return Err(EvalError::ManifestClasses {
                 manifest: self.config.manifest.clone(),
                 classes: self.manifest.classes,
                 data: data.name.clone(),
@@ -108,7 +108,7 @@ impl Plan {
         (generalist_name, logits): (&str, ArrayView2<f32>),
         bar: &Task,
         notes: &mut Vec<String>,
-    ) -> Result<SpecialistsReport, Error> {
+    ) -> Result<SpecialistsReport, EvalError> {
         let mut outputs: Vec<Array2<f32>> = Vec::with_capacity(self.paths.len());
         let mut parameters = 0;
         for (entry, path) in self.manifest.specialists.iter().zip(&self.paths) {
@@ -118,7 +118,7 @@ impl Plan {
             notes.extend(model.notes().iter().cloned());
             model.expect_input_width(data.width())?;
             let expected = entry.classes.len() + 1;
-            let width_error = |found: usize| Error::SpecialistWidth {
+            let width_error = |found: usize| EvalError::SpecialistWidth {
                 path: path.clone(),
                 id: entry.id,
                 subset: entry.classes.len(),
@@ -358,6 +358,6 @@ impl fmt::Display for SpecialistsReport {
 }
 
 /// The manifest's generalist, for a command line that gives `--specialists` without `--model`.
-pub fn generalist_of(manifest: &Path) -> Result<PathBuf, Error> {
+pub fn generalist_of(manifest: &Path) -> Result<PathBuf, EvalError> {
     Ok(Manifest::load(manifest)?.generalist_path(manifest))
 }

@@ -11,8 +11,8 @@
 //! level off at `T² * H(p)`, which is large at high `T`).
 
 use crate::{NnError, Result};
-use distill_core::math::log_softmax_row;
-use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
+use distill_core::math::{log_softmax_of, log_softmax_row};
+use ndarray::{Array1, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 /// Weights of the two terms.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -120,7 +120,7 @@ impl DistillLoss {
             .par_for_each(|r, s, p, mut g, sl, hl| {
                 g.fill(0.0);
                 if alpha > 0.0 {
-                    let log_q = log_softmax_fn(s, t);
+                    let log_q = log_softmax_of(s, t);
                     let mut kl = 0.0f64;
                     for i in 0..c {
                         let lq = log_q(s[i]);
@@ -134,7 +134,7 @@ impl DistillLoss {
                 }
                 if alpha < 1.0 {
                     let y = labels.map_or(0, |l| l[r] as usize);
-                    let log_q = log_softmax_fn(s, 1.0);
+                    let log_q = log_softmax_of(s, 1.0);
                     *hl = -(log_q(s[y]) as f64);
                     for i in 0..c {
                         let onehot = if i == y { 1.0 } else { 0.0 };
@@ -148,19 +148,6 @@ impl DistillLoss {
             alpha: alpha as f64,
         })
     }
-}
-
-/// `z_i -> log softmax(z / t)_i` for the row `z`: the row's maximum and log-sum-exp are computed
-/// once, so the loss needs no buffers per row.
-fn log_softmax_fn(z: ArrayView1<f32>, t: f32) -> impl Fn(f32) -> f32 {
-    let inv_t = 1.0 / t;
-    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let log_sum = z
-        .iter()
-        .map(|&v| ((v - max) * inv_t).exp())
-        .sum::<f32>()
-        .ln();
-    move |v| (v - max) * inv_t - log_sum
 }
 
 /// Mean cross-entropy of logits against labels (no gradient).

@@ -307,20 +307,17 @@ impl Task {
         let now = Instant::now();
         if now.duration_since(s.last) >= s.interval && s.position < self.total {
             s.last = now;
-            let line = self.line(s.position, &s.message, now);
+            let line = self.line(s.position, &s.message, now, false);
             drop(s);
             self.inner.write_line(&line);
         }
     }
 
-    /// `label: 12,345/60,000 rows (21%)  3,412 rows/s  eta 14 s  message`.
-    fn line(&self, position: u64, message: &str, now: Instant) -> String {
+    /// The task's line at `now`: while it runs, `label: 12,345/60,000 rows (21%)  3,412 rows/s
+    /// eta 14 s  message`; once it ended (`done`), `label: 60,000/60,000 rows in 18 s  3,333
+    /// rows/s  message`.
+    fn line(&self, position: u64, message: &str, now: Instant, done: bool) -> String {
         let seconds = now.duration_since(self.started).as_secs_f64();
-        let rate = if seconds > 0.0 {
-            position as f64 / seconds
-        } else {
-            0.0
-        };
         let mut line = format!(
             "{}: {}/{} {}",
             self.label,
@@ -328,15 +325,18 @@ impl Task {
             grouped(self.total),
             self.unit
         );
-        if self.total > 0 {
+        if done {
+            line.push_str(&format!(" in {}", human_duration(seconds)));
+        } else if self.total > 0 {
             line.push_str(&format!(
                 " ({:.0}%)",
                 100.0 * position as f64 / self.total as f64
             ));
         }
-        if rate > 0.0 {
+        if seconds > 0.0 && position > 0 {
+            let rate = position as f64 / seconds;
             line.push_str(&format!("  {} {}/s", human_rate(rate), self.unit));
-            if position < self.total {
+            if !done && position < self.total {
                 let left = (self.total - position) as f64 / rate;
                 line.push_str(&format!("  eta {}", human_duration(left)));
             }
@@ -365,26 +365,7 @@ impl Task {
                     Ok(s) => (s.position, s.message.clone()),
                     Err(_) => return,
                 };
-                let seconds = self.started.elapsed().as_secs_f64();
-                let mut line = format!(
-                    "{}: {}/{} {} in {}",
-                    self.label,
-                    grouped(position),
-                    grouped(self.total),
-                    self.unit,
-                    human_duration(seconds)
-                );
-                if seconds > 0.0 && position > 0 {
-                    line.push_str(&format!(
-                        "  {} {}/s",
-                        human_rate(position as f64 / seconds),
-                        self.unit
-                    ));
-                }
-                if !message.is_empty() {
-                    line.push_str("  ");
-                    line.push_str(&message);
-                }
+                let line = self.line(position, &message, Instant::now(), true);
                 self.inner.write_line(&line);
             }
             TaskKind::Hidden => {}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::{Config, Error, PaperFigure, run};
+use crate::{Config, PaperFigure, ReportError, run};
 
 /// Draw one self-contained HTML page of a distillation from the files its stages wrote: the
 /// results table, learning curves, confusion matrices, per-class errors, reliability diagrams,
@@ -51,7 +51,7 @@ pub struct Args {
 
 impl Args {
     /// The configuration these flags describe.
-    pub fn into_config(self) -> Result<Config, Error> {
+    pub fn into_config(self) -> Result<Config, ReportError> {
         Ok(Config {
             metrics: self.metrics,
             train_logs: self.train_logs,

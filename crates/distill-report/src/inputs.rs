@@ -7,21 +7,21 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::Error;
+use crate::ReportError;
 
 /// The `metrics.json` schema version this crate reads.
 pub const METRICS_SCHEMA_VERSION: u32 = 1;
 /// The `specialists.yaml` version this crate reads.
 pub const SPECIALISTS_VERSION: u32 = 1;
 
-fn bad(path: &Path, message: impl Into<String>) -> Error {
-    Error::Input {
+fn bad(path: &Path, message: impl Into<String>) -> ReportError {
+    ReportError::Input {
         path: path.to_path_buf(),
         message: message.into(),
     }
 }
 
-fn read_text(path: &Path) -> Result<String, Error> {
+fn read_text(path: &Path) -> Result<String, ReportError> {
     std::fs::read_to_string(path).map_err(|e| bad(path, format!("cannot read it: {e}")))
 }
 
@@ -152,7 +152,7 @@ impl Covering {
 }
 
 /// Reads `metrics.json` and checks its schema version and every matrix's shape.
-pub fn read_metrics(path: &Path) -> Result<Metrics, Error> {
+pub fn read_metrics(path: &Path) -> Result<Metrics, ReportError> {
     let text = read_text(path)?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         bad(
@@ -265,7 +265,7 @@ const REQUIRED_COLUMNS: [&str; 3] = ["epoch", "loss", "train_error"];
 
 /// Reads a `.metrics.csv` written by distill-train: a header naming the columns (in any order),
 /// then one row per epoch; empty cells are missing values.
-pub fn read_train_log(path: &Path) -> Result<TrainLog, Error> {
+pub fn read_train_log(path: &Path) -> Result<TrainLog, ReportError> {
     let text = read_text(path)?;
     let mut lines = text
         .lines()
@@ -305,7 +305,7 @@ pub fn read_train_log(path: &Path) -> Result<TrainLog, Error> {
                 ),
             ));
         }
-        let number = |i: Option<usize>| -> Result<Option<f64>, Error> {
+        let number = |i: Option<usize>| -> Result<Option<f64>, ReportError> {
             let Some(i) = i else { return Ok(None) };
             let cell = cells[i];
             if cell.is_empty() {
@@ -424,7 +424,7 @@ impl Specialists {
 }
 
 /// Reads `specialists.yaml` and checks its version and class ids.
-pub fn read_specialists(path: &Path) -> Result<Specialists, Error> {
+pub fn read_specialists(path: &Path) -> Result<Specialists, ReportError> {
     let text = read_text(path)?;
     let s: Specialists = serde_norway::from_str(&text).map_err(|e| {
         bad(
@@ -469,8 +469,8 @@ pub fn read_specialists(path: &Path) -> Result<Specialists, Error> {
 }
 
 /// The specialists' manifest, checked by distill-specialists' own reader.
-pub fn read_manifest(path: &Path) -> Result<distill_specialists::manifest::Manifest, Error> {
-    distill_specialists::manifest::Manifest::load(path).map_err(|e| Error::Input {
+pub fn read_manifest(path: &Path) -> Result<distill_specialists::manifest::Manifest, ReportError> {
+    distill_specialists::manifest::Manifest::load(path).map_err(|e| ReportError::Input {
         path: path.to_path_buf(),
         message: match e {
             distill_specialists::manifest::ManifestError::Io { source, .. } => {
@@ -486,7 +486,7 @@ pub fn read_manifest(path: &Path) -> Result<distill_specialists::manifest::Manif
 
 /// The metadata distill-teach keeps in a soft-target store (a file, or a folder of parts: the
 /// first part's, which every part shares but for its shard number).
-pub fn read_store_meta(path: &Path) -> Result<distill_store::StoreMeta, Error> {
+pub fn read_store_meta(path: &Path) -> Result<distill_store::StoreMeta, ReportError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = if path.is_dir() {
         let mut parts: Vec<PathBuf> = std::fs::read_dir(path)

@@ -22,7 +22,7 @@ use inputs::{Metrics, Specialists, TrainLog};
 
 /// Why no page was written.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ReportError {
     /// An input that is there but cannot be used.
     #[error("{}: {message}", path.display())]
     Input { path: PathBuf, message: String },
@@ -48,22 +48,23 @@ pub enum Error {
     Core(#[from] distill_core::CoreError),
 }
 
-impl Error {
+impl ReportError {
     /// Whether the error comes from the user's input rather than the machine.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::Input { .. } | Error::Missing { .. } | Error::Usage(_) | Error::Nothing(_) => {
-                true
-            }
-            Error::Plot(_) => false,
-            Error::Core(e) => e.is_user_error(),
+            ReportError::Input { .. }
+            | ReportError::Missing { .. }
+            | ReportError::Usage(_)
+            | ReportError::Nothing(_) => true,
+            ReportError::Plot(_) => false,
+            ReportError::Core(e) => e.is_user_error(),
         }
     }
 }
 
-impl distill_cli::UserError for Error {
+impl distill_cli::UserError for ReportError {
     fn is_user_error(&self) -> bool {
-        Error::is_user_error(self)
+        ReportError::is_user_error(self)
     }
 }
 
@@ -196,17 +197,17 @@ pub fn train_log_path(model: &Path) -> PathBuf {
 }
 
 /// Reads every input (see [`Config`]), checks them, and fails on the first unusable one.
-pub fn read_inputs(config: &Config) -> Result<Inputs, Error> {
+pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
     let mut inputs = Inputs {
         paper: config.paper.clone(),
         ..Inputs::default()
     };
-    let present = |path: &Path, what: &str, inputs: &mut Inputs| -> Result<bool, Error> {
+    let present = |path: &Path, what: &str, inputs: &mut Inputs| -> Result<bool, ReportError> {
         if path.exists() {
             return Ok(true);
         }
         if !config.allow_missing {
-            return Err(Error::Missing {
+            return Err(ReportError::Missing {
                 path: path.to_path_buf(),
                 what: what.to_string(),
             });
@@ -276,7 +277,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, Error> {
     }
     if let Some(p) = &config.pipeline {
         if !p.is_file() {
-            return Err(Error::Input {
+            return Err(ReportError::Input {
                 path: p.clone(),
                 message: "the pipeline file does not exist".into(),
             });
@@ -306,7 +307,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, Error> {
             .iter()
             .map(|m| m.path.display().to_string())
             .collect();
-        return Err(Error::Nothing(if named.is_empty() {
+        return Err(ReportError::Nothing(if named.is_empty() {
             "no --metrics, --train-log, --specialists, --manifest or --store given".into()
         } else {
             named.join(", ")
@@ -327,7 +328,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, Error> {
             && !m.entries.iter().any(|e| e.name == fig.name)
         {
             let names: Vec<&str> = m.entries.iter().map(|e| e.name.as_str()).collect();
-            return Err(Error::Usage(format!(
+            return Err(ReportError::Usage(format!(
                 "--paper {}={}: {} has no entry named `{}`; its entries are {}",
                 fig.name,
                 fig.errors,
@@ -342,9 +343,9 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, Error> {
 
 /// The stages of the pipeline file (top-level names under `stages:`) and what its lock says
 /// about each; a `foreach` stage is listed by its expansions when the lock has them.
-fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, Error> {
+fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, ReportError> {
     use serde_norway::Value;
-    let bad = |path: &Path, message: String| Error::Input {
+    let bad = |path: &Path, message: String| ReportError::Input {
         path: path.to_path_buf(),
         message,
     };
@@ -424,9 +425,9 @@ fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, Error> 
 }
 
 /// Reads the inputs, draws the page and writes it atomically to `config.out`.
-pub fn run(config: &Config) -> Result<Report, Error> {
+pub fn run(config: &Config) -> Result<Report, ReportError> {
     if config.out.as_os_str().is_empty() {
-        return Err(Error::Usage(
+        return Err(ReportError::Usage(
             "--out is empty: give the page's path, e.g. work/mnist/report.html".into(),
         ));
     }

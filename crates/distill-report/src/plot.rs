@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::Error;
+use crate::ReportError;
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -95,19 +95,19 @@ fn render(
     label: &str,
     (width, height): (u32, u32),
     draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult,
-) -> Result<String, Error> {
+) -> Result<String, ReportError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE)
-            .map_err(|e| Error::Plot(format!("{id}: {e}")))?;
-        draw(&root).map_err(|e| Error::Plot(format!("{id}: {e}")))?;
+            .map_err(|e| ReportError::Plot(format!("{id}: {e}")))?;
+        draw(&root).map_err(|e| ReportError::Plot(format!("{id}: {e}")))?;
         root.present()
-            .map_err(|e| Error::Plot(format!("{id}: {e}")))?;
+            .map_err(|e| ReportError::Plot(format!("{id}: {e}")))?;
     }
-    let start = svg
-        .find("<svg")
-        .ok_or_else(|| Error::Plot(format!("{id}: the SVG backend wrote no <svg> element")))?;
+    let start = svg.find("<svg").ok_or_else(|| {
+        ReportError::Plot(format!("{id}: the SVG backend wrote no <svg> element"))
+    })?;
     let svg = svg[start..].replacen(
         " xmlns=\"http://www.w3.org/2000/svg\"",
         &format!(
@@ -117,7 +117,7 @@ fn render(
         1,
     );
     if !svg.contains(&format!("id=\"{id}\"")) {
-        return Err(Error::Plot(format!(
+        return Err(ReportError::Plot(format!(
             "{id}: the SVG backend's root element changed; cannot label the figure"
         )));
     }
@@ -149,7 +149,7 @@ pub fn lines(
     y_desc: &str,
     series: &[Line],
     size: (u32, u32),
-) -> Result<String, Error> {
+) -> Result<String, ReportError> {
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (x_min, x_max) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
@@ -237,7 +237,7 @@ pub struct Matrix<'a> {
 
 /// A heatmap: the diagonal in blue-grey (it would dwarf everything else), off-diagonal cells on
 /// [`heat`] at `sqrt(value / max)`, and a colour bar.
-pub fn heatmap(id: &str, m: &Matrix<'_>, side: u32) -> Result<String, Error> {
+pub fn heatmap(id: &str, m: &Matrix<'_>, side: u32) -> Result<String, ReportError> {
     let n = m.labels.len().max(1);
     let label_room = 70u32;
     let top = 40u32;
@@ -393,7 +393,7 @@ pub fn grouped_bars(
     y_desc: &str,
     groups: &[Bars],
     size: (u32, u32),
-) -> Result<String, Error> {
+) -> Result<String, ReportError> {
     let n = categories.len().max(1);
     let y_max = groups
         .iter()
@@ -468,7 +468,7 @@ pub struct Reliability<'a> {
 }
 
 /// See [`Reliability`].
-pub fn reliability(id: &str, r: &Reliability<'_>, size: (u32, u32)) -> Result<String, Error> {
+pub fn reliability(id: &str, r: &Reliability<'_>, size: (u32, u32)) -> Result<String, ReportError> {
     let total: usize = r.bins.iter().map(|b| b.2).sum();
     let most = r.bins.iter().map(|b| b.2).max().unwrap_or(0).max(1);
     render(id, r.title, size, |root| {
@@ -540,7 +540,7 @@ pub fn tradeoff(
     y_desc: &str,
     points: &[Point],
     size: (u32, u32),
-) -> Result<String, Error> {
+) -> Result<String, ReportError> {
     let positive: Vec<&Point> = points
         .iter()
         .filter(|p| p.x > 0.0 && p.x.is_finite())
@@ -691,7 +691,7 @@ pub fn gain_by_covering(
     title: &str,
     groups: &[(usize, usize, Option<f64>)],
     size: (u32, u32),
-) -> Result<String, Error> {
+) -> Result<String, ReportError> {
     let n = groups.len().max(1);
     let gains: Vec<f64> = groups.iter().map(|g| 100.0 * g.2.unwrap_or(0.0)).collect();
     let hi = gains.iter().copied().fold(0.0f64, f64::max);

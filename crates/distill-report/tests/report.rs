@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use distill_report::html::format_field;
-use distill_report::{Config, Error, run};
+use distill_report::{Config, ReportError, run};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -235,7 +235,7 @@ fn missing_inputs_fail_unless_allowed_and_then_are_listed() {
     c.metrics = Some(dir.path().join("metrics.json"));
     let e = run(&c).unwrap_err();
     assert!(
-        matches!(e, Error::Missing { .. }) && e.is_user_error(),
+        matches!(e, ReportError::Missing { .. }) && e.is_user_error(),
         "{e}"
     );
     assert!(e.to_string().contains("--allow-missing"), "{e}");
@@ -261,7 +261,7 @@ fn missing_inputs_fail_unless_allowed_and_then_are_listed() {
         ..Config::default()
     };
     let e = run(&nothing).unwrap_err();
-    assert!(matches!(e, Error::Nothing(_)), "{e}");
+    assert!(matches!(e, ReportError::Nothing(_)), "{e}");
 }
 
 #[test]

@@ -33,6 +33,17 @@ impl fmt::Display for Provider {
     }
 }
 
+/// Serialized as it is shown (`cpu`, `cuda`, `auto`), e.g. in `metrics.json` and the store's
+/// report.
+impl serde::Serialize for Provider {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl FromStr for Provider {
     type Err = RuntimeError;
 

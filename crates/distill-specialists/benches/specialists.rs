@@ -62,7 +62,7 @@ fn main() {
         version: SPECIALISTS_VERSION,
         store: String::new(),
         dataset: DATA.into(),
-        method: Method::Covariance,
+        method: Method::SecondMoment,
         temperature: 1.0,
         combine: Combine::Arithmetic,
         specialists: K,

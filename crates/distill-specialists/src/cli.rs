@@ -51,8 +51,10 @@ pub struct Args {
     /// of the rows, at most 5000; 0: none, no early stopping).
     #[arg(long)]
     pub validation: Option<usize>,
-    /// Worker threads per specialist (default: the cores divided among --jobs).
-    #[arg(long)]
+    /// Worker threads for this stage, divided among the --jobs specialists trained at once
+    /// [default: all cores]. (Until this release it counted threads per specialist; with --jobs 1
+    /// the two are the same.)
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Specialists trained at once.
     #[arg(long, default_value_t = 1)]
@@ -91,6 +93,14 @@ impl Args {
                 Some(ids.into_iter().map(|i| i as usize).collect())
             }
         };
+        if let (Some(n), 2..) = (self.threads, self.jobs) {
+            eprintln!(
+                "note: --threads {n} is the stage's threads since this release, divided among the \
+                 {} specialists trained at once ({} each); before, it counted threads per specialist",
+                self.jobs,
+                (n / self.jobs).max(1)
+            );
+        }
         Ok(Config {
             selection: self.data.selection()?,
             subsets: self.subsets,

@@ -9,13 +9,14 @@ use crate::sampler::HalfSampler;
 use crate::targets::{SubsetMap, dustbin_correction};
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::{SpecialistSet, Subset};
-use distill_core::math::{Combine, argmax_rows, ensemble_probs, softmax};
+use distill_core::math::{Combine, argmax_rows, ensemble_probs, error_count, softmax};
 use distill_core::rng::Rng;
 use distill_data::{Dataset, Selection};
 use distill_nn::loss::cross_entropy;
 use distill_nn::mlp::gather_rows;
-use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, Workspace, onnx};
+use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, onnx};
 use distill_store::read_store;
+use distill_train::steps::BatchTrainer;
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,8 @@ pub struct Config {
     /// Rows of the split held out for validation, before class filters, as `distill-train` holds
     /// them out (`None`: 10% of the rows, at most 5,000).
     pub validation: Option<usize>,
-    /// Worker threads of each specialist (`None`: the cores divided among the jobs).
+    /// Worker threads of the stage, divided among the `jobs` specialists trained at once
+    /// (`None`: the machine's cores).
     pub threads: Option<usize>,
     /// Specialists trained at once.
     pub jobs: usize,
@@ -452,13 +454,12 @@ fn train_all(
     written: &Mutex<Vec<PathBuf>>,
 ) -> Result<Vec<SpecialistReport>> {
     let jobs = shared.config.jobs.min(subsets.len()).max(1);
-    let threads = shared.config.threads.unwrap_or_else(|| {
-        (std::thread::available_parallelism()
+    let total = shared.config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-            / jobs)
-            .max(1)
     });
+    let threads = (total / jobs).max(1);
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<SpecialistReport>>>> =
@@ -543,14 +544,6 @@ pub fn enriched_rows(labels: &[u32], map: &SubsetMap, seed: u64) -> Vec<usize> {
     rows
 }
 
-fn count_errors(logits: ArrayView2<f32>, labels: &[u32]) -> usize {
-    argmax_rows(logits)
-        .iter()
-        .zip(labels)
-        .filter(|(p, y)| **p != **y as usize)
-        .count()
-}
-
 /// Errors and loss of `mlp` on a validation slice (`None` when there is none).
 fn evaluate(
     mlp: &Mlp,
@@ -561,7 +554,7 @@ fn evaluate(
     };
     let logits = mlp.forward(x.view())?;
     Ok((
-        Some(count_errors(logits.view(), y)),
+        Some(error_count(logits.view(), y)),
         Some(cross_entropy(logits.view(), y)),
     ))
 }
@@ -637,10 +630,13 @@ fn train_one(
         validation_loss: best_loss,
         seconds: 0.0,
     }];
-    let mut ws = Workspace::default();
-    let mut xb = Array2::<f32>::zeros((0, 0));
-    let mut sb = Array2::<f32>::zeros((0, 0));
-    let mut yb: Vec<u32> = Vec::new();
+    let mut trainer = BatchTrainer::new(
+        train.features.view(),
+        mapped_soft.as_ref().map(|p| p.view()),
+        Some(&mapped_labels),
+        seed,
+    )
+    .with_jitter(train.image, config.jitter);
     for epoch in 0..config.epochs {
         let epoch_started = Instant::now();
         let rows = if epoch == 0 {
@@ -651,40 +647,14 @@ fn train_one(
         let (mut sum, mut seen) = (0.0f64, 0usize);
         for (b, chunk) in rows.chunks(config.batch).enumerate() {
             let m = chunk.len();
-            if xb.nrows() != m {
-                xb = Array2::zeros((m, train.width()));
-                sb = Array2::zeros((m, map.outputs()));
-            }
-            gather_rows(train.features.view(), chunk, xb.view_mut());
-            let step_seed = Rng::derive(seed, ((epoch as u64) << 32) | b as u64).next_u64();
-            if let (Some(shape), true) = (train.image, config.jitter > 0) {
-                let mut rng = Rng::derive(step_seed, 0x717);
-                distill_data::jitter(&mut xb.view_mut(), shape, config.jitter, &mut rng);
-            }
-            if let Some(p) = &mapped_soft {
-                gather_rows(p.view(), chunk, sb.view_mut());
-            }
-            yb.clear();
-            yb.extend(chunk.iter().map(|&r| mapped_labels[r]));
-            let parts = mlp.train_step(
-                xb.view(),
-                mapped_soft.as_ref().map(|_| sb.view()),
-                Some(&yb),
-                &loss,
-                &mut opt,
-                epoch,
-                step_seed,
-                &mut ws,
-            )?;
-            if !parts.total().is_finite() {
-                return Err(SpecialistsError::invalid(format!(
-                    "specialist {}: the loss became {} at epoch {}, batch {b}: lower the learning \
-                     rate (--lr)",
-                    subset.id,
-                    parts.total(),
-                    epoch + 1
-                )));
-            }
+            let parts = trainer
+                .step(&mut mlp, &loss, &mut opt, epoch, b, chunk)
+                .map_err(|e| match e {
+                    e @ distill_train::TrainError::NonFiniteLoss { .. } => {
+                        SpecialistsError::invalid(format!("specialist {}: {e}", subset.id))
+                    }
+                    e => e.into(),
+                })?;
             sum += parts.total() * m as f64;
             seen += m;
         }

@@ -76,7 +76,7 @@ fn set_of(classes: &[Vec<u32>], total: usize) -> SpecialistSet {
         version: SPECIALISTS_VERSION,
         store: "soft.parquet".into(),
         dataset: DATA.into(),
-        method: Method::Covariance,
+        method: Method::SecondMoment,
         temperature: 1.0,
         combine: Combine::Arithmetic,
         specialists: classes.len(),

@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         provider: Provider::Cpu,
         batch: DEFAULT_BATCH,
         threads: None,
+        ort_threads: None,
         shard: None,
         top_k: None,
     };

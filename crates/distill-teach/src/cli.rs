@@ -9,7 +9,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use distill_cli::DataArgs;
 
 use crate::{
-    Config, DEFAULT_BATCH, Error, LayoutKind, OutputKind, Provider, Result, TeacherSpec, run,
+    Config, DEFAULT_BATCH, LayoutKind, OutputKind, Provider, Result, TeachError, TeacherSpec, run,
 };
 
 /// The flags that describe one teacher: each applies to the `--model` before it.
@@ -76,9 +76,15 @@ pub struct Args {
     /// Rows per batch.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
-    /// ONNX Runtime threads per teacher [default: the cores divided among the teachers].
+    /// Worker threads for this stage, divided among the teachers, which run at the same time
+    /// [default: all cores]. (Until this release it counted ONNX Runtime threads per teacher:
+    /// that is --ort-threads now.)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// ONNX Runtime intra-op threads of each teacher's session [default: --threads divided among
+    /// the teachers, at least 1].
+    #[arg(long, value_name = "N")]
+    pub ort_threads: Option<usize>,
     /// Score only part K of N (1-based) contiguous slices of the selected rows, into
     /// OUT/part-K-of-N.parquet; the store reader takes the folder once all N parts exist.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
@@ -190,6 +196,15 @@ impl Args {
         assign(owners, "kind", "--kind", self.kind, &mut teachers, |t| {
             &mut t.settings.kind
         })?;
+        if let (Some(n), None, 2..) = (self.threads, self.ort_threads, teachers.len()) {
+            eprintln!(
+                "note: --threads {n} is the stage's threads since this release, divided among the \
+                 {} teachers ({} each); --ort-threads {n} gives each teacher {n}, as --threads did \
+                 before",
+                teachers.len(),
+                (n / teachers.len()).max(1)
+            );
+        }
         Ok(Config {
             teachers,
             selection: self.data.selection()?,
@@ -197,6 +212,7 @@ impl Args {
             provider: self.provider,
             batch: self.batch,
             threads: self.threads,
+            ort_threads: self.ort_threads,
             shard: self.shard,
             top_k: self.top_k,
         })
@@ -243,14 +259,14 @@ fn assign<T>(
             Some(o) => o[i],
             None if teachers.len() == 1 => Some(0),
             None => {
-                return Err(Error::usage(
+                return Err(TeachError::usage(
                     flag,
                     "cannot tell which --model this applies to; put it after its --model",
                 ));
             }
         };
         let Some(t) = owner.and_then(|o| teachers.get_mut(o)) else {
-            return Err(Error::usage(
+            return Err(TeachError::usage(
                 flag,
                 "given before any --model; per-teacher flags apply to the --model before them, \
                  so put it after the --model it describes",
@@ -259,7 +275,7 @@ fn assign<T>(
         let path = t.path.display().to_string();
         let slot = field(t);
         if slot.is_some() {
-            return Err(Error::usage(
+            return Err(TeachError::usage(
                 flag,
                 format!("given twice for --model {path}; give it once after that --model"),
             ));
@@ -277,6 +293,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args = distill_cli::deprecated::apply("distill-teach", args);
     distill_cli::finish(Args::parse_from_args(args), |args| {
         let progress = args.progress.progress();
         args.into_config()
@@ -284,9 +301,9 @@ where
     })
 }
 
-impl distill_cli::UserError for Error {
+impl distill_cli::UserError for TeachError {
     fn is_user_error(&self) -> bool {
-        Error::is_user_error(self)
+        TeachError::is_user_error(self)
     }
 }
 
@@ -300,6 +317,48 @@ mod tests {
         let mut argv = vec!["distill-teach"];
         argv.extend_from_slice(args);
         Args::parse_from_args(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn threads_are_the_stages_and_ort_threads_each_teachers() {
+        let c = config(&[
+            "--model",
+            "a.onnx",
+            "--model",
+            "b.onnx",
+            "--out",
+            "s.parquet",
+            "--threads",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(c.threads_per_teacher(), 4);
+        let c = config(&[
+            "--model",
+            "a.onnx",
+            "--model",
+            "b.onnx",
+            "--out",
+            "s.parquet",
+            "--threads",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.threads_per_teacher(), 1);
+        let c = config(&[
+            "--model",
+            "a.onnx",
+            "--model",
+            "b.onnx",
+            "--out",
+            "s.parquet",
+            "--threads",
+            "8",
+            "--ort-threads",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.threads_per_teacher(), 3);
     }
 
     #[test]

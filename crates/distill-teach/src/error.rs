@@ -3,12 +3,12 @@ use std::path::PathBuf;
 use distill_core::CoreError;
 use distill_runtime::RuntimeError;
 
-/// Result with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// Result with [`TeachError`].
+pub type Result<T, E = TeachError> = std::result::Result<T, E>;
 
 /// Everything that can stop `distill-teach`. Each variant names the teacher, file or flag at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum TeachError {
     /// Data, store or file errors from the shared layer.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -58,21 +58,21 @@ pub enum Error {
     Internal(String),
 }
 
-impl Error {
+impl TeachError {
     /// Whether the error comes from the user's input (files, models, flags); binaries exit with 2 for
     /// these and with 1 for the others.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::Core(e) => e.is_user_error(),
-            Error::Runtime(e) => e.is_user_error(),
-            Error::Internal(_) => false,
-            Error::Usage { .. } | Error::Classes { .. } | Error::Name { .. } => true,
-            Error::Output { .. } => true,
+            TeachError::Core(e) => e.is_user_error(),
+            TeachError::Runtime(e) => e.is_user_error(),
+            TeachError::Internal(_) => false,
+            TeachError::Usage { .. } | TeachError::Classes { .. } | TeachError::Name { .. } => true,
+            TeachError::Output { .. } => true,
         }
     }
 
     pub(crate) fn usage(flag: &'static str, message: impl Into<String>) -> Self {
-        Error::Usage {
+        TeachError::Usage {
             flag,
             message: message.into(),
         }

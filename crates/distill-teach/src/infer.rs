@@ -11,7 +11,7 @@ use distill_store::StoreWriter;
 use ndarray::{Array2, s};
 
 use crate::teacher::Teacher;
-use crate::{Error, Result};
+use crate::{Result, TeachError};
 
 /// Batches a teacher may run ahead of the writer.
 const AHEAD: usize = 8;
@@ -75,7 +75,7 @@ pub(crate) fn infer(
                     let t0 = Instant::now();
                     let out = teacher.model.run(x);
                     let t1 = Instant::now();
-                    let block = out.map_err(Error::from).map(|scores| Block {
+                    let block = out.map_err(TeachError::from).map(|scores| Block {
                         logits: match teacher.model.kind() {
                             OutputKind::Logits => scores,
                             OutputKind::Probabilities => probabilities_to_logits(scores.view()),
@@ -95,7 +95,9 @@ pub(crate) fn infer(
                 blocks.clear();
                 for (t, rx) in receivers.iter().enumerate() {
                     let block = rx.recv().map_err(|_| {
-                        Error::Internal(format!("teacher {t}'s thread stopped without a result"))
+                        TeachError::Internal(format!(
+                            "teacher {t}'s thread stopped without a result"
+                        ))
                     })??;
                     per_teacher[t] += (block.span.1 - block.span.0).as_secs_f64();
                     spans.push(block.span);
@@ -111,7 +113,7 @@ pub(crate) fn infer(
                 write += t0.elapsed().as_secs_f64();
                 if let (Some(errors), Some(labels)) = (errors.as_mut(), ds.labels.as_ref()) {
                     for (e, v) in errors.iter_mut().zip(&views) {
-                        *e += crate::count_errors(*v, &labels[range.clone()]);
+                        *e += distill_core::math::error_count(*v, &labels[range.clone()]);
                     }
                 }
                 bar.inc(range.len() as u64);

@@ -20,7 +20,7 @@ use distill_store::{Shard, StoreMeta, StoreWriter, part_path};
 use serde::Serialize;
 
 pub use distill_runtime::{LayoutKind, ModelSettings, OutputKind, Provider};
-pub use error::{Error, Result};
+pub use error::{Result, TeachError};
 
 /// Rows per batch when none is given.
 pub const DEFAULT_BATCH: usize = 512;
@@ -58,13 +58,16 @@ pub struct Config {
     /// The store file to write; with `shard`, the folder that receives `part-K-of-N.parquet` (created
     /// when missing).
     pub out: PathBuf,
-    #[serde(serialize_with = "serialize_display")]
     pub provider: Provider,
     /// Rows per batch handed to each teacher.
     pub batch: usize,
-    /// ONNX Runtime intra-op threads per teacher; `None`: the machine's cores divided among the
-    /// teachers (at least one each), since the teachers run at the same time.
+    /// Worker threads of the stage, divided among the teachers (at least one each), since the
+    /// teachers run at the same time; `None`: the machine's cores.
     pub threads: Option<usize>,
+    /// ONNX Runtime intra-op threads of each teacher's session; `None`: `threads` divided among
+    /// the teachers.
+    #[serde(default)]
+    pub ort_threads: Option<usize>,
     /// `(K, N)`: score only part K (1-based) of N contiguous, equal (±1 row) slices of the selected
     /// rows.
     pub shard: Option<(usize, usize)>,
@@ -73,34 +76,33 @@ pub struct Config {
     pub top_k: Option<usize>,
 }
 
-fn serialize_display<S: serde::Serializer, T: fmt::Display>(
-    value: &T,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
-}
-
 impl Config {
     /// Checks the values that need no file: at least one teacher, positive batch and thread counts,
     /// a shard that exists (also run by `distill run` before any stage starts).
     pub fn check_values(&self) -> Result<()> {
         if self.teachers.is_empty() {
-            return Err(Error::usage(
+            return Err(TeachError::usage(
                 "--model",
                 "no teachers given; name at least one ONNX file with --model",
             ));
         }
         if self.batch == 0 {
-            return Err(Error::usage("--batch", "must be at least 1"));
+            return Err(TeachError::usage("--batch", "must be at least 1"));
         }
         if self.threads == Some(0) {
-            return Err(Error::usage(
+            return Err(TeachError::usage(
                 "--threads",
                 "must be at least 1 (leave it out to divide the cores among the teachers)",
             ));
         }
+        if self.ort_threads == Some(0) {
+            return Err(TeachError::usage(
+                "--ort-threads",
+                "must be at least 1 (leave it out to divide --threads among the teachers)",
+            ));
+        }
         if self.top_k == Some(0) {
-            return Err(Error::usage(
+            return Err(TeachError::usage(
                 "--top-k",
                 "0 keeps no class: give the number of largest logits to keep per row (at least 1 \
                  and fewer than the classes), or leave --top-k out to keep every class",
@@ -109,7 +111,7 @@ impl Config {
         if let Some((k, n)) = self.shard
             && (n == 0 || k == 0 || k > n)
         {
-            return Err(Error::usage(
+            return Err(TeachError::usage(
                 "--shard",
                 format!(
                     "{k}/{n} names no part: K/N means part K of N, with K from 1 to N (e.g. 1/{} to {}/{})",
@@ -128,7 +130,7 @@ impl Config {
         self.check_values()?;
         let out = &self.out;
         match self.shard {
-            Some(_) if out.is_file() => Err(Error::Output {
+            Some(_) if out.is_file() => Err(TeachError::Output {
                 path: out.clone(),
                 message:
                     "with --shard, --out names a folder for the part files, but this is a file"
@@ -142,7 +144,7 @@ impl Config {
                     .iter()
                     .find(|t| distill_core::atomic::same_file(&part, &t.path))
                 {
-                    Some(t) => Err(Error::Output {
+                    Some(t) => Err(TeachError::Output {
                         path: part.clone(),
                         message: format!(
                             "this is also the input --model {}; writing the part would destroy it",
@@ -152,7 +154,7 @@ impl Config {
                     None => Ok(()),
                 }
             }
-            None if out.is_dir() => Err(Error::Output {
+            None if out.is_dir() => Err(TeachError::Output {
                 path: out.clone(),
                 message: "this is a folder; give the store's file name (e.g. work/soft.parquet), \
                           or use --shard K/N to write part files into a folder"
@@ -174,11 +176,14 @@ impl Config {
         Ok(())
     }
 
-    /// Intra-op threads each teacher's session gets.
+    /// Intra-op threads each teacher's session gets: `ort_threads`, or the stage's threads (all
+    /// cores by default) divided among the teachers, at least one each.
     pub fn threads_per_teacher(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / self.teachers.len().max(1)).max(1)
+        self.ort_threads.unwrap_or_else(|| {
+            let total = self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            (total / self.teachers.len().max(1)).max(1)
         })
     }
 
@@ -207,7 +212,6 @@ pub struct TeacherReport {
     /// What the model emits (probabilities are stored as their floored log).
     pub kind: OutputKind,
     /// The provider that ran it (`auto` resolves to `cpu` or `cuda`).
-    #[serde(serialize_with = "serialize_display")]
     pub provider: Provider,
     pub threads: usize,
     /// Seconds spent inside this teacher's `OnnxModel::run` calls (ONNX Runtime plus the adapter's
@@ -337,7 +341,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         let loaded: Vec<_> = loads.into_iter().map(|h| h.join()).collect();
         (data.join(), loaded)
     });
-    let panicked = || Error::Internal("a loading thread panicked".into());
+    let panicked = || TeachError::Internal("a loading thread panicked".into());
     let ds = data.map_err(|_| panicked())??;
     let mut teachers = Vec::with_capacity(loaded.len());
     for t in loaded {
@@ -368,7 +372,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     if let Some(k) = config.top_k
         && k >= ds.classes
     {
-        return Err(Error::usage(
+        return Err(TeachError::usage(
             "--top-k",
             format!(
                 "{k} keeps {} classes, but the data set {} has {}: the top-k layout needs K below \
@@ -484,24 +488,6 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     })
 }
 
-/// Rows of `logits` whose top-1 class (the first of ties) is not their label.
-pub fn count_errors(logits: ndarray::ArrayView2<'_, f32>, labels: &[u32]) -> usize {
-    logits
-        .rows()
-        .into_iter()
-        .zip(labels)
-        .filter(|(row, label)| {
-            let mut best = 0;
-            for (c, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = c;
-                }
-            }
-            best != **label as usize
-        })
-        .count()
-}
-
 /// A teacher is "far worse" than the best one when its error rate is more than this many times
 /// the best's ...
 pub const WORSE_FACTOR: f64 = 2.0;
@@ -552,8 +538,14 @@ mod tests {
     fn errors_count_top1_misses_and_warnings_follow_their_thresholds() {
         let logits = ndarray::array![[0.0f32, 2.0, 1.0], [3.0, 1.0, 3.0], [0.0, 0.0, 5.0]];
         // Row 1 is a tie between classes 0 and 2: the first counts.
-        assert_eq!(count_errors(logits.view(), &[1, 0, 2]), 0);
-        assert_eq!(count_errors(logits.view(), &[1, 2, 0]), 2);
+        assert_eq!(
+            distill_core::math::error_count(logits.view(), &[1, 0, 2]),
+            0
+        );
+        assert_eq!(
+            distill_core::math::error_count(logits.view(), &[1, 2, 0]),
+            2
+        );
         let t = |name: &str, rate: f64| (name.to_string(), rate, "mean 0, std 1, scale 1".into());
         // 2x the best and 5 points above it: both are needed.
         assert!(error_warnings(&[t("a", 0.02), t("b", 0.06)], 10).is_empty());

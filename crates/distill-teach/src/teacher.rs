@@ -5,7 +5,7 @@ use distill_runtime::{ModelSpec, OnnxModel, OutputKind, Provider};
 use distill_store::TeacherMeta;
 use ndarray::s;
 
-use crate::{Error, Result, TeacherSpec};
+use crate::{Result, TeachError, TeacherSpec};
 
 /// Columns of the store that no teacher may take.
 const RESERVED: [&str; 2] = ["index", "label"];
@@ -65,34 +65,18 @@ pub(crate) fn column_names(specs: &[TeacherSpec]) -> Result<Vec<String>> {
                 None
             };
             if let Some(message) = problem {
-                return Err(Error::Name {
+                return Err(TeachError::Name {
                     path: spec.path.clone(),
                     message,
                 });
             }
         }
     }
-    let mut names = Vec::with_capacity(specs.len());
-    for spec in specs {
-        if let Some(name) = &spec.name {
-            names.push(name.clone());
-            continue;
-        }
-        let stem = spec
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "teacher".to_string());
-        let mut name = stem.clone();
-        let mut k = 2;
-        while taken.contains(&name) || RESERVED.contains(&name.as_str()) {
-            name = format!("{stem}-{k}");
-            k += 1;
-        }
-        taken.insert(name.clone());
-        names.push(name);
-    }
+    let models: Vec<(&std::path::Path, Option<&str>)> = specs
+        .iter()
+        .map(|s| (s.path.as_path(), s.name.as_deref()))
+        .collect();
+    let names = distill_core::names::model_names(&models, &RESERVED);
     Ok(names)
 }
 
@@ -107,7 +91,7 @@ pub(crate) fn check(teachers: &mut [Teacher], ds: &Dataset) -> Result<()> {
             None => t.model.run(ds.features.slice(s![..1, ..]))?.ncols(),
         };
         if classes != ds.classes {
-            return Err(Error::Classes {
+            return Err(TeachError::Classes {
                 teacher: t.meta.name.clone(),
                 path: t.model.path().to_path_buf(),
                 output: t.model.io_names().1.to_string(),

@@ -38,8 +38,8 @@ pub struct Args {
     pub optimizer: OptimizerArgs,
     #[command(flatten)]
     pub run: LoopArgs,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads for this stage [default: all cores].
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Per-class logit bias shifts, e.g. 3=+3.5, or auto (fitted on the validation slice for the
     /// classes the transfer set omits).

@@ -9,6 +9,15 @@ pub enum TrainError {
     Nn(#[from] distill_nn::NnError),
     #[error("{0}")]
     Invalid(String),
+    /// The loss of a training step is not finite (`epoch` counts from 1).
+    #[error(
+        "the loss became {loss} at epoch {epoch}, batch {batch}: lower the learning rate (--lr) or add --max-norm"
+    )]
+    NonFiniteLoss {
+        loss: f64,
+        epoch: usize,
+        batch: usize,
+    },
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     /// The saved model does not reproduce the engine's outputs in ONNX Runtime (a bug, not bad input).
@@ -28,7 +37,10 @@ impl TrainError {
         match self {
             TrainError::Core(e) => e.is_user_error(),
             TrainError::Nn(distill_nn::NnError::Core(e)) => e.is_user_error(),
-            TrainError::Nn(_) | TrainError::Invalid(_) | TrainError::Checkpoint { .. } => true,
+            TrainError::Nn(_)
+            | TrainError::Invalid(_)
+            | TrainError::NonFiniteLoss { .. }
+            | TrainError::Checkpoint { .. } => true,
             TrainError::Threads { .. } | TrainError::Export { .. } => false,
         }
     }

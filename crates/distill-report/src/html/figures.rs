@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Builder, class_labels, escape, focus, format_field, grouped, slug};
 use crate::plot::{self, Bars, Line, Matrix, Palette, Reliability};
-use crate::{Error, Inputs};
+use crate::{Inputs, ReportError};
 
 pub(super) fn header(b: &mut Builder, inputs: &Inputs) {
     let _ = writeln!(b.body, "<h1>{}</h1>", escape(&inputs.title));
@@ -178,7 +178,11 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
     b.push("</section>\n");
 }
 
-pub(super) fn curves(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(), Error> {
+pub(super) fn curves(
+    b: &mut Builder,
+    inputs: &Inputs,
+    palette: &Palette,
+) -> Result<(), ReportError> {
     b.push("<section><h2>Learning curves</h2>\n");
     if inputs.train_logs.is_empty() {
         b.note("No training records (MODEL.metrics.csv) to draw.");
@@ -267,7 +271,11 @@ pub(super) fn curves(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Res
     Ok(())
 }
 
-pub(super) fn confusions(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(), Error> {
+pub(super) fn confusions(
+    b: &mut Builder,
+    inputs: &Inputs,
+    palette: &Palette,
+) -> Result<(), ReportError> {
     b.push("<section><h2>What it still confuses</h2>\n");
     let Some((_, m)) = &inputs.metrics else {
         b.note("No confusion matrices: metrics.json is missing.");
@@ -350,7 +358,7 @@ pub(super) fn calibration(
     b: &mut Builder,
     inputs: &Inputs,
     palette: &Palette,
-) -> Result<(), Error> {
+) -> Result<(), ReportError> {
     b.push("<section><h2>Calibration</h2>\n");
     let Some((_, m)) = &inputs.metrics else {
         b.note("No reliability diagrams: metrics.json is missing.");

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use crate::inputs::{Entry, Metrics};
 use crate::plot::Palette;
-use crate::{Error, Inputs};
+use crate::{Inputs, ReportError};
 
 mod figures;
 mod provenance;
@@ -152,7 +152,7 @@ fn focus(m: &Metrics) -> Vec<&Entry> {
 }
 
 /// Draws the page.
-pub fn page(inputs: &Inputs) -> Result<Page, Error> {
+pub fn page(inputs: &Inputs) -> Result<Page, ReportError> {
     let mut names: Vec<&str> = Vec::new();
     if let Some((_, m)) = &inputs.metrics {
         names.extend(m.entries.iter().map(|e| e.name.as_str()));

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use super::{Builder, class_labels, escape, grouped, short_hash};
 use crate::inputs::Entry;
 use crate::plot::{self, Matrix, Palette, Point};
-use crate::{Error, Inputs};
+use crate::{Inputs, ReportError};
 
-pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
+pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), ReportError> {
     let Some((spath, s)) = &inputs.specialists else {
         return Ok(());
     };
@@ -138,7 +138,11 @@ pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
     Ok(())
 }
 
-pub(super) fn tradeoffs(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> Result<(), Error> {
+pub(super) fn tradeoffs(
+    b: &mut Builder,
+    inputs: &Inputs,
+    palette: &Palette,
+) -> Result<(), ReportError> {
     let Some((_, m)) = &inputs.metrics else {
         return Ok(());
     };
@@ -195,7 +199,7 @@ pub(super) fn tradeoffs(b: &mut Builder, inputs: &Inputs, palette: &Palette) -> 
     Ok(())
 }
 
-pub(super) fn specialists(b: &mut Builder, inputs: &Inputs) -> Result<(), Error> {
+pub(super) fn specialists(b: &mut Builder, inputs: &Inputs) -> Result<(), ReportError> {
     let result = inputs
         .metrics
         .as_ref()

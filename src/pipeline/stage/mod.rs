@@ -1,15 +1,20 @@
 //! A stage ready to run: its command line, checked by the stage's own flag parser, and the files it
 //! reads and writes, derived from its configuration.
 
+mod errors;
+mod files;
+
 use std::path::{Component, Path, PathBuf};
 
 use clap::Parser;
-use clap::error::{ContextKind, ContextValue, ErrorKind};
 use serde_norway::Value;
 use sha2::Digest;
 
 use super::error::{PipelineError, Result};
 use super::spec::{Document, Kind, StageSpec, scalar_string};
+use errors::{arg_key, clap_error, config_error};
+use files::files_of;
+pub use files::normalize;
 
 /// The configuration a stage runs with: a stage library's own `Config`, or a shell command.
 #[derive(Debug)]
@@ -66,7 +71,7 @@ impl Stage {
     pub fn resolve(doc: &Document, spec: &StageSpec) -> Result<Stage> {
         let argv = match (&spec.cmd, spec.kind) {
             (Some(cmd), Kind::Cmd) => vec![cmd.clone()],
-            _ => command_line(doc, spec)?,
+            _ => deprecated_spellings(spec, command_line(doc, spec)?),
         };
         let config = match spec.kind {
             Kind::Train => StageConfig::Train(Box::new(
@@ -94,7 +99,7 @@ impl Stage {
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
             )),
             Kind::Eval => StageConfig::Eval(Box::new(
-                distill_eval::cli::Args::try_parse_from(&argv)
+                distill_eval::cli::Args::parse_from_args(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -183,6 +188,20 @@ fn shell_quote(s: &str) -> String {
 /// `args:` as a command line: `key: v` is `--key=v`, a list repeats the flag, `true` is the bare
 /// flag, `false` and null leave it out, and a list item `{path: P, k: v}` is `--key=P --k=v` (a
 /// teacher with its own settings).
+/// `argv` with the old spellings of flags and values replaced by the new ones (the table of
+/// `distill_cli::deprecated`), with a note naming the stage for each.
+fn deprecated_spellings(spec: &StageSpec, argv: Vec<String>) -> Vec<String> {
+    let binary = argv.first().cloned().unwrap_or_default();
+    let (argv, notes) =
+        distill_cli::deprecated::rewrite(&binary, argv.into_iter().map(Into::into).collect());
+    for n in notes {
+        eprintln!("note: stage {}: {n}", spec.name);
+    }
+    argv.into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 fn command_line(doc: &Document, spec: &StageSpec) -> Result<Vec<String>> {
     let mut argv = vec![format!("distill-{}", spec.kind.name())];
     for (key, value) in &spec.args {
@@ -234,277 +253,6 @@ fn command_line(doc: &Document, spec: &StageSpec) -> Result<Vec<String>> {
         }
     }
     Ok(argv)
-}
-
-/// The YAML key (as written) under `args:` for a flag of the stage's parser, e.g. `soft_targets`.
-fn arg_key<'a>(spec: &'a StageSpec, flag: &str) -> Option<&'a str> {
-    let flag = flag.trim_start_matches('-');
-    spec.args
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .find(|k| k.replace('_', "-") == flag)
-}
-
-fn clap_error(doc: &Document, spec: &StageSpec, e: clap::Error) -> PipelineError {
-    let flag = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => Some(
-            s.trim_start_matches('-')
-                .split([' ', '='])
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        Some(ContextValue::Strings(v)) => v.first().map(|s| {
-            s.trim_start_matches('-')
-                .split([' ', '='])
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        }),
-        _ => None,
-    };
-    let rendered = e.to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_string();
-    let kind = spec.kind.name();
-    let key = flag.as_deref().and_then(|f| arg_key(spec, f));
-    let path: Vec<&str> = match key {
-        Some(k) => vec!["stages", &spec.template, "args", k],
-        None => vec!["stages", &spec.template, "args"],
-    };
-    let suggested = match e.get(ContextKind::SuggestedArg) {
-        Some(ContextValue::String(s)) => Some(s.trim_start_matches('-').to_string()),
-        _ => None,
-    };
-    let (message, hint) = match e.kind() {
-        ErrorKind::UnknownArgument => (
-            format!(
-                "stage {} ({kind}) has no flag `{}`",
-                spec.name,
-                key.unwrap_or(flag.as_deref().unwrap_or("?"))
-            ),
-            match suggested {
-                Some(s) => format!("did you mean `{s}`? (`distill {kind} --help` lists the flags)"),
-                None => format!("`distill {kind} --help` lists the flags"),
-            },
-        ),
-        ErrorKind::MissingRequiredArgument => (
-            format!("stage {} ({kind}): {first}", spec.name),
-            format!("add the flag under `args:` (`distill {kind} --help` lists the flags)"),
-        ),
-        _ => (
-            format!("stage {} ({kind}): {first}", spec.name),
-            format!("`distill {kind} --help` describes each flag's values"),
-        ),
-    };
-    doc.error(&path, message, &hint)
-}
-
-/// An error from a stage's `into_config`: located at the flag it names, if it names one.
-fn config_error(doc: &Document, spec: &StageSpec, message: String) -> PipelineError {
-    let key = message
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-        .filter(|w| w.starts_with("--"))
-        .find_map(|w| arg_key(spec, w));
-    let path: Vec<&str> = match key {
-        Some(k) => vec!["stages", &spec.template, "args", k],
-        None => vec!["stages", &spec.template, "args"],
-    };
-    doc.error(
-        &path,
-        format!("stage {} ({}): {message}", spec.name, spec.kind.name()),
-        &format!("`distill {} --help` describes each flag", spec.kind.name()),
-    )
-}
-
-/// The inputs and outputs a built-in stage's configuration names.
-fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec<Out>) {
-    let mut deps = Vec::new();
-    let mut outs = Vec::new();
-    let key = |flag: &str| arg_key(spec, flag).map(|k| format!("args.{k}"));
-    let mut dep = |path: &Path, flag: &str| {
-        deps.push(Dep {
-            path: normalize(path),
-            key: key(flag),
-            optional: false,
-        })
-    };
-    let data_dep = |data: &str, deps: &mut Vec<Dep>| {
-        if let Some(path) = distill_data::DataSource::input_path(data) {
-            deps.push(Dep {
-                path: normalize(&path),
-                key: key("data"),
-                optional: false,
-            });
-        }
-    };
-    let out = |path: PathBuf, required: bool| Out {
-        path: normalize(&path),
-        required,
-        folder: false,
-    };
-    match config {
-        StageConfig::Train(c) => {
-            if let Some(s) = &c.soft_targets {
-                dep(s, "soft-targets");
-            }
-            data_dep(&c.selection.data, &mut deps);
-            let p = c.paths();
-            outs.push(out(p.model, true));
-            outs.push(out(p.metrics, true));
-            outs.push(out(p.checkpoint, true));
-            outs.push(out(p.best, false));
-        }
-        StageConfig::Teach(c) => {
-            for t in &c.teachers {
-                dep(&t.path, "model");
-            }
-            data_dep(&c.selection.data, &mut deps);
-            let models: Vec<PathBuf> = c.teachers.iter().map(|t| t.path.clone()).collect();
-            deps.extend(model_extras(&models));
-            outs.push(out(
-                match c.shard {
-                    Some((k, n)) => distill_store::part_path(&c.out, k, n),
-                    None => c.out.clone(),
-                },
-                true,
-            ));
-        }
-        StageConfig::Cluster(c) => {
-            dep(&c.soft_targets, "soft-targets");
-            outs.push(out(c.out.clone(), true));
-            outs.push(out(c.heatmap_path(), true));
-        }
-        StageConfig::Specialists(c) => {
-            dep(&c.subsets, "subsets");
-            dep(&c.generalist, "generalist");
-            if let Some(s) = &c.soft_targets {
-                dep(s, "soft-targets");
-            }
-            data_dep(&c.selection.data, &mut deps);
-            outs.push(Out {
-                path: normalize(&c.out),
-                required: true,
-                folder: true,
-            });
-        }
-        StageConfig::Eval(c) => {
-            for m in &c.models {
-                let flag = if spec_lists(spec, "teacher", &m.path) {
-                    "teacher"
-                } else {
-                    "model"
-                };
-                dep(&m.path, flag);
-            }
-            if let Some(s) = &c.specialists {
-                // The manifest records every specialist file's SHA-256, so it changes with them.
-                dep(&s.manifest, "specialists");
-            }
-            data_dep(&c.selection.data, &mut deps);
-            let models: Vec<PathBuf> = c.models.iter().map(|m| m.path.clone()).collect();
-            deps.extend(model_extras(&models));
-            if let Some(o) = &c.out {
-                outs.push(out(o.clone(), true));
-            }
-        }
-        StageConfig::Report(c) => {
-            // Every input is optional: a report of a partial pipeline says what is missing.
-            let mut optional = |path: &Path, flag: &str| {
-                deps.push(Dep {
-                    path: normalize(path),
-                    key: key(flag),
-                    optional: true,
-                })
-            };
-            for (p, flag) in [
-                (&c.metrics, "metrics"),
-                (&c.specialists, "specialists"),
-                (&c.manifest, "manifest"),
-                (&c.store, "store"),
-                (&c.pipeline, "pipeline"),
-            ] {
-                if let Some(p) = p {
-                    optional(p, flag);
-                }
-            }
-            for p in &c.train_logs {
-                optional(p, "train-log");
-            }
-            outs.push(out(c.out.clone(), true));
-        }
-        StageConfig::Cmd(_) => {}
-    }
-    (deps, outs)
-}
-
-fn spec_lists(spec: &StageSpec, flag: &str, path: &Path) -> bool {
-    let Some(key) = arg_key(spec, flag) else {
-        return false;
-    };
-    let matches = |v: &Value| {
-        let s = match v {
-            Value::Mapping(m) => m.get("path").and_then(scalar_string),
-            v => scalar_string(v),
-        };
-        s.is_some_and(|s| Path::new(&s) == path)
-    };
-    spec.args.iter().any(|(k, v)| {
-        k == key
-            && match v {
-                Value::Sequence(s) => s.iter().any(matches),
-                v => matches(v),
-            }
-    })
-}
-
-/// A model's sidecar (`model.onnx.yaml`) and external data files: read by the stage when present.
-fn model_extras(models: &[PathBuf]) -> Vec<Dep> {
-    let mut extras = Vec::new();
-    for m in models {
-        let mut sidecar = m.as_os_str().to_os_string();
-        sidecar.push(".yaml");
-        extras.push(Dep {
-            path: normalize(Path::new(&sidecar)),
-            key: None,
-            optional: true,
-        });
-        if let Ok(bytes) = std::fs::read(m) {
-            let dir = m.parent().unwrap_or(Path::new(""));
-            for location in distill_runtime::external_data_locations(&bytes) {
-                extras.push(Dep {
-                    path: normalize(&dir.join(location)),
-                    key: None,
-                    optional: true,
-                });
-            }
-        }
-    }
-    extras
-}
-
-/// `path` without `.` components and with `a/..` folded, as written otherwise (relative stays
-/// relative), so that two spellings of one file compare equal.
-pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
-                    out.pop();
-                } else {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// A stage's own checks of its values (not of its files, which upstream stages may still have to

@@ -1,0 +1,183 @@
+//! Steps 0 to 3 of a training run: the outputs checked, the rows, the targets, and the network and
+//! optimiser (fresh, or from a checkpoint).
+
+use super::*;
+
+/// Checks that the folder of `path` exists and takes new files, before any work is done.
+pub(crate) fn check_writable(flag: &str, path: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    distill_core::atomic::check_output(flag, path, inputs)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".distill-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        TrainError::invalid(format!(
+            "{}: cannot write in the output folder {} ({e})",
+            path.display(),
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The transfer set and the validation slice.
+pub(crate) struct Data {
+    pub(crate) train: Dataset,
+    pub(crate) val: Option<Dataset>,
+}
+
+/// Step 1: the rows. Loads the split, holds out the validation slice (before the class filters),
+/// applies the class filters and `--fraction`.
+pub(crate) fn load_data(config: &Config, notes: &mut Vec<String>) -> Result<Data> {
+    let all = Selection {
+        classes: Default::default(),
+        ..config.selection.clone()
+    }
+    .load()?;
+    let val_rows = config.validation.unwrap_or((all.len() / 10).min(5000));
+    let (rest, val) = if val_rows > 0 {
+        let (rest, val) = all.split_validation(val_rows)?;
+        (rest, Some(val))
+    } else {
+        (all, None)
+    };
+    let mut train = rest.filter_classes(&config.selection.classes)?;
+    if let Some(f) = config.fraction {
+        let k = ((train.len() as f64 * f as f64).round() as usize).max(1);
+        let mut rows = Rng::derive(config.seed, 0xF4AC).permutation(train.len())[..k].to_vec();
+        rows.sort_unstable();
+        train = train.select(&rows);
+        notes.push(format!("transfer set: {k} rows ({:.1}%)", 100.0 * f));
+    }
+    if config.alpha < 1.0 {
+        train.require_labels("training with hard labels (alpha below 1)")?;
+    }
+    Ok(Data { train, val })
+}
+
+/// Step 2: the targets. The ensemble's tempered probabilities for each row of `train` (aligned
+/// by row id), and the store they come from; `None` when training on hard labels.
+pub(crate) fn soft_targets(
+    config: &Config,
+    train: &Dataset,
+) -> Result<(Option<Array2<f32>>, Option<SoftTargets>)> {
+    let Some(path) = &config.soft_targets else {
+        return Ok((None, None));
+    };
+    let store = read_store(path)?;
+    if store.meta.split != config.selection.split.to_string() {
+        return Err(TrainError::invalid(format!(
+            "{}: the store holds the '{}' split, but training reads the '{}' split",
+            path.display(),
+            store.meta.split,
+            config.selection.split
+        )));
+    }
+    let rows = store.align(train, path)?;
+    let members: Vec<Array2<f32>> = store
+        .logits
+        .iter()
+        .map(|l| l.select(Axis(0), &rows))
+        .collect();
+    let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
+    let probs = ensemble_probs(&views, config.temperature, config.combine)?;
+    Ok((Some(probs), Some(store)))
+}
+
+/// `--jitter` needs images; with soft targets it gets a note on what the targets are.
+pub(crate) fn check_jitter(
+    config: &Config,
+    train: &Dataset,
+    distilling: bool,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    if config.jitter > 0 && distilling {
+        notes.push(format!(
+            "--jitter {} shifts each image, but its soft target is the teachers' for the unshifted \
+             image: right for shifts the teachers are (nearly) invariant to, such as 1-2 pixels on \
+             MNIST; for larger shifts, score the shifted images with distill-teach instead",
+            config.jitter
+        ));
+    }
+    if config.jitter > 0 && train.image.is_none() {
+        return Err(TrainError::invalid(format!(
+            "--jitter needs images, and the rows of {} are not images",
+            train.name
+        )));
+    }
+    Ok(())
+}
+
+/// Step 0: every output's folder exists and takes files, and no output is an input.
+pub(crate) fn check_outputs(config: &Config, paths: &OutputPaths) -> Result<()> {
+    let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
+    if let Some(store) = &config.soft_targets {
+        inputs.push(("--soft-targets", store.as_path()));
+    }
+    for (flag, path) in [
+        ("--out", &paths.model),
+        ("--metrics", &paths.metrics),
+        ("--out (its checkpoint)", &paths.checkpoint),
+        ("--out (its best model)", &paths.best),
+    ] {
+        check_writable(flag, path, &inputs)?;
+    }
+    Ok(())
+}
+
+/// The network, its optimiser, and where training stands.
+pub(crate) struct State {
+    pub(crate) mlp: Mlp,
+    pub(crate) opt: Optimizer,
+    pub(crate) progress: Progress,
+}
+
+/// Step 3: a freshly initialised network and optimiser, or, with `--resume` and a checkpoint
+/// made with the same settings, the checkpoint's.
+pub(crate) fn start(
+    config: &Config,
+    train: &Dataset,
+    paths: &OutputPaths,
+    notes: &mut Vec<String>,
+) -> Result<State> {
+    let mlp_config = config.mlp_config(train.width(), train.classes);
+    let mut mlp = Mlp::with_init(mlp_config, config.seed, config.init)?;
+    let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
+    let fingerprint = config.fingerprint();
+    let mut progress = Progress {
+        fingerprint: fingerprint.clone(),
+        epoch: 0,
+        batch: 0,
+        optimizer_steps: 0,
+        partial: EpochSums::default(),
+        history: Vec::new(),
+        best_val_errors: None,
+    };
+    if config.resume {
+        if paths.checkpoint.is_file() {
+            progress = checkpoint::load(&paths.checkpoint, &mut mlp, &mut opt)?;
+            if progress.fingerprint != fingerprint {
+                return Err(TrainError::Checkpoint {
+                    path: paths.checkpoint.clone(),
+                    message: "the checkpoint was made with other settings (data, model, loss or optimiser); \
+                              resume with the same flags, or delete the checkpoint to start over"
+                        .into(),
+                });
+            }
+            notes.push(format!(
+                "resumed from {} at epoch {}, batch {}",
+                paths.checkpoint.display(),
+                progress.epoch + 1,
+                progress.batch
+            ));
+        } else {
+            notes.push(format!(
+                "no checkpoint at {}; starting from scratch",
+                paths.checkpoint.display()
+            ));
+        }
+    }
+    Ok(State { mlp, opt, progress })
+}
