@@ -9,7 +9,7 @@ use crate::sampler::HalfSampler;
 use crate::targets::{SubsetMap, dustbin_correction};
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::{SpecialistSet, Subset};
-use distill_core::math::{Combine, argmax_rows, ensemble_probs, error_count, softmax};
+use distill_core::math::{Combine, argmax_rows, error_count, softmax};
 use distill_core::rng::Rng;
 use distill_data::{Dataset, Selection};
 use distill_nn::loss::cross_entropy;
@@ -17,7 +17,7 @@ use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Optimizer, OptimizerConfig, onnx};
 use distill_store::read_store;
 use distill_train::steps::BatchTrainer;
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -393,14 +393,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
                     ),
                 ));
             }
-            let rows = store.align(&train, path)?;
-            let members: Vec<Array2<f32>> = store
-                .logits
-                .iter()
-                .map(|l| l.select(Axis(0), &rows))
-                .collect();
-            let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
-            Some(ensemble_probs(&views, config.temperature, config.combine)?)
+            Some(store.ensemble_for(&train, path, config.temperature, config.combine)?)
         }
     };
 

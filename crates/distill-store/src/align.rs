@@ -54,4 +54,24 @@ impl SoftTargets {
         }
         Ok(rows)
     }
+
+    /// The ensemble's targets at temperature `t` for each row of `ds`, in `ds`'s order: the store
+    /// aligned with [`SoftTargets::align`], its teachers combined by
+    /// [`distill_core::math::ensemble_probs`].
+    pub fn ensemble_for(
+        &self,
+        ds: &Dataset,
+        store_path: &Path,
+        t: f32,
+        combine: distill_core::math::Combine,
+    ) -> Result<Array2<f32>> {
+        let rows = self.align(ds, store_path)?;
+        let members: Vec<Array2<f32>> = self
+            .logits
+            .iter()
+            .map(|l| l.select(ndarray::Axis(0), &rows))
+            .collect();
+        let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
+        distill_core::math::ensemble_probs(&views, t, combine)
+    }
 }

@@ -20,7 +20,7 @@ pub use finish::verify_with_onnx_runtime;
 pub use report::{Report, TestErrors};
 
 use checkpoint::{EpochSums, Progress};
-use distill_core::math::{Combine, argmax_rows, ensemble_probs, error_count};
+use distill_core::math::{Combine, argmax_rows, error_count};
 use distill_core::rng::Rng;
 use distill_core::{interrupt, sha256_file};
 use distill_data::{Dataset, Selection, Split};
@@ -29,7 +29,7 @@ use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, 
 use distill_store::{SoftTargets, read_store};
 use epochs::*;
 use finish::*;
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use prepare::*;
 use record::EpochRecord;
 use serde::{Deserialize, Serialize};

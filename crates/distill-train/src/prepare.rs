@@ -75,14 +75,7 @@ pub(crate) fn soft_targets(
             config.selection.split
         )));
     }
-    let rows = store.align(train, path)?;
-    let members: Vec<Array2<f32>> = store
-        .logits
-        .iter()
-        .map(|l| l.select(Axis(0), &rows))
-        .collect();
-    let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
-    let probs = ensemble_probs(&views, config.temperature, config.combine)?;
+    let probs = store.ensemble_for(train, path, config.temperature, config.combine)?;
     Ok((Some(probs), Some(store)))
 }
 
