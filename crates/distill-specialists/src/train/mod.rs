@@ -1,0 +1,344 @@
+//! Training the specialists: one network per subset of `specialists.yaml`, started from the
+//! generalist, trained on the half/half stream with hard labels (and, with a store, the ensemble's
+//! tempered soft targets folded onto the subset and the dustbin), stopped early on a validation
+//! slice, corrected for the oversampling, and saved with a manifest.
+
+mod folder;
+mod one;
+mod pool;
+mod report;
+
+pub use one::{SpecialistMeta, enriched_rows};
+pub use report::{EpochLog, Report, SpecialistReport};
+
+use crate::targets::SubsetMap;
+use crate::{Result, SpecialistsError};
+use distill_cluster::specialists::{SpecialistSet, Subset};
+use distill_core::math::Combine;
+use distill_data::{Dataset, Selection};
+use distill_nn::{Mlp, MlpConfig, OptimizerConfig, onnx};
+use distill_store::read_store;
+use folder::write_manifest;
+use ndarray::Array2;
+use pool::train_all;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Everything a specialist training run needs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Config {
+    /// The training data: the split the generalist was trained on (its class filter applies).
+    pub selection: Selection,
+    /// `specialists.yaml`, written by `distill-cluster`.
+    pub subsets: PathBuf,
+    /// The generalist: an MLP ONNX written by `distill-train`.
+    pub generalist: PathBuf,
+    /// Soft-target store of the ensemble; `None` trains on hard labels only.
+    pub soft_targets: Option<PathBuf>,
+    pub temperature: f32,
+    /// Weight of the soft term (`1 - alpha` weighs the hard labels).
+    pub alpha: f32,
+    pub combine: Combine,
+    pub input_dropout: f32,
+    pub hidden_dropout: f32,
+    pub max_norm: Option<f32>,
+    /// Random translation of training images by up to this many pixels (0: off).
+    pub jitter: usize,
+    pub optimizer: OptimizerConfig,
+    /// The most epochs a specialist trains.
+    pub epochs: usize,
+    /// Stop after this many epochs without a lower validation cross-entropy.
+    pub patience: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Rows of the split held out for validation, before class filters, as `distill-train` holds
+    /// them out (`None`: 10% of the rows, at most 5,000).
+    pub validation: Option<usize>,
+    /// Worker threads of the stage, divided among the `jobs` specialists trained at once
+    /// (`None`: the machine's cores).
+    pub threads: Option<usize>,
+    /// Specialists trained at once.
+    pub jobs: usize,
+    /// Train only these subset ids (the others already in the folder's manifest are kept).
+    pub only: Option<Vec<usize>>,
+    /// The output folder.
+    pub out: PathBuf,
+}
+
+impl Config {
+    /// Checks the values that need no file (also run by `distill run` before any stage starts).
+    pub fn check_values(&self) -> Result<()> {
+        let bad = |m: String| Err(SpecialistsError::invalid(m));
+        distill_train::check_schedule_values(
+            self.epochs,
+            self.batch,
+            self.temperature,
+            self.alpha,
+            self.soft_targets.is_some(),
+        )?;
+        if self.jobs == 0 {
+            return bad("--jobs must be at least 1".into());
+        }
+        if self.patience == 0 {
+            return bad("--patience must be at least 1 (epochs without improvement)".into());
+        }
+        if self.threads == Some(0) {
+            return bad("--threads must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// [`Config::check_values`], then the output folder.
+    fn validate(&self) -> Result<()> {
+        self.check_values()?;
+        let bad = |m: String| Err(SpecialistsError::invalid(m));
+        if self.out.exists() && !self.out.is_dir() {
+            return bad(format!(
+                "--out {}: this is a file; the specialists go into a folder (e.g. --out work/specialists)",
+                self.out.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn mlp_config(&self) -> MlpConfig {
+        MlpConfig {
+            sizes: Vec::new(),
+            input_dropout: self.input_dropout,
+            hidden_dropout: self.hidden_dropout,
+            max_norm: self.max_norm,
+        }
+    }
+
+    /// The manifest's path.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.out.join("manifest.yaml")
+    }
+}
+
+/// The file of specialist `id` inside the output folder.
+pub fn specialist_file(id: usize) -> String {
+    format!("specialist-{id}.onnx")
+}
+
+/// Reads `specialists.yaml` and checks it against the generalist's class count, naming the file
+/// and the subset in errors.
+pub fn read_subsets(path: &Path, classes: usize) -> Result<SpecialistSet> {
+    let text = std::fs::read_to_string(path).map_err(|e| distill_core::CoreError::io(path, e))?;
+    let set: SpecialistSet = serde_norway::from_str(&text).map_err(|e| {
+        SpecialistsError::input(
+            path,
+            format!("not a specialists.yaml written by distill-cluster: {e}"),
+        )
+    })?;
+    for (k, s) in set.subsets.iter().enumerate() {
+        if s.classes.is_empty() {
+            return Err(SpecialistsError::input(
+                path,
+                format!(
+                    "subsets[{k}] (id {}) has no classes; every subset needs at least one class \
+                     (run distill-cluster again, or delete the empty subset)",
+                    s.id
+                ),
+            ));
+        }
+        if let Some(&c) = s.classes.iter().find(|&&c| c as usize >= set.classes) {
+            return Err(SpecialistsError::input(
+                path,
+                format!(
+                    "subsets[{k}] (id {}) names class {c}, but the file has {} classes (0 to {}); \
+                     run distill-cluster again on the store",
+                    s.id,
+                    set.classes,
+                    set.classes.saturating_sub(1)
+                ),
+            ));
+        }
+    }
+    if set.classes != classes {
+        return Err(SpecialistsError::input(
+            path,
+            format!(
+                "`classes` is {}, but the generalist has {classes} classes; cluster the store of \
+                 the generalist's data set",
+                set.classes
+            ),
+        ));
+    }
+    set.validate(path)
+        .map_err(|e| SpecialistsError::invalid(e.to_string()))?;
+    Ok(set)
+}
+
+/// What the specialists share: the data, the generalist, and the soft targets.
+struct Shared<'a> {
+    config: &'a Config,
+    generalist: &'a Mlp,
+    generalist_sha256: &'a str,
+    train: &'a Dataset,
+    labels: &'a [u32],
+    val: Option<&'a Dataset>,
+    soft: Option<&'a Array2<f32>>,
+    /// Where each specialist's epoch lines go.
+    progress: &'a distill_progress::Progress,
+}
+
+/// Trains as `config` says and writes the folder. Nothing is written when an input is bad.
+pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Report> {
+    let started = Instant::now();
+    config.validate()?;
+    let mut notes = Vec::new();
+    let generalist = onnx::load(&config.generalist)?.mlp;
+    let classes = generalist.classes();
+    let set = read_subsets(&config.subsets, classes)?;
+
+    // The data, split as distill-train splits it, so the validation rows are rows the generalist
+    // did not train on either.
+    let all = Selection {
+        classes: Default::default(),
+        ..config.selection.clone()
+    }
+    .load()?;
+    if all.width() != generalist.inputs() {
+        return Err(SpecialistsError::input(
+            &config.generalist,
+            format!(
+                "the generalist takes {} features per row, but {} has {}; give the generalist \
+                 trained on this data set",
+                generalist.inputs(),
+                all.name,
+                all.width()
+            ),
+        ));
+    }
+    if all.classes != classes {
+        return Err(SpecialistsError::input(
+            &config.generalist,
+            format!(
+                "the generalist has {classes} classes, but {} has {}; give the generalist \
+                 trained on this data set",
+                all.name, all.classes
+            ),
+        ));
+    }
+    let val_rows = config.validation.unwrap_or((all.len() / 10).min(5000));
+    let (rest, val) = if val_rows > 0 {
+        let (rest, val) = all.split_validation(val_rows)?;
+        (rest, Some(val))
+    } else {
+        notes.push("no validation slice (--validation 0): no early stopping".into());
+        (all, None)
+    };
+    let train = rest.filter_classes(&config.selection.classes)?;
+    let labels = train.require_labels("training specialists")?.to_vec();
+    if let Some(v) = &val {
+        v.require_labels("the validation slice")?;
+    }
+
+    let subsets: Vec<&Subset> = match &config.only {
+        None => set.subsets.iter().collect(),
+        Some(ids) => {
+            let mut chosen = Vec::new();
+            for &id in ids {
+                let s = set.subsets.iter().find(|s| s.id == id).ok_or_else(|| {
+                    SpecialistsError::invalid(format!(
+                        "--only {id}: {} has subsets 0 to {}",
+                        config.subsets.display(),
+                        set.subsets.len().saturating_sub(1)
+                    ))
+                })?;
+                chosen.push(s);
+            }
+            chosen
+        }
+    };
+    if subsets.is_empty() {
+        return Err(SpecialistsError::input(
+            &config.subsets,
+            "there are no subsets to train specialists for; run distill-cluster with --specialists K above 0",
+        ));
+    }
+    for s in &subsets {
+        let map = SubsetMap::new(&s.classes, classes);
+        let inside = labels.iter().filter(|&&l| map.contains(l)).count();
+        if inside == 0 {
+            return Err(SpecialistsError::input(
+                &config.subsets,
+                format!(
+                    "subset {} (classes {:?}) has no training rows in {}; check the class filter",
+                    s.id, s.classes, train.name
+                ),
+            ));
+        }
+        if inside == labels.len() {
+            return Err(SpecialistsError::input(
+                &config.subsets,
+                format!(
+                    "subset {} holds the class of every training row, so its dustbin would never \
+                     be seen; a specialist needs other classes",
+                    s.id
+                ),
+            ));
+        }
+    }
+
+    let soft = match &config.soft_targets {
+        None => None,
+        Some(path) => {
+            let store = read_store(path)?;
+            if store.meta.split != config.selection.split.to_string() {
+                return Err(SpecialistsError::input(
+                    path,
+                    format!(
+                        "the store holds the '{}' split, but the specialists train on the '{}' split",
+                        store.meta.split, config.selection.split
+                    ),
+                ));
+            }
+            Some(store.ensemble_for(&train, path, config.temperature, config.combine)?)
+        }
+    };
+
+    // Every input is good: now the folder.
+    let created = !config.out.exists();
+    std::fs::create_dir_all(&config.out)
+        .map_err(|e| distill_core::CoreError::io(&config.out, e))?;
+    let generalist_sha256 = distill_core::sha256_file(&config.generalist)?;
+    let shared = Shared {
+        config,
+        generalist: &generalist,
+        generalist_sha256: &generalist_sha256,
+        train: &train,
+        labels: &labels,
+        val: val.as_ref(),
+        soft: soft.as_ref(),
+        progress,
+    };
+    let written: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let outcome = train_all(&shared, &subsets, &written).and_then(|reports| {
+        let manifest = write_manifest(config, &generalist_sha256, classes, &reports)?;
+        Ok((reports, manifest))
+    });
+    let (specialists, manifest) = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            for p in written.lock().map(|w| w.clone()).unwrap_or_default() {
+                let _ = std::fs::remove_file(p);
+            }
+            if created {
+                let _ = std::fs::remove_dir(&config.out);
+            }
+            return Err(e);
+        }
+    };
+    Ok(Report {
+        out: config.out.clone(),
+        manifest,
+        specialists,
+        seconds: started.elapsed().as_secs_f64(),
+        jobs: config.jobs.min(subsets.len()),
+        notes,
+    })
+}
