@@ -10,6 +10,7 @@ pub mod math;
 pub mod names;
 pub mod onnx_proto;
 pub mod rng;
+pub mod stats;
 
 pub use error::{CoreError, Result};
 

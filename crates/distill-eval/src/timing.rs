@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use distill_core::stats::median;
 use distill_runtime::{OnnxModel, Result};
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
@@ -58,29 +59,12 @@ fn median_seconds(model: &mut OnnxModel, x: &Array2<f32>, warm: usize, runs: usi
     Ok(median(&mut times))
 }
 
-/// The median (mean of the two middle values for an even count; 0 for none).
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if !values.len().is_multiple_of(2) {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn median_and_plan() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&mut []), 0.0);
+    fn plan_counts_runs() {
         assert_eq!(plan(200), [(20, 200), (2, 20)]);
         assert_eq!(plan(5), [(1, 5), (2, 3)]);
     }

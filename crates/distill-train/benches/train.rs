@@ -5,6 +5,7 @@
 
 use distill_core::math::{Combine, ensemble_probs};
 use distill_core::rng::Rng;
+use distill_core::stats::median;
 use distill_data::{Selection, Split, jitter};
 use distill_nn::gemm::{Backend, kernel_isa, time_step_gemms};
 use distill_nn::mlp::gather_rows;
@@ -18,11 +19,6 @@ const ROWS: usize = 20_000;
 /// Enough steps (157 per epoch) for the velocity of weights that never get a gradient to decay
 /// into the subnormal range, which is what used to slow later epochs down.
 const EPOCHS: usize = 10;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -128,7 +124,7 @@ fn bench() {
     .expect("mlp");
     let step_flops = mlp.train_step_flops(128);
     let metrics = std::fs::read_to_string(dir.path().join("student.metrics.csv")).expect("metrics");
-    let epoch_rates: Vec<f64> = metrics
+    let mut epoch_rates: Vec<f64> = metrics
         .lines()
         .skip(1)
         .filter_map(|l| l.rsplit(',').next()?.parse().ok())
@@ -136,7 +132,7 @@ fn bench() {
     let fastest = epoch_rates.iter().copied().fold(0.0, f64::max);
     let slowest = epoch_rates.iter().copied().fold(f64::INFINITY, f64::min);
     let per_epoch: Vec<String> = epoch_rates.iter().map(|r| format!("{r:.0}")).collect();
-    let samples_per_s = median(epoch_rates);
+    let samples_per_s = median(&mut epoch_rates);
     let gflops = samples_per_s / 128.0 * step_flops / 1e9;
 
     // The parts of a step outside the network, timed on their own.
@@ -145,7 +141,7 @@ fn bench() {
     let mut xb = Array2::<f32>::zeros((128, 784));
     let reps = 200;
     let gather = median(
-        (0..reps)
+        &mut (0..reps)
             .map(|i| {
                 let t = Instant::now();
                 gather_rows(
@@ -155,16 +151,16 @@ fn bench() {
                 );
                 t.elapsed().as_secs_f64()
             })
-            .collect(),
+            .collect::<Vec<f64>>(),
     );
     let jit = median(
-        (0..reps)
+        &mut (0..reps)
             .map(|_| {
                 let t = Instant::now();
                 jitter(&mut xb.view_mut(), (28, 28), 2, &mut rng);
                 t.elapsed().as_secs_f64()
             })
-            .collect(),
+            .collect::<Vec<f64>>(),
     );
     let logits = Array2::from_shape_simple_fn((128, 10), || rng.normal());
     let p = ensemble_probs(&[logits.view()], 20.0, Combine::Arithmetic).expect("probs");
@@ -175,14 +171,14 @@ fn bench() {
         alpha: 0.9,
     };
     let loss_t = median(
-        (0..reps)
+        &mut (0..reps)
             .map(|_| {
                 let t = Instant::now();
                 loss.loss_and_grad(logits.view(), Some(p.view()), Some(&labels), g.view_mut())
                     .expect("loss");
                 t.elapsed().as_secs_f64()
             })
-            .collect(),
+            .collect::<Vec<f64>>(),
     );
     let step = 128.0 / samples_per_s;
     println!(
