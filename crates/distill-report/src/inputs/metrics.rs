@@ -1,0 +1,221 @@
+//! `metrics.json`, written by distill-eval.
+
+use super::{METRICS_SCHEMA_VERSION, bad, read_text};
+use crate::ReportError;
+use serde::Deserialize;
+use std::path::Path;
+
+/// `metrics.json`, the fields the page shows. Keys this crate does not know are ignored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Metrics {
+    pub schema_version: u32,
+    #[serde(default)]
+    pub tool_version: String,
+    pub dataset: String,
+    pub split: String,
+    #[serde(default)]
+    pub transform: String,
+    pub rows: usize,
+    pub classes: usize,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub latency_runs: usize,
+    #[serde(default)]
+    pub agreement_reference: String,
+    pub entries: Vec<Entry>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// The specialist system's result, when distill-eval evaluated one.
+    #[serde(default)]
+    pub specialists: Option<SpecialistsResult>,
+}
+
+/// One model or ensemble of `metrics.json`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub entry_type: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub members: Vec<String>,
+    pub rows: usize,
+    pub errors: usize,
+    pub error_rate: f64,
+    pub per_class_errors: Vec<usize>,
+    pub per_class_rows: Vec<usize>,
+    pub confusion: Vec<Vec<usize>>,
+    pub nll: f64,
+    pub ece: f64,
+    /// The ECE bins; absent in files written before distill-eval recorded them.
+    #[serde(default)]
+    pub reliability: Vec<ReliabilityBin>,
+    #[serde(default)]
+    pub errors_unadjusted: Option<usize>,
+    #[serde(default)]
+    pub agreement: Option<f64>,
+    pub parameters: u64,
+    pub file_bytes: u64,
+    #[serde(default)]
+    pub latency_ms_batch1: Option<f64>,
+    #[serde(default)]
+    pub rows_per_s_batch256: Option<f64>,
+}
+
+impl Entry {
+    /// Whether this is an ensemble rather than one model.
+    pub fn is_ensemble(&self) -> bool {
+        self.entry_type == "ensemble"
+    }
+}
+
+/// One confidence bin of the expected calibration error.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub rows: usize,
+    pub correct: usize,
+    pub confidence: f64,
+}
+
+/// The `"specialists"` key of `metrics.json`: the generalist with its specialists against the
+/// generalist alone. Every field but `by_covering`'s `covering` and `count` may be missing.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SpecialistsResult {
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// The name of the entry the specialists were combined with.
+    #[serde(default)]
+    pub generalist: Option<String>,
+    #[serde(default)]
+    pub top_n: Option<usize>,
+    #[serde(default)]
+    pub rows: Option<usize>,
+    #[serde(default)]
+    pub generalist_errors: Option<usize>,
+    #[serde(default)]
+    pub combined_errors: Option<usize>,
+    #[serde(default)]
+    pub relative_error_reduction: Option<f64>,
+    #[serde(default)]
+    pub rows_per_second: Option<f64>,
+    #[serde(default)]
+    pub by_covering: Vec<Covering>,
+}
+
+/// Test rows grouped by how many specialists cover their true class (the paper's Table 4).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Covering {
+    pub covering: usize,
+    pub count: usize,
+    #[serde(default)]
+    pub generalist_correct: Option<usize>,
+    #[serde(default)]
+    pub combined_correct: Option<usize>,
+    #[serde(default)]
+    pub relative_gain: Option<f64>,
+}
+
+impl Covering {
+    /// The relative gain in correct rows, as recorded or from the two counts.
+    pub fn gain(&self) -> Option<f64> {
+        self.relative_gain.or_else(|| {
+            let (g, c) = (self.generalist_correct?, self.combined_correct?);
+            (g > 0).then(|| (c as f64 - g as f64) / g as f64)
+        })
+    }
+}
+
+/// Reads `metrics.json` and checks its schema version and every matrix's shape.
+pub fn read_metrics(path: &Path) -> Result<Metrics, ReportError> {
+    let text = read_text(path)?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        bad(
+            path,
+            format!("not JSON: {e}; write it again with distill-eval"),
+        )
+    })?;
+    match value.get("tool").and_then(|t| t.as_str()) {
+        Some("distill-eval") | None => {}
+        Some(other) => {
+            return Err(bad(
+                path,
+                format!(
+                    "`tool` is \"{other}\", expected \"distill-eval\": give --metrics the file distill-eval --out wrote"
+                ),
+            ));
+        }
+    }
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(METRICS_SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(bad(
+                path,
+                format!(
+                    "`schema_version` is {v}, this report reads version {METRICS_SCHEMA_VERSION}: \
+                     evaluate again with the distill-eval of this version, or use the distill-report \
+                     of the version that wrote the file"
+                ),
+            ));
+        }
+        None => {
+            return Err(bad(
+                path,
+                format!(
+                    "no `schema_version` number: expected {METRICS_SCHEMA_VERSION}; is this a metrics.json written by distill-eval?"
+                ),
+            ));
+        }
+    }
+    let metrics: Metrics = serde_json::from_value(value).map_err(|e| {
+        bad(
+            path,
+            format!(
+                "{e} (schema_version {METRICS_SCHEMA_VERSION} as documented in distill-eval's README); write it again with distill-eval"
+            ),
+        )
+    })?;
+    let c = metrics.classes;
+    if metrics.entries.is_empty() {
+        return Err(bad(path, "`entries` is empty: expected at least one model"));
+    }
+    for (k, e) in metrics.entries.iter().enumerate() {
+        let at = format!("entries[{k}] ({})", e.name);
+        let shape = |field: &str, found: usize| {
+            bad(
+                path,
+                format!("{at}: `{field}` has {found} values, expected one per class ({c})"),
+            )
+        };
+        if e.per_class_errors.len() != c {
+            return Err(shape("per_class_errors", e.per_class_errors.len()));
+        }
+        if e.per_class_rows.len() != c {
+            return Err(shape("per_class_rows", e.per_class_rows.len()));
+        }
+        if e.confusion.len() != c {
+            return Err(shape("confusion", e.confusion.len()));
+        }
+        if let Some((r, row)) = e.confusion.iter().enumerate().find(|(_, r)| r.len() != c) {
+            return Err(bad(
+                path,
+                format!(
+                    "{at}: `confusion[{r}]` has {} values, expected {c} (a {c}x{c} matrix)",
+                    row.len()
+                ),
+            ));
+        }
+        if !(e.error_rate.is_finite() && e.nll.is_finite() && e.ece.is_finite()) {
+            return Err(bad(
+                path,
+                format!("{at}: `error_rate`, `nll` and `ece` must be numbers"),
+            ));
+        }
+    }
+    Ok(metrics)
+}
