@@ -10,13 +10,15 @@
 #                                   two epochs per net, in a copy under work/reproduce-quick/ (its
 #                                   own pipelines, locks and outputs: the full run's are untouched).
 #
-# Extra arguments go to every `distill run` (e.g. `--dry-run`). A failed pipeline does not stop the
-# others that do not need it; the table is written either way, and the exit code is 1 if any failed
-# (130 at once on an interrupt).
+# Extra arguments go to every `distill run` (e.g. `--dry-run`). REPRODUCE_JOBS=N sets how many
+# stages run at once (default 2, one per core; 1 on a machine shared with other work). A failed
+# pipeline does not stop the others that do not need it; the table is written either way, and the
+# exit code is 1 if any failed (130 at once on an interrupt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 distill="$repo/target/release/distill"
+jobs=${REPRODUCE_JOBS:-2}
 pipelines=(paper-teacher paper-mnist paper-temperature paper-omit3 paper-78 paper-3percent)
 
 root=.
@@ -28,7 +30,7 @@ if [ "${1:-}" = "--quick" ]; then
     cp pipelines/paper-*.yaml "$root/pipelines/"
     ln -sfn "$repo/data" "$root/data"
     # Each pipeline gets the variables it declares.
-    quick=(limit=6000 test_limit=2000 teacher_epochs=2 epochs=1 epochs_small=2)
+    quick=(limit=6000 test_limit=2000 teacher_epochs=2 epochs=1 distilled_epochs=1 epochs_small=2)
 fi
 
 failed=()
@@ -38,8 +40,8 @@ for p in "${pipelines[@]}"; do
     for kv in "${quick[@]}"; do
         grep -q "^  ${kv%%=*}:" "$file" && sets+=(--set "$kv")
     done
-    echo "== $(date -u '+%H:%M:%S') distill run $file ${sets[*]} --jobs 2 $*"
-    "$distill" run "$file" "${sets[@]}" --jobs 2 "$@"
+    echo "== $(date -u '+%H:%M:%S') distill run $file ${sets[*]} --jobs $jobs $*"
+    "$distill" run "$file" "${sets[@]}" --jobs "$jobs" "$@"
     rc=$?
     [ "$rc" = 130 ] && { echo "interrupted in $p; run again to resume"; exit 130; }
     [ "$rc" = 0 ] || failed+=("$p (exit $rc)")
