@@ -42,6 +42,7 @@ pub(crate) fn epochs(
         best_saved: false,
     };
 
+    let mut warned_chance = false;
     'epochs: while progress.epoch < config.epochs {
         let epoch = progress.epoch;
         let perm = Rng::derive(config.seed, 0xE90C_0000 + epoch as u64).permutation(n);
@@ -102,6 +103,17 @@ pub(crate) fn epochs(
             seconds,
             rec.samples_per_s
         ));
+        if !warned_chance
+            && let Some(w) = chance_warning(
+                rec.epoch,
+                rec.train_error,
+                mlp.classes(),
+                config.optimizer.learning_rate(0),
+            )
+        {
+            reporter.warn(w);
+            warned_chance = true;
+        }
         progress.history.push(rec);
         progress.epoch += 1;
         progress.batch = 0;
@@ -167,4 +179,39 @@ pub(crate) fn end_epoch(
         samples_per_s: s.rows as f64 / seconds.max(1e-9),
     };
     Ok((rec, val_errors))
+}
+
+/// A warning when, from the second epoch on, the training error is still at chance level (at
+/// least `1 − 1.2/C` with C ≥ 3 classes): the loss stays finite, but the network has stopped
+/// learning, typically because a too-large learning rate killed its ReLUs in the first steps.
+fn chance_warning(epoch: usize, train_error: f64, classes: usize, lr: f32) -> Option<String> {
+    if epoch < 2 || classes < 3 || !train_error.is_finite() {
+        return None;
+    }
+    let chance = 1.0 - 1.2 / classes as f64;
+    (train_error >= chance).then(|| {
+        format!(
+            "training error {:.1}% after {epoch} epochs is chance level for {classes} classes: the \
+             network is not learning. The usual cause is a learning rate too large for this loss \
+             (this run starts at {lr}); try --lr {}",
+            100.0 * train_error,
+            lr / 5.0
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chance_warning;
+
+    #[test]
+    fn chance_level_training_error_is_named_with_a_smaller_rate() {
+        let w = chance_warning(2, 0.895, 10, 0.1).expect("a warning at 89.5% of 10 classes");
+        assert!(w.contains("89.5%") && w.contains("--lr 0.02"), "{w}");
+        // Not after the first epoch alone, not when learning, not for two classes, not unlabelled.
+        assert!(chance_warning(1, 0.9, 10, 0.1).is_none());
+        assert!(chance_warning(2, 0.5, 10, 0.1).is_none());
+        assert!(chance_warning(5, 0.6, 2, 0.1).is_none());
+        assert!(chance_warning(5, f64::NAN, 10, 0.1).is_none());
+    }
 }
