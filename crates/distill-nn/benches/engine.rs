@@ -199,49 +199,65 @@ fn first_layer() {
             grouped += sb.grouped_density() / batches.len() as f64;
         }
         let y: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
-        let step_ms = |policy| {
-            let mut mlp = Mlp::new(
-                MlpConfig {
-                    sizes: sizes.clone(),
-                    input_dropout: 0.0,
-                    hidden_dropout: 0.0,
-                    max_norm: None,
-                },
-                1,
-            )
-            .expect("valid config");
-            let cfg = OptimizerConfig::Sgd {
-                lr: 0.01,
-                momentum: 0.9,
-                momentum_start: 0.9,
-                momentum_ramp: 0,
-                schedule: Schedule::Constant,
-            };
-            let mut opt = Optimizer::new(cfg, &mlp.shapes());
-            let mut ws = Workspace::with_sparse_input(policy);
-            let mut step = 0u64;
-            let mut used = 0;
-            let secs = time(40, || {
-                let x = &batches[step as usize % batches.len()];
-                step += 1;
+        // Three copies of the same net, stepped in turn (dense, sparse, automatic) so that a
+        // swing in the machine's load hits all three alike; medians of the steps' times.
+        let mut runs: Vec<_> = [SparseInput::Never, SparseInput::Always, SparseInput::Auto]
+            .into_iter()
+            .map(|policy| {
+                let mlp = Mlp::new(
+                    MlpConfig {
+                        sizes: sizes.clone(),
+                        input_dropout: 0.0,
+                        hidden_dropout: 0.0,
+                        max_norm: None,
+                    },
+                    1,
+                )
+                .expect("valid config");
+                let cfg = OptimizerConfig::Sgd {
+                    lr: 0.01,
+                    momentum: 0.9,
+                    momentum_start: 0.9,
+                    momentum_ramp: 0,
+                    schedule: Schedule::Constant,
+                };
+                let opt = Optimizer::new(cfg, &mlp.shapes());
+                (
+                    mlp,
+                    opt,
+                    Workspace::with_sparse_input(policy),
+                    Vec::new(),
+                    0usize,
+                )
+            })
+            .collect();
+        let steps = 80;
+        for step in 0..steps {
+            let x = &batches[step % batches.len()];
+            for (mlp, opt, ws, times, sparse_steps) in runs.iter_mut() {
+                let t = Instant::now();
                 mlp.train_step(
                     x.view(),
                     None,
                     Some(&y),
                     &DistillLoss::hard(),
-                    &mut opt,
+                    opt,
                     0,
-                    step,
-                    &mut ws,
+                    step as u64,
+                    ws,
                 )
                 .expect("step");
-                used += usize::from(ws.used_sparse_input());
-            });
-            (secs * 1e3, used * 2 > step as usize)
-        };
-        let (dense, _) = step_ms(SparseInput::Never);
-        let (sparse, _) = step_ms(SparseInput::Always);
-        let (_, auto_sparse) = step_ms(SparseInput::Auto);
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                *sparse_steps += usize::from(ws.used_sparse_input());
+            }
+        }
+        let mut medians = runs.into_iter().map(|(_, _, _, times, sparse_steps)| {
+            // The first steps warm the caches and the workspace up.
+            (median(times[4..].to_vec()), sparse_steps * 2 > steps)
+        });
+        let (dense, _) = medians.next().expect("dense");
+        let (sparse, _) = medians.next().expect("sparse");
+        let (_, auto_sparse) = medians.next().expect("auto");
         println!(
             "{name:<28} {dens:>8.3} {grouped:>8.3} {dense:>9.2} {sparse:>10.2} {:>7.2}x {:>7}",
             dense / sparse,

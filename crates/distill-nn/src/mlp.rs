@@ -481,8 +481,12 @@ fn relu_backward(mut g: ArrayViewMut2<f32>, a: ArrayView2<f32>, scale: f32) {
         .zip(a.axis_chunks_iter(Axis(0), ROWS).into_par_iter())
         .for_each(|(mut gb, ab)| match (gb.as_slice_mut(), ab.as_slice()) {
             (Some(gs), Some(as_)) => {
+                // Branch-free (a mask on the bits): about half the units are off in any row, at
+                // random, and a branch per element mispredicted often enough to make this pass
+                // cost as much as a tenth of the step. Same bits as the `if` below (+0 where off).
                 for (g, &a) in gs.iter_mut().zip(as_) {
-                    *g = if a > 0.0 { *g * scale } else { 0.0 };
+                    let keep = 0u32.wrapping_sub(u32::from(a > 0.0));
+                    *g = f32::from_bits((*g * scale).to_bits() & keep);
                 }
             }
             _ => Zip::from(&mut gb)

@@ -34,15 +34,20 @@
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
-/// The highest share of nonzero input values (nonzeros / (rows × features)) at which the grouped
-/// form is built at all.
-pub const DENSITY_MAX: f64 = 0.5;
-
 /// The highest share of stored values in the grouped form (listed rows × [`GROUP`] / (rows ×
-/// features)) at which the sparse kernels are used. Set from `make bench`'s "first layer" table
-/// (see the README): on an Intel Xeon with AVX-512 at 784 → 800 and batch 128 the sparse step
-/// matched the dense one at a stored share of about TODO; MNIST batches store about TODO.
+/// features)) at which the sparse kernels are used: the work they do relative to a dense product.
+/// Set from the engine bench's first-layer table (`make bench`, see the README) on an Intel Xeon
+/// with AVX-512 at 784 → 800, batch 128: a step with the sparse first layer took as long as the
+/// dense one at a stored share of about 0.6 (batches whose nonzeros are scattered at random), and
+/// was faster below; MNIST batches store about 0.27. The threshold sits below the crossover so
+/// that a batch near it is never slower than the dense path.
 pub const GROUPED_DENSITY_MAX: f64 = 0.5;
+
+/// The highest share of nonzero input values (nonzeros / (rows × features)) at which the grouped
+/// form is built at all: the grouped share is never below the plain density, so a batch above
+/// this cannot pass [`GROUPED_DENSITY_MAX`], and a cheap count of its nonzeros rules it out
+/// without building anything.
+pub const DENSITY_MAX: f64 = GROUPED_DENSITY_MAX;
 
 /// Adjacent input features per group.
 pub const GROUP: usize = 4;
