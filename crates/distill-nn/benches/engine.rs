@@ -9,7 +9,7 @@
 use distill_core::rng::Rng;
 use distill_nn::gemm::{Backend, flops, kernel_isa, step_shapes, time_step_gemms};
 use distill_nn::optim::{Optimizer, OptimizerConfig, Schedule};
-use distill_nn::{DistillLoss, Mlp, MlpConfig, Workspace};
+use distill_nn::{DistillLoss, Mlp, MlpConfig, SparseInput, Workspace};
 use ndarray::Array2;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -128,9 +128,143 @@ print(f"NumPy {{np.__version__}}, {{blas}}")
 
 fn main() {
     let pool = distill_nn::threads::training_pool(None).expect("thread pool");
-    pool.install(bench);
+    // `cargo bench -p distill-nn --bench engine -- first-layer` runs only the second table.
+    if !std::env::args().any(|a| a == "first-layer") {
+        pool.install(bench);
+    }
+    pool.install(first_layer);
 }
 
+/// The training step of the distillation student (784-800-800-10, batch 128, SGD momentum 0.9, no
+/// dropout) with the first layer on dense GEMMs and on the sparse kernels: on real MNIST batches
+/// (the repository's `data/mnist`, about 19% of pixels nonzero) and on synthetic batches whose
+/// nonzeros are scattered at random (no blank margins, so the grouped form stores much more than
+/// the nonzeros), to show where the engine's thresholds (`distill_nn::sparse`) sit against the
+/// crossover. Each row gives the batch's density and its grouped form's share of stored values
+/// (what the sparse kernels compute, relative to a dense product).
+fn first_layer() {
+    use distill_nn::sparse::{DENSITY_MAX, GROUPED_DENSITY_MAX, SparseBatch, density};
+    let sizes = vec![784, 800, 800, 10];
+    let batch = 128;
+    println!();
+    println!(
+        "## First layer on sparse inputs: 784-800-800-10 training step, batch {batch}, SGD momentum 0.9"
+    );
+    println!(
+        "CPU: {}; kernels: {}; rayon threads: {}; engine thresholds: density <= {DENSITY_MAX} and \
+         grouped <= {GROUPED_DENSITY_MAX}",
+        cpu_model(),
+        kernel_isa(),
+        rayon::current_num_threads(),
+    );
+    println!(
+        "{:<28} {:>8} {:>8} {:>9} {:>10} {:>8} {:>7}",
+        "input", "density", "grouped", "dense ms", "sparse ms", "speedup", "engine"
+    );
+    let mut inputs: Vec<(String, Array2<f32>)> = Vec::new();
+    let mnist = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist"));
+    match distill_data::DataSource::Mnist(mnist).load(distill_data::Split::Train) {
+        Ok(ds) => {
+            // Eight batches of rows spread over the training set.
+            let step = ds.features.nrows() / (8 * batch);
+            let rows: Vec<usize> = (0..8 * batch).map(|i| i * step).collect();
+            inputs.push((
+                "MNIST (8 batches)".into(),
+                ds.features.select(ndarray::Axis(0), &rows),
+            ));
+        }
+        Err(e) => println!("  (no MNIST row: {e})"),
+    }
+    let mut rng = Rng::new(3);
+    for d in [0.02f32, 0.05, 0.1, 0.15, 0.2, 0.3] {
+        let x = Array2::from_shape_simple_fn((batch, 784), || {
+            if rng.uniform() < d {
+                rng.uniform()
+            } else {
+                0.0
+            }
+        });
+        inputs.push((format!("scattered at random, {d}"), x));
+    }
+    for (name, x) in inputs {
+        let batches: Vec<Array2<f32>> = x
+            .axis_chunks_iter(ndarray::Axis(0), batch)
+            .map(|b| b.to_owned())
+            .collect();
+        let mut sb = SparseBatch::default();
+        let (mut dens, mut grouped) = (0.0, 0.0);
+        for b in &batches {
+            sb.build(b.view());
+            dens += density(b.view()) / batches.len() as f64;
+            grouped += sb.grouped_density() / batches.len() as f64;
+        }
+        let y: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
+        // Three copies of the same net, stepped in turn (dense, sparse, automatic) so that a
+        // swing in the machine's load hits all three alike; medians of the steps' times.
+        let mut runs: Vec<_> = [SparseInput::Never, SparseInput::Always, SparseInput::Auto]
+            .into_iter()
+            .map(|policy| {
+                let mlp = Mlp::new(
+                    MlpConfig {
+                        sizes: sizes.clone(),
+                        input_dropout: 0.0,
+                        hidden_dropout: 0.0,
+                        max_norm: None,
+                    },
+                    1,
+                )
+                .expect("valid config");
+                let cfg = OptimizerConfig::Sgd {
+                    lr: 0.01,
+                    momentum: 0.9,
+                    momentum_start: 0.9,
+                    momentum_ramp: 0,
+                    schedule: Schedule::Constant,
+                };
+                let opt = Optimizer::new(cfg, &mlp.shapes());
+                (
+                    mlp,
+                    opt,
+                    Workspace::with_sparse_input(policy),
+                    Vec::new(),
+                    0usize,
+                )
+            })
+            .collect();
+        let steps = 80;
+        for step in 0..steps {
+            let x = &batches[step % batches.len()];
+            for (mlp, opt, ws, times, sparse_steps) in runs.iter_mut() {
+                let t = Instant::now();
+                mlp.train_step(
+                    x.view(),
+                    None,
+                    Some(&y),
+                    &DistillLoss::hard(),
+                    opt,
+                    0,
+                    step as u64,
+                    ws,
+                )
+                .expect("step");
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                *sparse_steps += usize::from(ws.used_sparse_input());
+            }
+        }
+        let mut medians = runs.into_iter().map(|(_, _, _, times, sparse_steps)| {
+            // The first steps warm the caches and the workspace up.
+            (median(times[4..].to_vec()), sparse_steps * 2 > steps)
+        });
+        let (dense, _) = medians.next().expect("dense");
+        let (sparse, _) = medians.next().expect("sparse");
+        let (_, auto_sparse) = medians.next().expect("auto");
+        println!(
+            "{name:<28} {dens:>8.3} {grouped:>8.3} {dense:>9.2} {sparse:>10.2} {:>7.2}x {:>7}",
+            dense / sparse,
+            if auto_sparse { "sparse" } else { "dense" }
+        );
+    }
+}
 fn bench() {
     let sizes = vec![784, 1200, 1200, 10];
     let threads = rayon::current_num_threads();

@@ -8,11 +8,12 @@ pub mod loss;
 pub mod mlp;
 pub mod onnx;
 pub mod optim;
+pub mod sparse;
 pub mod threads;
 
 pub use linear::Init;
 pub use loss::{DistillLoss, LossParts};
-pub use mlp::{Mlp, MlpConfig, Workspace};
+pub use mlp::{Mlp, MlpConfig, SparseInput, Workspace};
 pub use optim::{Optimizer, OptimizerConfig, Schedule};
 
 /// Errors of the engine: shapes that do not fit, and ONNX files it cannot read.

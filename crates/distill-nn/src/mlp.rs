@@ -4,6 +4,7 @@ use crate::gemm::{flops, sgemm, sgemm_serial};
 use crate::linear::{Init, Linear};
 use crate::loss::{DistillLoss, LossParts};
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::sparse::{self, SparseBatch};
 use crate::{NnError, Result, dropout};
 use distill_core::rng::Rng;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
@@ -58,7 +59,6 @@ pub struct Mlp {
 }
 
 /// Buffers reused from one training step to the next.
-#[derive(Default)]
 pub struct Workspace {
     rows: usize,
     /// `acts[0]` is the (dropped-out) input, `acts[l]` the output of layer `l - 1`.
@@ -67,6 +67,54 @@ pub struct Workspace {
     dz: Vec<Array2<f32>>,
     /// Weight gradients, only for optimisers that need them whole (Adam).
     grads: Vec<Array2<f32>>,
+    /// The input batch in compressed form, for the first layer's sparse kernels.
+    sparse: SparseBatch,
+    /// When the first layer uses the sparse kernels.
+    pub sparse_input: SparseInput,
+    /// Whether the last step's first layer used them.
+    sparse_used: bool,
+}
+
+impl Default for Workspace {
+    /// A workspace with the first-layer policy [`SparseInput::from_env`].
+    fn default() -> Self {
+        Workspace {
+            rows: 0,
+            acts: Vec::new(),
+            dz: Vec::new(),
+            grads: Vec::new(),
+            sparse: SparseBatch::default(),
+            sparse_input: SparseInput::from_env(),
+            sparse_used: false,
+        }
+    }
+}
+
+/// When a training step runs the first layer on the sparse kernels of [`crate::sparse`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SparseInput {
+    /// When the batch's share of nonzero inputs is at most [`sparse::DENSITY_MAX`] and its
+    /// grouped form's share of stored values at most [`sparse::GROUPED_DENSITY_MAX`] (the
+    /// default).
+    #[default]
+    Auto,
+    /// Always (for tests and benchmarks).
+    Always,
+    /// Never: dense GEMMs only (for tests and benchmarks).
+    Never,
+}
+
+impl SparseInput {
+    /// [`SparseInput::Auto`], unless the environment variable `DISTILL_SPARSE_INPUT` is `always`
+    /// or `never`: a diagnostic for measuring what the sparse kernels buy on a data set (the
+    /// results differ only by float rounding), not a setting to train with.
+    pub fn from_env() -> Self {
+        match std::env::var("DISTILL_SPARSE_INPUT").as_deref() {
+            Ok("always") => SparseInput::Always,
+            Ok("never") => SparseInput::Never,
+            _ => SparseInput::Auto,
+        }
+    }
 }
 
 impl Workspace {
@@ -80,6 +128,19 @@ impl Workspace {
             .iter()
             .map(|&w| Array2::zeros((rows, w)))
             .collect();
+    }
+
+    /// A workspace whose steps run the first layer as `policy` says.
+    pub fn with_sparse_input(policy: SparseInput) -> Self {
+        Workspace {
+            sparse_input: policy,
+            ..Workspace::default()
+        }
+    }
+
+    /// Whether the last training step ran the first layer on the sparse kernels.
+    pub fn used_sparse_input(&self) -> bool {
+        self.sparse_used
     }
 
     /// The logits of the last training step.
@@ -205,20 +266,37 @@ impl Mlp {
             self.config.input_dropout,
             Rng::derive(seed, 0).next_u64(),
         );
+        let sparse_input = match ws.sparse_input {
+            SparseInput::Auto => {
+                sparse::density(ws.acts[0].view()) <= sparse::DENSITY_MAX && {
+                    ws.sparse.build(ws.acts[0].view());
+                    ws.sparse.grouped_density() <= sparse::GROUPED_DENSITY_MAX
+                }
+            }
+            SparseInput::Always => {
+                ws.sparse.build(ws.acts[0].view());
+                true
+            }
+            SparseInput::Never => false,
+        };
+        ws.sparse_used = sparse_input;
         for l in 0..=last {
             let (prev, next) = ws.acts.split_at_mut(l + 1);
             let hidden = l < last;
-            self.layers[l].forward_into(
-                prev[l].view(),
-                next[0].view_mut(),
-                hidden,
-                if hidden {
-                    self.config.hidden_dropout
-                } else {
-                    0.0
-                },
-                Rng::derive(seed, l as u64 + 1).next_u64(),
-            );
+            let rate = if hidden {
+                self.config.hidden_dropout
+            } else {
+                0.0
+            };
+            let mask_seed = Rng::derive(seed, l as u64 + 1).next_u64();
+            let layer = &self.layers[l];
+            if l == 0 && sparse_input {
+                let bias = layer.b.as_slice().expect("a layer's bias is contiguous");
+                ws.sparse.forward(layer.w.view(), bias, next[0].view_mut());
+                dropout::bias_relu_dropout(&mut next[0].view_mut(), None, hidden, rate, mask_seed);
+            } else {
+                layer.forward_into(prev[l].view(), next[0].view_mut(), hidden, rate, mask_seed);
+            }
         }
         let parts = loss.loss_and_grad(
             ws.acts[last + 1].view(),
@@ -249,15 +327,26 @@ impl Mlp {
             let layer = &mut self.layers[l];
             match opt.config {
                 OptimizerConfig::Sgd { .. } => {
-                    let norms = sgd_update(
-                        layer.w.view_mut(),
-                        state.m_w.view_mut(),
-                        input,
-                        dz,
-                        lr,
-                        momentum,
-                        self.config.max_norm.is_some(),
-                    );
+                    let norms = if l == 0 && sparse_input {
+                        ws.sparse.weight_update(
+                            dz,
+                            -lr,
+                            momentum,
+                            state.m_w.view_mut(),
+                            Some(layer.w.view_mut()),
+                            self.config.max_norm.is_some(),
+                        )
+                    } else {
+                        sgd_update(
+                            layer.w.view_mut(),
+                            state.m_w.view_mut(),
+                            input,
+                            dz,
+                            lr,
+                            momentum,
+                            self.config.max_norm.is_some(),
+                        )
+                    };
                     let db = Linear::bias_grad(dz);
                     Zip::from(&mut state.m_b)
                         .and(&db)
@@ -272,7 +361,12 @@ impl Mlp {
                     beta1, beta2, eps, ..
                 } => {
                     let g = &mut ws.grads[l];
-                    sgemm(1.0, input.t(), dz, 0.0, &mut g.view_mut());
+                    if l == 0 && sparse_input {
+                        ws.sparse
+                            .weight_update(dz, 1.0, 0.0, g.view_mut(), None, false);
+                    } else {
+                        sgemm(1.0, input.t(), dz, 0.0, &mut g.view_mut());
+                    }
                     let db = Linear::bias_grad(dz);
                     let t = opt.step as i32;
                     let c1 = 1.0 - beta1.powi(t);
@@ -342,8 +436,6 @@ fn sgd_update(
 ) -> Option<Vec<f32>> {
     /// Rows per block: 64 × 800 floats of weights and of velocity, 400 KiB together.
     const BLOCK: usize = 64;
-    /// Rows per partial sum of the column norms.
-    const NORM_ROWS: usize = 16;
     let cols = w.ncols();
     let partial: Vec<Vec<Vec<f32>>> = w
         .axis_chunks_iter_mut(Axis(0), BLOCK)
@@ -365,17 +457,7 @@ fn sgd_update(
             if !norms {
                 return Vec::new();
             }
-            wb.axis_chunks_iter(Axis(0), NORM_ROWS)
-                .map(|chunk| {
-                    let mut acc = vec![0.0f32; cols];
-                    for row in chunk.rows() {
-                        for (s, x) in acc.iter_mut().zip(row.iter()) {
-                            *s += x * x;
-                        }
-                    }
-                    acc
-                })
-                .collect()
+            sparse::norm_partials(wb.view())
         })
         .collect();
     if !norms {
@@ -399,8 +481,12 @@ fn relu_backward(mut g: ArrayViewMut2<f32>, a: ArrayView2<f32>, scale: f32) {
         .zip(a.axis_chunks_iter(Axis(0), ROWS).into_par_iter())
         .for_each(|(mut gb, ab)| match (gb.as_slice_mut(), ab.as_slice()) {
             (Some(gs), Some(as_)) => {
+                // Branch-free (a mask on the bits): about half the units are off in any row, at
+                // random, and a branch per element mispredicted often enough to make this pass
+                // cost as much as a tenth of the step. Same bits as the `if` below (+0 where off).
                 for (g, &a) in gs.iter_mut().zip(as_) {
-                    *g = if a > 0.0 { *g * scale } else { 0.0 };
+                    let keep = 0u32.wrapping_sub(u32::from(a > 0.0));
+                    *g = f32::from_bits((*g * scale).to_bits() & keep);
                 }
             }
             _ => Zip::from(&mut gb)
@@ -448,10 +534,21 @@ mod tests {
     /// Every weight and bias gradient of the full loss, through all layers, against central finite
     /// differences. A plain SGD step with lr 1 and momentum 0 moves each parameter by minus its
     /// gradient, which is how the analytic gradient is read back.
+    ///
+    /// Run on the dense first layer and on the sparse kernels, with an input that has zeros.
     #[test]
     fn every_gradient_matches_finite_differences() {
+        for policy in [SparseInput::Never, SparseInput::Always] {
+            gradients_match_finite_differences(policy);
+        }
+    }
+
+    fn gradients_match_finite_differences(policy: SparseInput) {
         let mut rng = Rng::new(9);
-        let x = Array2::from_shape_simple_fn((4, 5), || rng.uniform());
+        let mut x = Array2::from_shape_simple_fn((4, 5), || rng.uniform());
+        x[[0, 1]] = 0.0;
+        x[[2, 3]] = 0.0;
+        x.column_mut(4).fill(0.0);
         let teacher = Array2::from_shape_simple_fn((4, 3), || rng.normal() * 2.0);
         let y: Vec<u32> = (0..4).map(|_| rng.below(3) as u32).collect();
         let loss = DistillLoss {
@@ -469,7 +566,7 @@ mod tests {
             schedule: Schedule::Constant,
         };
         let mut opt = Optimizer::new(cfg, &m0.shapes());
-        let mut ws = Workspace::default();
+        let mut ws = Workspace::with_sparse_input(policy);
         stepped
             .train_step(
                 x.view(),
@@ -498,7 +595,7 @@ mod tests {
                         / (2.0 * h as f64);
                     assert!(
                         (analytic - fd).abs() < 3e-3 * (1.0 + fd.abs()),
-                        "W{l}[{i},{j}]: {analytic} vs {fd}"
+                        "{policy:?}: W{l}[{i},{j}]: {analytic} vs {fd}"
                     );
                     checked += 1;
                 }
@@ -520,6 +617,140 @@ mod tests {
             }
         }
         assert_eq!(checked, m0.parameters());
+        assert_eq!(ws.used_sparse_input(), policy == SparseInput::Always);
+    }
+
+    /// A 784-wide input with MNIST-like blank margins: rows of pixels in [0, 1] that are nonzero
+    /// only inside a centred square.
+    fn sparse_images(rows: usize, seed: u64) -> Array2<f32> {
+        let mut rng = Rng::new(seed);
+        Array2::from_shape_fn((rows, 784), |(_, k)| {
+            let (r, c) = (k / 28, k % 28);
+            if (9..19).contains(&r) && (8..20).contains(&c) && rng.uniform() < 0.6 {
+                rng.uniform()
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// Several SGD and Adam steps (with max-norm and dropout) of a net whose first layer runs on
+    /// the sparse kernels: the same bits on 1 thread and on 3, and within float rounding of the
+    /// dense first layer.
+    #[test]
+    fn sparse_first_layer_is_thread_count_exact_and_matches_dense() {
+        let x = sparse_images(40, 5);
+        let y: Vec<u32> = (0..40).map(|i| (i % 3) as u32).collect();
+        let sgd = OptimizerConfig::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            momentum_start: 0.9,
+            momentum_ramp: 0,
+            schedule: Schedule::Constant,
+        };
+        let adam = OptimizerConfig::Adam {
+            lr: 0.001,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            schedule: Schedule::Constant,
+        };
+        for cfg in [sgd, adam] {
+            let run = |policy: SparseInput, threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                pool.install(|| {
+                    let mut m = Mlp::new(
+                        MlpConfig {
+                            sizes: vec![784, 70, 3],
+                            input_dropout: 0.1,
+                            hidden_dropout: 0.2,
+                            max_norm: Some(2.0),
+                        },
+                        4,
+                    )
+                    .expect("net");
+                    let mut opt = Optimizer::new(cfg.clone(), &m.shapes());
+                    let mut ws = Workspace::with_sparse_input(policy);
+                    for step in 0..4 {
+                        m.train_step(
+                            x.view(),
+                            None,
+                            Some(&y),
+                            &DistillLoss::hard(),
+                            &mut opt,
+                            0,
+                            step,
+                            &mut ws,
+                        )
+                        .expect("step");
+                        assert_eq!(ws.used_sparse_input(), policy == SparseInput::Auto);
+                    }
+                    m
+                })
+            };
+            let sparse = run(SparseInput::Auto, 1);
+            assert_eq!(sparse, run(SparseInput::Auto, 3), "{cfg:?}");
+            let dense = run(SparseInput::Never, 2);
+            for (a, b) in sparse.layers.iter().zip(&dense.layers) {
+                for (p, q) in a.w.iter().chain(&a.b).zip(b.w.iter().chain(&b.b)) {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                        "{cfg:?}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The automatic choice: the sparse kernels for MNIST-like input, dense GEMMs for dense input
+    /// and for input that is sparse but scattered so that the grouped form would store most of it.
+    #[test]
+    fn automatic_choice_follows_the_measured_density() {
+        let mut rng = Rng::new(6);
+        let scattered =
+            Array2::from_shape_simple_fn((32, 784), || if rng.uniform() < 0.3 { 1.0 } else { 0.0 });
+        let dense = Array2::from_shape_simple_fn((32, 784), || rng.uniform() + 0.1);
+        for (x, sparse) in [
+            (sparse_images(32, 1), true),
+            (dense, false),
+            (scattered, false),
+        ] {
+            let mut m = Mlp::new(
+                MlpConfig {
+                    sizes: vec![784, 20, 3],
+                    input_dropout: 0.0,
+                    hidden_dropout: 0.0,
+                    max_norm: None,
+                },
+                1,
+            )
+            .expect("net");
+            let cfg = OptimizerConfig::Sgd {
+                lr: 0.01,
+                momentum: 0.9,
+                momentum_start: 0.9,
+                momentum_ramp: 0,
+                schedule: Schedule::Constant,
+            };
+            let mut opt = Optimizer::new(cfg, &m.shapes());
+            let mut ws = Workspace::with_sparse_input(SparseInput::Auto);
+            let y = vec![0u32; 32];
+            m.train_step(
+                x.view(),
+                None,
+                Some(&y),
+                &DistillLoss::hard(),
+                &mut opt,
+                0,
+                0,
+                &mut ws,
+            )
+            .expect("step");
+            assert_eq!(ws.used_sparse_input(), sparse);
+        }
     }
 
     #[test]
