@@ -15,8 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    distill_core::stats::median(&mut v)
 }
 
 fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
