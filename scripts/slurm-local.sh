@@ -64,9 +64,24 @@ pids_of() {
     return 0
 }
 
+# The pid file of a daemon this script starts (MariaDB writes its own into its data folder).
+pidfile() {
+    case $1 in
+        mariadbd) echo "$STATE/mysql/mariadbd.pid" ;;
+        *) echo "$STATE/$1.pid" ;;
+    esac
+}
+
+# Stops the daemon of a pid file and, unless the third argument is `mine`, every other live process
+# of that program (Slurm's daemons: this script is the machine's only Slurm). `mine` stops only the
+# pid file's process, for programs the machine may run for others too (munged, MariaDB).
 stop() {
-    local pidfile=$1 name=$2 pids pid i
-    pids=$( { alive "$pidfile" "$name" || true; pids_of "$name"; } | sort -u)
+    local pidfile=$1 name=$2 scope=${3:-all} pids pid i
+    if [ "$scope" = mine ]; then
+        pids=$(alive "$pidfile" "$name" || true)
+    else
+        pids=$( { alive "$pidfile" "$name" || true; pids_of "$name"; } | sort -u)
+    fi
     for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
     for i in $(seq 50); do
         local left=""
@@ -203,7 +218,7 @@ EOF
 start_mariadb() {
     local sock=$STATE/mysql/mysqld.sock i
     mkdir -p "$STATE/log"
-    if alive "$STATE/mysql/mariadbd.pid" mariadbd >/dev/null; then
+    if alive "$(pidfile mariadbd)" mariadbd >/dev/null; then
         say "mariadbd already runs"
     else
         if [ ! -d "$STATE/mysql/mysql" ]; then
@@ -219,7 +234,7 @@ start_mariadb() {
         # mariadbd stays in the foreground: detach it, in a session of its own, from this shell.
         setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$STATE/mysql" \
             --bind-address=127.0.0.1 --port="$DB_PORT" --socket="$sock" \
-            --pid-file="$STATE/mysql/mariadbd.pid" --log-error="$STATE/log/mariadb.log" \
+            --pid-file="$(pidfile mariadbd)" --log-error="$STATE/log/mariadb.log" \
             --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 --skip-name-resolve < /dev/null > /dev/null 2>&1 &
         for i in $(seq 150); do
             mariadb --no-defaults --socket="$sock" -u root -e 'SELECT 1' >/dev/null 2>&1 && break
@@ -346,15 +361,9 @@ down() {
     stop "$STATE/slurmd.pid" slurmd
     stop "$STATE/slurmctld.pid" slurmctld
     stop "$STATE/slurmdbd.pid" slurmdbd
-    # MariaDB: only the one this script started (the machine may run one of its own).
-    if pid=$(alive "$STATE/mysql/mariadbd.pid" mariadbd); then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 100); do runs "$pid" mariadbd || break; sleep 0.2; done
-        runs "$pid" mariadbd && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    # munged: only the one this script started (another program may use a munged of its own).
-    if pid=$(alive "$STATE/munged.pid" munged); then
-        stop "$STATE/munged.pid" munged
+    stop "$(pidfile mariadbd)" mariadbd mine
+    if alive "$STATE/munged.pid" munged >/dev/null; then
+        stop "$STATE/munged.pid" munged mine
         rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
     fi
     rm -f "$STATE"/*.pid
@@ -365,7 +374,7 @@ down() {
 status() {
     local name
     for name in munged mariadbd slurmdbd slurmctld slurmd; do
-        if pid=$(alive "$STATE/$name.pid" "$name"); then
+        if pid=$(alive "$(pidfile "$name")" "$name"); then
             say "$name runs ($pid)"
         else
             say "$name does not run"
