@@ -66,12 +66,71 @@ impl SoftTargets {
         combine: distill_core::math::Combine,
     ) -> Result<Array2<f32>> {
         let rows = self.align(ds, store_path)?;
-        let members: Vec<Array2<f32>> = self
-            .logits
-            .iter()
-            .map(|l| l.select(ndarray::Axis(0), &rows))
-            .collect();
-        let views: Vec<ArrayView2<f32>> = members.iter().map(|m| m.view()).collect();
-        distill_core::math::ensemble_probs(&views, t, combine)
+        if rows.len() == self.len() && rows.iter().enumerate().all(|(i, &r)| i == r) {
+            // The data set is the store's rows in the store's order (the usual case): no copy.
+            return distill_core::math::ensemble_probs(&self.views(), t, combine);
+        }
+        distill_core::math::ensemble_probs(&self.select_rows(&rows).views(), t, combine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Layout, SCHEMA_VERSION, StoreMeta};
+    use distill_core::math::{Combine, ensemble_probs};
+    use ndarray::array;
+
+    fn store() -> SoftTargets {
+        SoftTargets {
+            meta: StoreMeta {
+                schema_version: SCHEMA_VERSION,
+                classes: 3,
+                teachers: Vec::new(),
+                dataset: "toy".into(),
+                split: "train".into(),
+                transform: "none".into(),
+                tool_version: distill_core::TOOL_VERSION.into(),
+                shard: None,
+                layout: Layout::Full,
+                top_k: None,
+            },
+            index: vec![0, 1, 2],
+            labels: vec![Some(0), Some(1), Some(2)],
+            logits: vec![
+                array![[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [1.0, 1.0, 4.0]],
+                array![[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 2.0]],
+            ],
+        }
+    }
+
+    fn data(index: Vec<u64>) -> Dataset {
+        let n = index.len();
+        Dataset {
+            name: "toy".into(),
+            features: Array2::zeros((n, 1)),
+            labels: Some(index.iter().map(|&i| i as u32).collect()),
+            index,
+            classes: 3,
+            image: None,
+        }
+    }
+
+    #[test]
+    fn targets_follow_the_data_sets_rows_with_or_without_a_copy() {
+        let s = store();
+        let path = Path::new("toy.parquet");
+        let all = ensemble_probs(&s.views(), 2.0, Combine::Arithmetic).unwrap();
+        // The store's own rows in its order: the no-copy path.
+        let same = s
+            .ensemble_for(&data(vec![0, 1, 2]), path, 2.0, Combine::Arithmetic)
+            .unwrap();
+        assert_eq!(same, all);
+        // Another order and a subset: the rows selected first.
+        let some = s
+            .ensemble_for(&data(vec![2, 0]), path, 2.0, Combine::Arithmetic)
+            .unwrap();
+        assert_eq!(some.row(0), all.row(2));
+        assert_eq!(some.row(1), all.row(0));
     }
 }
