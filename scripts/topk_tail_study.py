@@ -83,7 +83,7 @@ def stored(z, k, tail, bias):
 
 def size(k, tail):
     extra = 4.0
-    if tail.endswith("bits") or tail.endswith("bit"):
+    if "bit" in tail:
         bits = int(tail.split()[0])
         extra = bits * CLASSES / 8 + 4 * 2 ** bits
     return (k * PAIR_BYTES + extra) / (CLASSES * FULL_BYTES_PER_CLASS)
