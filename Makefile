@@ -61,6 +61,7 @@ bench: setup
 	cargo bench -p distill-train --bench train
 	cargo bench -p distill-teach --bench teach
 	cargo bench -p distill-teach --bench topk
+	cargo bench -p distill-store --bench io
 	cargo bench -p distill-specialists --bench specialists
 	cargo bench -p distill-specialists --bench combine
 

@@ -16,6 +16,8 @@ Configurations (2 threads each side, batch 128, SGD lr 0.05 momentum 0.9, all 60
 """
 
 import argparse
+import csv
+import json
 import os
 import re
 import statistics
@@ -68,10 +70,14 @@ def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
     return cmd
 
 
-def torch_cmd(mode, epochs, seed, store, threads, test):
+def torch_cmd(mode, epochs, seed, store, threads, test, same_start=False, float64=False):
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_torch.py"), "--mode", mode,
            "--data", "data/mnist", "--epochs", str(epochs), "--seed", str(seed),
            "--threads", str(threads)]
+    if same_start:
+        cmd.append("--same-start")
+    if float64:
+        cmd.append("--float64")
     if mode == "distill":
         cmd += ["--store", store, "--temperature", "20", "--alpha", "0.9"]
     if test:
@@ -87,6 +93,9 @@ def main():
     ap.add_argument("--seeds", default="1,2,3", help="seeds of the accuracy runs ('' skips them)")
     ap.add_argument("--accuracy-epochs", type=int, default=5)
     ap.add_argument("--inits", default="", help="extra distill-train --init values to score too, e.g. he")
+    ap.add_argument("--same-start", action="store_true",
+                    help="also score PyTorch started from distill-train's weights and batch order "
+                         "(bench_torch.py --same-start), and compare the two runs' per-epoch losses")
     args = ap.parse_args()
 
     import torch
@@ -140,21 +149,53 @@ def main():
     if seeds:
         e = args.accuracy_epochs
         print(f"\n## Test errors (of 10,000) after {e} epochs of the distillation configuration")
+        same = "PyTorch, distill-train's start and order"
+        same64 = "the same in float64 (reference)"
         rows = {"PyTorch": []}
+        if args.same_start:
+            rows[same] = []
+            rows[same64] = []
         inits = [None] + [i for i in args.inits.split(",") if i]
         for init in inits:
             rows[f"distill-train --init {init}" if init else "distill-train (default init)"] = []
+        loss_gaps = []
         for seed in seeds:
             _, out = run(torch_cmd("distill", e, seed, store, args.threads, True), env)
             rows["PyTorch"].append(int(re.search(r'"test_errors": (\d+)', out).group(1)))
+            if args.same_start:
+                _, out = run(torch_cmd("distill", e, seed, store, args.threads, True, True), env)
+                result = json.loads(out.strip().splitlines()[-1])
+                rows[same].append(result["test_errors"])
+                torch_losses = result["epoch_losses"]
+                _, out = run(torch_cmd("distill", e, seed, store, args.threads, True, True, True), env)
+                result = json.loads(out.strip().splitlines()[-1])
+                rows[same64].append(result["test_errors"])
+                f64_losses = result["epoch_losses"]
             for init in inits:
+                name = os.path.join(work, f"distill-distill-e{e}-s{seed}-{init or 'default'}")
                 _, out = run(distill_cmd("distill", e, seed, store, work, args.threads, True, init), env)
                 key = f"distill-train --init {init}" if init else "distill-train (default init)"
                 rows[key].append(int(re.search(r"test errors: (\d+) of", out).group(1)))
+                if args.same_start and init is None:
+                    with open(name + ".metrics.csv") as f:
+                        ours = [float(r["loss"]) for r in csv.DictReader(f)]
+                    rel = lambda a, b: abs(a - b) / max(abs(b), 1e-12)  # noqa: E731
+                    loss_gaps.append(([rel(a, b) for a, b in zip(torch_losses, f64_losses)],
+                                      [rel(a, b) for a, b in zip(ours, f64_losses)]))
+                    print(f"  seed {seed}: mean loss per epoch: float64 reference "
+                          + " ".join(f"{v:.6f}" for v in f64_losses)
+                          + "; PyTorch float32 " + " ".join(f"{v:.6f}" for v in torch_losses)
+                          + "; distill-train " + " ".join(f"{v:.6f}" for v in ours), flush=True)
             print(f"  seed {seed}: " + ", ".join(f"{k} {v[-1]}" for k, v in rows.items()), flush=True)
         print(f"{'':<32} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds) + f" {'mean':>8}")
         for name, errs in rows.items():
             print(f"{name:<32} " + " ".join(f"{x:>8}" for x in errs) + f" {statistics.mean(errs):>8.1f}")
+        if loss_gaps:
+            epochs = range(len(loss_gaps[0][0]))
+            for label, side in (("PyTorch float32", 0), ("distill-train", 1)):
+                med = [statistics.median(g[side][i] for g in loss_gaps) for i in epochs]
+                print(f"{label}: median over seeds of the mean epoch loss's relative distance from "
+                      "the float64 reference, per epoch: " + " ".join(f"{v:.1e}" for v in med))
 
 
 if __name__ == "__main__":

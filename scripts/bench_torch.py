@@ -9,7 +9,13 @@ Modes (each mirrors a distill-train command line that scripts/bench_compare.py b
   teacher  784-1200-1200-10 on hard labels with input/hidden dropout, max-norm and jitter
 
 Reads MNIST from the IDX files in --data (pixels / 255, as distill does) and the store with pyarrow.
-Prints one JSON line: training seconds (the epochs only), epochs, and test errors when --test.
+Prints one JSON line: training seconds (the epochs only), epochs, each epoch's mean loss, and test
+errors when --test.
+
+--same-start draws the initial weights and each epoch's batch order exactly as distill-train does
+for the same --seed (its xoshiro256++ generator, ported below), instead of from PyTorch's generator.
+Both sides then start from the same weights and see the same batches, so what is left between their
+results is the arithmetic of the steps (float rounding, and anything that differs in the method).
 """
 
 import argparse
@@ -33,6 +39,73 @@ def read_idx(path):
     if magic == 2049:
         return np.frombuffer(data, dtype=np.uint8, offset=8)
     sys.exit(f"{path}: not an MNIST IDX file (magic {magic})")
+
+
+MASK = (1 << 64) - 1
+
+
+def _splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & MASK
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return x, z ^ (z >> 31)
+
+
+class DistillRng:
+    """distill_core::rng::Rng (xoshiro256++ seeded through SplitMix64), bit for bit."""
+
+    def __init__(self, seed):
+        s = []
+        x = seed & MASK
+        for _ in range(4):
+            x, z = _splitmix64(x)
+            s.append(z)
+        self.s = s
+
+    @classmethod
+    def derive(cls, seed, stream):
+        x = (seed ^ ((stream * 0xD1B54A32D192ED03) & MASK)) & MASK
+        _, z = _splitmix64(x)
+        return cls(z)
+
+    def next_u64(self):
+        s0, s1, s2, s3 = self.s
+        t0 = (s0 + s3) & MASK
+        result = ((((t0 << 23) | (t0 >> 41)) & MASK) + s0) & MASK
+        t = (s1 << 17) & MASK
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = ((s3 << 45) | (s3 >> 19)) & MASK
+        self.s = [s0, s1, s2, s3]
+        return result
+
+    def uniform24(self, n):
+        """n draws of Rng::uniform as their 24-bit integers (uniform = k / 2^24)."""
+        return np.fromiter((self.next_u64() >> 40 for _ in range(n)), dtype=np.int64, count=n)
+
+    def permutation(self, n):
+        p = list(range(n))
+        for i in range(n - 1, 0, -1):
+            j = (self.next_u64() * (i + 1)) >> 64
+            p[i], p[j] = p[j], p[i]
+        return p
+
+
+def distill_init(sizes, seed):
+    """distill-train's `--init torch` weights for `sizes`: per layer, [in, out] weights row by row,
+    then the biases, each (2u - 1) / sqrt(in) in float32 from Rng::derive(seed, 0x1417)."""
+    rng = DistillRng.derive(seed, 0x1417)
+    layers = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        bound = np.float32(1.0) / np.sqrt(np.float32(fan_in))
+        u = rng.uniform24(fan_in * fan_out + fan_out).astype(np.float32) * np.float32(1.0 / (1 << 24))
+        v = (np.float32(2.0) * u - np.float32(1.0)) * bound
+        layers.append((v[: fan_in * fan_out].reshape(fan_in, fan_out).T.copy(), v[fan_in * fan_out :].copy()))
+    return layers
 
 
 def load_mnist(folder, split):
@@ -78,6 +151,11 @@ def main():
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--test", action="store_true", help="report test errors after training")
+    ap.add_argument("--float64", action="store_true",
+                    help="train in double precision (a reference for the float32 runs' rounding)")
+    ap.add_argument("--limit", type=int, help="train on the first N training rows only (as distill-train --limit)")
+    ap.add_argument("--same-start", action="store_true",
+                    help="distill-train's initial weights and batch order for --seed (see above)")
     args = ap.parse_args()
 
     import torch
@@ -94,11 +172,26 @@ def main():
         if not args.store:
             sys.exit("--mode distill needs --store")
         soft = torch.from_numpy(soft_targets(args.store, n, args.temperature))
+    if args.float64:
+        torch.set_default_dtype(torch.float64)
+        x = x.double()
+        soft = soft.double() if soft is not None else None
+    if args.limit:
+        n = min(n, args.limit)
+        x, y = x[:n], y[:n]
+        soft = soft[:n] if soft is not None else None
 
     hidden = [1200, 1200] if args.mode == "teacher" else [800, 800]
     in_drop, hid_drop, max_norm, jitter = (0.1, 0.3, 4.0, 1) if args.mode == "teacher" else (0, 0, None, 0)
     sizes = [784] + hidden + [10]
     layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+    if args.same_start:
+        if in_drop or hid_drop or jitter:
+            sys.exit("--same-start: dropout masks and jitter are drawn differently; use --mode distill or hard")
+        with torch.no_grad():
+            for layer, (w, b) in zip(layers, distill_init(sizes, args.seed)):
+                layer.weight.copy_(torch.from_numpy(w).to(layer.weight.dtype))
+                layer.bias.copy_(torch.from_numpy(b).to(layer.bias.dtype))
     opt = torch.optim.SGD(layers.parameters(), lr=args.lr, momentum=args.momentum)
     gen = torch.Generator().manual_seed(args.seed)
     t, alpha = args.temperature, args.alpha
@@ -113,6 +206,11 @@ def main():
                     h = F.dropout(h, hid_drop, train)
         return h
 
+    entropy_term = 0.0
+    if soft is not None:
+        p64 = soft.double()
+        entropy_term = alpha * t * t * float(-(p64 * torch.log(p64.clamp_min(1e-300))).sum(dim=1).mean())
+
     base = torch.arange(28)
 
     def shift(xb):
@@ -125,8 +223,13 @@ def main():
         return pad[torch.arange(b)[:, None, None], rows, cols].reshape(b, 784)
 
     started = time.perf_counter()
-    for _ in range(args.epochs):
-        perm = torch.randperm(n, generator=gen)
+    epoch_losses = []
+    for epoch in range(args.epochs):
+        if args.same_start:
+            perm = torch.tensor(DistillRng.derive(args.seed, 0xE90C0000 + epoch).permutation(n))
+        else:
+            perm = torch.randperm(n, generator=gen)
+        loss_sum = torch.zeros(())
         for s in range(0, n, args.batch):
             idx = perm[s : s + args.batch]
             xb = x.index_select(0, idx)
@@ -141,6 +244,7 @@ def main():
                     loss = loss + (1 - alpha) * F.cross_entropy(logits, y.index_select(0, idx))
             else:
                 loss = F.cross_entropy(logits, y.index_select(0, idx))
+            loss_sum += loss.detach() * idx.shape[0]
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()
@@ -148,12 +252,16 @@ def main():
                 with torch.no_grad():
                     for layer in layers:
                         layer.weight.copy_(torch.renorm(layer.weight, 2, 0, max_norm))
+        epoch_losses.append(float(loss_sum) / n - entropy_term)
     seconds = time.perf_counter() - started
-    out = {"seconds": seconds, "epochs": args.epochs, "torch": torch.__version__}
+    # Each epoch's mean loss as distill-train prints it: the soft term as T^2 * KL(p || q), that is
+    # the cross-entropy above less the teachers' entropy (which does not depend on the network).
+    out = {"seconds": seconds, "epochs": args.epochs, "torch": torch.__version__,
+           "epoch_losses": [round(v, 6) for v in epoch_losses]}
     if args.test:
         xt, yt = load_mnist(args.data, "test")
         with torch.no_grad():
-            pred = forward(torch.from_numpy(xt), False).argmax(dim=1).numpy()
+            pred = forward(torch.from_numpy(xt).to(x.dtype), False).argmax(dim=1).numpy()
         out["test_errors"] = int((pred != yt).sum())
     print(json.dumps(out))
 
