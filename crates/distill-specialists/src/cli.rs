@@ -147,3 +147,55 @@ where
         args.into_config().and_then(|c| crate::run(&c, &progress))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON written into each specialist's `distill.training` metadata, byte for byte as
+    /// releases before the shared settings groups wrote it.
+    #[test]
+    fn serialized_config_keeps_its_layout() {
+        let c = Args::parse_from([
+            "distill-specialists",
+            "--data",
+            "data/mnist",
+            "--subsets",
+            "work/specialists.yaml",
+            "--generalist",
+            "work/generalist.onnx",
+            "--soft-targets",
+            "work/soft.parquet",
+            "--temperature",
+            "8",
+            "--alpha",
+            "0.9",
+            "--combine",
+            "geometric",
+            "--input-dropout",
+            "0.2",
+            "--hidden-dropout",
+            "0.5",
+            "--max-norm",
+            "3.5",
+            "--jitter",
+            "2",
+            "--epochs",
+            "7",
+            "--patience",
+            "3",
+            "--batch",
+            "50",
+            "--seed",
+            "9",
+            "--out",
+            "work/specialists",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"selection":{"data":"data/mnist","split":"train","limit":null,"classes":{"only":null,"exclude":[]}},"subsets":"work/specialists.yaml","generalist":"work/generalist.onnx","soft_targets":"work/soft.parquet","temperature":8.0,"alpha":0.9,"combine":"geometric","input_dropout":0.2,"hidden_dropout":0.5,"max_norm":3.5,"jitter":2,"optimizer":{"kind":"sgd","lr":0.01,"momentum":0.9,"momentum_start":0.9,"momentum_ramp":0,"schedule":{"kind":"constant"}},"epochs":7,"patience":3,"batch":50,"seed":9,"validation":null,"threads":null,"jobs":1,"only":null,"out":"work/specialists"}"#
+        );
+    }
+}

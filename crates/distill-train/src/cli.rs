@@ -275,3 +275,63 @@ where
         args.into_config().and_then(|c| crate::run(&c, &progress))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration with every serialized setting away from its default.
+    fn config() -> Config {
+        Args::parse_from([
+            "distill-train",
+            "--data",
+            "data/mnist",
+            "--soft-targets",
+            "work/soft.parquet",
+            "--temperature",
+            "8",
+            "--alpha",
+            "0.9",
+            "--combine",
+            "geometric",
+            "--hidden",
+            "64,32",
+            "--input-dropout",
+            "0.2",
+            "--hidden-dropout",
+            "0.5",
+            "--max-norm",
+            "3.5",
+            "--jitter",
+            "2",
+            "--epochs",
+            "7",
+            "--batch",
+            "50",
+            "--seed",
+            "9",
+            "--validation",
+            "100",
+            "--out",
+            "work/student.onnx",
+        ])
+        .into_config()
+        .unwrap()
+    }
+
+    /// The JSON written into the model's `distill.training` metadata and hashed into the
+    /// checkpoint's fingerprint, byte for byte as releases before the settings groups wrote it:
+    /// a checkpoint written by them still resumes.
+    #[test]
+    fn serialized_config_keeps_its_layout() {
+        let c = config();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            json,
+            r#"{"selection":{"data":"data/mnist","split":"train","limit":null,"classes":{"only":null,"exclude":[]}},"validation":100,"fraction":null,"soft_targets":"work/soft.parquet","temperature":8.0,"alpha":0.9,"combine":"geometric","hidden":[64,32],"init":"torch","input_dropout":0.2,"hidden_dropout":0.5,"max_norm":3.5,"jitter":2,"optimizer":{"kind":"sgd","lr":0.05,"momentum":0.9,"momentum_start":0.9,"momentum_ramp":0,"schedule":{"kind":"constant"}},"epochs":7,"batch":50,"seed":9,"threads":null,"bias_adjust":"None","out":"work/student.onnx","metrics":null,"resume":false,"test_split":"test","max_steps":null}"#
+        );
+        assert_eq!(c.fingerprint(), "27162dfb5fd0a350");
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+    }
+}
