@@ -150,41 +150,14 @@ mod tests {
     /// releases before the shared settings groups wrote it.
     #[test]
     fn serialized_config_keeps_its_layout() {
-        let c = Args::parse_from([
-            "distill-specialists",
-            "--data",
-            "data/mnist",
-            "--subsets",
-            "work/specialists.yaml",
-            "--generalist",
-            "work/generalist.onnx",
-            "--soft-targets",
-            "work/soft.parquet",
-            "--temperature",
-            "8",
-            "--alpha",
-            "0.9",
-            "--combine",
-            "geometric",
-            "--input-dropout",
-            "0.2",
-            "--hidden-dropout",
-            "0.5",
-            "--max-norm",
-            "3.5",
-            "--jitter",
-            "2",
-            "--epochs",
-            "7",
-            "--patience",
-            "3",
-            "--batch",
-            "50",
-            "--seed",
-            "9",
-            "--out",
-            "work/specialists",
-        ])
+        let c = Args::parse_from(
+            "distill-specialists --data data/mnist \
+             --subsets work/specialists.yaml --generalist work/generalist.onnx \
+             --soft-targets work/soft.parquet --temperature 8 --alpha 0.9 --combine geometric \
+             --input-dropout 0.2 --hidden-dropout 0.5 --max-norm 3.5 --jitter 2 \
+             --epochs 7 --patience 3 --batch 50 --seed 9 --out work/specialists"
+                .split_whitespace(),
+        )
         .into_config()
         .unwrap();
         assert_eq!(

@@ -289,39 +289,14 @@ mod tests {
 
     /// A configuration with every serialized setting away from its default.
     fn config() -> Config {
-        Args::parse_from([
-            "distill-train",
-            "--data",
-            "data/mnist",
-            "--soft-targets",
-            "work/soft.parquet",
-            "--temperature",
-            "8",
-            "--alpha",
-            "0.9",
-            "--combine",
-            "geometric",
-            "--hidden",
-            "64,32",
-            "--input-dropout",
-            "0.2",
-            "--hidden-dropout",
-            "0.5",
-            "--max-norm",
-            "3.5",
-            "--jitter",
-            "2",
-            "--epochs",
-            "7",
-            "--batch",
-            "50",
-            "--seed",
-            "9",
-            "--validation",
-            "100",
-            "--out",
-            "work/student.onnx",
-        ])
+        Args::parse_from(
+            "distill-train --data data/mnist \
+             --soft-targets work/soft.parquet --temperature 8 --alpha 0.9 --combine geometric \
+             --hidden 64,32 \
+             --input-dropout 0.2 --hidden-dropout 0.5 --max-norm 3.5 --jitter 2 \
+             --epochs 7 --batch 50 --seed 9 --validation 100 --out work/student.onnx"
+                .split_whitespace(),
+        )
         .into_config()
         .unwrap()
     }
