@@ -124,10 +124,10 @@ fn collect_one(file: &Path, rows: &mut Vec<Row>) -> Result<(), String> {
             for e in &m.entries {
                 rows.push(row(
                     e.name.clone(),
-                    e.errors,
-                    e.rows,
-                    Some(e.nll),
-                    Some(e.ece),
+                    e.metrics.errors,
+                    e.metrics.rows,
+                    Some(e.metrics.nll),
+                    Some(e.metrics.ece),
                     Some(e.parameters),
                 ));
             }

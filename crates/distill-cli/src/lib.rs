@@ -158,8 +158,24 @@ where
     R: Report,
     E: UserError,
 {
+    run_main_with(args, A::try_parse_from, run)
+}
+
+/// [`run_main`] with the stage's own `parse` in place of clap's plain one (distill-eval and
+/// distill-teach record which `--model` each per-model flag follows): the old spellings are
+/// rewritten first, then `parse` parses, then it finishes as [`finish`] does.
+pub fn run_main_with<A, R, E>(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    parse: impl FnOnce(Vec<OsString>) -> Result<A, clap::Error>,
+    run: impl FnOnce(A) -> Result<R, E>,
+) -> ExitCode
+where
+    A: clap::CommandFactory,
+    R: Report,
+    E: UserError,
+{
     let args = deprecated::apply(A::command().get_name(), args);
-    finish(A::try_parse_from(args), run)
+    finish(parse(args), run)
 }
 
 /// Ends a command line: a clap error is printed and exits 2 (`--help` and `--version` print to

@@ -184,6 +184,18 @@ pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result
     Ok(())
 }
 
+/// [`check_output`] of `--out` for a stage that runs ONNX models on a data set (distill-teach,
+/// distill-eval): the output must be none of the `--model` files and not the `--data` file.
+pub fn check_output_of_model_run<'a>(
+    dest: &Path,
+    models: impl IntoIterator<Item = &'a Path>,
+    data: &Path,
+) -> Result<()> {
+    let mut inputs: Vec<(&str, &Path)> = models.into_iter().map(|m| ("--model", m)).collect();
+    inputs.push(("--data", data));
+    check_output("--out", dest, &inputs)
+}
+
 /// Whether `a` and `b` name the same existing file (hard links and symlinks included), or the
 /// same path when neither exists yet.
 pub fn same_file(a: &Path, b: &Path) -> bool {

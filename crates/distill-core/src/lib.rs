@@ -7,6 +7,7 @@ pub mod bias;
 pub mod error;
 pub mod interrupt;
 pub mod math;
+pub mod metrics;
 pub mod names;
 pub mod onnx_proto;
 pub mod rng;

@@ -201,8 +201,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = distill_cli::deprecated::apply("distill-eval", args);
-    distill_cli::finish(Args::parse_from_args(args), |args: Args| {
+    distill_cli::run_main_with(args, Args::parse_from_args, |args: Args| {
         let progress = args.progress.progress();
         args.into_config()
             .and_then(|config| run(&config, &progress))

@@ -282,13 +282,11 @@ fn check_config(config: &Config) -> Result<(), EvalError> {
         .into());
     }
     if let Some(out) = &config.out {
-        let mut inputs: Vec<(&str, &Path)> = config
-            .models
-            .iter()
-            .map(|m| ("--model", m.path.as_path()))
-            .collect();
-        inputs.push(("--data", Path::new(&config.selection.data)));
-        distill_core::atomic::check_output("--out", out, &inputs)?;
+        distill_core::atomic::check_output_of_model_run(
+            out,
+            config.models.iter().map(|m| m.path.as_path()),
+            Path::new(&config.selection.data),
+        )?;
     }
     Ok(())
 }

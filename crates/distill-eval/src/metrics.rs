@@ -7,62 +7,14 @@
 
 pub use distill_core::math::error_count;
 use distill_core::math::{PROB_FLOOR, argmax_rows};
+pub use distill_core::metrics::{ReliabilityBin, Summary, TopK};
 use ndarray::ArrayView2;
-use serde::Serialize;
 
 /// Number of equal-width confidence bins of the expected calibration error.
 pub const ECE_BINS: usize = 15;
 
 /// The `k` of top-k accuracy that are reported, where the class count allows (`k < C`, and always `k = 1`).
 pub const TOP_K: [usize; 3] = [1, 2, 5];
-
-/// One top-k accuracy.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TopK {
-    /// How many of the most probable classes may contain the label.
-    pub k: usize,
-    /// Share of rows whose label is among the `k` most probable classes.
-    pub accuracy: f64,
-}
-
-/// Every label-based metric of one set of predictions.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Summary {
-    /// Rows evaluated.
-    pub rows: usize,
-    /// Rows whose predicted class is not the label.
-    pub errors: usize,
-    /// `errors / rows`.
-    pub error_rate: f64,
-    /// For each true class, the rows of that class predicted as another class.
-    pub per_class_errors: Vec<usize>,
-    /// For each true class, the rows of that class.
-    pub per_class_rows: Vec<usize>,
-    /// `confusion[true][predicted]` row counts.
-    pub confusion: Vec<Vec<usize>>,
-    /// See [`nll`].
-    pub nll: f64,
-    /// See [`ece`].
-    pub ece: f64,
-    /// See [`top_k_accuracy`], for each `k` of [`TOP_K`] that is below the class count, and `k = 1`.
-    pub top_k: Vec<TopK>,
-    /// The [`ECE_BINS`] bins [`ece`] is computed from (the reliability diagram), empty ones included.
-    pub reliability: Vec<ReliabilityBin>,
-}
-
-/// One confidence bin of the expected calibration error: the rows whose confidence (largest
-/// probability) lies in `(lower, upper]` (confidence 0 goes to the first bin).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ReliabilityBin {
-    pub lower: f64,
-    pub upper: f64,
-    /// Rows in the bin.
-    pub rows: usize,
-    /// Rows of the bin whose predicted class is the label.
-    pub correct: usize,
-    /// Mean confidence of the bin's rows (0 for an empty bin).
-    pub confidence: f64,
-}
 
 /// All metrics of [`Summary`] at once.
 pub fn summarize(probs: ArrayView2<f32>, labels: &[u32]) -> Summary {

@@ -291,3 +291,51 @@ fn the_specialists_result_is_read_tolerantly() {
     );
     assert!(html.contains("n/a (812 rows)"));
 }
+
+/// An entry's label metrics are read through the type distill-eval writes them from; a file
+/// written before `top_k` and `reliability` were recorded still loads (both empty, and the page
+/// leaves the reliability figure out), and a missing required metric is named.
+#[test]
+fn entries_read_through_the_shared_summary_and_old_files_load() {
+    let text = std::fs::read_to_string(fixture("metrics.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = distill_report::inputs::read_metrics(&fixture("metrics.json")).unwrap();
+    for (e, j) in m.entries.iter().zip(json["entries"].as_array().unwrap()) {
+        let written: distill_core::metrics::Summary = serde_json::from_value(j.clone()).unwrap();
+        assert_eq!(e.metrics, written, "{}", e.name);
+        assert!(!e.metrics.top_k.is_empty() && !e.metrics.reliability.is_empty());
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = json.clone();
+    for e in old["entries"].as_array_mut().unwrap() {
+        let e = e.as_object_mut().unwrap();
+        e.remove("top_k").unwrap();
+        e.remove("reliability").unwrap();
+    }
+    let path = dir.path().join("metrics.json");
+    std::fs::write(&path, serde_json::to_string(&old).unwrap()).unwrap();
+    let read = distill_report::inputs::read_metrics(&path).unwrap();
+    for (e, new) in read.entries.iter().zip(&m.entries) {
+        assert!(e.metrics.top_k.is_empty() && e.metrics.reliability.is_empty());
+        assert_eq!(
+            (e.metrics.errors, e.metrics.nll, &e.metrics.confusion),
+            (new.metrics.errors, new.metrics.nll, &new.metrics.confusion)
+        );
+    }
+    let out = dir.path().join("report.html");
+    let mut c = config(&out);
+    c.metrics = Some(path.clone());
+    let report = run(&c).unwrap();
+    assert!(
+        !report
+            .figures
+            .iter()
+            .any(|f| f.starts_with("fig-reliability"))
+    );
+
+    old["entries"][0].as_object_mut().unwrap().remove("nll");
+    std::fs::write(&path, serde_json::to_string(&old).unwrap()).unwrap();
+    let e = distill_report::inputs::read_metrics(&path).unwrap_err();
+    assert!(e.to_string().contains("nll"), "{e}");
+}

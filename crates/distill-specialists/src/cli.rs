@@ -105,14 +105,8 @@ impl Args {
             selection: self.data.selection()?,
             subsets: self.subsets,
             generalist: self.generalist,
-            alpha: self.soft.alpha(),
-            combine: self.soft.combine()?,
-            soft_targets: self.soft.soft_targets,
-            temperature: self.soft.temperature,
-            input_dropout: self.regularisation.input_dropout,
-            hidden_dropout: self.regularisation.hidden_dropout,
-            max_norm: self.regularisation.max_norm,
-            jitter: self.regularisation.jitter,
+            soft: self.soft.settings()?,
+            regularisation: self.regularisation.settings(),
             optimizer,
             epochs: self.run.epochs,
             patience: self.patience,
@@ -146,4 +140,29 @@ where
         let progress = args.progress.progress();
         args.into_config().and_then(|c| crate::run(&c, &progress))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON written into each specialist's `distill.training` metadata, byte for byte as
+    /// releases before the shared settings groups wrote it.
+    #[test]
+    fn serialized_config_keeps_its_layout() {
+        let c = Args::parse_from(
+            "distill-specialists --data data/mnist \
+             --subsets work/specialists.yaml --generalist work/generalist.onnx \
+             --soft-targets work/soft.parquet --temperature 8 --alpha 0.9 --combine geometric \
+             --input-dropout 0.2 --hidden-dropout 0.5 --max-norm 3.5 --jitter 2 \
+             --epochs 7 --patience 3 --batch 50 --seed 9 --out work/specialists"
+                .split_whitespace(),
+        )
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"selection":{"data":"data/mnist","split":"train","limit":null,"classes":{"only":null,"exclude":[]}},"subsets":"work/specialists.yaml","generalist":"work/generalist.onnx","soft_targets":"work/soft.parquet","temperature":8.0,"alpha":0.9,"combine":"geometric","input_dropout":0.2,"hidden_dropout":0.5,"max_norm":3.5,"jitter":2,"optimizer":{"kind":"sgd","lr":0.01,"momentum":0.9,"momentum_start":0.9,"momentum_ramp":0,"schedule":{"kind":"constant"}},"epochs":7,"patience":3,"batch":50,"seed":9,"validation":null,"threads":null,"jobs":1,"only":null,"out":"work/specialists"}"#
+        );
+    }
 }

@@ -293,8 +293,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = distill_cli::deprecated::apply("distill-teach", args);
-    distill_cli::finish(Args::parse_from_args(args), |args| {
+    distill_cli::run_main_with(args, Args::parse_from_args, |args: Args| {
         let progress = args.progress.progress();
         args.into_config()
             .and_then(|config| run(&config, &progress))

@@ -167,14 +167,11 @@ impl Config {
 
     /// The output file's folder exists, and the file is none of the inputs.
     fn check_not_an_input(&self, dest: &Path) -> Result<()> {
-        let mut inputs: Vec<(&str, &Path)> = self
-            .teachers
-            .iter()
-            .map(|t| ("--model", t.path.as_path()))
-            .collect();
-        inputs.push(("--data", Path::new(&self.selection.data)));
-        distill_core::atomic::check_output("--out", dest, &inputs)?;
-        Ok(())
+        Ok(distill_core::atomic::check_output_of_model_run(
+            dest,
+            self.teachers.iter().map(|t| t.path.as_path()),
+            Path::new(&self.selection.data),
+        )?)
     }
 
     /// Intra-op threads each teacher's session gets: `ort_threads`, or the stage's threads (all

@@ -11,7 +11,7 @@ use distill_nn::gemm::{Backend, kernel_isa, time_step_gemms};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, OptimizerConfig, Schedule};
 use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
-use distill_train::{BiasChoice, Config};
+use distill_train::{BiasChoice, Config, Regularisation, SoftTargetSettings};
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -74,16 +74,20 @@ fn bench() {
         selection,
         validation: Some(0),
         fraction: None,
-        soft_targets: Some(store_path),
-        temperature: 20.0,
-        alpha: 0.9,
-        combine: Combine::Arithmetic,
+        soft: SoftTargetSettings {
+            soft_targets: Some(store_path),
+            temperature: 20.0,
+            alpha: 0.9,
+            combine: Combine::Arithmetic,
+        },
         hidden: vec![800, 800],
         init: Init::default(),
-        input_dropout: 0.0,
-        hidden_dropout: 0.0,
-        max_norm: None,
-        jitter: 2,
+        regularisation: Regularisation {
+            input_dropout: 0.0,
+            hidden_dropout: 0.0,
+            max_norm: None,
+            jitter: 2,
+        },
         optimizer: OptimizerConfig::Sgd {
             lr: 0.05,
             momentum: 0.9,

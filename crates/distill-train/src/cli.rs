@@ -1,6 +1,6 @@
 //! The `distill-train` command line: flags, their defaults, and the mapping to [`Config`].
 
-use crate::{BiasChoice, Config, Result, TrainError};
+use crate::{BiasChoice, Config, Regularisation, Result, SoftTargetSettings, TrainError};
 use clap::Parser;
 use distill_cli::DataArgs;
 use distill_core::math::Combine;
@@ -90,19 +90,13 @@ impl Args {
             selection: self.data.selection()?,
             validation: self.validation,
             fraction: self.fraction,
-            alpha: self.soft.alpha(),
-            combine: self.soft.combine()?,
-            soft_targets: self.soft.soft_targets,
-            temperature: self.soft.temperature,
+            soft: self.soft.settings()?,
             hidden,
             init: self
                 .init
                 .parse()
                 .map_err(|e| TrainError::invalid(format!("--init {}: {e}", self.init)))?,
-            input_dropout: self.regularisation.input_dropout,
-            hidden_dropout: self.regularisation.hidden_dropout,
-            max_norm: self.regularisation.max_norm,
-            jitter: self.regularisation.jitter,
+            regularisation: self.regularisation.settings(),
             optimizer,
             epochs: self.run.epochs,
             batch: self.run.batch,
@@ -145,18 +139,19 @@ pub struct SoftTargetArgs {
 }
 
 impl SoftTargetArgs {
-    /// `--alpha`, or its default: 1 with a store, 0 without.
-    pub fn alpha(&self) -> f32 {
-        self.alpha.unwrap_or(if self.soft_targets.is_some() {
-            1.0
-        } else {
-            0.0
+    /// The settings these flags give: `--alpha` defaults to 1 with a store and 0 without, and
+    /// `--combine` is parsed.
+    pub fn settings(&self) -> Result<SoftTargetSettings> {
+        Ok(SoftTargetSettings {
+            soft_targets: self.soft_targets.clone(),
+            temperature: self.temperature,
+            alpha: self.alpha.unwrap_or(if self.soft_targets.is_some() {
+                1.0
+            } else {
+                0.0
+            }),
+            combine: self.combine.parse::<Combine>()?,
         })
-    }
-
-    /// `--combine`, parsed.
-    pub fn combine(&self) -> Result<Combine> {
-        Ok(self.combine.parse::<Combine>()?)
     }
 }
 
@@ -175,6 +170,18 @@ pub struct RegularisationArgs {
     /// Translate training images randomly by up to this many pixels.
     #[arg(long, value_name = "PIXELS", default_value_t = 0)]
     pub jitter: usize,
+}
+
+impl RegularisationArgs {
+    /// The settings these flags give.
+    pub fn settings(&self) -> Regularisation {
+        Regularisation {
+            input_dropout: self.input_dropout,
+            hidden_dropout: self.hidden_dropout,
+            max_norm: self.max_norm,
+            jitter: self.jitter,
+        }
+    }
 }
 
 /// The optimiser flags (shared by every stage that trains, so that they mean the same
@@ -274,4 +281,39 @@ where
         let progress = args.progress.progress();
         args.into_config().and_then(|c| crate::run(&c, &progress))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration with every serialized setting away from its default.
+    fn config() -> Config {
+        Args::parse_from(
+            "distill-train --data data/mnist \
+             --soft-targets work/soft.parquet --temperature 8 --alpha 0.9 --combine geometric \
+             --hidden 64,32 \
+             --input-dropout 0.2 --hidden-dropout 0.5 --max-norm 3.5 --jitter 2 \
+             --epochs 7 --batch 50 --seed 9 --validation 100 --out work/student.onnx"
+                .split_whitespace(),
+        )
+        .into_config()
+        .unwrap()
+    }
+
+    /// The JSON written into the model's `distill.training` metadata and hashed into the
+    /// checkpoint's fingerprint, byte for byte as releases before the settings groups wrote it:
+    /// a checkpoint written by them still resumes.
+    #[test]
+    fn serialized_config_keeps_its_layout() {
+        let c = config();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            json,
+            r#"{"selection":{"data":"data/mnist","split":"train","limit":null,"classes":{"only":null,"exclude":[]}},"validation":100,"fraction":null,"soft_targets":"work/soft.parquet","temperature":8.0,"alpha":0.9,"combine":"geometric","hidden":[64,32],"init":"torch","input_dropout":0.2,"hidden_dropout":0.5,"max_norm":3.5,"jitter":2,"optimizer":{"kind":"sgd","lr":0.05,"momentum":0.9,"momentum_start":0.9,"momentum_ramp":0,"schedule":{"kind":"constant"}},"epochs":7,"batch":50,"seed":9,"threads":null,"bias_adjust":"None","out":"work/student.onnx","metrics":null,"resume":false,"test_split":"test","max_steps":null}"#
+        );
+        assert_eq!(c.fingerprint(), "27162dfb5fd0a350");
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+    }
 }

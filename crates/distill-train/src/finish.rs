@@ -184,7 +184,7 @@ pub(crate) fn provenance(
     config: &Config,
     store: Option<&SoftTargets>,
 ) -> Result<Vec<(String, String)>> {
-    let (Some(s), Some(p)) = (store, &config.soft_targets) else {
+    let (Some(s), Some(p)) = (store, &config.soft.soft_targets) else {
         return Ok(Vec::new());
     };
     Ok(vec![

@@ -11,6 +11,7 @@ mod finish;
 mod prepare;
 pub mod record;
 mod report;
+pub mod settings;
 pub mod steps;
 
 pub use bias::BiasChoice;
@@ -18,9 +19,10 @@ pub use distill_core::bias::{BiasAdjust, ClassBias};
 pub use error::{Result, TrainError};
 pub use finish::verify_with_onnx_runtime;
 pub use report::{Report, TestErrors};
+pub use settings::{Regularisation, SoftTargetSettings};
 
 use checkpoint::{EpochSums, Progress};
-use distill_core::math::{Combine, argmax_rows, error_count};
+use distill_core::math::{argmax_rows, error_count};
 use distill_core::rng::Rng;
 use distill_core::{interrupt, sha256_file};
 use distill_data::{Dataset, Selection, Split};
@@ -47,21 +49,16 @@ pub struct Config {
     pub validation: Option<usize>,
     /// Keep only this seeded random fraction of the transfer set.
     pub fraction: Option<f32>,
-    /// Soft-target store: train by distillation from it; `None` trains on hard labels.
-    pub soft_targets: Option<PathBuf>,
-    pub temperature: f32,
-    /// Weight of the soft term (`1 - alpha` weighs the hard labels).
-    pub alpha: f32,
-    pub combine: Combine,
+    /// The soft-target store (`None`: hard labels), `T`, `alpha` and how teachers combine.
+    #[serde(flatten)]
+    pub soft: SoftTargetSettings,
     pub hidden: Vec<usize>,
     /// How the weights are initialised.
     #[serde(default)]
     pub init: Init,
-    pub input_dropout: f32,
-    pub hidden_dropout: f32,
-    pub max_norm: Option<f32>,
-    /// Random translation of training images by up to this many pixels (0: off).
-    pub jitter: usize,
+    /// Dropout, max-norm and jitter.
+    #[serde(flatten)]
+    pub regularisation: Regularisation,
     pub optimizer: OptimizerConfig,
     pub epochs: usize,
     pub batch: usize,
@@ -104,12 +101,7 @@ impl Config {
         let mut sizes = vec![inputs];
         sizes.extend(&self.hidden);
         sizes.push(classes);
-        MlpConfig {
-            sizes,
-            input_dropout: self.input_dropout,
-            hidden_dropout: self.hidden_dropout,
-            max_norm: self.max_norm,
-        }
+        self.regularisation.mlp_config(sizes)
     }
 
     /// A digest of the settings a resumed run must share with the run that made the checkpoint.
@@ -130,13 +122,7 @@ impl Config {
     /// Checks the values that need no file (also run by `distill run` before any stage starts).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::invalid(m));
-        check_schedule_values(
-            self.epochs,
-            self.batch,
-            self.temperature,
-            self.alpha,
-            self.soft_targets.is_some(),
-        )?;
+        check_schedule_values(self.epochs, self.batch, &self.soft)?;
         if let Some(f) = self.fraction
             && !(f > 0.0 && f <= 1.0)
         {
@@ -170,15 +156,9 @@ impl Config {
 }
 
 /// The value checks every trainer of an MLP shares (distill-train and distill-specialists):
-/// epochs and batch size at least 1, a positive temperature, alpha in [0, 1], and soft targets
-/// whenever alpha weighs them.
-pub fn check_schedule_values(
-    epochs: usize,
-    batch: usize,
-    temperature: f32,
-    alpha: f32,
-    has_soft_targets: bool,
-) -> Result<()> {
+/// epochs and batch size at least 1, then [`SoftTargetSettings::check`] (a positive temperature,
+/// alpha in [0, 1], and soft targets whenever alpha weighs them).
+pub fn check_schedule_values(epochs: usize, batch: usize, soft: &SoftTargetSettings) -> Result<()> {
     let bad = |m: String| Err(TrainError::invalid(m));
     if epochs == 0 {
         return bad("--epochs must be at least 1".into());
@@ -186,18 +166,7 @@ pub fn check_schedule_values(
     if batch == 0 {
         return bad("--batch must be at least 1".into());
     }
-    if !(temperature.is_finite() && temperature > 0.0) {
-        return bad(format!(
-            "--temperature {temperature} must be a positive number"
-        ));
-    }
-    if !(0.0..=1.0).contains(&alpha) {
-        return bad(format!("--alpha {alpha} must be between 0 and 1"));
-    }
-    if !has_soft_targets && alpha > 0.0 {
-        return bad("--alpha above 0 weighs soft targets: give --soft-targets STORE, or leave --alpha out to train on hard labels".into());
-    }
-    Ok(())
+    soft.check()
 }
 
 /// Trains as `config` says. Returns early (with `interrupted`) on Ctrl-C or `max_steps`, leaving
@@ -230,13 +199,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         mut opt,
         mut progress,
     } = start(config, &train, &paths, &mut notes)?;
-    let loss = match &soft {
-        Some(_) => DistillLoss {
-            temperature: config.temperature,
-            alpha: config.alpha,
-        },
-        None => DistillLoss::hard(),
-    };
+    let loss = config.soft.loss();
     let outputs = Outputs {
         config,
         paths: &paths,
@@ -248,7 +211,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         train.labels.as_deref(),
         config.seed,
     )
-    .with_jitter(train.image, config.jitter);
+    .with_jitter(train.image, config.regularisation.jitter);
     let trained = epochs(
         &outputs,
         &mut trainer,
@@ -259,13 +222,13 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         reporter,
     )?;
 
-    let mode = match &config.soft_targets {
+    let mode = match &config.soft.soft_targets {
         Some(p) => format!(
             "distilled from {} at T={} (alpha {}, {})",
             p.display(),
-            config.temperature,
-            config.alpha,
-            config.combine
+            config.soft.temperature,
+            config.soft.alpha,
+            config.soft.combine
         ),
         None => "trained on hard labels".to_string(),
     };

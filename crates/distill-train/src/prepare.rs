@@ -51,7 +51,7 @@ pub(crate) fn load_data(config: &Config, notes: &mut Vec<String>) -> Result<Data
         train = train.select(&rows);
         notes.push(format!("transfer set: {k} rows ({:.1}%)", 100.0 * f));
     }
-    if config.alpha < 1.0 {
+    if config.soft.alpha < 1.0 {
         train.require_labels("training with hard labels (alpha below 1)")?;
     }
     Ok(Data { train, val })
@@ -63,7 +63,7 @@ pub(crate) fn soft_targets(
     config: &Config,
     train: &Dataset,
 ) -> Result<(Option<Array2<f32>>, Option<SoftTargets>)> {
-    let Some(path) = &config.soft_targets else {
+    let Some(path) = &config.soft.soft_targets else {
         return Ok((None, None));
     };
     let store = read_store(path)?;
@@ -75,7 +75,7 @@ pub(crate) fn soft_targets(
             config.selection.split
         )));
     }
-    let probs = store.ensemble_for(train, path, config.temperature, config.combine)?;
+    let probs = store.ensemble_for(train, path, config.soft.temperature, config.soft.combine)?;
     Ok((Some(probs), Some(store)))
 }
 
@@ -86,15 +86,15 @@ pub(crate) fn check_jitter(
     distilling: bool,
     notes: &mut Vec<String>,
 ) -> Result<()> {
-    if config.jitter > 0 && distilling {
+    if config.regularisation.jitter > 0 && distilling {
         notes.push(format!(
             "--jitter {} shifts each image, but its soft target is the teachers' for the unshifted \
              image: right for shifts the teachers are (nearly) invariant to, such as 1-2 pixels on \
              MNIST; for larger shifts, score the shifted images with distill-teach instead",
-            config.jitter
+            config.regularisation.jitter
         ));
     }
-    if config.jitter > 0 && train.image.is_none() {
+    if config.regularisation.jitter > 0 && train.image.is_none() {
         return Err(TrainError::invalid(format!(
             "--jitter needs images, and the rows of {} are not images",
             train.name
@@ -106,7 +106,7 @@ pub(crate) fn check_jitter(
 /// Step 0: every output's folder exists and takes files, and no output is an input.
 pub(crate) fn check_outputs(config: &Config, paths: &OutputPaths) -> Result<()> {
     let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
-    if let Some(store) = &config.soft_targets {
+    if let Some(store) = &config.soft.soft_targets {
         inputs.push(("--soft-targets", store.as_path()));
     }
     for (flag, path) in [

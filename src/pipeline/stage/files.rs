@@ -30,7 +30,7 @@ pub(super) fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec
     };
     match config {
         StageConfig::Train(c) => {
-            if let Some(s) = &c.soft_targets {
+            if let Some(s) = &c.soft.soft_targets {
                 dep(s, "soft-targets");
             }
             data_dep(&c.selection.data, &mut deps);
@@ -63,7 +63,7 @@ pub(super) fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec
         StageConfig::Specialists(c) => {
             dep(&c.subsets, "subsets");
             dep(&c.generalist, "generalist");
-            if let Some(s) = &c.soft_targets {
+            if let Some(s) = &c.soft.soft_targets {
                 dep(s, "soft-targets");
             }
             data_dep(&c.selection.data, &mut deps);

@@ -102,10 +102,10 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
         );
         b.push(&cell(k, "parameters", Some(e.parameters as f64)));
         b.push(&cell(k, "file_bytes", Some(e.file_bytes as f64)));
-        b.push(&cell(k, "errors", Some(e.errors as f64)));
-        b.push(&cell(k, "error_rate", Some(e.error_rate)));
-        b.push(&cell(k, "nll", Some(e.nll)));
-        b.push(&cell(k, "ece", Some(e.ece)));
+        b.push(&cell(k, "errors", Some(e.metrics.errors as f64)));
+        b.push(&cell(k, "error_rate", Some(e.metrics.error_rate)));
+        b.push(&cell(k, "nll", Some(e.metrics.nll)));
+        b.push(&cell(k, "ece", Some(e.metrics.ece)));
         b.push(&cell(k, "agreement", e.agreement));
         b.push(&cell(k, "latency_ms_batch1", e.latency_ms_batch1));
         b.push(&cell(k, "rows_per_s_batch256", e.rows_per_s_batch256));
@@ -168,7 +168,7 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
             b.body,
             "<p class=\"note\">{}: {} errors after the bias adjustment, {} before it.</p>",
             escape(&e.name),
-            e.errors,
+            e.metrics.errors,
             e.errors_unadjusted.unwrap_or_default()
         );
     }
@@ -288,11 +288,12 @@ pub(super) fn confusions(
     for e in &chosen {
         let id = format!("fig-confusion-{}", slug(&e.name));
         let values: Vec<Vec<f64>> = e
+            .metrics
             .confusion
             .iter()
             .map(|r| r.iter().map(|&v| v as f64).collect())
             .collect();
-        let title = format!("{}: {} errors", e.name, grouped(e.errors as u64));
+        let title = format!("{}: {} errors", e.name, grouped(e.metrics.errors as u64));
         let side = if m.classes <= 20 { 390 } else { 640 };
         let svg = plot::heatmap(
             &id,
@@ -323,9 +324,10 @@ pub(super) fn confusions(
             name: e.name.clone(),
             color: palette.color(&e.name),
             values: e
+                .metrics
                 .per_class_errors
                 .iter()
-                .zip(&e.per_class_rows)
+                .zip(&e.metrics.per_class_rows)
                 .map(|(&err, &rows)| {
                     if rows > 0 {
                         100.0 * err as f64 / rows as f64
@@ -365,15 +367,20 @@ pub(super) fn calibration(
         b.push("</section>\n");
         return Ok(());
     };
-    if m.entries.iter().all(|e| e.reliability.is_empty()) {
+    if m.entries.iter().all(|e| e.metrics.reliability.is_empty()) {
         b.note("No reliability diagrams: this metrics.json has no `reliability` bins (it was written by an older distill-eval); evaluate again to draw them.");
         b.push("</section>\n");
         return Ok(());
     }
     b.push("<div class=\"figs\">\n");
-    for e in m.entries.iter().filter(|e| !e.reliability.is_empty()) {
+    for e in m
+        .entries
+        .iter()
+        .filter(|e| !e.metrics.reliability.is_empty())
+    {
         let id = format!("fig-reliability-{}", slug(&e.name));
         let bins: Vec<(f64, f64, usize, usize, f64)> = e
+            .metrics
             .reliability
             .iter()
             .map(|r| (r.lower, r.upper, r.rows, r.correct, r.confidence))
@@ -384,7 +391,7 @@ pub(super) fn calibration(
                 title: &e.name,
                 color: palette.color(&e.name),
                 bins: &bins,
-                ece: e.ece,
+                ece: e.metrics.ece,
             },
             (330, 320),
         )?;

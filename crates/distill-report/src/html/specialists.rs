@@ -18,7 +18,7 @@ pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), ReportErr
             .iter()
             .find(|e| e.is_ensemble())
             .or(m.entries.first())
-            .filter(|e| e.confusion.len() == s.classes)
+            .filter(|e| e.metrics.confusion.len() == s.classes)
             .map(|e| (m, e))
     });
     match source {
@@ -32,9 +32,9 @@ pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), ReportErr
                         .iter()
                         .map(|&j| {
                             if i == j {
-                                e.confusion[i][i] as f64
+                                e.metrics.confusion[i][i] as f64
                             } else {
-                                (e.confusion[i][j] + e.confusion[j][i]) as f64
+                                (e.metrics.confusion[i][j] + e.metrics.confusion[j][i]) as f64
                             }
                         })
                         .collect()
@@ -151,7 +151,7 @@ pub(super) fn tradeoffs(
         name: e.name.clone(),
         color: palette.color(&e.name),
         x,
-        y: 100.0 * e.error_rate,
+        y: 100.0 * e.metrics.error_rate,
     };
     let by_size: Vec<Point> = m
         .entries

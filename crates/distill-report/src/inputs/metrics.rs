@@ -2,6 +2,7 @@
 
 use super::{METRICS_SCHEMA_VERSION, bad, read_text};
 use crate::ReportError;
+pub use distill_core::metrics::{ReliabilityBin, Summary};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -43,17 +44,10 @@ pub struct Entry {
     pub sha256: Option<String>,
     #[serde(default)]
     pub members: Vec<String>,
-    pub rows: usize,
-    pub errors: usize,
-    pub error_rate: f64,
-    pub per_class_errors: Vec<usize>,
-    pub per_class_rows: Vec<usize>,
-    pub confusion: Vec<Vec<usize>>,
-    pub nll: f64,
-    pub ece: f64,
-    /// The ECE bins; absent in files written before distill-eval recorded them.
-    #[serde(default)]
-    pub reliability: Vec<ReliabilityBin>,
+    /// Errors, per-class errors, confusion, NLL, ECE, top-k accuracy and the ECE bins: the type
+    /// distill-eval writes them from.
+    #[serde(flatten)]
+    pub metrics: Summary,
     #[serde(default)]
     pub errors_unadjusted: Option<usize>,
     #[serde(default)]
@@ -71,16 +65,6 @@ impl Entry {
     pub fn is_ensemble(&self) -> bool {
         self.entry_type == "ensemble"
     }
-}
-
-/// One confidence bin of the expected calibration error.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ReliabilityBin {
-    pub lower: f64,
-    pub upper: f64,
-    pub rows: usize,
-    pub correct: usize,
-    pub confidence: f64,
 }
 
 /// The `"specialists"` key of `metrics.json`: the generalist with its specialists against the
@@ -192,16 +176,22 @@ pub fn read_metrics(path: &Path) -> Result<Metrics, ReportError> {
                 format!("{at}: `{field}` has {found} values, expected one per class ({c})"),
             )
         };
-        if e.per_class_errors.len() != c {
-            return Err(shape("per_class_errors", e.per_class_errors.len()));
+        if e.metrics.per_class_errors.len() != c {
+            return Err(shape("per_class_errors", e.metrics.per_class_errors.len()));
         }
-        if e.per_class_rows.len() != c {
-            return Err(shape("per_class_rows", e.per_class_rows.len()));
+        if e.metrics.per_class_rows.len() != c {
+            return Err(shape("per_class_rows", e.metrics.per_class_rows.len()));
         }
-        if e.confusion.len() != c {
-            return Err(shape("confusion", e.confusion.len()));
+        if e.metrics.confusion.len() != c {
+            return Err(shape("confusion", e.metrics.confusion.len()));
         }
-        if let Some((r, row)) = e.confusion.iter().enumerate().find(|(_, r)| r.len() != c) {
+        if let Some((r, row)) = e
+            .metrics
+            .confusion
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != c)
+        {
             return Err(bad(
                 path,
                 format!(
@@ -210,7 +200,10 @@ pub fn read_metrics(path: &Path) -> Result<Metrics, ReportError> {
                 ),
             ));
         }
-        if !(e.error_rate.is_finite() && e.nll.is_finite() && e.ece.is_finite()) {
+        if !(e.metrics.error_rate.is_finite()
+            && e.metrics.nll.is_finite()
+            && e.metrics.ece.is_finite())
+        {
             return Err(bad(
                 path,
                 format!("{at}: `error_rate`, `nll` and `ece` must be numbers"),

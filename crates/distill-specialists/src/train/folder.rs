@@ -38,6 +38,7 @@ pub(super) fn write_manifest(
     let path = config.manifest_path();
     let subsets = relative_to(&config.subsets, &config.out);
     let store = config
+        .soft
         .soft_targets
         .as_ref()
         .map(|s| relative_to(s, &config.out));

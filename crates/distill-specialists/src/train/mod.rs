@@ -14,10 +14,10 @@ pub use report::{EpochLog, Report, SpecialistReport};
 use crate::targets::SubsetMap;
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::{SpecialistSet, Subset};
-use distill_core::math::Combine;
 use distill_data::{Dataset, Selection};
 use distill_nn::{Mlp, MlpConfig, OptimizerConfig, onnx};
 use distill_store::read_store;
+use distill_train::{Regularisation, SoftTargetSettings};
 use folder::write_manifest;
 use ndarray::Array2;
 use pool::train_all;
@@ -35,17 +35,13 @@ pub struct Config {
     pub subsets: PathBuf,
     /// The generalist: an MLP ONNX written by `distill-train`.
     pub generalist: PathBuf,
-    /// Soft-target store of the ensemble; `None` trains on hard labels only.
-    pub soft_targets: Option<PathBuf>,
-    pub temperature: f32,
-    /// Weight of the soft term (`1 - alpha` weighs the hard labels).
-    pub alpha: f32,
-    pub combine: Combine,
-    pub input_dropout: f32,
-    pub hidden_dropout: f32,
-    pub max_norm: Option<f32>,
-    /// Random translation of training images by up to this many pixels (0: off).
-    pub jitter: usize,
+    /// The ensemble's soft-target store (`None`: hard labels only), `T`, `alpha` and how its
+    /// teachers combine.
+    #[serde(flatten)]
+    pub soft: SoftTargetSettings,
+    /// Dropout, max-norm and jitter.
+    #[serde(flatten)]
+    pub regularisation: Regularisation,
     pub optimizer: OptimizerConfig,
     /// The most epochs a specialist trains.
     pub epochs: usize,
@@ -71,13 +67,7 @@ impl Config {
     /// Checks the values that need no file (also run by `distill run` before any stage starts).
     pub fn check_values(&self) -> Result<()> {
         let bad = |m: String| Err(SpecialistsError::invalid(m));
-        distill_train::check_schedule_values(
-            self.epochs,
-            self.batch,
-            self.temperature,
-            self.alpha,
-            self.soft_targets.is_some(),
-        )?;
+        distill_train::check_schedule_values(self.epochs, self.batch, &self.soft)?;
         if self.jobs == 0 {
             return bad("--jobs must be at least 1".into());
         }
@@ -104,12 +94,7 @@ impl Config {
     }
 
     fn mlp_config(&self) -> MlpConfig {
-        MlpConfig {
-            sizes: Vec::new(),
-            input_dropout: self.input_dropout,
-            hidden_dropout: self.hidden_dropout,
-            max_norm: self.max_norm,
-        }
+        self.regularisation.mlp_config(Vec::new())
     }
 
     /// The manifest's path.
@@ -284,7 +269,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         }
     }
 
-    let soft = match &config.soft_targets {
+    let soft = match &config.soft.soft_targets {
         None => None,
         Some(path) => {
             let store = read_store(path)?;
@@ -297,7 +282,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
                     ),
                 ));
             }
-            Some(store.ensemble_for(&train, path, config.temperature, config.combine)?)
+            Some(store.ensemble_for(&train, path, config.soft.temperature, config.soft.combine)?)
         }
     };
 

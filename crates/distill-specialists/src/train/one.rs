@@ -12,7 +12,7 @@ use distill_core::math::{argmax_rows, error_count, softmax};
 use distill_core::rng::Rng;
 use distill_nn::loss::cross_entropy;
 use distill_nn::mlp::gather_rows;
-use distill_nn::{DistillLoss, Mlp, Optimizer, onnx};
+use distill_nn::{Mlp, Optimizer, onnx};
 use distill_train::steps::BatchTrainer;
 use ndarray::{Array2, Axis};
 use serde::Serialize;
@@ -105,13 +105,7 @@ pub(super) fn train_one(
     mlp.adjust_bias(map.dustbin(), -correction as f32)?;
 
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
-    let loss = match mapped_soft {
-        Some(_) => DistillLoss {
-            temperature: config.temperature,
-            alpha: config.alpha,
-        },
-        None => DistillLoss::hard(),
-    };
+    let loss = config.soft.loss();
     let (mut best_errors, mut best_loss) = evaluate(&mlp, val_slice.as_ref())?;
     let mut best = mlp.clone();
     let mut best_epochs = 0usize;
@@ -129,7 +123,7 @@ pub(super) fn train_one(
         Some(&mapped_labels),
         seed,
     )
-    .with_jitter(train.image, config.jitter);
+    .with_jitter(train.image, config.regularisation.jitter);
     for epoch in 0..config.epochs {
         let epoch_started = Instant::now();
         let rows = if epoch == 0 {
