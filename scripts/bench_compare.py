@@ -7,7 +7,10 @@
    sides alternating, and takes the per-epoch time as (t3 - t1) / 2 of the processes' wall time, so
    start-up (imports, data loading, model export) cancels. Medians over --repeats rounds.
 3. Accuracy: 5-epoch distillation runs of both sides over seeds 1-3, test errors on the 10,000
-   MNIST test images, and the mean.
+   MNIST test images, and the mean. With --same-start, two more PyTorch runs per seed start from
+   distill-train's initial weights and see its batch order (bench_torch.py --same-start), one in
+   float32 and one in float64; each epoch's mean loss of PyTorch float32 and of distill-train is
+   compared with the float64 run's, which stands for the exact trajectory from that start.
 
 Configurations (2 threads each side, batch 128, SGD lr 0.05 momentum 0.9, all 60,000 rows):
   distill  784-800-800-10 student, T=20, alpha 0.9

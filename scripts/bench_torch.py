@@ -206,10 +206,18 @@ def main():
                     h = F.dropout(h, hid_drop, train)
         return h
 
+    # Each epoch's mean loss is reported as distill-train prints it: the soft term as T^2 * KL(p || q),
+    # the cross-entropy less the teachers' entropy (which does not depend on the network). With
+    # --same-start it is computed as KL per batch (log_soft), otherwise as the mean cross-entropy
+    # less the entropy over the rows (entropy_term), which costs nothing in the timed runs.
     entropy_term = 0.0
+    log_soft = None
     if soft is not None:
         p64 = soft.double()
-        entropy_term = alpha * t * t * float(-(p64 * torch.log(p64.clamp_min(1e-300))).sum(dim=1).mean())
+        if args.same_start:
+            log_soft = torch.log(soft.clamp_min(torch.finfo(soft.dtype).tiny))
+        else:
+            entropy_term = alpha * t * t * float(-(p64 * torch.log(p64.clamp_min(1e-300))).sum(dim=1).mean())
 
     base = torch.arange(28)
 
@@ -229,7 +237,7 @@ def main():
             perm = torch.tensor(DistillRng.derive(args.seed, 0xE90C0000 + epoch).permutation(n))
         else:
             perm = torch.randperm(n, generator=gen)
-        loss_sum = torch.zeros(())
+        loss_sum = torch.zeros((), dtype=torch.float64)
         for s in range(0, n, args.batch):
             idx = perm[s : s + args.batch]
             xb = x.index_select(0, idx)
@@ -244,7 +252,19 @@ def main():
                     loss = loss + (1 - alpha) * F.cross_entropy(logits, y.index_select(0, idx))
             else:
                 loss = F.cross_entropy(logits, y.index_select(0, idx))
-            loss_sum += loss.detach() * idx.shape[0]
+            if log_soft is not None:
+                # The reported loss in distill-train's form, summed in float64: the soft term as
+                # T^2 * KL(p || q). (The cross-entropy form carries T^2 * H(p), hundreds, whose
+                # float32 rounding would hide the differences this comparison looks for.)
+                with torch.no_grad():
+                    p_b = soft.index_select(0, idx)
+                    kl = (p_b * (log_soft.index_select(0, idx) - log_q)).sum(dim=1).mean()
+                    reported = alpha * t * t * kl
+                    if alpha < 1:
+                        reported = reported + (1 - alpha) * F.cross_entropy(logits, y.index_select(0, idx))
+                loss_sum += reported.double() * idx.shape[0]
+            else:
+                loss_sum += loss.detach().double() * idx.shape[0]
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()
@@ -254,8 +274,6 @@ def main():
                         layer.weight.copy_(torch.renorm(layer.weight, 2, 0, max_norm))
         epoch_losses.append(float(loss_sum) / n - entropy_term)
     seconds = time.perf_counter() - started
-    # Each epoch's mean loss as distill-train prints it: the soft term as T^2 * KL(p || q), that is
-    # the cross-entropy above less the teachers' entropy (which does not depend on the network).
     out = {"seconds": seconds, "epochs": args.epochs, "torch": torch.__version__,
            "epoch_losses": [round(v, 6) for v in epoch_losses]}
     if args.test:

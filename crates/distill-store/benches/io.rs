@@ -89,10 +89,28 @@ fn main() {
         "case", "f32 MB", "file MB", "write s", "MB/s", "read s", "MB/s"
     );
     let cases: [(&str, usize, usize, usize, Option<usize>); 4] = [
-        ("store: 60,000 rows x 10 classes x 3 teachers", 60_000, 10, 3, None),
-        ("store: 20,000 rows x 1,000 classes x 2", 20_000, 1000, 2, None),
+        (
+            "store: 60,000 rows x 10 classes x 3 teachers",
+            60_000,
+            10,
+            3,
+            None,
+        ),
+        (
+            "store: 20,000 rows x 1,000 classes x 2",
+            20_000,
+            1000,
+            2,
+            None,
+        ),
         ("store: the same, top-50 layout", 20_000, 1000, 2, Some(50)),
-        ("store: 2,000 rows x 10,000 classes x 2", 2_000, 10_000, 2, None),
+        (
+            "store: 2,000 rows x 10,000 classes x 2",
+            2_000,
+            10_000,
+            2,
+            None,
+        ),
     ];
     for (name, rows, classes, teachers, top_k) in cases {
         let data: Vec<Array2<f32>> = (0..teachers)
@@ -105,7 +123,9 @@ fn main() {
         if let Some(k) = top_k {
             meta = meta.with_top_k(k);
         }
-        let path = dir.path().join(format!("{rows}-{classes}-{top_k:?}.parquet"));
+        let path = dir
+            .path()
+            .join(format!("{rows}-{classes}-{top_k:?}.parquet"));
         let (mut write, mut read) = (Vec::new(), Vec::new());
         for _ in 0..repeats {
             write.push(write_store(&path, &meta, &data));
