@@ -1,4 +1,19 @@
-//! Summary statistics of repeated measurements (timings in evaluation and benchmarks).
+//! Summary statistics of repeated measurements (timings in evaluation and benchmarks), and the
+//! name of the CPU they were measured on.
+
+/// The CPU model named in /proc/cpuinfo ("unknown CPU" where there is none): every speed figure
+/// says which machine it came from.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
 
 /// The median of `values`, which it sorts in place: the middle value for an odd count, the mean
 /// of the two middle values for an even count, 0 for none.

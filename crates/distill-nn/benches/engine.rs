@@ -31,19 +31,6 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     )
 }
 
-/// The CPU model named in /proc/cpuinfo.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn python_with_numpy() -> Option<PathBuf> {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let candidates = std::env::var_os("DISTILL_BENCH_PYTHON")
@@ -152,7 +139,7 @@ fn first_layer() {
     println!(
         "CPU: {}; kernels: {}; rayon threads: {}; engine thresholds: density <= {DENSITY_MAX} and \
          grouped <= {GROUPED_DENSITY_MAX}",
-        cpu_model(),
+        distill_core::stats::cpu_model(),
         kernel_isa(),
         rayon::current_num_threads(),
     );
@@ -273,7 +260,7 @@ fn bench() {
     );
     println!(
         "CPU: {} ({} logical CPUs); GEMM kernels: {}; rayon threads: {threads}; engine backend: {}",
-        cpu_model(),
+        distill_core::stats::cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel_isa(),
         Backend::Gemm.name()

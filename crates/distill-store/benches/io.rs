@@ -15,26 +15,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use distill_core::rng::Rng;
+use distill_core::stats::median;
 use distill_data::Dataset;
 use distill_store::{StoreMeta, StoreWriter, TeacherMeta, read_store};
 use ndarray::Array2;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
 
 fn logits(rows: usize, classes: usize, seed: u64) -> Array2<f32> {
     let mut rng = Rng::new(seed);
@@ -61,8 +45,8 @@ fn write_store(path: &Path, meta: &StoreMeta, teachers: &[Array2<f32>]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn report(name: &str, payload_bytes: usize, file: &Path, write: Vec<f64>, read: Vec<f64>) {
-    let (w, r) = (median(write), median(read));
+fn report(name: &str, payload_bytes: usize, file: &Path, mut write: Vec<f64>, mut read: Vec<f64>) {
+    let (w, r) = (median(&mut write), median(&mut read));
     let mb = payload_bytes as f64 / 1e6;
     println!(
         "{name:<44} {mb:>8.1} {:>9.1} {w:>8.3} {:>8.0} {r:>8.3} {:>8.0}",
@@ -81,7 +65,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     println!(
         "Parquet I/O on {} ({} threads available); medians of {repeats}",
-        cpu_model(),
+        distill_core::stats::cpu_model(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(

@@ -190,14 +190,7 @@ fn bench() {
     );
     println!(
         "CPU: {}; GEMM kernels: {}",
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| s
-                .lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string()))
-            .unwrap_or_else(|| "unknown".into()),
+        distill_core::stats::cpu_model(),
         kernel_isa()
     );
     println!(
