@@ -8,7 +8,7 @@
 
 use distill_core::rng::Rng;
 use distill_nn::gemm::{Backend, flops, kernel_isa, step_shapes, time_step_gemms};
-use distill_nn::optim::{Optimizer, OptimizerConfig, Schedule};
+use distill_nn::optim::{Optimizer, OptimizerConfig};
 use distill_nn::{DistillLoss, Mlp, MlpConfig, SparseInput, Workspace};
 use ndarray::Array2;
 use std::path::PathBuf;
@@ -200,13 +200,7 @@ fn first_layer() {
                     1,
                 )
                 .expect("valid config");
-                let cfg = OptimizerConfig::Sgd {
-                    lr: 0.01,
-                    momentum: 0.9,
-                    momentum_start: 0.9,
-                    momentum_ramp: 0,
-                    schedule: Schedule::Constant,
-                };
+                let cfg = OptimizerConfig::sgd(0.01, 0.9);
                 let opt = Optimizer::new(cfg, &mlp.shapes());
                 (
                     mlp,
@@ -304,13 +298,7 @@ fn bench() {
             1,
         )
         .expect("valid config");
-        let cfg = OptimizerConfig::Sgd {
-            lr: 0.01,
-            momentum: 0.9,
-            momentum_start: 0.9,
-            momentum_ramp: 0,
-            schedule: Schedule::Constant,
-        };
+        let cfg = OptimizerConfig::sgd(0.01, 0.9);
         let mut opt = Optimizer::new(cfg, &mlp.shapes());
         let x = Array2::from_shape_simple_fn((batch, 784), || rng.uniform());
         let y: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();

@@ -558,13 +558,7 @@ mod tests {
         let p = softmax(teacher.view(), 3.0);
         let m0 = net(0.0);
         let mut stepped = m0.clone();
-        let cfg = OptimizerConfig::Sgd {
-            lr: 1.0,
-            momentum: 0.0,
-            momentum_start: 0.0,
-            momentum_ramp: 0,
-            schedule: Schedule::Constant,
-        };
+        let cfg = OptimizerConfig::sgd(1.0, 0.0);
         let mut opt = Optimizer::new(cfg, &m0.shapes());
         let mut ws = Workspace::with_sparse_input(policy);
         stepped
@@ -641,13 +635,7 @@ mod tests {
     fn sparse_first_layer_is_thread_count_exact_and_matches_dense() {
         let x = sparse_images(40, 5);
         let y: Vec<u32> = (0..40).map(|i| (i % 3) as u32).collect();
-        let sgd = OptimizerConfig::Sgd {
-            lr: 0.05,
-            momentum: 0.9,
-            momentum_start: 0.9,
-            momentum_ramp: 0,
-            schedule: Schedule::Constant,
-        };
+        let sgd = OptimizerConfig::sgd(0.05, 0.9);
         let adam = OptimizerConfig::Adam {
             lr: 0.001,
             beta1: 0.9,
@@ -728,13 +716,7 @@ mod tests {
                 1,
             )
             .expect("net");
-            let cfg = OptimizerConfig::Sgd {
-                lr: 0.01,
-                momentum: 0.9,
-                momentum_start: 0.9,
-                momentum_ramp: 0,
-                schedule: Schedule::Constant,
-            };
+            let cfg = OptimizerConfig::sgd(0.01, 0.9);
             let mut opt = Optimizer::new(cfg, &m.shapes());
             let mut ws = Workspace::with_sparse_input(SparseInput::Auto);
             let y = vec![0u32; 32];
@@ -840,13 +822,7 @@ mod tests {
         let mut rng = Rng::new(2);
         let x = Array2::from_shape_simple_fn((8, 5), || rng.uniform());
         let y: Vec<u32> = (0..8).map(|i| (i % 3) as u32).collect();
-        let cfg = OptimizerConfig::Sgd {
-            lr: 0.01,
-            momentum: 0.5,
-            momentum_start: 0.5,
-            momentum_ramp: 0,
-            schedule: Schedule::Constant,
-        };
+        let cfg = OptimizerConfig::sgd(0.01, 0.5);
         let mut opt = Optimizer::new(cfg, &m.shapes());
         m.train_step(
             x.view(),

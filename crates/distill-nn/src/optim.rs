@@ -90,6 +90,18 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// SGD at a constant learning rate `lr` with constant momentum `momentum` (no ramp, no
+    /// schedule).
+    pub fn sgd(lr: f32, momentum: f32) -> Self {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            momentum_start: momentum,
+            momentum_ramp: 0,
+            schedule: Schedule::Constant,
+        }
+    }
+
     pub fn learning_rate(&self, epoch: usize) -> f32 {
         match self {
             OptimizerConfig::Sgd { lr, schedule, .. }

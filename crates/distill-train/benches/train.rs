@@ -9,7 +9,7 @@ use distill_core::stats::median;
 use distill_data::{Selection, Split, jitter};
 use distill_nn::gemm::{Backend, kernel_isa, time_step_gemms};
 use distill_nn::mlp::gather_rows;
-use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, OptimizerConfig, Schedule};
+use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, OptimizerConfig};
 use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_train::{BiasChoice, Config, Regularisation, SoftTargetSettings};
 use ndarray::Array2;
@@ -88,13 +88,7 @@ fn bench() {
             max_norm: None,
             jitter: 2,
         },
-        optimizer: OptimizerConfig::Sgd {
-            lr: 0.05,
-            momentum: 0.9,
-            momentum_start: 0.9,
-            momentum_ramp: 0,
-            schedule: Schedule::Constant,
-        },
+        optimizer: OptimizerConfig::sgd(0.05, 0.9),
         epochs: EPOCHS,
         batch: 128,
         seed: 1,
