@@ -460,16 +460,7 @@ fn sgd_update(
             sparse::norm_partials(wb.view())
         })
         .collect();
-    if !norms {
-        return None;
-    }
-    let mut total = vec![0.0f32; cols];
-    for p in partial.into_iter().flatten() {
-        for (t, x) in total.iter_mut().zip(p) {
-            *t += x;
-        }
-    }
-    Some(total.into_iter().map(f32::sqrt).collect())
+    norms.then(|| sparse::column_norms(partial, cols))
 }
 
 /// `g = g * scale` where the layer's output `a` is above 0, else 0 (ReLU's and inverted

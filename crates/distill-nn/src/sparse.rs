@@ -294,16 +294,7 @@ impl SparseBatch {
                 }
             })
             .collect();
-        if !norms {
-            return None;
-        }
-        let mut total = vec![0.0f32; n];
-        for p in partial.into_iter().flatten() {
-            for (t, x) in total.iter_mut().zip(p) {
-                *t += x;
-            }
-        }
-        Some(total.into_iter().map(f32::sqrt).collect())
+        norms.then(|| column_norms(partial, n))
     }
 }
 
@@ -321,6 +312,19 @@ pub(crate) fn norm_partials(w: ArrayView2<f32>) -> Vec<Vec<f32>> {
             acc
         })
         .collect()
+}
+
+/// The column norms of a matrix from the [`norm_partials`] of its row blocks, given in row order:
+/// the squared sums added chunk by chunk in that fixed order (so the result does not depend on
+/// how the blocks were spread over threads), then the square root.
+pub(crate) fn column_norms(partials: Vec<Vec<Vec<f32>>>, cols: usize) -> Vec<f32> {
+    let mut total = vec![0.0f32; cols];
+    for p in partials.into_iter().flatten() {
+        for (t, x) in total.iter_mut().zip(p) {
+            *t += x;
+        }
+    }
+    total.into_iter().map(f32::sqrt).collect()
 }
 
 /// One block of the fused weight update: its first group, and `v = beta * v + alpha * g`.
