@@ -52,6 +52,15 @@ def run(cmd, env=None):
     return secs, p.stdout + p.stderr
 
 
+def distill_out(mode, epochs, seed, work, init=None):
+    """The model distill_cmd writes; its per-epoch record is beside it, as .metrics.csv."""
+    return os.path.join(work, f"distill-{mode}-e{epochs}-s{seed}-{init or 'default'}.onnx")
+
+
+def relative(a, b):
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
 def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
     cmd = [
         os.path.join(BIN, "distill-train"),
@@ -59,7 +68,7 @@ def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
         "--epochs", str(epochs), "--seed", str(seed), "--batch", "128",
         "--lr", "0.05", "--momentum", "0.9",
         "--test-split", "test" if test else "none",
-        "--out", os.path.join(work, f"distill-{mode}-e{epochs}-s{seed}-{init or 'default'}.onnx"),
+        "--out", distill_out(mode, epochs, seed, work, init),
     ]
     if init:
         cmd += ["--init", init]
@@ -175,16 +184,15 @@ def main():
                 rows[same64].append(result["test_errors"])
                 f64_losses = result["epoch_losses"]
             for init in inits:
-                name = os.path.join(work, f"distill-distill-e{e}-s{seed}-{init or 'default'}")
                 _, out = run(distill_cmd("distill", e, seed, store, work, args.threads, True, init), env)
                 key = f"distill-train --init {init}" if init else "distill-train (default init)"
                 rows[key].append(int(re.search(r"test errors: (\d+) of", out).group(1)))
                 if args.same_start and init is None:
-                    with open(name + ".metrics.csv") as f:
+                    metrics = distill_out("distill", e, seed, work).removesuffix(".onnx") + ".metrics.csv"
+                    with open(metrics) as f:
                         ours = [float(r["loss"]) for r in csv.DictReader(f)]
-                    rel = lambda a, b: abs(a - b) / max(abs(b), 1e-12)  # noqa: E731
-                    loss_gaps.append(([rel(a, b) for a, b in zip(torch_losses, f64_losses)],
-                                      [rel(a, b) for a, b in zip(ours, f64_losses)]))
+                    loss_gaps.append(([relative(a, b) for a, b in zip(torch_losses, f64_losses)],
+                                      [relative(a, b) for a, b in zip(ours, f64_losses)]))
                     print(f"  seed {seed}: mean loss per epoch: float64 reference "
                           + " ".join(f"{v:.6f}" for v in f64_losses)
                           + "; PyTorch float32 " + " ".join(f"{v:.6f}" for v in torch_losses)

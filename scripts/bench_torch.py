@@ -213,10 +213,10 @@ def main():
     entropy_term = 0.0
     log_soft = None
     if soft is not None:
-        p64 = soft.double()
         if args.same_start:
             log_soft = torch.log(soft.clamp_min(torch.finfo(soft.dtype).tiny))
         else:
+            p64 = soft.double()
             entropy_term = alpha * t * t * float(-(p64 * torch.log(p64.clamp_min(1e-300))).sum(dim=1).mean())
 
     base = torch.arange(28)
