@@ -212,8 +212,8 @@ def build(r):
         run.format("paper-mnist"), "paper-mnist", ["student-distilled", "eval"])
     if t and dist:
         notes.append(f"Distilled student against our teacher: {dist['errors']} against {t['errors']} errors "
-                     f"({100.0 * (dist['errors'] - t['errors']) / max(t['errors'], 1):+.0f}%; the issue asks "
-                     f"for at most +10%).")
+                     f"({100.0 * (dist['errors'] - t['errors']) / max(t['errors'], 1):+.0f}%; the target is "
+                     f"at most +10%).")
 
     # temperature sweep ---------------------------------------------------------------------------
     for width, paper in (("30", "T 2.5–4 best"), ("800", "all T ≥ 8 about equal")):
