@@ -47,8 +47,10 @@ impl Plan {
         config: &SpecialistsConfig,
         models: &[ModelEntry],
     ) -> Result<Self, EvalError> {
-        let manifest = Manifest::load(&config.manifest)?;
+        let mut manifest = Manifest::load(&config.manifest)?;
         manifest.verify_files(&config.manifest)?;
+        // Specialists that did not improve the validation combination are not used.
+        manifest.specialists.retain(|e| e.used);
         if config.top_n == 0 || config.top_n > manifest.classes {
             return Err(EvalError::TopN {
                 top_n: config.top_n,

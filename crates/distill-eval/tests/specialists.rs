@@ -83,6 +83,8 @@ fn setup(dir: &Path) -> Setup {
             epochs: 1,
             validation_errors: 0,
             validation_rows: 1,
+            used: true,
+            validation_effect: None,
         });
         specialists.push(m);
     }

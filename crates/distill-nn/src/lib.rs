@@ -2,6 +2,7 @@
 //! and rayon. Small and exact: seeded runs are bit-for-bit reproducible.
 
 pub mod dropout;
+pub mod fold;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
@@ -11,6 +12,7 @@ pub mod optim;
 pub mod sparse;
 pub mod threads;
 
+pub use fold::Fold;
 pub use linear::Init;
 pub use loss::{DistillLoss, LossParts};
 pub use mlp::{Mlp, MlpConfig, SparseInput, Workspace};

@@ -1,5 +1,6 @@
 //! A multilayer perceptron of ReLU hidden layers and a linear output layer, with its training step.
 
+use crate::fold::Fold;
 use crate::gemm::{flops, sgemm, sgemm_serial};
 use crate::linear::{Init, Linear};
 use crate::loss::{DistillLoss, LossParts};
@@ -56,6 +57,9 @@ impl MlpConfig {
 pub struct Mlp {
     pub config: MlpConfig,
     pub layers: Vec<Linear>,
+    /// A folded output head on the last layer (a specialist's), or `None`: the last layer's
+    /// outputs are the logits.
+    pub fold: Option<Fold>,
 }
 
 /// Buffers reused from one training step to the next.
@@ -73,6 +77,9 @@ pub struct Workspace {
     pub sparse_input: SparseInput,
     /// Whether the last step's first layer used them.
     sparse_used: bool,
+    /// The folded logits of the last step and the loss's gradient with respect to them, for a
+    /// network with a folded head.
+    folded: Option<(Array2<f32>, Array2<f32>)>,
 }
 
 impl Default for Workspace {
@@ -86,6 +93,7 @@ impl Default for Workspace {
             sparse: SparseBatch::default(),
             sparse_input: SparseInput::from_env(),
             sparse_used: false,
+            folded: None,
         }
     }
 }
@@ -145,6 +153,9 @@ impl Workspace {
 
     /// The logits of the last training step.
     pub fn logits(&self) -> ArrayView2<'_, f32> {
+        if let Some((f, _)) = &self.folded {
+            return f.view();
+        }
         self.acts
             .last()
             .map(|a| a.view())
@@ -167,15 +178,31 @@ impl Mlp {
             .windows(2)
             .map(|w| Linear::init(w[0], w[1], init, &mut rng))
             .collect();
-        Ok(Mlp { config, layers })
+        Ok(Mlp {
+            config,
+            layers,
+            fold: None,
+        })
     }
 
     pub fn inputs(&self) -> usize {
         self.config.sizes[0]
     }
 
+    /// The width of the network's output: its last layer's, or its folded head's.
     pub fn classes(&self) -> usize {
-        *self.config.sizes.last().unwrap_or(&0)
+        match &self.fold {
+            Some(f) => f.outputs(),
+            None => *self.config.sizes.last().unwrap_or(&0),
+        }
+    }
+
+    /// The network with a folded head keeping `keep` of its last layer's classes (see
+    /// [`crate::fold`]).
+    pub fn folded(mut self, keep: &[u32]) -> Result<Self> {
+        let total = *self.config.sizes.last().unwrap_or(&0);
+        self.fold = Some(Fold::new(keep, total)?);
+        Ok(self)
     }
 
     pub fn parameters(&self) -> usize {
@@ -222,7 +249,10 @@ impl Mlp {
                 layer.forward_into(a.view(), z.view_mut(), l + 1 < self.layers.len(), 0.0, 0);
                 a = z;
             }
-            oc.assign(&a);
+            match &self.fold {
+                Some(f) => f.forward(a.view(), oc),
+                None => oc.assign(&a),
+            }
         }
         Ok(out)
     }
@@ -298,12 +328,33 @@ impl Mlp {
                 layer.forward_into(prev[l].view(), next[0].view_mut(), hidden, rate, mask_seed);
             }
         }
-        let parts = loss.loss_and_grad(
-            ws.acts[last + 1].view(),
-            soft,
-            labels,
-            ws.dz[last].view_mut(),
-        )?;
+        let parts = match &self.fold {
+            None => {
+                ws.folded = None;
+                loss.loss_and_grad(
+                    ws.acts[last + 1].view(),
+                    soft,
+                    labels,
+                    ws.dz[last].view_mut(),
+                )?
+            }
+            Some(fold) => {
+                let (f, df) = ws.folded.get_or_insert_with(Default::default);
+                if f.dim() != (n, fold.outputs()) {
+                    *f = Array2::zeros((n, fold.outputs()));
+                    *df = Array2::zeros((n, fold.outputs()));
+                }
+                fold.forward(ws.acts[last + 1].view(), f.view_mut());
+                let parts = loss.loss_and_grad(f.view(), soft, labels, df.view_mut())?;
+                fold.backward(
+                    ws.acts[last + 1].view(),
+                    f.view(),
+                    df.view(),
+                    ws.dz[last].view_mut(),
+                );
+                parts
+            }
+        };
 
         let hidden_scale = 1.0 / (1.0 - self.config.hidden_dropout);
         let lr = opt.config.learning_rate(epoch);
@@ -396,7 +447,9 @@ impl Mlp {
         Ok(parts)
     }
 
-    /// Adds `delta[c]` to output `c`'s bias (the paper's per-class bias adjustment).
+    /// Adds `delta` to output `class`'s logit through its bias (the paper's per-class bias
+    /// adjustment). Behind a folded head, the dustbin's logit moves by adding `delta` to the bias
+    /// of every class folded into it (`LSE(z + δ) = LSE(z) + δ`).
     pub fn adjust_bias(&mut self, class: usize, delta: f32) -> Result<()> {
         let classes = self.classes();
         let last = self
@@ -409,7 +462,15 @@ impl Mlp {
                 classes - 1
             )));
         }
-        last.b[class] += delta;
+        match &self.fold {
+            None => last.b[class] += delta,
+            Some(f) if class < f.keep().len() => last.b[f.keep()[class] as usize] += delta,
+            Some(f) => {
+                for &c in f.others() {
+                    last.b[c as usize] += delta;
+                }
+            }
+        }
         Ok(())
     }
 }

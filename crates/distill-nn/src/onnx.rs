@@ -1,7 +1,11 @@
 //! MLPs as standard ONNX models: input `input` `[N, D]` f32 (dynamic batch), a `Gemm` per layer with
-//! `Relu` between them, output `logits` `[N, C]`; opset 17. Metadata props carry the training
-//! configuration. Loading reads back models of this shape (Gemm, or MatMul + Add, and Relu).
+//! `Relu` between them, output `logits` `[N, C]`; opset 17. A network with a folded head (see
+//! [`crate::fold`]) ends in `Gather` (kept classes), `Gather` (the others), `ReduceLogSumExp` and
+//! `Concat`, in opset 18 (where `ReduceLogSumExp` takes its axes as an input). Metadata props carry
+//! the training configuration. Loading reads back models of this shape (Gemm, or MatMul + Add, and
+//! Relu, and the folded head).
 
+use crate::fold::Fold;
 use crate::linear::Linear;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::{NnError, Result};
@@ -12,6 +16,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub const OPSET: i64 = 17;
+/// The opset of a network with a folded head.
+pub const OPSET_FOLDED: i64 = 18;
+/// ONNX's `TensorProto.DataType` for int64.
+const DATA_INT64: i32 = 7;
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
 /// Metadata key holding the network's [`MlpConfig`] as JSON.
@@ -25,6 +33,85 @@ fn tensor(name: &str, dims: &[usize], values: impl Iterator<Item = f32>) -> Tens
         raw_data: values.flat_map(f32::to_le_bytes).collect(),
         ..Default::default()
     }
+}
+
+fn int64_tensor(name: &str, values: &[u32]) -> TensorProto {
+    TensorProto {
+        dims: vec![values.len() as i64],
+        data_type: DATA_INT64,
+        name: name.to_string(),
+        raw_data: values
+            .iter()
+            .flat_map(|&v| (v as i64).to_le_bytes())
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, input: &[&str], output: &str, ints: &[(&str, i64)]) -> NodeProto {
+    NodeProto {
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: name.into(),
+        op_type: op.into(),
+        attribute: ints
+            .iter()
+            .map(|&(name, i)| AttributeProto {
+                name: name.into(),
+                i,
+                r#type: ATTR_INT,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The folded head's nodes and index initializers, from `full` (the last layer's output) to
+/// [`OUTPUT`].
+fn fold_nodes(fold: &Fold, full: &str) -> (Vec<NodeProto>, Vec<TensorProto>) {
+    let inits = vec![
+        int64_tensor("fold.keep", fold.keep()),
+        int64_tensor("fold.others", fold.others()),
+        TensorProto {
+            dims: vec![1],
+            data_type: DATA_INT64,
+            name: "fold.axes".into(),
+            raw_data: 1i64.to_le_bytes().to_vec(),
+            ..Default::default()
+        },
+    ];
+    let nodes = vec![
+        node(
+            "Gather",
+            "fold/Keep",
+            &[full, "fold.keep"],
+            "fold.kept",
+            &[("axis", 1)],
+        ),
+        node(
+            "Gather",
+            "fold/Others",
+            &[full, "fold.others"],
+            "fold.other_logits",
+            &[("axis", 1)],
+        ),
+        node(
+            "ReduceLogSumExp",
+            "fold/Dustbin",
+            &["fold.other_logits", "fold.axes"],
+            "fold.dustbin",
+            &[("keepdims", 1)],
+        ),
+        node(
+            "Concat",
+            "fold/Concat",
+            &["fold.kept", "fold.dustbin"],
+            OUTPUT,
+            &[("axis", 1)],
+        ),
+    ];
+    (nodes, inits)
 }
 
 fn value_info(name: &str, width: usize) -> ValueInfoProto {
@@ -63,7 +150,7 @@ pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>
             layer.w.iter().copied(),
         ));
         initializers.push(tensor(&b, &[layer.outputs()], layer.b.iter().copied()));
-        let gemm_out = if l == last {
+        let gemm_out = if l == last && mlp.fold.is_none() {
             OUTPUT.to_string()
         } else {
             format!("layer{l}.linear")
@@ -94,6 +181,11 @@ pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>
             prev = relu_out;
         }
     }
+    if let Some(fold) = &mlp.fold {
+        let (head, inits) = fold_nodes(fold, &prev);
+        nodes.extend(head);
+        initializers.extend(inits);
+    }
     let config = serde_json::to_string(&mlp.config).map_err(|e| NnError::Shape(e.to_string()))?;
     let mut props = vec![StringStringEntryProto {
         key: CONFIG_KEY.into(),
@@ -107,7 +199,11 @@ pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
-            version: OPSET,
+            version: if mlp.fold.is_some() {
+                OPSET_FOLDED
+            } else {
+                OPSET
+            },
         }],
         producer_name: "distill".into(),
         producer_version: distill_core::TOOL_VERSION.into(),
@@ -193,7 +289,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let mut current = input.name.clone();
     let mut layers: Vec<Linear> = Vec::new();
     let mut pending: Option<Array2<f32>> = None;
-    for node in &graph.node {
+    let head_at = graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Gather")
+        .unwrap_or(graph.node.len());
+    let (chain, head) = graph.node.split_at(head_at);
+    for node in chain {
         if node.input.first() != Some(&current) {
             return Err(err(format!(
                 "node '{}' ({}) does not continue the chain from '{current}'; only plain MLPs load",
@@ -257,6 +359,12 @@ pub fn load(path: &Path) -> Result<Loaded> {
     if layers.is_empty() {
         return Err(err("no layers found".into()));
     }
+    let fold = if head.is_empty() {
+        None
+    } else {
+        let total = layers.last().map_or(0, |l| l.outputs());
+        Some(read_fold(head, &current, total, &inits).map_err(err)?)
+    };
     for pair in layers.windows(2) {
         if pair[0].outputs() != pair[1].inputs() {
             return Err(err("consecutive layers disagree in width".into()));
@@ -280,9 +388,64 @@ pub fn load(path: &Path) -> Result<Loaded> {
             max_norm: None,
         });
     Ok(Loaded {
-        mlp: Mlp { config, layers },
+        mlp: Mlp {
+            config,
+            layers,
+            fold,
+        },
         metadata,
     })
+}
+
+/// The folded head written by [`fold_nodes`], read back from its nodes; `full` is the last
+/// layer's output, `total` its width.
+fn read_fold(
+    head: &[NodeProto],
+    full: &str,
+    total: usize,
+    inits: &HashMap<&str, &TensorProto>,
+) -> std::result::Result<Fold, String> {
+    let shape = "a folded head is Gather (kept), Gather (others), ReduceLogSumExp, Concat";
+    let [keep, others, lse, concat] = head else {
+        return Err(format!(
+            "{shape}; found {} nodes after the last layer",
+            head.len()
+        ));
+    };
+    let ops: Vec<&str> = head.iter().map(|n| n.op_type.as_str()).collect();
+    if ops != ["Gather", "Gather", "ReduceLogSumExp", "Concat"]
+        || keep.input.first().map(String::as_str) != Some(full)
+        || others.input.first().map(String::as_str) != Some(full)
+        || lse.input.first() != others.output.first()
+        || concat.input.first() != keep.output.first()
+        || concat.input.get(1) != lse.output.first()
+    {
+        return Err(format!("{shape}, in that order; found {ops:?}"));
+    }
+    let indices = |node: &NodeProto| -> std::result::Result<Vec<u32>, String> {
+        let name = node.input.get(1).map(String::as_str).unwrap_or_default();
+        let t = inits
+            .get(name)
+            .filter(|t| t.data_type == DATA_INT64 && t.raw_data.len() % 8 == 0)
+            .ok_or_else(|| {
+                format!(
+                    "the indices '{name}' of '{}' are not an int64 initializer",
+                    node.name
+                )
+            })?;
+        t.raw_data
+            .chunks_exact(8)
+            .map(|c| {
+                let v = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                u32::try_from(v).map_err(|_| format!("'{}' holds the class index {v}", node.name))
+            })
+            .collect()
+    };
+    let fold = Fold::new(&indices(keep)?, total).map_err(|e| e.to_string())?;
+    if indices(others)? != fold.others() {
+        return Err("the folded head's two Gathers do not split the classes in two".into());
+    }
+    Ok(fold)
 }
 
 #[cfg(test)]

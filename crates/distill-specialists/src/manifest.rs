@@ -1,7 +1,7 @@
 //! `manifest.yaml`: what a specialist training run produced, and what inference needs to use it.
 //!
 //! ```yaml
-//! version: 1
+//! version: 2
 //! tool_version: 0.1.0
 //! generalist: { path: ../student.onnx, sha256: 4f0c… }   # relative to the manifest's folder
 //! classes: 100                                            # the generalist's class count
@@ -18,6 +18,8 @@
 //!     epochs: 6                   # epochs trained (after early stopping)
 //!     validation_errors: 31       # on the subset-enriched validation slice
 //!     validation_rows: 2000
+//!     used: true                  # lowered the held-out validation errors: inference uses it
+//!     validation_effect: { rows: 5000, errors_with: 241, errors_without: 247, nll_with: 0.171, nll_without: 0.180 }
 //! ```
 //!
 //! `dustbin_correction` is informational: the correction is baked into the saved ONNX, so a reader
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Version of the manifest layout written by this crate.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// Why a manifest could not be read or does not fit.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,31 @@ pub struct SpecialistEntry {
     pub epochs: usize,
     pub validation_errors: usize,
     pub validation_rows: usize,
+    /// Whether inference uses this specialist: it lowered the held-out validation errors (or
+    /// kept them and lowered the NLL) of the generalist combined with the other used specialists.
+    /// Manifests of version 1 did not choose, and use every specialist.
+    #[serde(default = "used_by_default")]
+    pub used: bool,
+    /// The system's validation score with and without this specialist (version 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_effect: Option<ValidationEffect>,
+}
+
+fn used_by_default() -> bool {
+    true
+}
+
+/// The generalist combined with the used specialists, scored on the held-out validation rows with
+/// and without one specialist (without it when it is used, with it added when it is not).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationEffect {
+    pub rows: usize,
+    pub errors_with: usize,
+    pub errors_without: usize,
+    /// Mean negative log-likelihood of the true class (nats).
+    pub nll_with: f64,
+    pub nll_without: f64,
 }
 
 /// The whole manifest.
@@ -129,9 +156,9 @@ impl Manifest {
                 message,
             })
         };
-        if self.version != MANIFEST_VERSION {
+        if !(1..=MANIFEST_VERSION).contains(&self.version) {
             return bad(format!(
-                "manifest version {} is not supported (this tool reads version {MANIFEST_VERSION})",
+                "manifest version {} is not supported (this tool reads versions 1 to {MANIFEST_VERSION})",
                 self.version
             ));
         }
@@ -276,6 +303,8 @@ mod tests {
                 epochs: 3,
                 validation_errors: 4,
                 validation_rows: 100,
+                used: true,
+                validation_effect: None,
             }],
         }
     }

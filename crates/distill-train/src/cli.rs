@@ -54,6 +54,10 @@ pub struct Args {
     /// Continue from the checkpoint beside --out.
     #[arg(long)]
     pub resume: bool,
+    /// Stop after this many epochs without fewer validation errors, and save the epoch with the
+    /// fewest as --out (default: train every epoch and save the last).
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
     /// Split to report errors on after training, or none.
     #[arg(long, default_value = "test")]
     pub test_split: String,
@@ -111,6 +115,7 @@ impl Args {
             resume: self.resume,
             test_split,
             max_steps: self.max_steps,
+            patience: self.patience,
         })
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct Trained {
     pub(crate) seconds: f64,
     /// Whether a best model (lowest validation errors) was saved.
     pub(crate) best_saved: bool,
+    /// The epoch (1-based) with the fewest validation errors, when `--patience` stopped the run.
+    pub(crate) stopped_early: Option<usize>,
 }
 
 /// Step 4: the epoch loop, from where `progress` stands to `config.epochs`. After each epoch:
@@ -40,6 +42,7 @@ pub(crate) fn epochs(
         rows: 0,
         seconds: 0.0,
         best_saved: false,
+        stopped_early: None,
     };
 
     let mut warned_chance = false;
@@ -134,8 +137,29 @@ pub(crate) fn epochs(
         }
         checkpoint::save(&out.paths.checkpoint, mlp, opt, progress)?;
         record::write_csv(&out.paths.metrics, &progress.history)?;
+        if let Some(patience) = config.patience
+            && let Some(best) = best_epoch(&progress.history)
+            && progress.history.len() - best >= patience
+        {
+            trained.stopped_early = Some(best);
+            break;
+        }
     }
     Ok(trained)
+}
+
+/// The epoch (1-based) with the fewest validation errors, the first of equals; `None` without
+/// validation errors. Found from the history, so a resumed run stops where an uninterrupted one
+/// would.
+fn best_epoch(history: &[EpochRecord]) -> Option<usize> {
+    history
+        .iter()
+        .filter_map(|r| Some((r.epoch, r.val_error?)))
+        .fold(None, |best: Option<(usize, f64)>, (e, v)| match best {
+            Some((_, b)) if b <= v => best,
+            _ => Some((e, v)),
+        })
+        .map(|(e, _)| e)
 }
 
 /// The record of the epoch that just ended (its sums are `progress.partial`), with the validation

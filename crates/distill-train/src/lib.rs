@@ -75,6 +75,10 @@ pub struct Config {
     pub test_split: Option<Split>,
     /// Stop, as an interrupt would, after this many optimiser steps in this invocation.
     pub max_steps: Option<u64>,
+    /// Early stopping: stop after this many epochs without fewer validation errors, and save the
+    /// epoch with the fewest as the model (`None`: train every epoch, save the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
 }
 
 /// Files written beside the model.
@@ -114,6 +118,7 @@ impl Config {
         c.threads = None;
         c.test_split = None;
         c.max_steps = None;
+        c.patience = None;
         c.bias_adjust = BiasChoice::None;
         let json = serde_json::to_vec(&c).unwrap_or_default();
         distill_core::sha256_hex(&json)[..16].to_string()
@@ -127,6 +132,18 @@ impl Config {
             && !(f > 0.0 && f <= 1.0)
         {
             return bad(format!("--fraction {f} must be in (0, 1]"));
+        }
+        if self.patience == Some(0) {
+            return bad(
+                "--patience must be at least 1 (epochs without fewer validation errors)".into(),
+            );
+        }
+        if self.patience.is_some() && self.validation == Some(0) {
+            return bad(
+                "--patience stops on the validation slice's errors, but --validation 0 holds out \
+                 no rows; give --validation N above 0, or drop --patience"
+                    .into(),
+            );
         }
         if matches!(self.bias_adjust, BiasChoice::Auto) {
             if self.selection.classes.is_empty() {
@@ -256,14 +273,21 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         record::write_csv(&paths.metrics, &progress.history)?;
         return Ok(report);
     }
-    finish(
-        &outputs,
-        mlp,
-        &train,
-        val.as_ref(),
-        trained.best_saved,
-        &mut report,
-    )?;
+    if let Some(best) = trained.stopped_early {
+        report.notes.push(format!(
+            "stopped early after epoch {}: no fewer validation errors for {} epochs; the model is \
+             epoch {best}'s, the one with the fewest",
+            progress.history.len(),
+            config.patience.unwrap_or_default()
+        ));
+    }
+    // The best epoch's weights, saved when it ended (by this run or the one it resumed).
+    let best_saved =
+        trained.best_saved || progress.best_val_errors.is_some() && paths.best.is_file();
+    if config.patience.is_some() && best_saved {
+        mlp = onnx::load(&paths.best)?.mlp;
+    }
+    finish(&outputs, mlp, &train, val.as_ref(), best_saved, &mut report)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -7,9 +7,11 @@ mod folder;
 mod one;
 mod pool;
 mod report;
+mod select;
 
 pub use one::{SpecialistMeta, enriched_rows};
 pub use report::{EpochLog, Report, SpecialistReport};
+pub use select::{Chosen, Score};
 
 use crate::targets::SubsetMap;
 use crate::{Result, SpecialistsError};
@@ -170,6 +172,24 @@ struct Shared<'a> {
     progress: &'a distill_progress::Progress,
 }
 
+/// [`select::choose`] on the held-out validation rows `val`, for the specialists `nets`.
+fn choose_on(generalist: &Mlp, nets: &[Mlp], val: &Dataset) -> Result<Chosen> {
+    let labels = val.require_labels("the validation slice")?;
+    let g = generalist.forward(val.features.view())?;
+    let specialists = nets
+        .iter()
+        .map(|m| {
+            let keep = m
+                .fold
+                .as_ref()
+                .map(|f| f.keep().to_vec())
+                .unwrap_or_default();
+            Ok((keep, m.forward(val.features.view())?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    select::choose(g.view(), &specialists, labels)
+}
+
 /// Trains as `config` says and writes the folder. Nothing is written when an input is bad.
 pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Report> {
     let started = Instant::now();
@@ -302,11 +322,22 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         progress,
     };
     let written: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    let outcome = train_all(&shared, &subsets, &written).and_then(|reports| {
+    let outcome = train_all(&shared, &subsets, &written).and_then(|trained| {
+        let (mut reports, nets): (Vec<SpecialistReport>, Vec<Mlp>) = trained.into_iter().unzip();
+        let chosen = match &val {
+            Some(v) => Some(choose_on(&generalist, &nets, v)?),
+            None => None,
+        };
+        if let Some(c) = &chosen {
+            for ((r, used), effect) in reports.iter_mut().zip(&c.used).zip(&c.effects) {
+                r.entry.used = *used;
+                r.entry.validation_effect = Some(effect.clone());
+            }
+        }
         let manifest = write_manifest(config, &generalist_sha256, classes, &reports)?;
-        Ok((reports, manifest))
+        Ok((reports, manifest, chosen))
     });
-    let (specialists, manifest) = match outcome {
+    let (specialists, manifest, chosen) = match outcome {
         Ok(r) => r,
         Err(e) => {
             for p in written.lock().map(|w| w.clone()).unwrap_or_default() {
@@ -322,6 +353,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         out: config.out.clone(),
         manifest,
         specialists,
+        validation: chosen.map(|c| (c.generalist, c.system, val_rows)),
         seconds: started.elapsed().as_secs_f64(),
         jobs: config.jobs.min(subsets.len()),
         notes,

@@ -2,7 +2,7 @@
 //! early stopping, the dustbin correction, and its ONNX file.
 
 use super::{Config, EpochLog, Shared, SpecialistReport, specialist_file};
-use crate::init::{self, DustbinInit};
+use crate::init;
 use crate::manifest::{FileRef, SpecialistEntry};
 use crate::sampler::HalfSampler;
 use crate::targets::{SubsetMap, dustbin_correction};
@@ -11,7 +11,6 @@ use distill_cluster::specialists::Subset;
 use distill_core::math::{argmax_rows, error_count, softmax};
 use distill_core::rng::Rng;
 use distill_nn::loss::cross_entropy;
-use distill_nn::mlp::gather_rows;
 use distill_nn::{Mlp, Optimizer, onnx};
 use distill_train::steps::BatchTrainer;
 use ndarray::{Array2, Axis};
@@ -57,7 +56,7 @@ pub(super) fn train_one(
     shared: &Shared,
     subset: &Subset,
     written: &Mutex<Vec<PathBuf>>,
-) -> Result<SpecialistReport> {
+) -> Result<(SpecialistReport, Mlp)> {
     let started = Instant::now();
     let config = shared.config;
     let train = shared.train;
@@ -87,14 +86,9 @@ pub(super) fn train_one(
         None => 0,
     };
 
-    // Start from the generalist; the dustbin row is fitted on rows of the training stream.
-    let first = sampler.epoch(0);
-    let fit_rows = &first[..first.len().min(init::FIT_ROWS)];
-    let mut fit_x = Array2::<f32>::zeros((fit_rows.len(), train.width()));
-    gather_rows(train.features.view(), fit_rows, fit_x.view_mut());
-    let (mut mlp, init_how) =
-        init::from_generalist(shared.generalist, &map, fit_x.view(), config.mlp_config())?;
-    drop(fit_x);
+    // Start exactly as the generalist folded onto the subset and the dustbin.
+    let start = init::from_generalist(shared.generalist, &map, config.mlp_config())?;
+    let mut mlp = start.clone();
     // The generalist's folded distribution is calibrated for the real class shares; the stream
     // oversamples the subset, so the start is moved to the stream's shares by the inverse of the
     // correction added after training. A specialist that never improves on its start therefore
@@ -126,11 +120,7 @@ pub(super) fn train_one(
     .with_jitter(train.image, config.regularisation.jitter);
     for epoch in 0..config.epochs {
         let epoch_started = Instant::now();
-        let rows = if epoch == 0 {
-            first.clone()
-        } else {
-            sampler.epoch(epoch)
-        };
+        let rows = sampler.epoch(epoch);
         let (mut sum, mut seen) = (0.0f64, 0usize);
         for (b, chunk) in rows.chunks(config.batch).enumerate() {
             let m = chunk.len();
@@ -189,9 +179,16 @@ pub(super) fn train_one(
         }
     }
 
-    // Calibrate for the real class frequencies.
-    let mut mlp = best;
-    mlp.adjust_bias(map.dustbin(), correction as f32)?;
+    // Calibrate for the real class frequencies: add the correction back, or keep the unshifted
+    // start itself when no epoch improved on it (so such a specialist is exactly the folded
+    // generalist, without the rounding of shifting the biases and back).
+    let mlp = if best_epochs == 0 {
+        start
+    } else {
+        let mut mlp = best;
+        mlp.adjust_bias(map.dustbin(), correction as f32)?;
+        mlp
+    };
     let dustbin_check = match shared.val {
         Some(v) => {
             let vl = v.labels.as_deref().unwrap_or(&[]);
@@ -222,7 +219,6 @@ pub(super) fn train_one(
             path: config.generalist.display().to_string(),
             sha256: shared.generalist_sha256.to_string(),
         },
-        dustbin_init: init_how,
     };
     // The settings that shape the weights; where and how many at once do not, so a specialist
     // file is the same whatever --out, --jobs, --threads or --only were.
@@ -254,7 +250,7 @@ pub(super) fn train_one(
         (Some((x, _)), Some(e)) => (e, x.nrows()),
         _ => (0, 0),
     };
-    Ok(SpecialistReport {
+    let report = SpecialistReport {
         entry: SpecialistEntry {
             id: subset.id,
             path: file,
@@ -266,15 +262,17 @@ pub(super) fn train_one(
             epochs: best_epochs,
             validation_errors,
             validation_rows,
+            used: true,
+            validation_effect: None,
         },
         generalist_validation_errors,
-        init: init_how,
         dustbin_check,
         rows_per_epoch: sampler.epoch_len(),
         history,
         seconds: started.elapsed().as_secs_f64(),
         onnx_check,
-    })
+    };
+    Ok((report, mlp))
 }
 
 /// What a specialist's ONNX records about itself (metadata key `distill.specialist`).
@@ -290,12 +288,6 @@ pub struct SpecialistMeta {
     pub subset_share: f64,
     pub sampled_share: f64,
     pub generalist: FileRef,
-    #[serde(skip_deserializing, default = "default_init")]
-    pub dustbin_init: DustbinInit,
-}
-
-fn default_init() -> DustbinInit {
-    DustbinInit::Mean
 }
 
 fn json<T: Serialize + ?Sized>(value: &T) -> String {

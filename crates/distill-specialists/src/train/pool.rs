@@ -4,17 +4,18 @@ use super::one::train_one;
 use super::{Shared, SpecialistReport};
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::Subset;
+use distill_nn::Mlp;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Trains every subset, `config.jobs` at a time, each in its own thread pool; the reports in
-/// subset order, or the first error.
+/// Trains every subset, `config.jobs` at a time, each in its own thread pool; the reports and
+/// trained networks in subset order, or the first error.
 pub(super) fn train_all(
     shared: &Shared,
     subsets: &[&Subset],
     written: &Mutex<Vec<PathBuf>>,
-) -> Result<Vec<SpecialistReport>> {
+) -> Result<Vec<(SpecialistReport, Mlp)>> {
     let jobs = shared.config.jobs.min(subsets.len()).max(1);
     let total = shared.config.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -24,7 +25,7 @@ pub(super) fn train_all(
     let threads = (total / jobs).max(1);
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<SpecialistReport>>>> =
+    let results: Mutex<Vec<Option<Result<(SpecialistReport, Mlp)>>>> =
         Mutex::new((0..subsets.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs {

@@ -1,6 +1,5 @@
 //! What a run reports: per epoch, per specialist, and for the whole run, with its table.
 
-use crate::init::DustbinInit;
 use crate::manifest::SpecialistEntry;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -22,7 +21,6 @@ pub struct SpecialistReport {
     /// The generalist's errors on the same validation slice, its prediction folded onto the subset
     /// and the dustbin.
     pub generalist_validation_errors: usize,
-    pub init: DustbinInit,
     /// Mean predicted dustbin probability (after the correction) on the whole validation slice,
     /// and the share of its rows outside the subset: the correction's calibration check.
     pub dustbin_check: Option<(f64, f64)>,
@@ -38,6 +36,9 @@ pub struct Report {
     pub out: PathBuf,
     pub manifest: PathBuf,
     pub specialists: Vec<SpecialistReport>,
+    /// On the held-out validation rows: the generalist alone, the generalist with the used
+    /// specialists, and the rows (none without a validation slice).
+    pub validation: Option<(super::Score, super::Score, usize)>,
     pub seconds: f64,
     pub jobs: usize,
     pub notes: Vec<String>,
@@ -50,7 +51,7 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "{:>3}  {:>7}  {:>8}  {:>10}  {:>6}  {:>21}  {:>16}  {:>7}",
+            "{:>3}  {:>7}  {:>8}  {:>10}  {:>6}  {:>21}  {:>16}  {:>15}  {:>4}  {:>7}",
             "id",
             "classes",
             "share",
@@ -58,6 +59,8 @@ impl std::fmt::Display for Report {
             "epochs",
             "validation errors s/g",
             "dustbin p / true",
+            "system with/out",
+            "used",
             "seconds"
         )?;
         for s in &self.specialists {
@@ -66,9 +69,14 @@ impl std::fmt::Display for Report {
                 .dustbin_check
                 .map(|(p, t)| format!("{p:.4} / {t:.4}"))
                 .unwrap_or_else(|| "-".into());
+            let effect = e
+                .validation_effect
+                .as_ref()
+                .map(|v| format!("{} / {}", v.errors_with, v.errors_without))
+                .unwrap_or_else(|| "-".into());
             writeln!(
                 f,
-                "{:>3}  {:>7}  {:>8.4}  {:>10.3}  {:>6}  {:>21}  {:>16}  {:>7.1}",
+                "{:>3}  {:>7}  {:>8.4}  {:>10.3}  {:>6}  {:>21}  {:>16}  {:>15}  {:>4}  {:>7.1}",
                 e.id,
                 e.classes.len(),
                 e.subset_share,
@@ -79,6 +87,8 @@ impl std::fmt::Display for Report {
                     e.validation_errors, s.generalist_validation_errors, e.validation_rows
                 ),
                 check,
+                effect,
+                if e.used { "yes" } else { "no" },
                 s.seconds
             )?;
         }
@@ -92,6 +102,18 @@ impl std::fmt::Display for Report {
             f,
             "validation errors on the subset-enriched slices: specialists {sv}, generalist {gv}"
         )?;
+        if let Some((g, system, rows)) = &self.validation {
+            writeln!(
+                f,
+                "held-out validation rows ({rows}): generalist {} errors (NLL {:.4}), with the {} \
+                 used specialists {} errors (NLL {:.4})",
+                g.errors,
+                g.nll,
+                self.specialists.iter().filter(|s| s.entry.used).count(),
+                system.errors,
+                system.nll
+            )?;
+        }
         write!(
             f,
             "{} specialists in {:.1} s ({} at once); manifest: {}",
