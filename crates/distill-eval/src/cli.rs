@@ -86,6 +86,15 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
 
+    /// Write each row's label and, for every model, ensemble and the specialists' combination,
+    /// its most probable classes with their probabilities to this Parquet file.
+    #[arg(long, value_name = "FILE.parquet")]
+    pub predictions: Option<PathBuf>,
+
+    /// With --predictions: the most probable classes kept per row and model.
+    #[arg(long, value_name = "K", default_value_t = crate::predictions::DEFAULT_TOP_K)]
+    pub predictions_k: usize,
+
     #[command(flatten)]
     pub progress: ProgressArgs,
 }
@@ -188,6 +197,7 @@ impl Args {
                 top_n: self.top_n.unwrap_or(1),
             }),
             out: self.out,
+            predictions: self.predictions.map(|p| (p, self.predictions_k)),
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 mod error;
 pub mod footprint;
 pub mod metrics;
+pub mod predictions;
 pub mod report;
 pub mod specialists;
 pub mod timing;
@@ -81,6 +82,9 @@ pub struct Config {
     pub specialists: Option<SpecialistsConfig>,
     /// Where to write `metrics.json`; its folder must exist.
     pub out: Option<PathBuf>,
+    /// Where to write each row's most probable classes per model ([`predictions`]), and how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<(PathBuf, usize)>,
 }
 
 /// The name of the arithmetic ensemble's entry.
@@ -166,6 +170,17 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
         None => None,
     };
     bar.finish();
+    if let Some((path, k)) = &config.predictions {
+        write_predictions(
+            config,
+            &data,
+            labels,
+            &evaluated,
+            specialists.as_ref(),
+            (path, *k),
+        )?;
+    }
+    let specialists = specialists.map(|(report, _)| report);
 
     let mut entries: Vec<Entry> = Vec::new();
     let mut reference: Option<(String, Vec<usize>)> = None;
@@ -238,6 +253,58 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
     Ok(report)
 }
 
+/// Writes `--predictions`: each model, each ensemble of [`Config::ensemble`] and the
+/// specialists' combination, in the order of the report's entries.
+fn write_predictions(
+    config: &Config,
+    data: &Dataset,
+    labels: &[u32],
+    evaluated: &[Evaluated],
+    specialists: Option<&(SpecialistsReport, Array2<f32>)>,
+    (path, k): (&Path, usize),
+) -> Result<(), EvalError> {
+    let mut probs: Vec<(String, Array2<f32>)> = evaluated
+        .iter()
+        .map(|e| (e.entry.name.clone(), softmax(e.logits.view(), 1.0)))
+        .collect();
+    if config.ensemble {
+        let members: Vec<ArrayView2<f32>> = config
+            .models
+            .iter()
+            .zip(evaluated)
+            .filter(|(m, _)| m.ensemble_member)
+            .map(|(_, e)| e.logits.view())
+            .collect();
+        for (combine, name) in [
+            (Combine::Arithmetic, ARITHMETIC_ENSEMBLE),
+            (Combine::Geometric, GEOMETRIC_ENSEMBLE),
+        ] {
+            probs.push((name.to_string(), ensemble_probs(&members, 1.0, combine)?));
+        }
+    }
+    let mut sources: Vec<predictions::Source> = probs
+        .iter()
+        .map(|(name, p)| predictions::Source {
+            name,
+            probs: p.view(),
+        })
+        .collect();
+    if let Some((_, combined)) = specialists {
+        sources.push(predictions::Source {
+            name: specialists::COMBINED,
+            probs: combined.view(),
+        });
+    }
+    predictions::write(
+        path,
+        (&config.selection.data, &config.selection.split.to_string()),
+        &data.index,
+        labels,
+        &sources,
+        k,
+    )
+}
+
 /// The checks that need no file (also run by `distill run` before any stage starts).
 pub fn check_values(config: &Config) -> Result<(), EvalError> {
     if config.models.is_empty() {
@@ -263,6 +330,21 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
             return Err(EvalError::EnsembleTooSmall { members });
         }
     }
+    if let Some((path, k)) = &config.predictions {
+        if *k == 0 {
+            return Err(distill_core::CoreError::invalid(
+                "--predictions-k must be at least 1 (classes kept per row)",
+            )
+            .into());
+        }
+        if config.out.as_deref() == Some(path.as_path()) {
+            return Err(distill_core::CoreError::invalid(format!(
+                "--predictions {} is also --out; give the predictions their own file",
+                path.display()
+            ))
+            .into());
+        }
+    }
     if config.batch_size == 0 {
         return Err(distill_core::CoreError::invalid(
             "--batch must be at least 1 (rows per inference call)",
@@ -281,12 +363,17 @@ fn check_config(config: &Config) -> Result<(), EvalError> {
         }
         .into());
     }
+    let mut inputs: Vec<(&str, &Path)> = config
+        .models
+        .iter()
+        .map(|m| ("--model", m.path.as_path()))
+        .collect();
+    inputs.push(("--data", Path::new(&config.selection.data)));
     if let Some(out) = &config.out {
-        distill_core::atomic::check_output_of_model_run(
-            out,
-            config.models.iter().map(|m| m.path.as_path()),
-            Path::new(&config.selection.data),
-        )?;
+        distill_core::atomic::check_output("--out", out, &inputs)?;
+    }
+    if let Some((path, _)) = &config.predictions {
+        distill_core::atomic::check_output("--predictions", path, &inputs)?;
     }
     Ok(())
 }

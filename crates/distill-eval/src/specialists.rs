@@ -23,6 +23,9 @@ use crate::metrics::{self, Summary};
 use crate::{Config, EvalError, ModelEntry};
 use distill_progress::grouped;
 
+/// The name of the specialists' combination among the predictions (`--predictions`).
+pub const COMBINED: &str = "combined";
+
 /// What `--specialists` and `--top-n` ask for.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpecialistsConfig {
@@ -110,7 +113,7 @@ impl Plan {
         (generalist_name, logits): (&str, ArrayView2<f32>),
         bar: &Task,
         notes: &mut Vec<String>,
-    ) -> Result<SpecialistsReport, EvalError> {
+    ) -> Result<(SpecialistsReport, Array2<f32>), EvalError> {
         let mut outputs: Vec<Array2<f32>> = Vec::with_capacity(self.paths.len());
         let mut parameters = 0;
         for (entry, path) in self.manifest.specialists.iter().zip(&self.paths) {
@@ -191,7 +194,7 @@ impl Plan {
             .count();
         let rows = labels.len();
         let gradient_max = combined.gradient_norm.iter().fold(0.0f64, |m, &g| m.max(g));
-        Ok(SpecialistsReport {
+        let report = SpecialistsReport {
             manifest: self.config.manifest.clone(),
             generalist: generalist_name.to_string(),
             top_n: self.config.top_n,
@@ -213,7 +216,8 @@ impl Plan {
             not_converged: combined.not_converged(),
             by_covering: table,
             combined: summary,
-        })
+        };
+        Ok((report, probs))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use distill_core::math::argmax_rows;
+use distill_core::math::{argmax_rows, softmax};
 use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::{Mlp, MlpConfig};
 use distill_specialists::manifest::FileRef;
@@ -109,6 +109,63 @@ fn setup(dir: &Path) -> Setup {
     }
 }
 
+/// A predictions file read back: index, label, and each list column as one vector per row.
+struct Predictions {
+    index: Vec<u64>,
+    label: Vec<i32>,
+    columns: std::collections::HashMap<String, Vec<Vec<i32>>>,
+    probs: std::collections::HashMap<String, Vec<Vec<f32>>>,
+}
+
+fn read_predictions(path: &Path) -> Predictions {
+    use arrow_array::{Array, FixedSizeListArray, Float32Array, Int32Array, UInt64Array};
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut p = Predictions {
+        index: Vec::new(),
+        label: Vec::new(),
+        columns: Default::default(),
+        probs: Default::default(),
+    };
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        for (field, col) in schema.fields().iter().zip(batch.columns()) {
+            let any = col.as_any();
+            match field.name().as_str() {
+                "index" => p
+                    .index
+                    .extend(any.downcast_ref::<UInt64Array>().unwrap().values()),
+                "label" => p
+                    .label
+                    .extend(any.downcast_ref::<Int32Array>().unwrap().values()),
+                name => {
+                    let list = any.downcast_ref::<FixedSizeListArray>().unwrap();
+                    for r in 0..list.len() {
+                        let v = list.value(r);
+                        if let Some(ints) = v.as_any().downcast_ref::<Int32Array>() {
+                            p.columns
+                                .entry(name.to_string())
+                                .or_default()
+                                .push(ints.values().to_vec());
+                        } else {
+                            let f = v.as_any().downcast_ref::<Float32Array>().unwrap();
+                            p.probs
+                                .entry(name.to_string())
+                                .or_default()
+                                .push(f.values().to_vec());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
 fn as_usize(v: &Value) -> usize {
     v.as_u64().unwrap() as usize
 }
@@ -188,9 +245,37 @@ fn metrics_match_a_direct_combination() {
         if top_n != 1 {
             args.extend(["--top-n", &top]);
         }
-        args.extend(["--out", "metrics.json"]);
+        args.extend([
+            "--out",
+            "metrics.json",
+            "--predictions",
+            "predictions.parquet",
+        ]);
         let out = eval(dir.path(), &args);
         assert_eq!(out.code, 0, "{}", out.stderr);
+        // Row by row: the generalist's and the combination's most probable classes and their
+        // probabilities, against the engine's forward pass and the direct combination.
+        let p = read_predictions(&dir.path().join("predictions.parquet"));
+        let soft = softmax(g.view(), 1.0);
+        for r in 0..ROWS {
+            assert_eq!(p.index[r], r as u64);
+            assert_eq!(p.label[r], labels[r] as i32);
+            let gc = &p.columns["generalist.classes"][r];
+            assert_eq!(gc.len(), 5);
+            assert_eq!(gc[0] as usize, generalist_pred[r]);
+            for (&c, &q) in gc.iter().zip(&p.probs["generalist.probs"][r]) {
+                assert!(
+                    (q - soft[[r, c as usize]]).abs() < 1e-5,
+                    "row {r} class {c}"
+                );
+            }
+            let cc = &p.columns["combined.classes"][r];
+            assert_eq!(cc[0] as usize, combined_pred[r], "row {r}");
+            for (&c, &q) in cc.iter().zip(&p.probs["combined.probs"][r]) {
+                let want = direct.log_probs[[r, c as usize]].exp() as f32;
+                assert!((q - want).abs() < 1e-6, "row {r} class {c}: {q} vs {want}");
+            }
+        }
         let m: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("metrics.json")).unwrap(),
         )
@@ -246,6 +331,21 @@ fn metrics_match_a_direct_combination() {
         );
         assert!(out.stdout.contains("covering"), "{}", out.stdout);
     }
+
+    // A specialist the manifest marks unused (it did not improve the validation combination)
+    // is not run.
+    let mut unused = s.manifest.clone();
+    unused.specialists[1].used = false;
+    unused.save(&dir.path().join("unused.yaml")).unwrap();
+    let out = eval(
+        dir.path(),
+        &["--specialists", "unused.yaml", "--out", "unused.json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("unused.json")).unwrap())
+            .unwrap();
+    assert_eq!(as_usize(&m["specialists"]["specialists"]), 2);
 
     // Without --model, the manifest's generalist is evaluated.
     let out = eval(dir.path(), &["--specialists", "manifest.yaml"]);

@@ -1,0 +1,134 @@
+//! `--predictions FILE.parquet`: every evaluated row with its label and, for each model, ensemble
+//! and the specialists' combination, its `k` most probable classes and their probabilities, so a
+//! user (or an independent check) can follow each prediction row by row.
+//!
+//! Columns: `index` (u64, the row's position in the split), `label` (i32), then for each
+//! prediction source `NAME` two columns `NAME.classes` (`FixedSizeList<i32>[k]`, most probable
+//! first; ties: the lower class id) and `NAME.probs` (`FixedSizeList<f32>[k]`). Key-value metadata:
+//! `distill.predictions` (JSON: the data set, split, rows, classes, k and the sources in order).
+
+use crate::EvalError;
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema};
+use distill_core::CoreError;
+use ndarray::{ArrayView2, Axis};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The most probable classes kept per row and source, by default.
+pub const DEFAULT_TOP_K: usize = 5;
+
+/// One source of predictions: its name and its probabilities, `rows × classes`.
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub probs: ArrayView2<'a, f32>,
+}
+
+/// The `k` most probable classes of `row`, most probable first (ties: the lower class id).
+fn top_k(row: ndarray::ArrayView1<f32>, k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
+/// Writes the predictions file at `path` (atomically): see the module documentation.
+pub fn write(
+    path: &Path,
+    (dataset, split): (&str, &str),
+    index: &[u64],
+    labels: &[u32],
+    sources: &[Source],
+    k: usize,
+) -> Result<(), EvalError> {
+    let rows = labels.len();
+    let classes = sources.first().map_or(0, |s| s.probs.ncols());
+    let k = k.min(classes).max(1);
+    let mut fields = vec![
+        Field::new("index", DataType::UInt64, false),
+        Field::new("label", DataType::Int32, false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(index.to_vec())),
+        Arc::new(Int32Array::from(
+            labels.iter().map(|&l| l as i32).collect::<Vec<_>>(),
+        )),
+    ];
+    let format = |e: arrow_schema::ArrowError| CoreError::format(path, e.to_string());
+    for s in sources {
+        let (mut ids, mut probs) = (Vec::with_capacity(rows * k), Vec::with_capacity(rows * k));
+        for row in s.probs.axis_iter(Axis(0)) {
+            for c in top_k(row, k) {
+                ids.push(c as i32);
+                probs.push(row[c]);
+            }
+        }
+        for (suffix, item, values) in [
+            (
+                "classes",
+                DataType::Int32,
+                Arc::new(Int32Array::from(ids)) as ArrayRef,
+            ),
+            (
+                "probs",
+                DataType::Float32,
+                Arc::new(Float32Array::from(probs)) as ArrayRef,
+            ),
+        ] {
+            let item = Arc::new(Field::new("item", item, false));
+            let list = FixedSizeListArray::try_new(item.clone(), k as i32, values, None)
+                .map_err(format)?;
+            fields.push(Field::new(
+                format!("{}.{suffix}", s.name),
+                DataType::FixedSizeList(item, k as i32),
+                false,
+            ));
+            columns.push(Arc::new(list));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(format)?;
+    let meta = serde_json::json!({
+        "dataset": dataset,
+        "split": split,
+        "rows": rows,
+        "classes": classes,
+        "k": k,
+        "sources": sources.iter().map(|s| s.name).collect::<Vec<_>>(),
+        "tool_version": distill_core::TOOL_VERSION,
+    });
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "distill.predictions".into(),
+            meta.to_string(),
+        )]))
+        .build();
+    let out = distill_core::atomic::AtomicFile::create(path)?;
+    let mut writer = ArrowWriter::try_new(out.try_clone()?, schema, Some(props))
+        .map_err(|e| CoreError::parquet(path, e))?;
+    writer
+        .write(&batch)
+        .map_err(|e| CoreError::parquet(path, e))?;
+    writer.close().map_err(|e| CoreError::parquet(path, e))?;
+    out.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_most_probable_first_with_ties_to_the_lower_class() {
+        let row = ndarray::array![0.1f32, 0.3, 0.3, 0.05, 0.25];
+        assert_eq!(top_k(row.view(), 3), vec![1, 2, 4]);
+        assert_eq!(top_k(row.view(), 9), vec![1, 2, 4, 0, 3]);
+    }
+}
