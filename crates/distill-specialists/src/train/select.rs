@@ -20,9 +20,14 @@ pub struct Score {
     pub nll: f64,
 }
 
+/// NLL differences at most this large are rounding (an untrained specialist leaves the
+/// generalist's distribution unchanged up to the combination's tolerance), not an effect.
+const NLL_TOLERANCE: f64 = 1e-7;
+
 impl Score {
     fn better_than(&self, other: &Score) -> bool {
-        self.errors < other.errors || (self.errors == other.errors && self.nll < other.nll)
+        self.errors < other.errors
+            || (self.errors == other.errors && self.nll < other.nll - NLL_TOLERANCE)
     }
 }
 
