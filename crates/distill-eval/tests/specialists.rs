@@ -81,6 +81,7 @@ fn setup(dir: &Path) -> Setup {
             sampled_share: 0.5,
             dustbin_correction: 0.0,
             epochs: 1,
+            rows_trained: 0,
             validation_errors: 0,
             validation_rows: 1,
             used: true,

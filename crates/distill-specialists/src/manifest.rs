@@ -16,6 +16,7 @@
 //!     sampled_share: 0.5          # share of subset rows in the half/half training stream
 //!     dustbin_correction: 0.0     # log(oversampling factor), already added to the dustbin bias
 //!     epochs: 6                   # epochs trained (after early stopping)
+//!     rows_trained: 19200         # rows trained on, every epoch run counted
 //!     validation_errors: 31       # on the subset-enriched validation slice
 //!     validation_rows: 2000
 //!     used: true                  # lowered the held-out validation errors: inference uses it
@@ -86,6 +87,9 @@ pub struct SpecialistEntry {
     /// Added to the dustbin logit after training (already in the saved bias).
     pub dustbin_correction: f64,
     pub epochs: usize,
+    /// Rows the specialist trained on, over every epoch it ran (early stopping's included).
+    #[serde(default)]
+    pub rows_trained: usize,
     pub validation_errors: usize,
     pub validation_rows: usize,
     /// Whether inference uses this specialist: it lowered the held-out validation errors (or
@@ -301,6 +305,7 @@ mod tests {
                 sampled_share: 0.5,
                 dustbin_correction: (0.7f64 / 0.5).ln(),
                 epochs: 3,
+                rows_trained: 0,
                 validation_errors: 4,
                 validation_rows: 100,
                 used: true,

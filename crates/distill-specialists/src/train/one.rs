@@ -8,7 +8,7 @@ use crate::sampler::HalfSampler;
 use crate::targets::{SubsetMap, dustbin_correction};
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::Subset;
-use distill_core::math::{argmax_rows, error_count, softmax};
+use distill_core::math::{error_count, softmax};
 use distill_core::rng::Rng;
 use distill_nn::loss::cross_entropy;
 use distill_nn::{Mlp, Optimizer, onnx};
@@ -74,18 +74,6 @@ pub(super) fn train_one(
         let y: Vec<u32> = rows.iter().map(|&r| map.label(vl[r])).collect();
         (x, y)
     });
-    let generalist_validation_errors = match &val_slice {
-        Some((x, y)) => {
-            let z = shared.generalist.forward(x.view())?;
-            argmax_rows(z.view())
-                .iter()
-                .zip(y)
-                .filter(|(p, y)| map.label(**p as u32) != **y)
-                .count()
-        }
-        None => 0,
-    };
-
     // Start exactly as the generalist folded onto the subset and the dustbin.
     let start = init::from_generalist(shared.generalist, &map, config.mlp_config())?;
     let mut mlp = start.clone();
@@ -101,6 +89,8 @@ pub(super) fn train_one(
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
     let loss = config.soft.loss();
     let (mut best_errors, mut best_loss) = evaluate(&mlp, val_slice.as_ref())?;
+    // The generalist on the same slice, at the same class shares: the specialist's start.
+    let generalist_validation_errors = best_errors.unwrap_or(0);
     let mut best = mlp.clone();
     let mut best_epochs = 0usize;
     let mut since_best = 0usize;
@@ -260,6 +250,7 @@ pub(super) fn train_one(
             sampled_share,
             dustbin_correction: correction,
             epochs: best_epochs,
+            rows_trained: (history.len() - 1) * sampler.epoch_len(),
             validation_errors,
             validation_rows,
             used: true,

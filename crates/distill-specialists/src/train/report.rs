@@ -18,8 +18,9 @@ pub struct EpochLog {
 #[derive(Clone, Debug, Serialize)]
 pub struct SpecialistReport {
     pub entry: SpecialistEntry,
-    /// The generalist's errors on the same validation slice, its prediction folded onto the subset
-    /// and the dustbin.
+    /// The generalist's errors on the same validation slice: its prediction folded onto the subset
+    /// and the dustbin, at the stream's class shares (the specialist's start, so that the two are
+    /// compared at the same prior).
     pub generalist_validation_errors: usize,
     /// Mean predicted dustbin probability (after the correction) on the whole validation slice,
     /// and the share of its rows outside the subset: the correction's calibration check.
@@ -114,6 +115,14 @@ impl std::fmt::Display for Report {
                 system.nll
             )?;
         }
+        writeln!(
+            f,
+            "rows trained on: {} in all",
+            self.specialists
+                .iter()
+                .map(|s| s.entry.rows_trained)
+                .sum::<usize>()
+        )?;
         write!(
             f,
             "{} specialists in {:.1} s ({} at once); manifest: {}",
