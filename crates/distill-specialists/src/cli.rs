@@ -43,8 +43,9 @@ pub struct Args {
     pub optimizer: OptimizerArgs,
     #[command(flatten)]
     pub run: LoopArgs,
-    /// Stop a specialist after this many epochs without a lower validation cross-entropy (the
-    /// epoch with the lowest is kept).
+    /// Stop a specialist after this many epochs in which the generalist combined with it did not
+    /// reach a lower NLL on the held-out validation rows (the epoch with the lowest is kept; the
+    /// start, the folded generalist, counts as epoch 0).
     #[arg(long, default_value_t = 2)]
     pub patience: usize,
     /// Rows of the split held out for validation, as distill-train holds them out (default: 10%

@@ -47,7 +47,8 @@ pub struct Config {
     pub optimizer: OptimizerConfig,
     /// The most epochs a specialist trains.
     pub epochs: usize,
-    /// Stop after this many epochs without a lower validation cross-entropy.
+    /// Stop after this many epochs without a lower NLL of the generalist combined with the
+    /// specialist on the held-out validation rows.
     pub patience: usize,
     pub batch: usize,
     pub seed: u64,
@@ -167,6 +168,8 @@ struct Shared<'a> {
     train: &'a Dataset,
     labels: &'a [u32],
     val: Option<&'a Dataset>,
+    /// The generalist's logits on the validation rows.
+    val_logits: Option<&'a Array2<f32>>,
     soft: Option<&'a Array2<f32>>,
     /// Where each specialist's epoch lines go.
     progress: &'a distill_progress::Progress,
@@ -311,6 +314,10 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     std::fs::create_dir_all(&config.out)
         .map_err(|e| distill_core::CoreError::io(&config.out, e))?;
     let generalist_sha256 = distill_core::sha256_file(&config.generalist)?;
+    let val_logits = val
+        .as_ref()
+        .map(|v| generalist.forward(v.features.view()))
+        .transpose()?;
     let shared = Shared {
         config,
         generalist: &generalist,
@@ -318,6 +325,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         train: &train,
         labels: &labels,
         val: val.as_ref(),
+        val_logits: val_logits.as_ref(),
         soft: soft.as_ref(),
         progress,
     };

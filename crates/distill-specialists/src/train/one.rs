@@ -1,7 +1,7 @@
 //! One specialist: its enriched validation slice, its start from the generalist, the epochs with
 //! early stopping, the dustbin correction, and its ONNX file.
 
-use super::{Config, EpochLog, Shared, SpecialistReport, specialist_file};
+use super::{Config, EpochLog, Score, Shared, SpecialistReport, specialist_file};
 use crate::init;
 use crate::manifest::{FileRef, SpecialistEntry};
 use crate::sampler::HalfSampler;
@@ -51,6 +51,29 @@ fn evaluate(
     ))
 }
 
+/// The generalist combined with `mlp` alone (its dustbin moved by `correction` to the real class
+/// shares) on the held-out validation rows; `None` without them.
+fn system_score(shared: &Shared, mlp: &Mlp, correction: f64) -> Result<Option<Score>> {
+    let (Some(v), Some(g)) = (shared.val, shared.val_logits) else {
+        return Ok(None);
+    };
+    let labels = v.require_labels("the validation slice")?;
+    let mut calibrated = mlp.clone();
+    calibrated.adjust_bias(calibrated.classes() - 1, correction as f32)?;
+    let keep = mlp
+        .fold
+        .as_ref()
+        .map(|f| f.keep().to_vec())
+        .unwrap_or_default();
+    let z = calibrated.forward(v.features.view())?;
+    Ok(Some(super::select::score(
+        g.view(),
+        &[(keep, z)],
+        &[0],
+        labels,
+    )?))
+}
+
 /// Trains the specialist of `subset`, writes its file, and returns its report.
 pub(super) fn train_one(
     shared: &Shared,
@@ -88,17 +111,20 @@ pub(super) fn train_one(
 
     let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
     let loss = config.soft.loss();
-    let (mut best_errors, mut best_loss) = evaluate(&mlp, val_slice.as_ref())?;
+    let (mut best_errors, start_loss) = evaluate(&mlp, val_slice.as_ref())?;
     // The generalist on the same slice, at the same class shares: the specialist's start.
     let generalist_validation_errors = best_errors.unwrap_or(0);
     let mut best = mlp.clone();
     let mut best_epochs = 0usize;
     let mut since_best = 0usize;
+    let alone = system_score(shared, &mlp, correction)?;
+    let mut best_system = alone;
     let mut history = vec![EpochLog {
         epoch: 0,
         loss: f64::NAN,
         validation_errors: best_errors,
-        validation_loss: best_loss,
+        validation_loss: start_loss,
+        system: alone,
         seconds: 0.0,
     }];
     let mut trainer = BatchTrainer::new(
@@ -126,17 +152,25 @@ pub(super) fn train_one(
             seen += m;
         }
         let (errors, vloss) = evaluate(&mlp, val_slice.as_ref())?;
+        let system = system_score(shared, &mlp, correction)?;
         let seconds = epoch_started.elapsed().as_secs_f64();
         shared.progress.say(format_args!(
-            "specialist {} epoch {}/{}: loss {:.4}{}  {:.1} s",
+            "specialist {} epoch {}/{}: loss {:.4}{}{}  {:.1} s",
             subset.id,
             epoch + 1,
             config.epochs,
             sum / seen.max(1) as f64,
             match (errors, &val_slice) {
                 (Some(e), Some((x, _))) => format!(
-                    ", validation errors {e} of {} (generalist {generalist_validation_errors})",
+                    ", enriched-slice errors {e} of {} (start {generalist_validation_errors})",
                     x.nrows()
+                ),
+                _ => String::new(),
+            },
+            match (system, alone) {
+                (Some(s), Some(a)) => format!(
+                    ", with the generalist {} errors, NLL {:.4} (generalist alone {}, {:.4})",
+                    s.errors, s.nll, a.errors, a.nll
                 ),
                 _ => String::new(),
             },
@@ -147,18 +181,20 @@ pub(super) fn train_one(
             loss: sum / seen.max(1) as f64,
             validation_errors: errors,
             validation_loss: vloss,
+            system,
             seconds,
         });
-        // Cross-entropy, a proper scoring rule, picks the epoch: the dustbin correction assumes
-        // calibrated probabilities, which fewest errors alone does not reward.
-        let better = match (vloss, best_loss) {
-            (Some(l), Some(b)) => l < b,
+        // The epoch is chosen by what the specialist is for: the NLL of the generalist combined
+        // with it on the held-out validation rows (a proper scoring rule, smoother than the
+        // error count). Without validation rows, the last epoch is kept.
+        let better = match (system, best_system) {
+            (Some(s), Some(b)) => s.nll < b.nll - super::select::NLL_TOLERANCE,
             _ => true,
         };
         if better {
             best = mlp.clone();
             best_errors = errors;
-            best_loss = vloss;
+            best_system = system;
             best_epochs = epoch + 1;
             since_best = 0;
         } else {

@@ -11,6 +11,8 @@ pub struct EpochLog {
     pub loss: f64,
     pub validation_errors: Option<usize>,
     pub validation_loss: Option<f64>,
+    /// The generalist combined with this specialist alone, on the held-out validation rows.
+    pub system: Option<super::Score>,
     pub seconds: f64,
 }
 

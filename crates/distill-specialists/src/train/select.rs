@@ -22,7 +22,7 @@ pub struct Score {
 
 /// NLL differences at most this large are rounding (an untrained specialist leaves the
 /// generalist's distribution unchanged up to the combination's tolerance), not an effect.
-const NLL_TOLERANCE: f64 = 1e-7;
+pub(super) const NLL_TOLERANCE: f64 = 1e-7;
 
 impl Score {
     fn better_than(&self, other: &Score) -> bool {
@@ -43,7 +43,7 @@ pub struct Chosen {
 
 /// The score of the generalist combined with the specialists `set` (indices into
 /// `specialists`: subset classes and their logits on the validation rows).
-fn score(
+pub(super) fn score(
     generalist: ArrayView2<f32>,
     specialists: &[(Vec<u32>, Array2<f32>)],
     set: &[usize],
