@@ -273,6 +273,98 @@ fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
     assert!(stderr.contains("other settings"), "{stderr}");
 }
 
+/// `--patience N` stops once N epochs pass without fewer validation errors and saves the epoch
+/// with the fewest as the model; an interrupted and resumed run stops at the same epoch with
+/// the same weights; bad values exit 2.
+#[test]
+fn early_stopping_saves_the_best_validation_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = [
+        "--data",
+        MNIST,
+        "--limit",
+        "1200",
+        "--hidden",
+        "32",
+        "--epochs",
+        "60",
+        "--batch",
+        "100",
+        "--lr",
+        "0.2",
+        "--patience",
+        "3",
+        "--test-split",
+        "none",
+    ];
+    let whole = [&common[..], &["--out", "a.onnx"]].concat();
+    let (code, stdout, stderr) = train_bin(dir.path(), &whole);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("stopped early"), "{stdout}");
+    let csv = std::fs::read_to_string(dir.path().join("a.metrics.csv")).unwrap();
+    let val: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(6).unwrap().parse().unwrap())
+        .collect();
+    assert!(val.len() < 60, "never stopped: {val:?}");
+    let best = (0..val.len()).fold(0, |b, e| if val[e] < val[b] { e } else { b });
+    assert_eq!(val.len() - 1 - best, 3, "{val:?}");
+    let model = onnx::load(&dir.path().join("a.onnx")).unwrap().mlp;
+    let best_file = onnx::load(&dir.path().join("a.best.onnx")).unwrap().mlp;
+    assert_eq!(model.layers, best_file.layers);
+    // The saved model makes the best epoch's validation errors (the first 120 rows held out).
+    let data = Selection {
+        data: MNIST.into(),
+        split: Split::Train,
+        limit: Some(1200),
+        classes: ClassFilter::default(),
+    }
+    .load()
+    .unwrap();
+    let (_, held_out) = data.split_validation(120).unwrap();
+    let logits = model.forward(held_out.features.view()).unwrap();
+    let errors = argmax_rows(logits.view())
+        .iter()
+        .zip(held_out.labels.as_ref().unwrap())
+        .filter(|&(&p, &y)| p != y as usize)
+        .count();
+    assert_eq!(errors, (val[best] * 120.0).round() as usize);
+
+    // Interrupted in the third epoch and resumed: the same stop, the same weights.
+    let part = [&common[..], &["--out", "b.onnx", "--max-steps", "25"]].concat();
+    assert_eq!(train_bin(dir.path(), &part).0, 130);
+    let rest = [&common[..], &["--out", "b.onnx", "--resume"]].concat();
+    let (code, _, stderr) = train_bin(dir.path(), &rest);
+    assert_eq!(code, 0, "{stderr}");
+    let resumed = onnx::load(&dir.path().join("b.onnx")).unwrap().mlp;
+    assert_eq!(resumed.layers, model.layers);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("b.metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        csv.lines().count()
+    );
+
+    for bad in [
+        &["--patience", "0"][..],
+        &["--patience", "2", "--validation", "0"],
+    ] {
+        let args = [
+            &[
+                "--data", MNIST, "--limit", "300", "--epochs", "1", "--out", "c.onnx",
+            ][..],
+            bad,
+        ]
+        .concat();
+        let (code, _, stderr) = train_bin(dir.path(), &args);
+        assert_eq!(code, 2, "{bad:?}: {stderr}");
+        assert!(stderr.contains("--patience"), "{stderr}");
+        assert!(!dir.path().join("c.onnx").exists());
+    }
+}
+
 #[test]
 fn bias_adjustment_moves_the_omitted_class_errors() {
     let dir = tempfile::tempdir().unwrap();
