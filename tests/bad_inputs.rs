@@ -826,3 +826,210 @@ fn slurm_unusable_exits_2_and_submits_nothing() {
         );
     }
 }
+
+/// Stand-ins for Slurm's commands in `bin`: the controller is up, the queue is empty, and `sbatch`
+/// keeps a copy of each script it is given in `submitted/N.sbatch` and answers job id N.
+fn slurm_stand_ins(d: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = d.join("bin");
+    let submitted = d.join("submitted");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&submitted).unwrap();
+    let stub = |name: &str, body: &str| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    stub("scontrol", "echo 'Slurmctld(primary) at head is UP'");
+    stub(
+        "sbatch",
+        &format!(
+            "n=$(ls '{0}' | wc -l); n=$((n + 1)); cp \"$2\" '{0}'/$n.sbatch; echo $n",
+            submitted.display()
+        ),
+    );
+    stub("squeue", "exit 0");
+    stub("scancel", "exit 0");
+    bin
+}
+
+/// Every file name under `dir` that starts with `PWNED`.
+fn pwned(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("PWNED"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The array task ids of a script's `#SBATCH --array=` line (`1-3`, `1,3`), or `[None]`.
+fn array_tasks(script: &str) -> Vec<Option<usize>> {
+    let Some(spec) = script
+        .lines()
+        .find_map(|l| l.strip_prefix("#SBATCH --array="))
+    else {
+        return vec![None];
+    };
+    spec.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .map(Some)
+        .collect()
+}
+
+/// Values from a hostile pipeline (foreach items with quotes, `$(...)`, backticks, `;`, `#`,
+/// newlines; a pipeline file whose name has a newline and `$(...)`) reach the generated sbatch
+/// scripts only quoted: each script passes `bash -n`, and run as Slurm would run it (a stand-in
+/// `sbatch`, each array task in turn) it runs its stages' commands with exactly the items as
+/// arguments and nothing else. A scalar item with a control character (it names the stage) and a
+/// `--partition` with a newline are refused with exit 2 before anything is submitted.
+#[test]
+fn slurm_scripts_quote_every_value_and_run_only_the_stages_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bin = slurm_stand_ins(d);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let items = [
+        "q'; touch PWNED_Q; echo '",
+        "$(touch PWNED_S)",
+        "`touch PWNED_B`",
+        "sp ace # touch PWNED_H",
+        "semi;touch PWNED_SEMI",
+        "dq\"$(touch PWNED_DQ)\"",
+        "back\\slash",
+        "star*",
+    ];
+    let yaml_items: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    let list = yaml_items.join(", ");
+    let pipeline = format!(
+        "stages:\n  step:\n    kind: cmd\n    foreach: [{list}]\n    cmd: echo ran >> ran.txt\n  \
+         look:\n    kind: report\n    foreach: [{list}]\n    args:\n      train-log: t.metrics.csv\n      \
+         title: \"${{item}}\"\n      allow-missing: true\n      out: \"r-${{item}}.html\"\n  \
+         mapped:\n    kind: report\n    foreach: [{{v: \"a\\ntouch PWNED_MAP #\"}}]\n    args:\n      \
+         train-log: t.metrics.csv\n      title: \"${{item.v}}\"\n      allow-missing: true\n      \
+         out: \"r-${{item.v}}.html\"\n"
+    );
+    let name = "p$(touch PWNED_F)'\ntouch PWNED_F2 #.yaml";
+    std::fs::write(d.join("t.metrics.csv"), "epoch,loss,train_error\n1,0.5,10\n").unwrap();
+    std::fs::write(d.join(name), &pipeline).unwrap();
+    let run_slurm = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .current_dir(d)
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("SLURM_CONF")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        )
+    };
+    let (code, text) = run_slurm(&["run", name, "--executor", "slurm", "--no-wait"]);
+    assert_eq!(code, Some(0), "{text}");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(d.join("submitted"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    assert_eq!(scripts.len(), 3, "one job array per stage: {scripts:?}");
+    for file in &scripts {
+        let text = std::fs::read_to_string(file).unwrap();
+        let check = Command::new("bash").arg("-n").arg(file).output().unwrap();
+        assert!(
+            check.status.success(),
+            "bash -n {}: {}\n{text}",
+            file.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        for task in array_tasks(&text) {
+            let mut command = Command::new("sh");
+            command.arg(file).current_dir(d).env("SLURM_JOB_ID", "1");
+            if let Some(t) = task {
+                command.env("SLURM_ARRAY_TASK_ID", t.to_string());
+            }
+            let out = command.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{} task {task:?}: {}\n{text}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(pwned(d), Vec::<PathBuf>::new(), "a script ran an injected command");
+    let ran = std::fs::read_to_string(d.join("ran.txt")).unwrap();
+    assert_eq!(ran.lines().count(), items.len());
+    for item in items.iter().chain(&["a\ntouch PWNED_MAP #"]) {
+        assert!(
+            d.join(format!("r-{item}.html")).is_file(),
+            "no report r-{item}.html"
+        );
+    }
+
+    // Refused before anything is submitted.
+    std::fs::remove_dir_all(d.join("submitted")).unwrap();
+    std::fs::create_dir(d.join("submitted")).unwrap();
+    std::fs::write(
+        d.join("newline.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    foreach: [\"x\\ntouch PWNED_BY_ITEM\"]\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    let (code, text) = run_slurm(&["run", "newline.yaml", "--executor", "slurm"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("holds the control character '\\n'"), "{text}");
+    let (code, text) = run_slurm(&[
+        "run",
+        "newline.yaml",
+        "--executor",
+        "slurm",
+        "--dry-run",
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    std::fs::write(
+        d.join("plain.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    for extra in [&["--dry-run"][..], &[]] {
+        let mut args = vec![
+            "run",
+            "plain.yaml",
+            "--executor",
+            "slurm",
+            "--partition",
+            "gpu\ntouch PWNED_PART",
+        ];
+        args.extend(extra);
+        let (code, text) = run_slurm(&args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains("--partition"), "{text}");
+    }
+    assert_eq!(
+        std::fs::read_dir(d.join("submitted")).unwrap().count(),
+        0,
+        "a refused run submitted a job"
+    );
+    assert_eq!(pwned(d), Vec::<PathBuf>::new());
+}
