@@ -44,14 +44,27 @@ fn run(dir: &Path, program: &str, args: &[String]) -> Outcome {
     }
 }
 
-/// Every file under `dir` (hidden ones included) with its size and a hash of its bytes.
+/// Every file under `dir` (hidden ones included) with its size and a hash of its bytes; a symlink
+/// by its target and a FIFO by its kind (neither is followed or read).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
     let mut files = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    (0, format!("symlink to {}", target.display())),
+                );
+            } else if !meta.is_dir() && !meta.is_file() {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    (0, "not a file".to_string()),
+                );
+            } else if path.is_dir() {
                 files.insert(
                     path.strip_prefix(dir).unwrap().to_path_buf(),
                     (0, "folder".to_string()),
@@ -210,6 +223,85 @@ fn fixtures(d: &Path) {
     std::fs::write(
         d.join("plain.yaml"),
         "stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    hostile_fixtures(d);
+}
+
+/// Inputs that are not what they seem: devices and FIFOs behind input names, a model with an
+/// external-data file and a sidecar, folders reached through a symlink, and pipelines whose
+/// stages would write what the run reads.
+fn hostile_fixtures(d: &Path) {
+    use std::os::unix::fs::symlink;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers");
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::create_dir_all(d.join("ext")).unwrap();
+        std::fs::copy(
+            fixtures.join("external_data").join(f),
+            d.join("ext").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(d.join("model.onnx"), d.join("sc.onnx")).unwrap();
+    symlink("/dev/zero", d.join("sc.onnx.yaml")).unwrap();
+    std::fs::copy(d.join("model.onnx"), d.join("side.onnx")).unwrap();
+    std::fs::write(d.join("side.onnx.yaml"), "kind: logits\n").unwrap();
+    for name in ["zero.onnx", "zero.json", "zero.yaml", "zero.parquet"] {
+        symlink("/dev/zero", d.join(name)).unwrap();
+    }
+    for name in ["fifo.onnx", "fifo.json", "fifo.parquet", "fifo.dep"] {
+        let ok = Command::new("mkfifo")
+            .arg(d.join(name))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo {name}");
+    }
+    std::fs::write(d.join("m.json"), "{}").unwrap();
+    std::fs::write(
+        d.join("log.metrics.csv"),
+        "epoch,loss,train_error\n1,0.5,10\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/m.json"), "{}").unwrap();
+    symlink("sub", d.join("sublink")).unwrap();
+    let cmd = |name: &str, extra: &str| {
+        std::fs::write(
+            d.join(name),
+            format!("stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n{extra}"),
+        )
+        .unwrap();
+    };
+    cmd("zero-dep.yaml", "    deps: [zero.onnx]\n");
+    cmd("fifo-dep.yaml", "    deps: [fifo.dep]\n");
+    cmd("root-dep.yaml", "    deps: [/]\n");
+    cmd("dot-out.yaml", "    outs: [./]\n");
+    cmd("nul-out.yaml", "    outs: [\"a\\0b\"]\n");
+    cmd("lock-out.yaml", "    outs: [lock-out.lock]\n");
+    std::fs::write(
+        d.join("self-out.yaml"),
+        "stages:\n  r:\n    kind: report\n    args: {train-log: log.metrics.csv, out: self-out.yaml}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("linked-out.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo a\n    outs: [sub/x.txt]\n  \
+         b:\n    kind: cmd\n    cmd: echo b\n    outs: [sublink/x.txt]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("nested-out.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo a\n    outs: [o/]\n  \
+         b:\n    kind: cmd\n    cmd: echo b\n    outs: [o/b.txt]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("bomb.yaml"),
+        "vars:\n  a: xxxxxxxxxxxxxxxx\n  b: ${a}${a}${a}${a}${a}${a}${a}${a}\n  \
+         c: ${b}${b}${b}${b}${b}${b}${b}${b}\n  d: ${c}${c}${c}${c}${c}${c}${c}${c}\n  \
+         e: ${d}${d}${d}${d}${d}${d}${d}${d}\n  f: ${e}${e}${e}${e}${e}${e}${e}${e}\n  \
+         g: ${f}${f}${f}${f}${f}${f}${f}${f}\nstages:\n  a:\n    kind: cmd\n    cmd: echo ${g}\n",
     )
     .unwrap();
 }
@@ -671,6 +763,172 @@ const ROWS: &[Row] = &[
         "nothing to set",
     ),
     ("distill", "frobnicate", 2, "unknown command"),
+    // distill-report: no output over an input
+    (
+        "report",
+        "--metrics m.json --out m.json",
+        2,
+        "also the input --metrics",
+    ),
+    (
+        "report",
+        "--metrics sub/m.json --out sublink/m.json",
+        2,
+        "also the input --metrics",
+    ),
+    (
+        "report",
+        "--train-log log.metrics.csv --out log.metrics.csv",
+        2,
+        "also the input --train-log",
+    ),
+    (
+        "report",
+        "--store store.parquet --out store.parquet",
+        2,
+        "also the input --store",
+    ),
+    (
+        "report",
+        "--store mixed --out mixed/r.html",
+        2,
+        "inside the input --store",
+    ),
+    (
+        "report",
+        "--pipeline plain.yaml --out plain.yaml",
+        2,
+        "also the input --pipeline",
+    ),
+    (
+        "report",
+        "--pipeline plain.yaml --out plain.lock",
+        2,
+        "also the input --pipeline's lock",
+    ),
+    (
+        "report",
+        "--manifest m.json --out m.json",
+        2,
+        "also the input --manifest",
+    ),
+    (
+        "report",
+        "--specialists m.json --out m.json",
+        2,
+        "also the input --specialists",
+    ),
+    // distill-teach and distill-eval: a model's sidecar and external data are inputs
+    (
+        "teach",
+        "--model ext/model.onnx --limit 10 --out ext/model.onnx.data",
+        2,
+        "external data",
+    ),
+    (
+        "teach",
+        "--model side.onnx --limit 10 --out side.onnx.yaml",
+        2,
+        "sidecar",
+    ),
+    (
+        "teach",
+        "--model model.onnx --shard 1/2 --limit 10 --out sub/..",
+        2,
+        "holds the input",
+    ),
+    (
+        "eval",
+        "--model side.onnx --limit 10 --out side.onnx.yaml",
+        2,
+        "sidecar",
+    ),
+    (
+        "eval",
+        "--model ext/model.onnx --limit 10 --out ext/model.onnx.data",
+        2,
+        "external data",
+    ),
+    // Devices and FIFOs are refused, never read
+    (
+        "teach",
+        "--model zero.onnx --limit 10 --out s.parquet",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "teach",
+        "--model fifo.onnx --limit 10 --out s.parquet",
+        2,
+        "a FIFO (named pipe), not a regular file",
+    ),
+    (
+        "teach",
+        "--model sc.onnx --limit 10 --out s.parquet",
+        2,
+        "a device, not a regular file",
+    ),
+    ("report", "--metrics zero.json", 2, "a device"),
+    ("report", "--metrics fifo.json", 2, "a FIFO"),
+    ("report", "--store fifo.parquet", 2, "a FIFO"),
+    ("report", "--pipeline zero.yaml", 2, "zero.yaml"),
+    (
+        "train",
+        "--soft-targets fifo.parquet --limit 100 --out m.onnx",
+        2,
+        "a FIFO",
+    ),
+    (
+        "cluster",
+        "--soft-targets zero.parquet --specialists 2 --out c.yaml",
+        2,
+        "a device",
+    ),
+    (
+        "distill",
+        "run zero.yaml",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "distill",
+        "run zero-dep.yaml",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "distill",
+        "run zero-dep.yaml --dry-run",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "distill",
+        "status zero-dep.yaml",
+        2,
+        "a device, not a regular file",
+    ),
+    ("distill", "run fifo-dep.yaml", 2, "a FIFO"),
+    ("distill", "status fifo-dep.yaml", 2, "a FIFO"),
+    ("distill", "run root-dep.yaml", 2, "is the root folder"),
+    ("distill", "run bomb.yaml", 2, "more than 1048576 bytes"),
+    // distill run: no stage writes what the run reads, or what another stage writes
+    ("distill", "run self-out.yaml", 2, "the pipeline file"),
+    ("distill", "run lock-out.yaml", 2, "the pipeline's lock"),
+    ("distill", "run linked-out.yaml", 2, "both write one file"),
+    (
+        "distill",
+        "run nested-out.yaml",
+        2,
+        "inside stage a's output",
+    ),
+    (
+        "distill",
+        "run dot-out.yaml",
+        2,
+        "the working folder itself",
+    ),
+    ("distill", "run nul-out.yaml", 2, "NUL byte"),
 ];
 
 #[test]
@@ -684,7 +942,7 @@ fn every_bad_input_exits_2_with_a_clear_message_and_leaves_nothing() {
     for (program, args, code, fragment) in ROWS {
         let mut argv: Vec<String> = args.split_whitespace().map(str::to_string).collect();
         // Stages read MNIST unless a row names other data.
-        if *program != "distill" && *program != "cluster" && !args.contains("--data") {
+        if !["distill", "cluster", "report"].contains(program) && !args.contains("--data") {
             argv.extend(["--data".to_string(), MNIST.to_string()]);
         }
         let o = run(d, program, &argv);
@@ -927,7 +1185,11 @@ fn slurm_scripts_quote_every_value_and_run_only_the_stages_commands() {
          out: \"r-${{item.v}}.html\"\n"
     );
     let name = "p$(touch PWNED_F)'\ntouch PWNED_F2 #.yaml";
-    std::fs::write(d.join("t.metrics.csv"), "epoch,loss,train_error\n1,0.5,10\n").unwrap();
+    std::fs::write(
+        d.join("t.metrics.csv"),
+        "epoch,loss,train_error\n1,0.5,10\n",
+    )
+    .unwrap();
     std::fs::write(d.join(name), &pipeline).unwrap();
     let run_slurm = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_distill"))
@@ -978,7 +1240,11 @@ fn slurm_scripts_quote_every_value_and_run_only_the_stages_commands() {
             );
         }
     }
-    assert_eq!(pwned(d), Vec::<PathBuf>::new(), "a script ran an injected command");
+    assert_eq!(
+        pwned(d),
+        Vec::<PathBuf>::new(),
+        "a script ran an injected command"
+    );
     let ran = std::fs::read_to_string(d.join("ran.txt")).unwrap();
     assert_eq!(ran.lines().count(), items.len());
     for item in items.iter().chain(&["a\ntouch PWNED_MAP #"]) {
@@ -999,13 +1265,7 @@ fn slurm_scripts_quote_every_value_and_run_only_the_stages_commands() {
     let (code, text) = run_slurm(&["run", "newline.yaml", "--executor", "slurm"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("holds the control character '\\n'"), "{text}");
-    let (code, text) = run_slurm(&[
-        "run",
-        "newline.yaml",
-        "--executor",
-        "slurm",
-        "--dry-run",
-    ]);
+    let (code, text) = run_slurm(&["run", "newline.yaml", "--executor", "slurm", "--dry-run"]);
     assert_eq!(code, Some(2), "{text}");
     std::fs::write(
         d.join("plain.yaml"),
@@ -1032,4 +1292,98 @@ fn slurm_scripts_quote_every_value_and_run_only_the_stages_commands() {
         "a refused run submitted a job"
     );
     assert_eq!(pwned(d), Vec::<PathBuf>::new());
+}
+
+/// A reader that stops early (`| head -1`) closes stdout before the report is written: each
+/// command ends as it would have (exit 0), without a "Broken pipe" panic (exit 101).
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixtures(d);
+    let cases: [&[&str]; 5] = [
+        &[
+            "cluster",
+            "--soft-targets",
+            "store.parquet",
+            "--specialists",
+            "2",
+            "--out",
+            "c.yaml",
+        ],
+        &[
+            "teach",
+            "--model",
+            "model.onnx",
+            "--data",
+            MNIST,
+            "--limit",
+            "20",
+            "--out",
+            "t.parquet",
+        ],
+        &[
+            "report",
+            "--train-log",
+            "log.metrics.csv",
+            "--out",
+            "r.html",
+        ],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .current_dir(d)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// A `cmd` stage reads nothing of what is fed to `distill run` on stdin.
+#[test]
+fn cmd_stages_get_no_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: cat > got.txt\n    outs: [got.txt]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .current_dir(d)
+        .args(["run", "p.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"SECRET\n");
+    // The pipe stays open while the stage runs: a stage reading it would wait forever.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the cmd stage waits on distill run's stdin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(d.join("got.txt")).unwrap(), "");
 }

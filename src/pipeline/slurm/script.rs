@@ -180,9 +180,7 @@ pub(in crate::pipeline) fn script(
     let set = |(i, _): &(usize, Option<usize>), command: &[String]| -> Result<String> {
         let words = command
             .iter()
-            .map(|a| {
-                body_value(&format!("stage {}: the argument", stages[*i].name), a).map(quote)
-            })
+            .map(|a| body_value(&format!("stage {}: the argument", stages[*i].name), a).map(quote))
             .collect::<Result<Vec<_>>>()?;
         Ok(format!(
             "stage={}; set -- {}",
