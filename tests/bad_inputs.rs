@@ -257,6 +257,42 @@ fn hostile_fixtures(d: &Path) {
             .success();
         assert!(ok, "mkfifo {name}");
     }
+    std::fs::create_dir(d.join("idxfifo")).unwrap();
+    let ok = Command::new("mkfifo")
+        .arg(d.join("idxfifo/train-images-idx3-ubyte"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo idxfifo");
+    std::fs::create_dir(d.join("idxloop")).unwrap();
+    symlink(
+        "train-images-idx3-ubyte",
+        d.join("idxloop/train-images-idx3-ubyte"),
+    )
+    .unwrap();
+    // A gzip'd IDX file whose header declares one 1x1 image and which inflates to 16 MiB.
+    std::fs::create_dir(d.join("gzbomb")).unwrap();
+    let mut images = vec![0u8, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1];
+    images.resize(16 + (16 << 20), 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &images).unwrap();
+    std::fs::write(
+        d.join("gzbomb/train-images-idx3-ubyte.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("gzbomb/train-labels-idx1-ubyte"),
+        [0u8, 0, 8, 1, 0, 0, 0, 1, 0],
+    )
+    .unwrap();
+    for folder in ["idxfifo", "idxloop"] {
+        std::fs::write(
+            d.join(folder).join("train-labels-idx1-ubyte"),
+            [0u8, 0, 8, 1, 0, 0, 0, 1, 0],
+        )
+        .unwrap();
+    }
     std::fs::write(d.join("m.json"), "{}").unwrap();
     std::fs::write(
         d.join("log.metrics.csv"),
@@ -849,7 +885,56 @@ const ROWS: &[Row] = &[
         2,
         "external data",
     ),
+    // Sizes and counts are checked before anything is allocated
+    (
+        "teach",
+        "--model model.onnx --threads 100000 --limit 10 --out s.parquet",
+        2,
+        "more than the 1024 threads",
+    ),
+    (
+        "teach",
+        "--model model.onnx --ort-threads 5000 --limit 10 --out s.parquet",
+        2,
+        "more than the 1024 threads",
+    ),
+    (
+        "train",
+        "--data synthetic:classes=10,dim=200000000 --out m.onnx",
+        2,
+        "make more than 1073741824 values",
+    ),
+    (
+        "train",
+        "--data synthetic:classes=4,classes=8 --out m.onnx",
+        2,
+        "classes is given twice",
+    ),
+    (
+        "train",
+        "--data synthetic:classes=100000000 --out m.onnx",
+        2,
+        "make more than 1073741824 values",
+    ),
     // Devices and FIFOs are refused, never read
+    (
+        "train",
+        "--data idxfifo --out m.onnx",
+        2,
+        "a FIFO (named pipe)",
+    ),
+    (
+        "train",
+        "--data idxloop --out m.onnx",
+        2,
+        "Too many levels of symbolic links",
+    ),
+    (
+        "train",
+        "--data gzbomb --out m.onnx",
+        2,
+        "inflates to more than the 17 bytes its IDX header declares",
+    ),
     (
         "teach",
         "--model zero.onnx --limit 10 --out s.parquet",

@@ -18,7 +18,12 @@ pub const MAX_TEXT_BYTES: u64 = 64 << 20;
 /// Refuses `path` unless it is a regular file (symlinks followed). `flag` names the option that
 /// gave it in the message (none when empty).
 pub fn check_regular(flag: &str, path: &Path) -> Result<std::fs::Metadata> {
-    let meta = std::fs::metadata(path).map_err(|e| CoreError::io(path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            CoreError::io(path, e)
+        }
+        _ => CoreError::format(path, format!("cannot read it ({e})")),
+    })?;
     if meta.is_file() {
         return Ok(meta);
     }

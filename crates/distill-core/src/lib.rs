@@ -41,6 +41,11 @@ impl std::fmt::Display for OutputKind {
     }
 }
 
+/// The most threads a stage may be asked to start (`--threads`, `--ort-threads`): far above any
+/// machine's cores, and low enough that a typo (`--threads 100000`) is refused before any thread
+/// is made.
+pub const MAX_THREADS: usize = 1024;
+
 /// The version of the distill tools, recorded in every file they write.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -102,6 +102,23 @@ impl Config {
                 "must be at least 1 (leave it out to divide --threads among the teachers)",
             ));
         }
+        for (flag, value) in [
+            ("--threads", self.threads),
+            ("--ort-threads", self.ort_threads),
+        ] {
+            if let Some(n) = value
+                && n > distill_core::MAX_THREADS
+            {
+                return Err(TeachError::usage(
+                    flag,
+                    format!(
+                        "{n} is more than the {} threads a stage may start; leave it out to use \
+                         every core",
+                        distill_core::MAX_THREADS
+                    ),
+                ));
+            }
+        }
         if self.top_k == Some(0) {
             return Err(TeachError::usage(
                 "--top-k",
