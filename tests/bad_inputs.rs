@@ -309,6 +309,11 @@ fn hostile_fixtures(d: &Path) {
         )
         .unwrap();
     };
+    std::fs::write(
+        d.join("wdir-file.yaml"),
+        "wdir: afile\nstages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
     cmd("zero-dep.yaml", "    deps: [zero.onnx]\n");
     cmd("fifo-dep.yaml", "    deps: [fifo.dep]\n");
     cmd("root-dep.yaml", "    deps: [/]\n");
@@ -1014,6 +1019,12 @@ const ROWS: &[Row] = &[
         "the working folder itself",
     ),
     ("distill", "run nul-out.yaml", 2, "NUL byte"),
+    (
+        "distill",
+        "run wdir-file.yaml",
+        2,
+        "afile is a file, not a folder",
+    ),
 ];
 
 #[test]

@@ -101,9 +101,17 @@ impl Document {
             super::stage::normalize(&base.join(&self.wdir))
         };
         if !wdir.is_dir() {
+            let what = match std::fs::metadata(&wdir) {
+                Ok(m) => format!(
+                    "the working folder {} is {}, not a folder",
+                    wdir.display(),
+                    distill_core::input::kind_of(&m)
+                ),
+                Err(_) => format!("the working folder {} does not exist", wdir.display()),
+            };
             return Err(self.error(
                 &["wdir"],
-                format!("the working folder {} does not exist", wdir.display()),
+                what,
                 "wdir is taken relative to the pipeline file's folder",
             ));
         }
