@@ -200,11 +200,11 @@ where
         "eval" => distill_eval::cli::main_from(stage_argv("eval")),
         "report" => distill_report::cli::main_from(stage_argv("report")),
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            distill_core::out::print_line(USAGE);
             ExitCode::SUCCESS
         }
         "-V" | "--version" => {
-            println!("distill {}", distill_core::TOOL_VERSION);
+            distill_core::out::print_line(format_args!("distill {}", distill_core::TOOL_VERSION));
             ExitCode::SUCCESS
         }
         "" => {

@@ -44,14 +44,27 @@ fn run(dir: &Path, program: &str, args: &[String]) -> Outcome {
     }
 }
 
-/// Every file under `dir` (hidden ones included) with its size and a hash of its bytes.
+/// Every file under `dir` (hidden ones included) with its size and a hash of its bytes; a symlink
+/// by its target and a FIFO by its kind (neither is followed or read).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
     let mut files = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    (0, format!("symlink to {}", target.display())),
+                );
+            } else if !meta.is_dir() && !meta.is_file() {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    (0, "not a file".to_string()),
+                );
+            } else if path.is_dir() {
                 files.insert(
                     path.strip_prefix(dir).unwrap().to_path_buf(),
                     (0, "folder".to_string()),
@@ -210,6 +223,126 @@ fn fixtures(d: &Path) {
     std::fs::write(
         d.join("plain.yaml"),
         "stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    hostile_fixtures(d);
+}
+
+/// Inputs that are not what they seem: devices and FIFOs behind input names, a model with an
+/// external-data file and a sidecar, folders reached through a symlink, and pipelines whose
+/// stages would write what the run reads.
+fn hostile_fixtures(d: &Path) {
+    use std::os::unix::fs::symlink;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/teachers");
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::create_dir_all(d.join("ext")).unwrap();
+        std::fs::copy(
+            fixtures.join("external_data").join(f),
+            d.join("ext").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(d.join("model.onnx"), d.join("sc.onnx")).unwrap();
+    symlink("/dev/zero", d.join("sc.onnx.yaml")).unwrap();
+    std::fs::copy(d.join("model.onnx"), d.join("side.onnx")).unwrap();
+    std::fs::write(d.join("side.onnx.yaml"), "kind: logits\n").unwrap();
+    for name in ["zero.onnx", "zero.json", "zero.yaml", "zero.parquet"] {
+        symlink("/dev/zero", d.join(name)).unwrap();
+    }
+    for name in ["fifo.onnx", "fifo.json", "fifo.parquet", "fifo.dep"] {
+        let ok = Command::new("mkfifo")
+            .arg(d.join(name))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo {name}");
+    }
+    std::fs::create_dir(d.join("idxfifo")).unwrap();
+    let ok = Command::new("mkfifo")
+        .arg(d.join("idxfifo/train-images-idx3-ubyte"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo idxfifo");
+    std::fs::create_dir(d.join("idxloop")).unwrap();
+    symlink(
+        "train-images-idx3-ubyte",
+        d.join("idxloop/train-images-idx3-ubyte"),
+    )
+    .unwrap();
+    // A gzip'd IDX file whose header declares one 1x1 image and which inflates to 16 MiB.
+    std::fs::create_dir(d.join("gzbomb")).unwrap();
+    let mut images = vec![0u8, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1];
+    images.resize(16 + (16 << 20), 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &images).unwrap();
+    std::fs::write(
+        d.join("gzbomb/train-images-idx3-ubyte.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("gzbomb/train-labels-idx1-ubyte"),
+        [0u8, 0, 8, 1, 0, 0, 0, 1, 0],
+    )
+    .unwrap();
+    for folder in ["idxfifo", "idxloop"] {
+        std::fs::write(
+            d.join(folder).join("train-labels-idx1-ubyte"),
+            [0u8, 0, 8, 1, 0, 0, 0, 1, 0],
+        )
+        .unwrap();
+    }
+    std::fs::write(d.join("m.json"), "{}").unwrap();
+    std::fs::write(
+        d.join("log.metrics.csv"),
+        "epoch,loss,train_error\n1,0.5,10\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/m.json"), "{}").unwrap();
+    symlink("sub", d.join("sublink")).unwrap();
+    let cmd = |name: &str, extra: &str| {
+        std::fs::write(
+            d.join(name),
+            format!("stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n{extra}"),
+        )
+        .unwrap();
+    };
+    std::fs::write(
+        d.join("wdir-file.yaml"),
+        "wdir: afile\nstages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    cmd("zero-dep.yaml", "    deps: [zero.onnx]\n");
+    cmd("fifo-dep.yaml", "    deps: [fifo.dep]\n");
+    cmd("root-dep.yaml", "    deps: [/]\n");
+    cmd("dot-out.yaml", "    outs: [./]\n");
+    cmd("nul-out.yaml", "    outs: [\"a\\0b\"]\n");
+    cmd("lock-out.yaml", "    outs: [lock-out.lock]\n");
+    std::fs::write(
+        d.join("self-out.yaml"),
+        "stages:\n  r:\n    kind: report\n    args: {train-log: log.metrics.csv, out: self-out.yaml}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("linked-out.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo a\n    outs: [sub/x.txt]\n  \
+         b:\n    kind: cmd\n    cmd: echo b\n    outs: [sublink/x.txt]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("nested-out.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo a\n    outs: [o/]\n  \
+         b:\n    kind: cmd\n    cmd: echo b\n    outs: [o/b.txt]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("bomb.yaml"),
+        "vars:\n  a: xxxxxxxxxxxxxxxx\n  b: ${a}${a}${a}${a}${a}${a}${a}${a}\n  \
+         c: ${b}${b}${b}${b}${b}${b}${b}${b}\n  d: ${c}${c}${c}${c}${c}${c}${c}${c}\n  \
+         e: ${d}${d}${d}${d}${d}${d}${d}${d}\n  f: ${e}${e}${e}${e}${e}${e}${e}${e}\n  \
+         g: ${f}${f}${f}${f}${f}${f}${f}${f}\nstages:\n  a:\n    kind: cmd\n    cmd: echo ${g}\n",
     )
     .unwrap();
 }
@@ -671,6 +804,227 @@ const ROWS: &[Row] = &[
         "nothing to set",
     ),
     ("distill", "frobnicate", 2, "unknown command"),
+    // distill-report: no output over an input
+    (
+        "report",
+        "--metrics m.json --out m.json",
+        2,
+        "also the input --metrics",
+    ),
+    (
+        "report",
+        "--metrics sub/m.json --out sublink/m.json",
+        2,
+        "also the input --metrics",
+    ),
+    (
+        "report",
+        "--train-log log.metrics.csv --out log.metrics.csv",
+        2,
+        "also the input --train-log",
+    ),
+    (
+        "report",
+        "--store store.parquet --out store.parquet",
+        2,
+        "also the input --store",
+    ),
+    (
+        "report",
+        "--store mixed --out mixed/r.html",
+        2,
+        "inside the input --store",
+    ),
+    (
+        "report",
+        "--pipeline plain.yaml --out plain.yaml",
+        2,
+        "also the input --pipeline",
+    ),
+    (
+        "report",
+        "--pipeline plain.yaml --out plain.lock",
+        2,
+        "also the input --pipeline's lock",
+    ),
+    (
+        "report",
+        "--manifest m.json --out m.json",
+        2,
+        "also the input --manifest",
+    ),
+    (
+        "report",
+        "--specialists m.json --out m.json",
+        2,
+        "also the input --specialists",
+    ),
+    // distill-teach and distill-eval: a model's sidecar and external data are inputs
+    (
+        "teach",
+        "--model ext/model.onnx --limit 10 --out ext/model.onnx.data",
+        2,
+        "external data",
+    ),
+    (
+        "teach",
+        "--model side.onnx --limit 10 --out side.onnx.yaml",
+        2,
+        "sidecar",
+    ),
+    (
+        "teach",
+        "--model model.onnx --shard 1/2 --limit 10 --out sub/..",
+        2,
+        "holds the input",
+    ),
+    (
+        "eval",
+        "--model side.onnx --limit 10 --out side.onnx.yaml",
+        2,
+        "sidecar",
+    ),
+    (
+        "eval",
+        "--model ext/model.onnx --limit 10 --out ext/model.onnx.data",
+        2,
+        "external data",
+    ),
+    // Sizes and counts are checked before anything is allocated
+    (
+        "teach",
+        "--model model.onnx --threads 100000 --limit 10 --out s.parquet",
+        2,
+        "more than the 1024 threads",
+    ),
+    (
+        "teach",
+        "--model model.onnx --ort-threads 5000 --limit 10 --out s.parquet",
+        2,
+        "more than the 1024 threads",
+    ),
+    (
+        "train",
+        "--data synthetic:classes=10,dim=200000000 --out m.onnx",
+        2,
+        "make more than 1073741824 values",
+    ),
+    (
+        "train",
+        "--data synthetic:classes=4,classes=8 --out m.onnx",
+        2,
+        "classes is given twice",
+    ),
+    (
+        "train",
+        "--data synthetic:classes=100000000 --out m.onnx",
+        2,
+        "make more than 1073741824 values",
+    ),
+    // Devices and FIFOs are refused, never read
+    (
+        "train",
+        "--data idxfifo --out m.onnx",
+        2,
+        "a FIFO (named pipe)",
+    ),
+    (
+        "train",
+        "--data idxloop --out m.onnx",
+        2,
+        "Too many levels of symbolic links",
+    ),
+    (
+        "train",
+        "--data gzbomb --out m.onnx",
+        2,
+        "inflates to more than the 17 bytes its IDX header declares",
+    ),
+    (
+        "teach",
+        "--model zero.onnx --limit 10 --out s.parquet",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "teach",
+        "--model fifo.onnx --limit 10 --out s.parquet",
+        2,
+        "a FIFO (named pipe), not a regular file",
+    ),
+    (
+        "teach",
+        "--model sc.onnx --limit 10 --out s.parquet",
+        2,
+        "a device, not a regular file",
+    ),
+    ("report", "--metrics zero.json", 2, "a device"),
+    ("report", "--metrics fifo.json", 2, "a FIFO"),
+    ("report", "--store fifo.parquet", 2, "a FIFO"),
+    ("report", "--pipeline zero.yaml", 2, "zero.yaml"),
+    (
+        "train",
+        "--soft-targets fifo.parquet --limit 100 --out m.onnx",
+        2,
+        "a FIFO",
+    ),
+    (
+        "cluster",
+        "--soft-targets zero.parquet --specialists 2 --out c.yaml",
+        2,
+        "a device",
+    ),
+    (
+        "distill",
+        "run zero.yaml",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "distill",
+        "run zero-dep.yaml",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "distill",
+        "run zero-dep.yaml --dry-run",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "distill",
+        "status zero-dep.yaml",
+        2,
+        "a device, not a regular file",
+    ),
+    ("distill", "run fifo-dep.yaml", 2, "a FIFO"),
+    ("distill", "status fifo-dep.yaml", 2, "a FIFO"),
+    ("distill", "run root-dep.yaml", 2, "is the root folder"),
+    ("distill", "run bomb.yaml", 2, "more than 1048576 bytes"),
+    // distill run: no stage writes what the run reads, or what another stage writes
+    ("distill", "run self-out.yaml", 2, "the pipeline file"),
+    ("distill", "run lock-out.yaml", 2, "the pipeline's lock"),
+    ("distill", "run linked-out.yaml", 2, "both write one file"),
+    (
+        "distill",
+        "run nested-out.yaml",
+        2,
+        "inside stage a's output",
+    ),
+    (
+        "distill",
+        "run dot-out.yaml",
+        2,
+        "the working folder itself",
+    ),
+    ("distill", "run nul-out.yaml", 2, "NUL byte"),
+    (
+        "distill",
+        "run wdir-file.yaml",
+        2,
+        "afile is a file, not a folder",
+    ),
 ];
 
 #[test]
@@ -684,7 +1038,7 @@ fn every_bad_input_exits_2_with_a_clear_message_and_leaves_nothing() {
     for (program, args, code, fragment) in ROWS {
         let mut argv: Vec<String> = args.split_whitespace().map(str::to_string).collect();
         // Stages read MNIST unless a row names other data.
-        if *program != "distill" && *program != "cluster" && !args.contains("--data") {
+        if !["distill", "cluster", "report"].contains(program) && !args.contains("--data") {
             argv.extend(["--data".to_string(), MNIST.to_string()]);
         }
         let o = run(d, program, &argv);
@@ -825,4 +1179,307 @@ fn slurm_unusable_exits_2_and_submits_nothing() {
             path.display()
         );
     }
+}
+
+/// Stand-ins for Slurm's commands in `bin`: the controller is up, the queue is empty, and `sbatch`
+/// keeps a copy of each script it is given in `submitted/N.sbatch` and answers job id N.
+fn slurm_stand_ins(d: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = d.join("bin");
+    let submitted = d.join("submitted");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&submitted).unwrap();
+    let stub = |name: &str, body: &str| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    stub("scontrol", "echo 'Slurmctld(primary) at head is UP'");
+    stub(
+        "sbatch",
+        &format!(
+            "n=$(ls '{0}' | wc -l); n=$((n + 1)); cp \"$2\" '{0}'/$n.sbatch; echo $n",
+            submitted.display()
+        ),
+    );
+    stub("squeue", "exit 0");
+    stub("scancel", "exit 0");
+    bin
+}
+
+/// Every file name under `dir` that starts with `PWNED`.
+fn pwned(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("PWNED"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The array task ids of a script's `#SBATCH --array=` line (`1-3`, `1,3`), or `[None]`.
+fn array_tasks(script: &str) -> Vec<Option<usize>> {
+    let Some(spec) = script
+        .lines()
+        .find_map(|l| l.strip_prefix("#SBATCH --array="))
+    else {
+        return vec![None];
+    };
+    spec.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .map(Some)
+        .collect()
+}
+
+/// Values from a hostile pipeline (foreach items with quotes, `$(...)`, backticks, `;`, `#`,
+/// newlines; a pipeline file whose name has a newline and `$(...)`) reach the generated sbatch
+/// scripts only quoted: each script passes `bash -n`, and run as Slurm would run it (a stand-in
+/// `sbatch`, each array task in turn) it runs its stages' commands with exactly the items as
+/// arguments and nothing else. A scalar item with a control character (it names the stage) and a
+/// `--partition` with a newline are refused with exit 2 before anything is submitted.
+#[test]
+fn slurm_scripts_quote_every_value_and_run_only_the_stages_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bin = slurm_stand_ins(d);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let items = [
+        "q'; touch PWNED_Q; echo '",
+        "$(touch PWNED_S)",
+        "`touch PWNED_B`",
+        "sp ace # touch PWNED_H",
+        "semi;touch PWNED_SEMI",
+        "dq\"$(touch PWNED_DQ)\"",
+        "back\\slash",
+        "star*",
+    ];
+    let yaml_items: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    let list = yaml_items.join(", ");
+    let pipeline = format!(
+        "stages:\n  step:\n    kind: cmd\n    foreach: [{list}]\n    cmd: echo ran >> ran.txt\n  \
+         look:\n    kind: report\n    foreach: [{list}]\n    args:\n      train-log: t.metrics.csv\n      \
+         title: \"${{item}}\"\n      allow-missing: true\n      out: \"r-${{item}}.html\"\n  \
+         mapped:\n    kind: report\n    foreach: [{{v: \"a\\ntouch PWNED_MAP #\"}}]\n    args:\n      \
+         train-log: t.metrics.csv\n      title: \"${{item.v}}\"\n      allow-missing: true\n      \
+         out: \"r-${{item.v}}.html\"\n"
+    );
+    let name = "p$(touch PWNED_F)'\ntouch PWNED_F2 #.yaml";
+    std::fs::write(
+        d.join("t.metrics.csv"),
+        "epoch,loss,train_error\n1,0.5,10\n",
+    )
+    .unwrap();
+    std::fs::write(d.join(name), &pipeline).unwrap();
+    let run_slurm = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .current_dir(d)
+            .args(args)
+            .env("PATH", &path)
+            .env_remove("SLURM_CONF")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        )
+    };
+    let (code, text) = run_slurm(&["run", name, "--executor", "slurm", "--no-wait"]);
+    assert_eq!(code, Some(0), "{text}");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(d.join("submitted"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    assert_eq!(scripts.len(), 3, "one job array per stage: {scripts:?}");
+    for file in &scripts {
+        let text = std::fs::read_to_string(file).unwrap();
+        let check = Command::new("bash").arg("-n").arg(file).output().unwrap();
+        assert!(
+            check.status.success(),
+            "bash -n {}: {}\n{text}",
+            file.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        for task in array_tasks(&text) {
+            let mut command = Command::new("sh");
+            command.arg(file).current_dir(d).env("SLURM_JOB_ID", "1");
+            if let Some(t) = task {
+                command.env("SLURM_ARRAY_TASK_ID", t.to_string());
+            }
+            let out = command.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{} task {task:?}: {}\n{text}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(
+        pwned(d),
+        Vec::<PathBuf>::new(),
+        "a script ran an injected command"
+    );
+    let ran = std::fs::read_to_string(d.join("ran.txt")).unwrap();
+    assert_eq!(ran.lines().count(), items.len());
+    for item in items.iter().chain(&["a\ntouch PWNED_MAP #"]) {
+        assert!(
+            d.join(format!("r-{item}.html")).is_file(),
+            "no report r-{item}.html"
+        );
+    }
+
+    // Refused before anything is submitted.
+    std::fs::remove_dir_all(d.join("submitted")).unwrap();
+    std::fs::create_dir(d.join("submitted")).unwrap();
+    std::fs::write(
+        d.join("newline.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    foreach: [\"x\\ntouch PWNED_BY_ITEM\"]\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    let (code, text) = run_slurm(&["run", "newline.yaml", "--executor", "slurm"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("holds the control character '\\n'"), "{text}");
+    let (code, text) = run_slurm(&["run", "newline.yaml", "--executor", "slurm", "--dry-run"]);
+    assert_eq!(code, Some(2), "{text}");
+    std::fs::write(
+        d.join("plain.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: echo hi\n",
+    )
+    .unwrap();
+    for extra in [&["--dry-run"][..], &[]] {
+        let mut args = vec![
+            "run",
+            "plain.yaml",
+            "--executor",
+            "slurm",
+            "--partition",
+            "gpu\ntouch PWNED_PART",
+        ];
+        args.extend(extra);
+        let (code, text) = run_slurm(&args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains("--partition"), "{text}");
+    }
+    assert_eq!(
+        std::fs::read_dir(d.join("submitted")).unwrap().count(),
+        0,
+        "a refused run submitted a job"
+    );
+    assert_eq!(pwned(d), Vec::<PathBuf>::new());
+}
+
+/// A reader that stops early (`| head -1`) closes stdout before the report is written: each
+/// command ends as it would have (exit 0), without a "Broken pipe" panic (exit 101).
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixtures(d);
+    let cases: [&[&str]; 5] = [
+        &[
+            "cluster",
+            "--soft-targets",
+            "store.parquet",
+            "--specialists",
+            "2",
+            "--out",
+            "c.yaml",
+        ],
+        &[
+            "teach",
+            "--model",
+            "model.onnx",
+            "--data",
+            MNIST,
+            "--limit",
+            "20",
+            "--out",
+            "t.parquet",
+        ],
+        &[
+            "report",
+            "--train-log",
+            "log.metrics.csv",
+            "--out",
+            "r.html",
+        ],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .current_dir(d)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// A `cmd` stage reads nothing of what is fed to `distill run` on stdin.
+#[test]
+fn cmd_stages_get_no_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("p.yaml"),
+        "stages:\n  a:\n    kind: cmd\n    cmd: cat > got.txt\n    outs: [got.txt]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .current_dir(d)
+        .args(["run", "p.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"SECRET\n");
+    // The pipe stays open while the stage runs: a stage reading it would wait forever.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the cmd stage waits on distill run's stdin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(d.join("got.txt")).unwrap(), "");
 }

@@ -17,13 +17,18 @@ pub enum Ended {
     Interrupted,
 }
 
-/// Runs `cmd` with `sh -c`, waiting for it; stops it on an interrupt request.
+/// Runs `cmd` with `sh -c` (its stdin `/dev/null`), waiting for it; stops it on an interrupt request.
 pub fn run_shell(cmd: &str) -> std::io::Result<Ended> {
     // `wait` (unlike a foreground command) returns when a trapped signal arrives, so the trap
     // runs at once; `kill 0` signals the command's own process group, made below.
     let script = format!("trap 'kill -TERM 0' TERM HUP\n( {cmd}\n) &\nwait $!");
     let mut command = Command::new("sh");
-    command.arg("-c").arg(script).process_group(0);
+    // The command reads nothing from the terminal or from whatever feeds `distill run`.
+    command
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .process_group(0);
     set_parent_death_signal(&mut command);
     let mut child = command.spawn()?;
     loop {

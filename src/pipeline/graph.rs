@@ -31,32 +31,9 @@ fn dep_key_path<'a>(stage: &'a Stage, key: &'a Option<String>) -> Vec<&'a str> {
 
 impl Graph {
     /// Links the stages, drops optional inputs that nothing provides, and rejects two stages
-    /// writing one file, an input that is neither present nor written by a stage, and cycles.
+    /// writing one file (see [`check_outputs_apart`]), an input that is neither present nor written by a stage, and cycles.
     pub fn build(doc: &Document, stages: &mut [Stage]) -> Result<Graph> {
-        for (i, s) in stages.iter().enumerate() {
-            for o in &s.outs {
-                if let Some(other) = stages[..i]
-                    .iter()
-                    .find(|t| t.outs.iter().any(|p| p.path == o.path))
-                {
-                    let key = if s.outs.iter().any(|p| p.folder) {
-                        "outs"
-                    } else {
-                        "args"
-                    };
-                    return Err(doc.error(
-                        &["stages", &s.template, key],
-                        format!(
-                            "stages {} and {} both write {}",
-                            other.name,
-                            s.name,
-                            o.path.display()
-                        ),
-                        "give each stage its own output path",
-                    ));
-                }
-            }
-        }
+        check_outputs_apart(doc, stages)?;
         let producers = |stages: &[Stage], me: usize, path: &Path| -> Vec<usize> {
             stages
                 .iter()
@@ -115,6 +92,118 @@ impl Graph {
         }
         Ok(Graph { upstream, order })
     }
+}
+
+/// Refuses two stages whose outputs are the same file or where one's output lies inside the
+/// other's output folder, compared as [`distill_core::atomic::Place`]s (symlinks resolved, and by
+/// inode), so that neither a second spelling nor a symlinked folder hides the clash.
+fn check_outputs_apart(doc: &Document, stages: &[Stage]) -> Result<()> {
+    use distill_core::atomic::{Overlap, Place};
+    let places: Vec<Vec<Place>> = stages
+        .iter()
+        .map(|s| s.outs.iter().map(|o| Place::of(&o.path)).collect())
+        .collect();
+    for (i, s) in stages.iter().enumerate() {
+        for (k, o) in s.outs.iter().enumerate() {
+            for (j, other) in stages[..i].iter().enumerate() {
+                for (m, p) in other.outs.iter().enumerate() {
+                    let how = places[i][k].overlap(&places[j][m]);
+                    if how == Overlap::None {
+                        continue;
+                    }
+                    let key = if s.outs.iter().any(|p| p.folder) {
+                        "outs"
+                    } else {
+                        "args"
+                    };
+                    let message = match how {
+                        Overlap::Same if o.path == p.path => format!(
+                            "stages {} and {} both write {}",
+                            other.name,
+                            s.name,
+                            o.path.display()
+                        ),
+                        Overlap::Same => format!(
+                            "stages {} and {} both write one file: {} and {} are the same file \
+                             (through a symlink or a hard link)",
+                            other.name,
+                            s.name,
+                            p.path.display(),
+                            o.path.display()
+                        ),
+                        Overlap::Contains => format!(
+                            "stage {} writes {} inside stage {}'s output {} (stages {} and {} both \
+                             write there)",
+                            other.name,
+                            p.path.display(),
+                            s.name,
+                            o.path.display(),
+                            other.name,
+                            s.name
+                        ),
+                        _ => format!(
+                            "stage {} writes {} inside stage {}'s output {} (stages {} and {} both \
+                             write there)",
+                            s.name,
+                            o.path.display(),
+                            other.name,
+                            p.path.display(),
+                            other.name,
+                            s.name
+                        ),
+                    };
+                    return Err(doc.error(
+                        &["stages", &s.template, key],
+                        message,
+                        "give each stage its own output path, outside the other stages' output \
+                         folders",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a stage output that is, holds or lies inside the pipeline file or its lock, which
+/// the run reads and rewrites.
+pub fn check_pipeline_files(
+    doc: &Document,
+    stages: &[Stage],
+    pipeline: &Path,
+    lock: &Path,
+) -> Result<()> {
+    use distill_core::atomic::{Overlap, Place};
+    let files = [
+        ("the pipeline file", Place::of(pipeline), pipeline),
+        ("the pipeline's lock", Place::of(lock), lock),
+    ];
+    for s in stages {
+        for o in &s.outs {
+            let place = Place::of(&o.path);
+            for (what, file, path) in &files {
+                if place.overlap(file) == Overlap::None {
+                    continue;
+                }
+                let key = if s.outs.iter().any(|p| p.folder) {
+                    "outs"
+                } else {
+                    "args"
+                };
+                return Err(doc.error(
+                    &["stages", &s.template, key],
+                    format!(
+                        "stage {} writes {}, which is or holds {what} {}; the run would destroy it",
+                        s.name,
+                        o.path.display(),
+                        path.display()
+                    ),
+                    "write the stage's outputs into a folder of their own (e.g. work/)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cycle_error(

@@ -117,4 +117,9 @@ impl distill_cli::UserError for ClusterError {
     }
 }
 
-impl distill_cli::Report for crate::Report {}
+impl distill_cli::Report for crate::Report {
+    /// Prints the report; a closed stdout (`| head -1`) ends the output quietly.
+    fn print(&self) {
+        distill_core::out::print_line(self);
+    }
+}

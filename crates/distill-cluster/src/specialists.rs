@@ -151,9 +151,14 @@ impl SpecialistSet {
     }
 }
 
-/// Reads and checks a `specialists.yaml` written by `distill-cluster`.
+/// Reads and checks a `specialists.yaml` written by `distill-cluster` (a regular file of at most
+/// [`distill_core::input::MAX_TEXT_BYTES`]).
 pub fn read_specialists(path: &Path) -> Result<SpecialistSet> {
-    let text = std::fs::read_to_string(path).map_err(|e| distill_core::CoreError::io(path, e))?;
+    let text = distill_core::input::read_to_string(
+        "the subsets file",
+        path,
+        distill_core::input::MAX_TEXT_BYTES,
+    )?;
     let set: SpecialistSet =
         serde_norway::from_str(&text).map_err(|e| ClusterError::Specialists {
             path: path.to_path_buf(),

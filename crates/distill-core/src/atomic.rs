@@ -128,11 +128,10 @@ pub fn remove_stale_temps(dest: &Path) {
     }
 }
 
-/// Checks an output path before any work is done, so that a mistake costs nothing:
-/// - its folder must exist (and be a folder);
+/// Checks an output file before any work is done, so that a mistake costs nothing:
+/// - its folder must exist (and be a folder) and take new files;
 /// - it must not be an existing folder;
-/// - it must not be one of the stage's `inputs` (same path, or another name of the same file),
-///   which writing would destroy.
+/// - it must obey [`check_disjoint`] against the stage's `inputs`.
 ///
 /// `flag` names the option in messages (e.g. `--out`); each input is `(flag, path)`.
 pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
@@ -164,6 +163,7 @@ pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result
     if dest.file_name().is_none() {
         return bad("not a file name".into());
     }
+    check_disjoint(&[(flag, dest)], inputs)?;
     let probe = parent.join(format!(".distill-write-probe-{}", std::process::id()));
     if let Err(e) = File::create(&probe) {
         return bad(format!(
@@ -172,28 +172,233 @@ pub fn check_output(flag: &str, dest: &Path, inputs: &[(&str, &Path)]) -> Result
         ));
     }
     let _ = std::fs::remove_file(&probe);
-    for (input_flag, input) in inputs {
-        if same_file(dest, input) {
-            return bad(format!(
-                "this is also the input {input_flag} {}; writing the output would destroy it: \
-                 choose another output path",
-                input.display()
-            ));
+    Ok(())
+}
+
+/// The rule every stage and the pipeline apply before any work: an output may not be, contain or
+/// sit inside anything the stage reads, and no two outputs may be or contain one another. Paths
+/// are compared after following symlinks (of the path and of every folder above it, existing or
+/// not yet), and existing files and folders also by device and inode, so that another name of the
+/// same file (a hard link, a symlinked folder, a bind mount) is caught too.
+///
+/// Each entry is `(flag, path)`; the message names both flags and paths and how to fix it.
+pub fn check_disjoint(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> Result<()> {
+    for (k, (out_flag, out)) in outputs.iter().enumerate() {
+        let bad = |message: String| {
+            Err(CoreError::invalid(format!(
+                "{out_flag} {}: {message}",
+                out.display()
+            )))
+        };
+        for (in_flag, input) in inputs {
+            match overlap(out, input) {
+                Overlap::None => {}
+                Overlap::Same => {
+                    return bad(format!(
+                        "this is also the input {in_flag} {}; writing the output would destroy \
+                         it: choose another output path",
+                        input.display()
+                    ));
+                }
+                Overlap::Contains => {
+                    return bad(format!(
+                        "this folder holds the input {in_flag} {}; writing the output there \
+                         would destroy it: choose an output path outside the inputs",
+                        input.display()
+                    ));
+                }
+                Overlap::Inside => {
+                    return bad(format!(
+                        "this is inside the input {in_flag} {}, and writing there would change \
+                         what the stage reads: choose an output path outside the inputs",
+                        input.display()
+                    ));
+                }
+            }
+        }
+        for (other_flag, other) in &outputs[k + 1..] {
+            if overlap(out, other) != Overlap::None {
+                return bad(format!(
+                    "this is the same file as {other_flag} {} (or one holds the other); give \
+                     each output its own path",
+                    other.display()
+                ));
+            }
         }
     }
     Ok(())
 }
 
+/// How an output path relates to an input path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlap {
+    /// Neither is, holds or is inside the other.
+    None,
+    /// The same file or folder.
+    Same,
+    /// The output is a folder that holds the input.
+    Contains,
+    /// The output is inside the input (a folder).
+    Inside,
+}
+
+/// How `output` relates to `input`: the same file, a folder holding it, or inside it.
+pub fn overlap(output: &Path, input: &Path) -> Overlap {
+    Place::of(output).overlap(&Place::of(input))
+}
+
+/// Where a path leads, for comparing many paths with one another ([`Place::overlap`]) without
+/// touching the file system again: the path with symlinks resolved ([`resolve`]), and the device
+/// and inode of the file and of each existing folder above it.
+#[derive(Clone, Debug)]
+pub struct Place {
+    resolved: PathBuf,
+    id: Option<(u64, u64)>,
+    ancestors: Vec<(u64, u64)>,
+}
+
+impl Place {
+    pub fn of(path: &Path) -> Place {
+        let resolved = resolve(path);
+        let mut ancestors = Vec::new();
+        let mut at = resolved.clone();
+        while at.pop() {
+            if let Some(id) = file_id(&at) {
+                ancestors.push(id);
+            }
+        }
+        Place {
+            id: file_id(path),
+            resolved,
+            ancestors,
+        }
+    }
+
+    /// The path with every symlink resolved.
+    pub fn resolved(&self) -> &Path {
+        &self.resolved
+    }
+
+    /// How this place (an output) relates to `input`.
+    pub fn overlap(&self, input: &Place) -> Overlap {
+        if self.resolved == input.resolved || (self.id.is_some() && self.id == input.id) {
+            Overlap::Same
+        } else if input.resolved.starts_with(&self.resolved)
+            || self.id.is_some_and(|id| input.ancestors.contains(&id))
+        {
+            Overlap::Contains
+        } else if self.resolved.starts_with(&input.resolved)
+            || input.id.is_some_and(|id| self.ancestors.contains(&id))
+        {
+            Overlap::Inside
+        } else {
+            Overlap::None
+        }
+    }
+}
+
+/// The device and inode of an existing file or folder (symlinks followed).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// `path` made absolute with every symlink resolved: the longest existing prefix canonicalised,
+/// the rest appended with `.` dropped and `..` taken lexically.
+pub fn resolve(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let components: Vec<Component<'_>> = absolute.components().collect();
+    for split in (0..=components.len()).rev() {
+        let head: PathBuf = components[..split].iter().collect();
+        let Ok(mut base) = std::fs::canonicalize(&head) else {
+            continue;
+        };
+        for c in &components[split..] {
+            match c {
+                Component::ParentDir => {
+                    base.pop();
+                }
+                Component::Normal(n) => base.push(n),
+                _ => {}
+            }
+        }
+        return base;
+    }
+    absolute
+}
+
 /// [`check_output`] of `--out` for a stage that runs ONNX models on a data set (distill-teach,
-/// distill-eval): the output must be none of the `--model` files and not the `--data` file.
+/// distill-eval): the output must not overlap the `--model` files, their sidecars
+/// (`MODEL.yaml`) and external-data files (see [`model_files`]), nor the `--data` file or
+/// folder.
 pub fn check_output_of_model_run<'a>(
     dest: &Path,
     models: impl IntoIterator<Item = &'a Path>,
     data: &Path,
 ) -> Result<()> {
-    let mut inputs: Vec<(&str, &Path)> = models.into_iter().map(|m| ("--model", m)).collect();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for m in models {
+        files.extend(model_files(m));
+    }
+    let mut inputs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(f, p)| (f.as_str(), p.as_path()))
+        .collect();
     inputs.push(("--data", data));
     check_output("--out", dest, &inputs)
+}
+
+/// The sidecar of a model: its file name with `.yaml` appended (`model.onnx.yaml`).
+pub fn sidecar_path(model: &Path) -> PathBuf {
+    let mut name = model.as_os_str().to_os_string();
+    name.push(".yaml");
+    PathBuf::from(name)
+}
+
+/// Every file a run of the model at `path` reads, each with what it is for messages: the model
+/// (`--model`), its sidecar, and the files its initializers keep their data in (read from the
+/// model's bytes, at most [`crate::input::MAX_MODEL_BYTES`]; none when the model cannot be read
+/// as ONNX). External-data locations are taken relative to the model's folder, as ONNX Runtime
+/// does.
+pub fn model_files(path: &Path) -> Vec<(String, PathBuf)> {
+    let mut files = vec![
+        ("--model".to_string(), path.to_path_buf()),
+        (
+            format!("--model's sidecar of {}", path.display()),
+            sidecar_path(path),
+        ),
+    ];
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(bytes) = crate::input::read("--model", path, crate::input::MAX_MODEL_BYTES) {
+        use prost::Message;
+        if let Ok(model) = crate::onnx_proto::ModelProto::decode(bytes.as_slice()) {
+            for location in model.external_data_locations() {
+                files.push((
+                    format!("--model's external data of {}", path.display()),
+                    folder.join(location),
+                ));
+            }
+        }
+    }
+    files
 }
 
 /// Whether `a` and `b` name the same existing file (hard links and symlinks included), or the
@@ -208,7 +413,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
+        _ => resolve(a) == resolve(b),
     }
 }
 
@@ -302,5 +507,74 @@ mod tests {
             &[("--model", &input)],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn no_output_is_contains_or_sits_inside_an_input_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("store")).unwrap();
+        std::fs::write(d.join("store/part-1.parquet"), b"p").unwrap();
+        std::fs::write(d.join("m.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(d.join("store"), d.join("alias")).unwrap();
+        let store = d.join("store");
+        let inputs: [(&str, &Path); 2] = [("--store", &store), ("--metrics", &d.join("m.json"))];
+        let cases: [(PathBuf, &str); 5] = [
+            (d.join("m.json"), "also the input --metrics"),
+            (d.join("alias/../m.json"), "also the input --metrics"),
+            (d.join("store/new.html"), "inside the input --store"),
+            (d.join("alias/new.html"), "inside the input --store"),
+            (d.join("alias/part-1.parquet"), "also the input --store"),
+        ];
+        for (out, want) in cases {
+            let e = check_disjoint(&[("--out", &out)], &inputs).unwrap_err();
+            let text = e.to_string();
+            let ok = text.contains(want)
+                || (want.contains("--store") && text.contains("inside the input --store"));
+            assert!(ok, "{}: {text}", out.display());
+        }
+        let e = check_disjoint(&[("--out", d)], &inputs).unwrap_err();
+        assert!(e.to_string().contains("holds the input"), "{e}");
+        let e = check_disjoint(
+            &[("--out", &d.join("a.html")), ("--log", &d.join("./a.html"))],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("same file as --log"), "{e}");
+        check_disjoint(&[("--out", &d.join("r.html"))], &inputs).unwrap();
+    }
+
+    #[test]
+    fn a_models_sidecar_and_external_data_are_its_inputs() {
+        use crate::onnx_proto::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        let tensor = TensorProto {
+            data_type: 1,
+            external_data: vec![StringStringEntryProto {
+                key: "location".into(),
+                value: "m.onnx.data".into(),
+            }],
+            data_location: 1,
+            ..Default::default()
+        };
+        let bytes = ModelProto {
+            ir_version: 7,
+            graph: Some(GraphProto {
+                initializer: vec![tensor],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        std::fs::write(&model, bytes).unwrap();
+        std::fs::write(dir.path().join("m.onnx.data"), b"w").unwrap();
+        let data = dir.path().join("data");
+        for (out, want) in [("m.onnx.yaml", "sidecar"), ("m.onnx.data", "external data")] {
+            let e = check_output_of_model_run(&dir.path().join(out), [model.as_path()], &data)
+                .unwrap_err();
+            assert!(e.to_string().contains(want), "{out}: {e}");
+        }
     }
 }

@@ -5,11 +5,13 @@
 pub mod atomic;
 pub mod bias;
 pub mod error;
+pub mod input;
 pub mod interrupt;
 pub mod math;
 pub mod metrics;
 pub mod names;
 pub mod onnx_proto;
+pub mod out;
 pub mod rng;
 pub mod stats;
 
@@ -39,13 +41,20 @@ impl std::fmt::Display for OutputKind {
     }
 }
 
+/// The most threads a stage may be asked to start (`--threads`, `--ort-threads`): far above any
+/// machine's cores, and low enough that a typo (`--threads 100000`) is refused before any thread
+/// is made.
+pub const MAX_THREADS: usize = 1024;
+
 /// The version of the distill tools, recorded in every file they write.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// SHA-256 of a file's bytes, as lowercase hex.
+/// SHA-256 of a file's bytes, as lowercase hex, read in blocks. Only a regular file is read (a
+/// device such as `/dev/zero` or a FIFO would never end): anything else is an error.
 pub fn sha256_file(path: &std::path::Path) -> Result<String> {
     use sha2::Digest;
     use std::io::Read;
+    input::check_regular("", path)?;
     let mut file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

@@ -140,11 +140,13 @@ impl DataSource {
     }
 }
 
+/// `STEM.gz` or `STEM` in `dir`: whatever is there under that name (a FIFO, a folder or a
+/// broken symlink too, which reading then refuses by name).
 fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
     [format!("{stem}.gz"), stem.to_string()]
         .into_iter()
         .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
 }
 
 /// Rows of features in `[0, 1]` with their labels and their row numbers in the source split.
@@ -382,6 +384,7 @@ fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
 
 /// Reads an IDX file once: checks its bytes against `SHA256SUMS`, inflates and parses them.
 fn read_idx(path: &Path, rank: usize) -> Result<idx::IdxBytes> {
+    distill_core::input::check_regular("--data", path)?;
     let raw = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
     verify_checksum(path, &raw)?;
     idx::parse_u8(path, idx::maybe_gunzip(path, raw)?, rank)

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 /// Reads the key-value metadata of a Parquet file.
 pub fn key_values(path: &Path) -> Result<HashMap<String, String>> {
+    distill_core::input::check_regular("the Parquet file", path)?;
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;
@@ -228,6 +229,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
 }
 
 fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
+    distill_core::input::check_regular("--data", path)?;
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;

@@ -29,6 +29,10 @@ use distill_core::rng::Rng;
 use distill_core::{CoreError, Result};
 use ndarray::Array2;
 
+/// The most values (f32) a synthetic data set may hold, rows of both splits and the class and
+/// group centres together: 2³⁰, 4 GiB. A larger request is refused before anything is allocated.
+pub const MAX_SYNTHETIC_VALUES: usize = 1 << 30;
+
 /// The parameters of a synthetic data set; see the module documentation.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SyntheticSpec {
@@ -74,12 +78,20 @@ impl SyntheticSpec {
         let (mut train, mut test) = (None, None);
         let usage = "write e.g. synthetic:classes=100,groups=10,dim=64,seed=1 (optional: train=N, \
                      test=M, spread=S, separation=G)";
+        let mut seen: Vec<&str> = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 CoreError::invalid(format!(
                     "synthetic data: '{part}' is not key=value; {usage}"
                 ))
             })?;
+            if seen.contains(&key.trim()) {
+                return Err(CoreError::invalid(format!(
+                    "synthetic data: {} is given twice; give each field once; {usage}",
+                    key.trim()
+                )));
+            }
+            seen.push(key.trim());
             let bad = || {
                 CoreError::invalid(format!(
                     "synthetic data: '{value}' is not a valid value for {key}; {usage}"
@@ -110,8 +122,8 @@ impl SyntheticSpec {
                 }
             }
         }
-        spec.train = train.unwrap_or(50 * spec.classes);
-        spec.test = test.unwrap_or(20 * spec.classes);
+        spec.train = train.unwrap_or(spec.classes.saturating_mul(50));
+        spec.test = test.unwrap_or(spec.classes.saturating_mul(20));
         spec.validate()?;
         Ok(spec)
     }
@@ -132,6 +144,18 @@ impl SyntheticSpec {
         }
         if self.train == 0 || self.test == 0 {
             return fail("train and test must be at least 1 row".into());
+        }
+        let values = self
+            .train
+            .checked_add(self.test)
+            .and_then(|rows| rows.checked_add(self.classes + self.groups))
+            .and_then(|rows| rows.checked_mul(self.dim));
+        if values.is_none_or(|v| v > MAX_SYNTHETIC_VALUES) {
+            return fail(format!(
+                "classes={}, dim={}, train={}, test={} make more than {MAX_SYNTHETIC_VALUES} \
+                 values (4 GiB); use fewer rows or dimensions",
+                self.classes, self.dim, self.train, self.test
+            ));
         }
         Ok(())
     }

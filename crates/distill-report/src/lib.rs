@@ -189,7 +189,12 @@ impl fmt::Display for Report {
     }
 }
 
-impl distill_cli::Report for Report {}
+impl distill_cli::Report for Report {
+    /// Prints the report; a closed stdout (`| head -1`) ends the output quietly.
+    fn print(&self) {
+        distill_core::out::print_line(self);
+    }
+}
 
 /// `x.onnx` → `x.metrics.csv`, distill-train's default record path.
 pub fn train_log_path(model: &Path) -> PathBuf {
@@ -349,8 +354,11 @@ fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, ReportE
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(pipeline)
-        .map_err(|e| bad(pipeline, format!("cannot read it: {e}")))?;
+    let text = distill_core::input::read_to_string(
+        "--pipeline",
+        pipeline,
+        distill_core::input::MAX_TEXT_BYTES,
+    )?;
     let doc: Value = serde_norway::from_str(&text).map_err(|e| {
         bad(
             pipeline,
@@ -375,8 +383,11 @@ fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, ReportE
         })
         .unwrap_or_default();
     let recorded: Vec<StageState> = if lock.is_file() {
-        let text =
-            std::fs::read_to_string(lock).map_err(|e| bad(lock, format!("cannot read it: {e}")))?;
+        let text = distill_core::input::read_to_string(
+            "--pipeline's lock",
+            lock,
+            distill_core::input::MAX_TEXT_BYTES,
+        )?;
         let doc: Value = serde_norway::from_str(&text).map_err(|e| {
             bad(
                 lock,
@@ -424,6 +435,30 @@ fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, ReportE
     Ok(states)
 }
 
+impl Config {
+    /// Every file or folder named by a flag that the page is drawn from, with its flag: the
+    /// pipeline's lock (beside the pipeline file) included.
+    pub fn input_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files: Vec<(&'static str, PathBuf)> = Vec::new();
+        let mut add = |flag: &'static str, p: &Option<PathBuf>| {
+            if let Some(p) = p {
+                files.push((flag, p.clone()));
+            }
+        };
+        add("--metrics", &self.metrics);
+        add("--specialists", &self.specialists);
+        add("--manifest", &self.manifest);
+        add("--store", &self.store);
+        add("--pipeline", &self.pipeline);
+        add(
+            "--pipeline's lock",
+            &self.pipeline.as_ref().map(|p| p.with_extension("lock")),
+        );
+        files.extend(self.train_logs.iter().map(|p| ("--train-log", p.clone())));
+        files
+    }
+}
+
 /// Reads the inputs, draws the page and writes it atomically to `config.out`.
 pub fn run(config: &Config) -> Result<Report, ReportError> {
     if config.out.as_os_str().is_empty() {
@@ -431,8 +466,22 @@ pub fn run(config: &Config) -> Result<Report, ReportError> {
             "--out is empty: give the page's path, e.g. work/mnist/report.html".into(),
         ));
     }
-    distill_core::atomic::check_output("--out", &config.out, &[])?;
+    let named = config.input_files();
+    let named: Vec<(&str, &Path)> = named.iter().map(|(f, p)| (*f, p.as_path())).collect();
+    distill_core::atomic::check_output("--out", &config.out, &named)?;
     let inputs = read_inputs(config)?;
+    // The training records found beside the models of --metrics are read too.
+    let found: Vec<(&str, &Path)> = inputs
+        .train_logs
+        .iter()
+        .map(|l| {
+            (
+                "--train-log (beside a model of --metrics)",
+                l.path.as_path(),
+            )
+        })
+        .collect();
+    distill_core::atomic::check_disjoint(&[("--out", &config.out)], &found)?;
     let page = html::page(&inputs)?;
     distill_core::atomic::write_bytes(&config.out, page.html.as_bytes())?;
     Ok(Report {

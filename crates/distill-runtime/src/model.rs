@@ -81,6 +81,7 @@ impl OnnxModel {
                 message: "this is a directory, not an .onnx file".to_string(),
             });
         }
+        crate::session::check_model_files(&path)?;
         let settings = spec.resolved_settings()?;
         let normalization = settings.normalization(&path)?;
         let mut notes = Vec::new();

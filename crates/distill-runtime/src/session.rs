@@ -30,9 +30,66 @@ fn commit(mut builder: SessionBuilder, path: &Path) -> Result<Session> {
         .map_err(|e| load_error(path, &e))
 }
 
+/// Refuses, before ONNX Runtime reads anything, a model that is not a regular file of at most
+/// [`distill_core::input::MAX_MODEL_BYTES`], and external-data files that are missing or not
+/// regular files (a device such as `/dev/zero` or a FIFO would never end, or block).
+pub(crate) fn check_model_files(path: &Path) -> Result<()> {
+    use distill_core::input::{MAX_MODEL_BYTES, kind_of};
+    let refuse = |message: String| RuntimeError::ModelLoad {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "this is {}, not a regular file; give the path of an .onnx file",
+            kind_of(&meta)
+        )));
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(refuse(format!(
+            "the file holds {} bytes, more than the {MAX_MODEL_BYTES} an ONNX model file can \
+             (protobuf's limit); keep large weights in external data files",
+            meta.len()
+        )));
+    }
+    let bytes = distill_core::input::read("--model", path, MAX_MODEL_BYTES)
+        .map_err(|e| refuse(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for location in external_data_locations(&bytes) {
+        let data = dir.join(&location);
+        match std::fs::metadata(&data) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::ExternalDataMissing {
+                    path: path.to_path_buf(),
+                    data_path: data,
+                });
+            }
+            Err(e) => {
+                return Err(refuse(format!(
+                    "cannot read its external data file {} ({e})",
+                    data.display()
+                )));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(refuse(format!(
+                    "its external data file {} is {}, not a regular file; copy the weights file \
+                     next to the model",
+                    data.display(),
+                    kind_of(&m)
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// The error for a model ONNX Runtime refused, naming a missing external data file when that is the cause.
 fn load_error(path: &Path, error: &ort::Error) -> RuntimeError {
-    if let Ok(bytes) = std::fs::read(path) {
+    if let Ok(bytes) =
+        distill_core::input::read("--model", path, distill_core::input::MAX_MODEL_BYTES)
+    {
         let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(missing) = external_data_locations(&bytes)
             .into_iter()

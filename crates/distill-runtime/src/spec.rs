@@ -156,19 +156,30 @@ impl ModelSettings {
 
     /// The sidecar's path for a model: the model's file name with `.yaml` appended (`model.onnx.yaml`).
     pub fn sidecar_path(model: &Path) -> PathBuf {
-        let mut name = model.as_os_str().to_os_string();
-        name.push(".yaml");
-        PathBuf::from(name)
+        distill_core::atomic::sidecar_path(model)
     }
 
     /// Reads the sidecar beside `model`; `None` when there is none.
     pub fn read_sidecar(model: &Path) -> Result<Option<ModelSettings>> {
         let path = Self::sidecar_path(model);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_yaml(&text, &path).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RuntimeError::Io { path, source }),
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(RuntimeError::Io { path, source }),
+            Ok(_) => {}
         }
+        let text = distill_core::input::read_to_string(
+            "the sidecar",
+            &path,
+            distill_core::input::MAX_TEXT_BYTES,
+        )
+        .map_err(|e| RuntimeError::Sidecar {
+            path: path.clone(),
+            message: e
+                .to_string()
+                .trim_start_matches(&format!("{}: ", path.display()))
+                .to_string(),
+        })?;
+        Self::from_yaml(&text, &path).map(Some)
     }
 
     /// The normalisation these settings give (defaults for missing fields), checked to be usable.

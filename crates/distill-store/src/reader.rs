@@ -57,6 +57,7 @@ pub(crate) fn read_one(path: &Path) -> Result<SoftTargets> {
 }
 
 pub(crate) fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
+    distill_core::input::check_regular("the soft-target store", path)?;
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CoreError::format(path, format!("not a readable Parquet file ({e})")))?;

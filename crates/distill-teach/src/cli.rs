@@ -306,7 +306,12 @@ impl distill_cli::UserError for TeachError {
     }
 }
 
-impl distill_cli::Report for crate::Report {}
+impl distill_cli::Report for crate::Report {
+    /// Prints the report; a closed stdout (`| head -1`) ends the output quietly.
+    fn print(&self) {
+        distill_core::out::print_line(self);
+    }
+}
 
 #[cfg(test)]
 mod tests {

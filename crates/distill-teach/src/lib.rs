@@ -102,6 +102,23 @@ impl Config {
                 "must be at least 1 (leave it out to divide --threads among the teachers)",
             ));
         }
+        for (flag, value) in [
+            ("--threads", self.threads),
+            ("--ort-threads", self.ort_threads),
+        ] {
+            if let Some(n) = value
+                && n > distill_core::MAX_THREADS
+            {
+                return Err(TeachError::usage(
+                    flag,
+                    format!(
+                        "{n} is more than the {} threads a stage may start; leave it out to use \
+                         every core",
+                        distill_core::MAX_THREADS
+                    ),
+                ));
+            }
+        }
         if self.top_k == Some(0) {
             return Err(TeachError::usage(
                 "--top-k",
@@ -137,23 +154,18 @@ impl Config {
                     "with --shard, --out names a folder for the part files, but this is a file"
                         .into(),
             }),
-            // The folder of parts is created when missing: only the part itself is checked.
+            // The folder of parts is created when missing: the part and the folder are checked
+            // against the inputs.
             Some(_) => {
                 let part = self.destination();
-                match self
-                    .teachers
+                let files = self.input_files();
+                let inputs: Vec<(&str, &Path)> = files
                     .iter()
-                    .find(|t| distill_core::atomic::same_file(&part, &t.path))
-                {
-                    Some(t) => Err(TeachError::Output {
-                        path: part.clone(),
-                        message: format!(
-                            "this is also the input --model {}; writing the part would destroy it",
-                            t.path.display()
-                        ),
-                    }),
-                    None => Ok(()),
-                }
+                    .map(|(f, p)| (f.as_str(), p.as_path()))
+                    .collect();
+                distill_core::atomic::check_disjoint(&[("--out", out)], &inputs)?;
+                distill_core::atomic::check_disjoint(&[("--out (this part)", &part)], &inputs)?;
+                Ok(())
             }
             None if out.is_dir() => Err(TeachError::Output {
                 path: out.clone(),
@@ -163,6 +175,18 @@ impl Config {
             }),
             None => self.check_not_an_input(out),
         }
+    }
+
+    /// Every file the run reads, with the flag that names it: each teacher with its sidecar and
+    /// external-data files, and the data.
+    fn input_files(&self) -> Vec<(String, PathBuf)> {
+        let mut files: Vec<(String, PathBuf)> = self
+            .teachers
+            .iter()
+            .flat_map(|t| distill_core::atomic::model_files(&t.path))
+            .collect();
+        files.push(("--data".into(), PathBuf::from(&self.selection.data)));
+        files
     }
 
     /// The output file's folder exists, and the file is none of the inputs.

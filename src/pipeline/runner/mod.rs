@@ -152,6 +152,7 @@ pub fn run(file: &Path, options: &Options) -> Result<Summary> {
         .map(|s| Stage::resolve(&doc, s))
         .collect::<Result<Vec<_>>>()?;
     let graph = Graph::build(&doc, &mut stages)?;
+    super::graph::check_pipeline_files(&doc, &stages, &file_abs, &lock_path(&file_abs))?;
     let selected = select(&stages, &graph, options)?;
     let forced: Vec<bool> = match &options.force {
         Force::None => vec![false; stages.len()],

@@ -97,7 +97,7 @@ pub(in crate::pipeline) fn print_scripts(
         pipeline,
         options,
     };
-    let mut out = std::io::stdout().lock();
+    let mut texts = Vec::with_capacity(plan.len());
     for job in &plan {
         let after: Vec<String> = job
             .after_jobs
@@ -112,17 +112,20 @@ pub(in crate::pipeline) fn print_scripts(
                 job_command(&exe, &runner.stages[i], resume)
             })
             .collect();
-        let _ = writeln!(
-            out,
+        texts.push(format!(
             "\n--- sbatch script of {} ({}) ---\n{}",
-            job.name,
+            job.name.escape_debug(),
             if job.is_array() {
                 format!("a job array of {}", job.members.len())
             } else {
                 "a job".to_string()
             },
-            script(&ctx, runner.stages, job, &after, &commands)
-        );
+            script(&ctx, runner.stages, job, &after, &commands)?
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    for text in texts {
+        let _ = writeln!(out, "{text}");
     }
     if plan.is_empty() {
         let _ = writeln!(
@@ -174,7 +177,6 @@ pub(in crate::pipeline) fn execute(
     }
     let flight: Vec<Option<String>> = (0..n).map(|i| in_flight.get(&i).cloned()).collect();
     let plan = plan_jobs(runner.stages, runner.graph, &submit, &flight);
-    std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
     let exe = exe()?;
     let ctx = ScriptContext {
         wdir,
@@ -182,20 +184,33 @@ pub(in crate::pipeline) fn execute(
         pipeline,
         options,
     };
-    let mut ids: Vec<String> = Vec::with_capacity(plan.len());
-    let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
-    for job in &plan {
-        let mut after: Vec<String> = job.after_jobs.iter().map(|&k| ids[k].clone()).collect();
-        after.extend(job.after_ids.iter().cloned());
-        let commands: Vec<Vec<String>> = job
-            .members
+    let commands_of = |job: &JobPlan| -> Vec<Vec<String>> {
+        job.members
             .iter()
             .map(|&(i, _)| {
                 let resume = decisions[i].as_ref().is_some_and(|d| d.resume);
                 job_command(&exe, &runner.stages[i], resume)
             })
+            .collect()
+    };
+    // Every script is written once before any job is submitted, so that a value a script cannot
+    // hold stops the run with nothing submitted.
+    for job in &plan {
+        let after: Vec<String> = job
+            .after_jobs
+            .iter()
+            .map(|_| "0".to_string())
+            .chain(job.after_ids.iter().cloned())
             .collect();
-        let text = script(&ctx, runner.stages, job, &after, &commands);
+        script(&ctx, runner.stages, job, &after, &commands_of(job))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
+    let mut ids: Vec<String> = Vec::with_capacity(plan.len());
+    let mut reasons: BTreeMap<usize, String> = BTreeMap::new();
+    for job in &plan {
+        let mut after: Vec<String> = job.after_jobs.iter().map(|&k| ids[k].clone()).collect();
+        after.extend(job.after_ids.iter().cloned());
+        let text = script(&ctx, runner.stages, job, &after, &commands_of(job))?;
         let file = dir.join(format!("{}.sbatch", safe_name(&job.name)));
         distill_core::atomic::write_bytes(&file, text.as_bytes())?;
         for &(i, _) in &job.members {

@@ -305,7 +305,7 @@ stages:
                 .map(|&(i, _)| job_command(exe, &stages[i], false))
                 .collect()
         };
-        let teach = script(&ctx, &stages, &plan[1], &["7".into()], &commands(&plan[1]));
+        let teach = script(&ctx, &stages, &plan[1], &["7".into()], &commands(&plan[1])).unwrap();
         for line in [
             "#!/bin/sh\n",
             "#SBATCH --job-name=p:teach\n",
@@ -324,12 +324,12 @@ stages:
         ] {
             assert!(teach.contains(line), "{line:?} not in\n{teach}");
         }
-        let teacher = script(&ctx, &stages, &plan[0], &[], &commands(&plan[0]));
+        let teacher = script(&ctx, &stages, &plan[0], &[], &commands(&plan[0])).unwrap();
         assert!(teacher.contains("#SBATCH --output=/data/run/.distill/slurm/p/teacher-%j.log\n"));
         assert!(!teacher.contains("--array") && !teacher.contains("--dependency"));
         assert!(!teacher.contains("case "));
         assert!(teacher.contains("stage=teacher; set -- /opt/distill train "));
-        let report = script(&ctx, &stages, &plan[4], &["9".into()], &commands(&plan[4]));
+        let report = script(&ctx, &stages, &plan[4], &["9".into()], &commands(&plan[4])).unwrap();
         assert!(report.contains("#SBATCH --dependency=afterany:9\n"));
         // A train stage interrupted with a checkpoint resumes, as locally.
         let resumed = job_command(exe, &stages[index(&stages, "student")], true);

@@ -182,6 +182,20 @@ impl Document {
                 .enumerate()
                 .map(|(i, item)| {
                     let suffix = scalar_string(item).unwrap_or_else(|| i.to_string());
+                    if let Some(c) = suffix.chars().find(|c| c.is_control()) {
+                        return Err(self.error(
+                            &at("foreach"),
+                            format!(
+                                "stage {name}: foreach item {} ({suffix:?}) holds the control \
+                                 character {c:?}; an item names its stage (`{name}@ITEM`), which \
+                                 is shown in logs, the lock and Slurm job scripts",
+                                i + 1
+                            ),
+                            "write the item without newlines, tabs or other control \
+                             characters, or make the items mappings (`- {v: ...}` with \
+                             `${item.v}`), which name their stages by position",
+                        ));
+                    }
                     one(format!("{name}@{suffix}"), Some(item))
                 })
                 .collect(),

@@ -101,9 +101,17 @@ impl Document {
             super::stage::normalize(&base.join(&self.wdir))
         };
         if !wdir.is_dir() {
+            let what = match std::fs::metadata(&wdir) {
+                Ok(m) => format!(
+                    "the working folder {} is {}, not a folder",
+                    wdir.display(),
+                    distill_core::input::kind_of(&m)
+                ),
+                Err(_) => format!("the working folder {} does not exist", wdir.display()),
+            };
             return Err(self.error(
                 &["wdir"],
-                format!("the working folder {} does not exist", wdir.display()),
+                what,
                 "wdir is taken relative to the pipeline file's folder",
             ));
         }
@@ -113,22 +121,41 @@ impl Document {
     /// Reads and checks the pipeline at `file`, with `vars` overridden by `set` (`distill run
     /// --set NAME=VALUE`: each value is read as YAML, so `4` is a number and `[1, 2]` a list).
     pub fn read_with(file: &Path, set: &[(String, String)]) -> Result<Document> {
-        // A pipeline file that is missing, a folder or not UTF-8 text is the user's mistake (exit 2).
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            let why = if file.is_dir() {
-                "it is a folder; name the pipeline's YAML file".to_string()
-            } else if e.kind() == std::io::ErrorKind::InvalidData {
-                "it is not UTF-8 text; a pipeline is a YAML file".to_string()
-            } else if e.kind() == std::io::ErrorKind::NotFound {
-                "no such file; the shipped pipelines are in pipelines/".to_string()
-            } else {
-                e.to_string()
-            };
+        // A pipeline file that is missing, a folder, a device or FIFO, larger than
+        // `distill_core::input::MAX_TEXT_BYTES` or not UTF-8 text is the user's mistake (exit 2).
+        let refuse = |why: String| {
             PipelineError::Usage(format!(
                 "{}: cannot read the pipeline: {why}",
                 file.display()
             ))
+        };
+        let meta = std::fs::metadata(file).map_err(|e| {
+            refuse(if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file; the shipped pipelines are in pipelines/".to_string()
+            } else {
+                e.to_string()
+            })
         })?;
+        if meta.is_dir() {
+            return Err(refuse(
+                "it is a folder; name the pipeline's YAML file".to_string(),
+            ));
+        }
+        if !meta.is_file() {
+            return Err(refuse(format!(
+                "it is {}, not a regular file; a pipeline is a YAML file",
+                distill_core::input::kind_of(&meta)
+            )));
+        }
+        let bytes =
+            distill_core::input::read("the pipeline", file, distill_core::input::MAX_TEXT_BYTES)
+                .map_err(|e| match e {
+                    distill_core::CoreError::Io { source, .. } => refuse(source.to_string()),
+                    distill_core::CoreError::Format { message, .. } => refuse(message),
+                    other => refuse(other.to_string()),
+                })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| refuse("it is not UTF-8 text; a pipeline is a YAML file".to_string()))?;
         Document::parse_with(file, text, set)
     }
 

@@ -3,6 +3,34 @@
 use super::*;
 use serde_norway::Mapping;
 
+/// The most bytes one value may have once its `${...}` are substituted (1 MiB, far above any
+/// real pipeline's values): variables built from others would otherwise grow without bound.
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
+/// The bytes of a value's scalars plus one per node, as far as [`MAX_EXPANDED_BYTES`] (the count
+/// stops there).
+fn value_size(v: &Value) -> usize {
+    fn walk(v: &Value, total: &mut usize) {
+        if *total > MAX_EXPANDED_BYTES {
+            return;
+        }
+        *total += 1;
+        match v {
+            Value::String(s) => *total += s.len(),
+            Value::Sequence(s) => s.iter().for_each(|x| walk(x, total)),
+            Value::Mapping(m) => m.iter().for_each(|(k, x)| {
+                walk(k, total);
+                walk(x, total)
+            }),
+            Value::Tagged(t) => walk(&t.value, total),
+            _ => *total += 8,
+        }
+    }
+    let mut total = 0;
+    walk(v, &mut total);
+    total
+}
+
 impl Document {
     pub(super) fn resolve_vars(&self, vars: &Mapping, set: &[(String, String)]) -> Result<Mapping> {
         let names: Vec<String> = vars.keys().map(key_str).collect();
@@ -62,20 +90,49 @@ impl Document {
         item: Option<&Value>,
         from: usize,
     ) -> Result<Value> {
+        let mut total = 0usize;
+        let mut count = |x: &Value| -> Result<()> {
+            total = total.saturating_add(value_size(x));
+            if total > MAX_EXPANDED_BYTES {
+                return Err(self.too_large(from));
+            }
+            Ok(())
+        };
         Ok(match v {
             Value::String(s) => self.subst_str(s, vars, item, from)?,
-            Value::Sequence(s) => Value::Sequence(
-                s.iter()
-                    .map(|x| self.subst_value(x, vars, item, from))
-                    .collect::<Result<_>>()?,
-            ),
-            Value::Mapping(m) => Value::Mapping(
-                m.iter()
-                    .map(|(k, x)| Ok((k.clone(), self.subst_value(x, vars, item, from)?)))
-                    .collect::<Result<_>>()?,
-            ),
+            Value::Sequence(s) => {
+                let mut out = Vec::with_capacity(s.len());
+                for x in s {
+                    let x = self.subst_value(x, vars, item, from)?;
+                    count(&x)?;
+                    out.push(x);
+                }
+                Value::Sequence(out)
+            }
+            Value::Mapping(m) => {
+                let mut out = Mapping::new();
+                for (k, x) in m {
+                    let x = self.subst_value(x, vars, item, from)?;
+                    count(&x)?;
+                    out.insert(k.clone(), x);
+                }
+                Value::Mapping(out)
+            }
             other => other.clone(),
         })
+    }
+
+    fn too_large(&self, from: usize) -> PipelineError {
+        self.var_error(
+            "${",
+            from,
+            format!(
+                "substituting the variables makes a value of more than {MAX_EXPANDED_BYTES} \
+                 bytes"
+            ),
+            "a variable that repeats another several times grows with each level; write the \
+             value out instead",
+        )
     }
 
     /// Substitutes every `${name}`, `${item}` and `${item.field}` in `s`. A string that is exactly
@@ -122,10 +179,18 @@ impl Document {
                 self.var_error(raw, from, format!("undefined variable `{name}`"), &hint)
             })?;
             if raw.len() == s.len() {
+                if value_size(&value) > MAX_EXPANDED_BYTES {
+                    return Err(self.too_large(from));
+                }
                 return Ok(value);
             }
             match scalar_string(&value) {
-                Some(v) => out.push_str(&v),
+                Some(v) => {
+                    out.push_str(&v);
+                    if out.len() > MAX_EXPANDED_BYTES {
+                        return Err(self.too_large(from));
+                    }
+                }
                 None => {
                     return Err(self.var_error(
                         raw,

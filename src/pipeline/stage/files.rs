@@ -143,29 +143,18 @@ pub(super) fn spec_lists(spec: &StageSpec, flag: &str, path: &Path) -> bool {
     })
 }
 
-/// A model's sidecar (`model.onnx.yaml`) and external data files: read by the stage when present.
+/// A model's sidecar (`model.onnx.yaml`) and external data files: read by the stage when present
+/// (as [`distill_core::atomic::model_files`] finds them).
 pub(super) fn model_extras(models: &[PathBuf]) -> Vec<Dep> {
-    let mut extras = Vec::new();
-    for m in models {
-        let mut sidecar = m.as_os_str().to_os_string();
-        sidecar.push(".yaml");
-        extras.push(Dep {
-            path: normalize(Path::new(&sidecar)),
+    models
+        .iter()
+        .flat_map(|m| distill_core::atomic::model_files(m).into_iter().skip(1))
+        .map(|(_, path)| Dep {
+            path: normalize(&path),
             key: None,
             optional: true,
-        });
-        if let Ok(bytes) = std::fs::read(m) {
-            let dir = m.parent().unwrap_or(Path::new(""));
-            for location in distill_runtime::external_data_locations(&bytes) {
-                extras.push(Dep {
-                    path: normalize(&dir.join(location)),
-                    key: None,
-                    optional: true,
-                });
-            }
-        }
-    }
-    extras
+        })
+        .collect()
 }
 
 /// `path` without `.` components and with `a/..` folded, as written otherwise (relative stays

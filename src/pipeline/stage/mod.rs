@@ -124,12 +124,42 @@ impl Stage {
             required: true,
             folder: o.ends_with('/'),
         }));
-        if let Some(both) = outs.iter().find(|o| deps.iter().any(|d| d.path == o.path)) {
+        let paths = deps
+            .iter()
+            .map(|d| (&d.path, "an input"))
+            .chain(outs.iter().map(|o| (&o.path, "an output")));
+        for (path, what) in paths {
+            let text = path.as_os_str().as_encoded_bytes();
+            let why = if text.contains(&0) {
+                "holds a NUL byte, which no file name can"
+            } else if text.is_empty() {
+                "is the working folder itself, which holds the pipeline file and every stage's files"
+            } else if distill_core::atomic::resolve(path).parent().is_none() {
+                "is the root folder: hashing or writing it means the whole file system"
+            } else {
+                continue;
+            };
+            return Err(doc.error(
+                &["stages", &spec.template],
+                format!("stage {}: {what}, {:?}, {why}", spec.name, path),
+                "name the files or folders the stage reads and writes",
+            ));
+        }
+        let dep_places: Vec<distill_core::atomic::Place> = deps
+            .iter()
+            .map(|d| distill_core::atomic::Place::of(&d.path))
+            .collect();
+        if let Some(both) = outs.iter().find(|o| {
+            let place = distill_core::atomic::Place::of(&o.path);
+            dep_places
+                .iter()
+                .any(|d| place.overlap(d) != distill_core::atomic::Overlap::None)
+        }) {
             return Err(doc.error(
                 &["stages", &spec.template],
                 format!(
-                    "stage {}: {} is both an input and an output; a stage that rewrites its own \
-                     input is never up to date",
+                    "stage {}: {} is both an input and an output (or one holds the other); a \
+                     stage that rewrites its own input destroys it and is never up to date",
                     spec.name,
                     both.path.display()
                 ),

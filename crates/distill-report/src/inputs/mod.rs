@@ -27,12 +27,21 @@ fn bad(path: &Path, message: impl Into<String>) -> ReportError {
     }
 }
 
+/// The text of an input: a regular file of at most [`distill_core::input::MAX_TEXT_BYTES`].
 fn read_text(path: &Path) -> Result<String, ReportError> {
-    std::fs::read_to_string(path).map_err(|e| bad(path, format!("cannot read it: {e}")))
+    distill_core::input::read_to_string("", path, distill_core::input::MAX_TEXT_BYTES).map_err(
+        |e| match e {
+            distill_core::CoreError::Io { source, .. } => {
+                bad(path, format!("cannot read it: {source}"))
+            }
+            other => other.into(),
+        },
+    )
 }
 
 /// The specialists' manifest, checked by distill-specialists' own reader.
 pub fn read_manifest(path: &Path) -> Result<distill_specialists::manifest::Manifest, ReportError> {
+    distill_core::input::check_bounded("--manifest", path, distill_core::input::MAX_TEXT_BYTES)?;
     distill_specialists::manifest::Manifest::load(path).map_err(|e| ReportError::Input {
         path: path.to_path_buf(),
         message: match e {
@@ -71,6 +80,7 @@ pub fn read_store_meta(path: &Path) -> Result<distill_store::StoreMeta, ReportEr
     } else {
         path.to_path_buf()
     };
+    distill_core::input::check_regular("--store", &file)?;
     let handle =
         std::fs::File::open(&file).map_err(|e| bad(&file, format!("cannot read it: {e}")))?;
     let reader = SerializedFileReader::new(handle)
