@@ -18,13 +18,14 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench bench-compare pipeline reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
+.PHONY: help setup ort build test bench bench-compare pipeline results-specialists reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
 	@echo "make test       fmt, clippy and the whole test suite"
 	@echo "make bench      engine, teacher-inference, top-k store, training and specialist benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
+	@echo "make results-specialists  pipelines/specialists-pairs.yaml for three generalist sizes with the compute-matched baseline, and the table in docs/results.md (~40 min on 2 cores)"
 	@echo "make reproduce  the paper's MNIST experiments (pipelines/paper-*.yaml, ~2 h on 2 cores; resumable), ending with work/reproduce/RESULTS.md"
 	@echo "make reproduce-quick  the same chain on a data slice with 1-2 epochs per net, in work/reproduce-quick/ (minutes)"
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
@@ -79,6 +80,11 @@ bench-compare: setup $(BENCH_VENV)/.installed
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
+
+# Specialists against a converged generalist and a compute-matched one, for three generalist sizes;
+# writes the table into docs/results.md. Finished stages are skipped when run again.
+results-specialists: setup
+	$(PYTHON) scripts/specialists_results.py
 
 # The paper's MNIST experiments (README, "Reproducing the paper"): every pipelines/paper-*.yaml in
 # order, then the paper-vs-ours table in work/reproduce/RESULTS.md. Run it again to resume.
