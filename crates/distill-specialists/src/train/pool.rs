@@ -9,13 +9,16 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A trained specialist: its report and its network.
+type Trained = (SpecialistReport, Mlp);
+
 /// Trains every subset, `config.jobs` at a time, each in its own thread pool; the reports and
 /// trained networks in subset order, or the first error.
 pub(super) fn train_all(
     shared: &Shared,
     subsets: &[&Subset],
     written: &Mutex<Vec<PathBuf>>,
-) -> Result<Vec<(SpecialistReport, Mlp)>> {
+) -> Result<Vec<Trained>> {
     let jobs = shared.config.jobs.min(subsets.len()).max(1);
     let total = shared.config.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -25,7 +28,7 @@ pub(super) fn train_all(
     let threads = (total / jobs).max(1);
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<(SpecialistReport, Mlp)>>>> =
+    let results: Mutex<Vec<Option<Result<Trained>>>> =
         Mutex::new((0..subsets.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs {
