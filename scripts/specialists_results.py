@@ -34,7 +34,7 @@ PIPELINE = "pipelines/specialists-pairs.yaml"
 WORK = "work/specialists-results"
 BEGIN = "<!-- specialists-results:begin -->"
 END = "<!-- specialists-results:end -->"
-DEFAULT_SIZES = ["512,512", "128,128", "32,32"]
+DEFAULT_SIZES = ["32,32", "128,128", "512,512"]
 
 
 def run(cmd):
