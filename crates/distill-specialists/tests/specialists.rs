@@ -110,6 +110,26 @@ fn set_of(classes: &[Vec<u32>], total: usize) -> SpecialistSet {
     }
 }
 
+/// The generalist's logits `zg` combined (top-1) with specialists given as (subset, logits).
+fn combine_with(
+    zg: &ndarray::Array2<f32>,
+    specialists: &[(Vec<u32>, ndarray::Array2<f32>)],
+) -> distill_specialists::Combined {
+    let given: Vec<_> = specialists
+        .iter()
+        .map(|(classes, z)| distill_specialists::SpecialistLogits {
+            classes,
+            logits: z.view(),
+        })
+        .collect();
+    distill_specialists::combine(
+        zg.view(),
+        &given,
+        &distill_specialists::CombineOptions::default(),
+    )
+    .unwrap()
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(exe()).args(args).output().unwrap();
     (
@@ -219,19 +239,7 @@ fn specialists_beat_a_converged_generalist_limited_by_capacity() {
         })
         .collect();
     assert!(!used.is_empty(), "{stdout}");
-    let given: Vec<_> = used
-        .iter()
-        .map(|(classes, z)| distill_specialists::SpecialistLogits {
-            classes,
-            logits: z.view(),
-        })
-        .collect();
-    let combined = distill_specialists::combine(
-        zg.view(),
-        &given,
-        &distill_specialists::CombineOptions::default(),
-    )
-    .unwrap();
+    let combined = combine_with(&zg, &used);
     let errors = |score: &dyn Fn(usize, usize) -> f64| {
         (0..labels.len())
             .filter(|&r| {
@@ -358,19 +366,7 @@ fn untrained_specialists_reproduce_the_generalist_exactly() {
         }
         logits.push((group.clone(), zs));
     }
-    let given: Vec<_> = logits
-        .iter()
-        .map(|(classes, z)| distill_specialists::SpecialistLogits {
-            classes,
-            logits: z.view(),
-        })
-        .collect();
-    let combined = distill_specialists::combine(
-        zg.view(),
-        &given,
-        &distill_specialists::CombineOptions::default(),
-    )
-    .unwrap();
+    let combined = combine_with(&zg, &logits);
     let p = softmax(zg.view(), 1.0);
     let mut worst = 0.0f64;
     for r in 0..zg.nrows() {
