@@ -91,6 +91,13 @@ impl Args {
                         "--only {s}: name at least one subset id"
                     )));
                 }
+                if let Some(id) = ids.iter().enumerate().find_map(|(k, id)| {
+                    ids[..k].contains(id).then_some(id)
+                }) {
+                    return Err(SpecialistsError::invalid(format!(
+                        "--only {s}: subset {id} is named twice; name each subset once"
+                    )));
+                }
                 Some(ids.into_iter().map(|i| i as usize).collect())
             }
         };
