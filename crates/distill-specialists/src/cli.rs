@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// epoch is half the subset's rows and half rows of other classes; the dustbin logit is corrected
 /// for that oversampling. Writes specialist-<id>.onnx files and manifest.yaml into --out.
 #[derive(Parser, Debug)]
-#[command(name = "distill-specialists", version, about, long_about = None)]
+#[command(name = "distill-specialists", version, about, long_about = None, allow_negative_numbers = true)]
 #[command(mut_arg("lr", |a| a.help(
     "Learning rate (default: 0.01 for sgd, 0.0003 for adam: fine-tuning a trained network)"
 )))]
