@@ -407,7 +407,11 @@ fn trainer_fixtures(d: &Path) {
     std::fs::write(d.join("foreign/manifest.yaml"), "shopping: [eggs, milk]\n").unwrap();
     for (name, index, label) in [
         ("dup.parquet", [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 3], None),
-        ("label77.parquet", [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9], Some(77u32)),
+        (
+            "label77.parquet",
+            [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            Some(77u32),
+        ),
     ] {
         write_store(d, name, &index, label);
     }
@@ -1129,14 +1133,24 @@ const ROWS: &[Row] = &[
     ("train", "--lr 0 --out m.onnx", 2, "--lr 0 must be"),
     ("train", "--lr NaN --out m.onnx", 2, "--lr NaN must be"),
     ("train", "--momentum 1.5 --out m.onnx", 2, "--momentum 1.5"),
-    ("train", "--momentum -0.5 --out m.onnx", 2, "--momentum -0.5"),
+    (
+        "train",
+        "--momentum -0.5 --out m.onnx",
+        2,
+        "--momentum -0.5",
+    ),
     (
         "train",
         "--momentum-start 1 --momentum-ramp 3 --out m.onnx",
         2,
         "--momentum-start 1",
     ),
-    ("train", "--schedule exp:0 --out m.onnx", 2, "--schedule exp:0"),
+    (
+        "train",
+        "--schedule exp:0 --out m.onnx",
+        2,
+        "--schedule exp:0",
+    ),
     (
         "train",
         "--schedule exp:-2 --out m.onnx",
@@ -1863,8 +1877,14 @@ fn specialists_delete_only_the_files_their_manifest_lists() {
     std::fs::write(o.join("specialist-7.onnx"), b"the user's own file").unwrap();
     std::fs::copy(d.join("g.onnx"), o.join("specialist-9.onnx")).unwrap();
     let keep = [
-        ("specialist-7.onnx", std::fs::read(o.join("specialist-7.onnx")).unwrap()),
-        ("specialist-9.onnx", std::fs::read(o.join("specialist-9.onnx")).unwrap()),
+        (
+            "specialist-7.onnx",
+            std::fs::read(o.join("specialist-7.onnx")).unwrap(),
+        ),
+        (
+            "specialist-9.onnx",
+            std::fs::read(o.join("specialist-9.onnx")).unwrap(),
+        ),
     ];
     let specialists = |subsets: &str| {
         run(
@@ -1889,7 +1909,11 @@ fn specialists_delete_only_the_files_their_manifest_lists() {
     ok(specialists("subsets.yaml"), "the specialists");
     assert!(o.join("specialist-0.onnx").is_file() && o.join("specialist-1.onnx").is_file());
     for (name, bytes) in &keep {
-        assert_eq!(&std::fs::read(o.join(name)).unwrap(), bytes, "{name} changed");
+        assert_eq!(
+            &std::fs::read(o.join(name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
     }
     // The same subsets but the last: the folder's own specialist-1.onnx goes, nothing else.
     let text = std::fs::read_to_string(d.join("subsets.yaml")).unwrap();
@@ -1901,7 +1925,11 @@ fn specialists_delete_only_the_files_their_manifest_lists() {
     assert!(o.join("specialist-0.onnx").is_file());
     assert!(!o.join("specialist-1.onnx").exists());
     for (name, bytes) in &keep {
-        assert_eq!(&std::fs::read(o.join(name)).unwrap(), bytes, "{name} changed");
+        assert_eq!(
+            &std::fs::read(o.join(name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
     }
 }
 

@@ -267,16 +267,22 @@ fn specialists_manifest_reader_survives_mutations() {
     let target = dir.path().join("manifest.yaml");
     std::fs::write(&target, good).unwrap();
     distill_specialists::Manifest::load(&target).unwrap();
-    fuzz("specialists manifest", 6, good.as_bytes(), budget(), |bytes| {
-        std::fs::write(&target, bytes).unwrap();
-        match distill_specialists::Manifest::load(&target) {
-            Ok(_) => Ok(()),
-            Err(distill_specialists::ManifestError::Io { source, .. }) => {
-                Err(format!("not a user error (would exit 1): {source}"))
+    fuzz(
+        "specialists manifest",
+        6,
+        good.as_bytes(),
+        budget(),
+        |bytes| {
+            std::fs::write(&target, bytes).unwrap();
+            match distill_specialists::Manifest::load(&target) {
+                Ok(_) => Ok(()),
+                Err(distill_specialists::ManifestError::Io { source, .. }) => {
+                    Err(format!("not a user error (would exit 1): {source}"))
+                }
+                Err(_) => Ok(()),
             }
-            Err(_) => Ok(()),
-        }
-    });
+        },
+    );
 }
 
 /// A `specialists.yaml` as distill-cluster writes it, mutated as bytes and read by
@@ -293,12 +299,18 @@ fn specialists_subsets_reader_survives_mutations() {
     let target = dir.path().join("specialists.yaml");
     std::fs::write(&target, good).unwrap();
     distill_specialists::train::read_subsets(&target, 10).unwrap();
-    fuzz("specialists subsets", 7, good.as_bytes(), budget(), |bytes| {
-        std::fs::write(&target, bytes).unwrap();
-        match distill_specialists::train::read_subsets(&target, 10) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_user_error() => Ok(()),
-            Err(e) => Err(format!("not a user error (would exit 1): {e}")),
-        }
-    });
+    fuzz(
+        "specialists subsets",
+        7,
+        good.as_bytes(),
+        budget(),
+        |bytes| {
+            std::fs::write(&target, bytes).unwrap();
+            match distill_specialists::train::read_subsets(&target, 10) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_user_error() => Ok(()),
+                Err(e) => Err(format!("not a user error (would exit 1): {e}")),
+            }
+        },
+    );
 }

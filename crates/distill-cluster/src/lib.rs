@@ -294,7 +294,10 @@ fn select_rows(store: SoftTargets, config: &Config) -> Result<SoftTargets> {
     }
     let classes = store.classes();
     for (flag, list) in [
-        ("--only-classes", config.classes.only.as_deref().unwrap_or_default()),
+        (
+            "--only-classes",
+            config.classes.only.as_deref().unwrap_or_default(),
+        ),
         ("--exclude-classes", &config.classes.exclude[..]),
     ] {
         if let Some(c) = list.iter().find(|&&c| c as usize >= classes) {

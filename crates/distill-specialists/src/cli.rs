@@ -91,9 +91,11 @@ impl Args {
                         "--only {s}: name at least one subset id"
                     )));
                 }
-                if let Some(id) = ids.iter().enumerate().find_map(|(k, id)| {
-                    ids[..k].contains(id).then_some(id)
-                }) {
+                if let Some(id) = ids
+                    .iter()
+                    .enumerate()
+                    .find_map(|(k, id)| ids[..k].contains(id).then_some(id))
+                {
                     return Err(SpecialistsError::invalid(format!(
                         "--only {s}: subset {id} is named twice; name each subset once"
                     )));

@@ -99,6 +99,7 @@ fn bench() {
         resume: false,
         test_split: None,
         max_steps: None,
+        patience: None,
     };
     let report =
         distill_train::run(&config, &distill_progress::Progress::hidden()).expect("training");

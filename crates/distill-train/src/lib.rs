@@ -295,7 +295,12 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     if let BiasChoice::Fixed(shifts) = &config.bias_adjust {
         shifts.check(train.classes)?;
     }
-    check_jitter(config, &train, config.soft.soft_targets.is_some(), &mut notes)?;
+    check_jitter(
+        config,
+        &train,
+        config.soft.soft_targets.is_some(),
+        &mut notes,
+    )?;
     let (soft, store) = soft_targets(config, &train)?;
     let provenance = provenance(config, store.as_ref())?;
     let State {

@@ -170,7 +170,11 @@ pub(crate) fn start(
                          over",
                         progress.epoch,
                         if progress.batch > 0 {
-                            format!(" and {} batches of epoch {}", progress.batch, progress.epoch + 1)
+                            format!(
+                                " and {} batches of epoch {}",
+                                progress.batch,
+                                progress.epoch + 1
+                            )
                         } else {
                             String::new()
                         },

@@ -89,7 +89,10 @@ pub fn check_optimizer(optimizer: &OptimizerConfig) -> Result<()> {
             schedule,
             ..
         } => {
-            for (flag, m) in [("--momentum", momentum), ("--momentum-start", momentum_start)] {
+            for (flag, m) in [
+                ("--momentum", momentum),
+                ("--momentum-start", momentum_start),
+            ] {
                 if !(0.0..1.0).contains(m) {
                     return bad(format!(
                         "{flag} {m} must be at least 0 and below 1 (0.9 is usual; 1 or more never \

@@ -140,8 +140,11 @@ pub fn specialist_file(id: usize) -> String {
 /// and the subset in errors.
 /// Only a regular file of at most [`distill_core::input::MAX_TEXT_BYTES`] is read.
 pub fn read_subsets(path: &Path, classes: usize) -> Result<SpecialistSet> {
-    let text =
-        distill_core::input::read_to_string("--subsets", path, distill_core::input::MAX_TEXT_BYTES)?;
+    let text = distill_core::input::read_to_string(
+        "--subsets",
+        path,
+        distill_core::input::MAX_TEXT_BYTES,
+    )?;
     let set: SpecialistSet = serde_norway::from_str(&text).map_err(|e| {
         SpecialistsError::input(
             path,

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// One specialist's outcome: its report and trained network, or why it failed.
+type Trained = Result<(SpecialistReport, Mlp)>;
+
 /// Trains every subset, `config.jobs` at a time, each in its own thread pool; the reports and
 /// trained networks in subset order, or the first error.
 pub(super) fn train_all(
@@ -25,7 +28,7 @@ pub(super) fn train_all(
     let threads = (total / jobs).max(1);
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<(SpecialistReport, Mlp)>>>> =
+    let results: Mutex<Vec<Option<Trained>>> =
         Mutex::new((0..subsets.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs {
