@@ -597,6 +597,25 @@ mod tests {
         .unwrap()
     }
 
+    #[test]
+    fn a_network_beyond_max_weights_is_refused_before_allocating() {
+        let config = |sizes: Vec<usize>| MlpConfig {
+            sizes,
+            input_dropout: 0.0,
+            hidden_dropout: 0.0,
+            max_norm: None,
+        };
+        assert_eq!(config(vec![5, 7, 3]).weight_count(), Some(6 * 7 + 8 * 3));
+        assert_eq!(config(vec![usize::MAX, 2]).weight_count(), None);
+        // 784 inputs to 10^8 hidden units: 7.9e10 weights, refused without allocating them.
+        let e = Mlp::new(config(vec![784, 100_000_000, 10]), 1).unwrap_err();
+        assert!(
+            e.to_string().contains("more than the 2147483648 weights"),
+            "{e}"
+        );
+        assert!(Mlp::new(config(vec![usize::MAX / 2, usize::MAX / 2, 2]), 1).is_err());
+    }
+
     fn full_loss(m: &Mlp, x: &Array2<f32>, p: &Array2<f32>, y: &[u32], loss: &DistillLoss) -> f64 {
         let logits = m.forward(x.view()).unwrap();
         let mut g = Array2::zeros(logits.raw_dim());

@@ -161,3 +161,56 @@ impl Regularisation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sgd(lr: f32, momentum: f32, schedule: &str) -> OptimizerConfig {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            momentum_start: momentum,
+            momentum_ramp: 0,
+            schedule: schedule.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn optimiser_settings_are_checked_at_their_bounds() {
+        for ok in [
+            sgd(0.05, 0.0, "exp:1"),
+            sgd(1e-30, 0.99, "step:1:1"),
+            sgd(0.05, 0.9, "cosine:1"),
+            sgd(0.05, 0.9, "constant"),
+        ] {
+            assert!(check_optimizer(&ok).is_ok(), "{ok:?}");
+        }
+        for (bad, flag) in [
+            (sgd(0.0, 0.9, "constant"), "--lr 0"),
+            (sgd(f32::INFINITY, 0.9, "constant"), "--lr inf"),
+            (sgd(0.05, 1.0, "constant"), "--momentum 1"),
+            (sgd(0.05, f32::NAN, "constant"), "--momentum NaN"),
+            (sgd(0.05, 0.9, "exp:1.01"), "--schedule exp:1.01"),
+            (sgd(0.05, 0.9, "exp:0"), "--schedule exp:0"),
+            (sgd(0.05, 0.9, "step:3:NaN"), "--schedule step:3:NaN"),
+            (sgd(0.05, 0.9, "cosine:0"), "--schedule cosine:0"),
+        ] {
+            let e = check_optimizer(&bad).unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{flag}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_temperature_has_a_floor() {
+        let soft = |temperature| SoftTargetSettings {
+            soft_targets: Some("s.parquet".into()),
+            temperature,
+            alpha: 1.0,
+            combine: Combine::Arithmetic,
+        };
+        assert!(soft(MIN_TEMPERATURE).check().is_ok());
+        let e = soft(0.04).check().unwrap_err().to_string();
+        assert!(e.contains("below 0.05"), "{e}");
+    }
+}
