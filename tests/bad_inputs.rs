@@ -345,6 +345,109 @@ fn hostile_fixtures(d: &Path) {
          g: ${f}${f}${f}${f}${f}${f}${f}${f}\nstages:\n  a:\n    kind: cmd\n    cmd: echo ${g}\n",
     )
     .unwrap();
+    trainer_fixtures(d);
+}
+
+/// What the rows of distill-train, distill-specialists and distill-cluster read: a checkpoint of two
+/// epochs, class subsets of the fixture store, a generalist with a NaN weight, folders holding a
+/// file that no manifest lists or a manifest.yaml of someone else's, and stores with an example
+/// twice or a label beyond the class count.
+fn trainer_fixtures(d: &Path) {
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let ok = |o: Outcome, what: &str| {
+        assert_eq!(o.code, 0, "{what} failed:\n{}\n{}", o.stdout, o.stderr);
+    };
+    ok(
+        run(
+            d,
+            "train",
+            &s(&[
+                "--data",
+                MNIST,
+                "--limit",
+                "100",
+                "--epochs",
+                "2",
+                "--hidden",
+                "8",
+                "--validation",
+                "0",
+                "--test-split",
+                "none",
+                "--out",
+                "ck.onnx",
+            ]),
+        ),
+        "training the checkpoint fixture",
+    );
+    for f in ["ck.onnx", "ck.metrics.csv"] {
+        std::fs::remove_file(d.join(f)).unwrap();
+    }
+    ok(
+        run(
+            d,
+            "cluster",
+            &s(&[
+                "--soft-targets",
+                "store.parquet",
+                "--specialists",
+                "2",
+                "--out",
+                "subsets.yaml",
+            ]),
+        ),
+        "clustering the fixture store",
+    );
+    let mut nan = distill_nn::onnx::load(&d.join("model.onnx")).unwrap().mlp;
+    nan.layers[0].w[[0, 0]] = f32::NAN;
+    distill_nn::onnx::save(&nan, &d.join("nan.onnx"), &[]).unwrap();
+    std::fs::create_dir(d.join("userspec")).unwrap();
+    std::fs::write(d.join("userspec/specialist-0.onnx"), b"the user's own file").unwrap();
+    std::fs::create_dir(d.join("foreign")).unwrap();
+    std::fs::write(d.join("foreign/manifest.yaml"), "shopping: [eggs, milk]\n").unwrap();
+    for (name, index, label) in [
+        ("dup.parquet", [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 3], None),
+        (
+            "label77.parquet",
+            [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            Some(77u32),
+        ),
+    ] {
+        write_store(d, name, &index, label);
+    }
+}
+
+/// A 10-class store of one teacher over the examples `index`, labelled `k % 10` but for the last
+/// row, which gets `last_label` when given.
+fn write_store(d: &Path, name: &str, index: &[u64], last_label: Option<u32>) {
+    use distill_store::{OutputKind, SCHEMA_VERSION, StoreMeta, StoreWriter, TeacherMeta};
+    let meta = StoreMeta {
+        schema_version: SCHEMA_VERSION,
+        classes: 10,
+        teachers: vec![TeacherMeta {
+            name: "t".into(),
+            path: "t.onnx".into(),
+            sha256: "00".into(),
+            kind: OutputKind::Logits,
+            prob_floor: None,
+        }],
+        dataset: MNIST.into(),
+        split: "train".into(),
+        transform: "none".into(),
+        tool_version: distill_core::TOOL_VERSION.into(),
+        shard: None,
+        layout: Default::default(),
+        top_k: None,
+    };
+    let n = index.len();
+    let mut labels: Vec<u32> = (0..n as u32).map(|k| k % 10).collect();
+    if let Some(l) = last_label {
+        labels[n - 1] = l;
+    }
+    let logits = ndarray::Array2::from_shape_fn((n, 10), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
+    let mut w = StoreWriter::create(&d.join(name), &meta).unwrap();
+    w.write(index, Some(&labels), &[logits.view()]).unwrap();
+    w.finish().unwrap();
 }
 
 /// One row of the suite: program, arguments (`{mnist}` is the MNIST folder), exit code, fragment.
@@ -1025,6 +1128,230 @@ const ROWS: &[Row] = &[
         2,
         "afile is a file, not a folder",
     ),
+    // distill-train: every optimiser setting in range, checked before any work
+    ("train", "--lr -0.1 --out m.onnx", 2, "--lr -0.1 must be"),
+    ("train", "--lr 0 --out m.onnx", 2, "--lr 0 must be"),
+    ("train", "--lr NaN --out m.onnx", 2, "--lr NaN must be"),
+    ("train", "--momentum 1.5 --out m.onnx", 2, "--momentum 1.5"),
+    (
+        "train",
+        "--momentum -0.5 --out m.onnx",
+        2,
+        "--momentum -0.5",
+    ),
+    (
+        "train",
+        "--momentum-start 1 --momentum-ramp 3 --out m.onnx",
+        2,
+        "--momentum-start 1",
+    ),
+    (
+        "train",
+        "--schedule exp:0 --out m.onnx",
+        2,
+        "--schedule exp:0",
+    ),
+    (
+        "train",
+        "--schedule exp:-2 --out m.onnx",
+        2,
+        "--schedule exp:-2",
+    ),
+    (
+        "train",
+        "--schedule exp:1.5 --out m.onnx",
+        2,
+        "--schedule exp:1.5",
+    ),
+    (
+        "train",
+        "--limit 100 --epochs 2 --schedule exp:NaN --out m.onnx",
+        2,
+        "--schedule exp:NaN",
+    ),
+    (
+        "train",
+        "--schedule step:0:0.5 --out m.onnx",
+        2,
+        "--schedule step:0:0.5",
+    ),
+    (
+        "train",
+        "--schedule step:5:0 --out m.onnx",
+        2,
+        "--schedule step:5:0",
+    ),
+    (
+        "train",
+        "--schedule cosine:0 --out m.onnx",
+        2,
+        "--schedule cosine:0",
+    ),
+    (
+        "train",
+        "--soft-targets store.parquet --temperature 1e-30 --out m.onnx",
+        2,
+        "is below 0.05",
+    ),
+    (
+        "train",
+        "--limit 100 --jitter 1000 --out m.onnx",
+        2,
+        "are 28x28 pixels",
+    ),
+    (
+        "train",
+        "--threads 100000 --out m.onnx",
+        2,
+        "more than the 1024 threads",
+    ),
+    (
+        "train",
+        "--limit 100 --hidden 100000000 --out m.onnx",
+        2,
+        "would hold more than 2147483648 weights",
+    ),
+    // distill-train: no output over another, no late refusal
+    (
+        "train",
+        "--limit 100 --metrics m.ckpt --out m.onnx",
+        2,
+        "the same file as --out (its checkpoint) m.ckpt",
+    ),
+    (
+        "train",
+        "--limit 100 --metrics m.onnx --out m.onnx",
+        2,
+        "the same file as --metrics m.onnx",
+    ),
+    (
+        "train",
+        "--limit 100 --epochs 1 --hidden 8 --validation 0 --test-split none --resume --out ck.onnx",
+        2,
+        "holds 2 completed epochs, more than --epochs 1",
+    ),
+    (
+        "train",
+        "--limit 100 --epochs 1 --hidden 8 --bias-adjust 99=1 --out m.onnx",
+        2,
+        "--bias-adjust names class 99",
+    ),
+    // distill-specialists: settings, inputs and the folder it writes
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist model.onnx --lr -1 --out so",
+        2,
+        "--lr -1",
+    ),
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist model.onnx --schedule cosine:0 --out so",
+        2,
+        "--schedule cosine:0",
+    ),
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist model.onnx --threads 100000 --out so",
+        2,
+        "more than the 1024 threads",
+    ),
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist model.onnx --jobs 5000 --out so",
+        2,
+        "--jobs 5000",
+    ),
+    (
+        "specialists",
+        "--limit 300 --subsets subsets.yaml --generalist model.onnx --jitter 28 --out so",
+        2,
+        "--jitter 28",
+    ),
+    (
+        "specialists",
+        "--subsets sub/m.json --generalist model.onnx --out sub",
+        2,
+        "holds the input --subsets",
+    ),
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist ext/model.onnx --out ext",
+        2,
+        "holds the input --generalist",
+    ),
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist model.onnx --soft-targets mixed --out mixed/so",
+        2,
+        "inside the input --soft-targets",
+    ),
+    (
+        "specialists",
+        "--limit 300 --subsets subsets.yaml --generalist model.onnx --out userspec",
+        2,
+        "userspec/specialist-0.onnx is already there",
+    ),
+    (
+        "specialists",
+        "--limit 300 --subsets subsets.yaml --generalist model.onnx --out foreign",
+        2,
+        "cannot read as its own",
+    ),
+    (
+        "specialists",
+        "--subsets zero.yaml --generalist model.onnx --out so",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "specialists",
+        "--subsets fifo.json --generalist model.onnx --out so",
+        2,
+        "a FIFO",
+    ),
+    (
+        "specialists",
+        "--subsets subsets.yaml --generalist zero.onnx --out so",
+        2,
+        "a device, not a regular file",
+    ),
+    (
+        "specialists",
+        "--limit 300 --epochs 1 --subsets subsets.yaml --generalist nan.onnx --out so",
+        2,
+        "nan.onnx: --generalist: layer 1 holds the value NaN",
+    ),
+    (
+        "specialists",
+        "--limit 300 --subsets subsets.yaml --generalist model.onnx --only 0,0 --out so",
+        2,
+        "subset 0 is named twice",
+    ),
+    // distill-cluster: the rows other stages refuse
+    (
+        "cluster",
+        "--soft-targets dup.parquet --specialists 2 --out c.yaml",
+        2,
+        "example 3 appears twice",
+    ),
+    (
+        "cluster",
+        "--soft-targets label77.parquet --specialists 2 --out c.yaml",
+        2,
+        "has label 77, but the store has 10 classes",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --only-classes 77 --out c.yaml",
+        2,
+        "--only-classes names class 77",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 2 --threads 4 --out c.yaml",
+        2,
+        "runs on one thread and has no --threads",
+    ),
 ];
 
 #[test]
@@ -1397,7 +1724,39 @@ fn a_closed_stdout_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     fixtures(d);
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 7] = [
+        &[
+            "train",
+            "--data",
+            MNIST,
+            "--limit",
+            "100",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--validation",
+            "0",
+            "--test-split",
+            "none",
+            "--out",
+            "closed.onnx",
+        ],
+        &[
+            "specialists",
+            "--data",
+            MNIST,
+            "--limit",
+            "300",
+            "--epochs",
+            "1",
+            "--subsets",
+            "subsets.yaml",
+            "--generalist",
+            "model.onnx",
+            "--out",
+            "closed-specialists",
+        ],
         &[
             "cluster",
             "--soft-targets",
@@ -1443,6 +1802,134 @@ fn a_closed_stdout_ends_quietly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// distill-specialists replaces and deletes only the specialist files that its own earlier
+/// manifest in `--out` lists: a user's `specialist-7.onnx` and a generalist stored there as
+/// `specialist-9.onnx` survive a run, and a later run with fewer subsets deletes the file of the
+/// subset it no longer has, and nothing else.
+#[test]
+fn specialists_delete_only_the_files_their_manifest_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let ok = |o: Outcome, what: &str| {
+        assert_eq!(o.code, 0, "{what} failed:\n{}\n{}", o.stdout, o.stderr);
+    };
+    ok(
+        run(
+            d,
+            "train",
+            &s(&[
+                "--data",
+                MNIST,
+                "--limit",
+                "300",
+                "--epochs",
+                "1",
+                "--hidden",
+                "16",
+                "--validation",
+                "0",
+                "--test-split",
+                "none",
+                "--out",
+                "g.onnx",
+            ]),
+        ),
+        "training the generalist",
+    );
+    ok(
+        run(
+            d,
+            "teach",
+            &s(&[
+                "--model",
+                "g.onnx",
+                "--data",
+                MNIST,
+                "--limit",
+                "300",
+                "--out",
+                "s.parquet",
+            ]),
+        ),
+        "teaching",
+    );
+    ok(
+        run(
+            d,
+            "cluster",
+            &s(&[
+                "--soft-targets",
+                "s.parquet",
+                "--specialists",
+                "2",
+                "--out",
+                "subsets.yaml",
+            ]),
+        ),
+        "clustering",
+    );
+    let o = d.join("o");
+    std::fs::create_dir(&o).unwrap();
+    std::fs::write(o.join("specialist-7.onnx"), b"the user's own file").unwrap();
+    std::fs::copy(d.join("g.onnx"), o.join("specialist-9.onnx")).unwrap();
+    let keep = [
+        (
+            "specialist-7.onnx",
+            std::fs::read(o.join("specialist-7.onnx")).unwrap(),
+        ),
+        (
+            "specialist-9.onnx",
+            std::fs::read(o.join("specialist-9.onnx")).unwrap(),
+        ),
+    ];
+    let specialists = |subsets: &str| {
+        run(
+            d,
+            "specialists",
+            &s(&[
+                "--data",
+                MNIST,
+                "--limit",
+                "300",
+                "--epochs",
+                "1",
+                "--subsets",
+                subsets,
+                "--generalist",
+                "g.onnx",
+                "--out",
+                "o",
+            ]),
+        )
+    };
+    ok(specialists("subsets.yaml"), "the specialists");
+    assert!(o.join("specialist-0.onnx").is_file() && o.join("specialist-1.onnx").is_file());
+    for (name, bytes) in &keep {
+        assert_eq!(
+            &std::fs::read(o.join(name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
+    }
+    // The same subsets but the last: the folder's own specialist-1.onnx goes, nothing else.
+    let text = std::fs::read_to_string(d.join("subsets.yaml")).unwrap();
+    let mut set: distill_cluster::SpecialistSet = serde_norway::from_str(&text).unwrap();
+    set.subsets.truncate(1);
+    set.specialists = 1;
+    std::fs::write(d.join("one.yaml"), serde_norway::to_string(&set).unwrap()).unwrap();
+    ok(specialists("one.yaml"), "the specialists of one subset");
+    assert!(o.join("specialist-0.onnx").is_file());
+    assert!(!o.join("specialist-1.onnx").exists());
+    for (name, bytes) in &keep {
+        assert_eq!(
+            &std::fs::read(o.join(name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
     }
 }
 

@@ -1,11 +1,11 @@
 //! Mutation fuzzing on stable Rust: real inputs (the MNIST IDX files, a soft-target store, an
-//! MLP's ONNX file, the shipped pipelines) are damaged at seeded random places — bytes flipped,
-//! runs deleted, duplicated or overwritten with interesting values, the file cut short — and
-//! given to the reader. The reader must return (an error, or a value) and never panic; an error
+//! MLP's ONNX file, the shipped pipelines, a specialists manifest and subsets file) are damaged
+//! at seeded random places — bytes flipped, runs deleted, duplicated or overwritten with
+//! interesting values, the file cut short — and given to the reader. The reader must return (an error, or a value) and never panic; an error
 //! must be a user error (exit code 2 at the command line).
 //!
-//! `make test` runs each of the four targets (IDX, store, ONNX, pipelines) for
-//! `DISTILL_FUZZ_SECONDS` (default 2); `make fuzz` for 600.
+//! `make test` runs each of the targets (IDX, store, ONNX, pipelines, the specialists manifest
+//! and specialists.yaml) for `DISTILL_FUZZ_SECONDS` (default 2); `make fuzz` for 600.
 //! A failure prints the seed and iteration, which replay exactly.
 #![allow(clippy::unwrap_used)]
 
@@ -248,4 +248,69 @@ fn pipeline_parser_survives_mutations() {
             },
         );
     }
+}
+
+/// A specialists manifest (version 2, one specialist), mutated as bytes and read by
+/// `Manifest::load`, the reader of distill-specialists, distill-eval and distill-report.
+#[test]
+fn specialists_manifest_reader_survives_mutations() {
+    let good = "version: 2\ntool_version: 0.1.0\n\
+                generalist: { path: ../student.onnx, sha256: 4f0c }\n\
+                classes: 10\nsubsets: ../specialists.yaml\nstore: ../soft.parquet\n\
+                specialists:\n  - id: 0\n    path: specialist-0.onnx\n    sha256: 9a1e\n    \
+                classes: [4, 9]\n    subset_share: 0.2\n    sampled_share: 0.5\n    \
+                dustbin_correction: 1.386\n    epochs: 6\n    rows_trained: 19200\n    \
+                validation_errors: 31\n    validation_rows: 2000\n    used: true\n    \
+                validation_effect: { rows: 5000, errors_with: 241, errors_without: 247, \
+                nll_with: 0.171, nll_without: 0.18 }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("manifest.yaml");
+    std::fs::write(&target, good).unwrap();
+    distill_specialists::Manifest::load(&target).unwrap();
+    fuzz(
+        "specialists manifest",
+        6,
+        good.as_bytes(),
+        budget(),
+        |bytes| {
+            std::fs::write(&target, bytes).unwrap();
+            match distill_specialists::Manifest::load(&target) {
+                Ok(_) => Ok(()),
+                Err(distill_specialists::ManifestError::Io { source, .. }) => {
+                    Err(format!("not a user error (would exit 1): {source}"))
+                }
+                Err(_) => Ok(()),
+            }
+        },
+    );
+}
+
+/// A `specialists.yaml` as distill-cluster writes it, mutated as bytes and read by
+/// distill-specialists' `read_subsets` (for a 10-class generalist).
+#[test]
+fn specialists_subsets_reader_survives_mutations() {
+    let good = "version: 1\nstore: store.parquet\ndataset: data/mnist\nmethod: second-moment\n\
+                temperature: 1.0\ncombine: arithmetic\nspecialists: 2\nseed: 1\nclasses: 10\n\
+                rows: 200\noverlap: 1\ncaptured: 0.83\ngeneralist_only: []\nsubsets:\n\
+                - id: 0\n  classes: [0, 1, 2, 3, 5, 6, 7, 8, 9]\n  \
+                names: ['0', '1', '2', '3', '5', '6', '7', '8', '9']\n  size: 9\n  captured: 0.83\n\
+                - id: 1\n  classes: [4]\n  names: ['4']\n  size: 1\n  captured: 0.0\n";
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("specialists.yaml");
+    std::fs::write(&target, good).unwrap();
+    distill_specialists::train::read_subsets(&target, 10).unwrap();
+    fuzz(
+        "specialists subsets",
+        7,
+        good.as_bytes(),
+        budget(),
+        |bytes| {
+            std::fs::write(&target, bytes).unwrap();
+            match distill_specialists::train::read_subsets(&target, 10) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_user_error() => Ok(()),
+                Err(e) => Err(format!("not a user error (would exit 1): {e}")),
+            }
+        },
+    );
 }

@@ -135,9 +135,10 @@ impl UserError for CoreError {
 
 /// A stage's successful result: how it is printed and the exit code it ends with.
 pub trait Report: Display {
-    /// Prints the report to stdout (and any notes to stderr).
+    /// Prints the report to stdout (and any notes to stderr). A closed stdout (`| head -1`)
+    /// ends the output quietly: the run's exit code is unchanged.
     fn print(&self) {
-        println!("{self}");
+        distill_core::out::print_line(self);
     }
 
     /// The exit code of a run that produced this report.

@@ -70,8 +70,16 @@ pub struct Args {
     /// The rows clustered (the data set and split are the store's).
     #[command(flatten)]
     pub rows: distill_cli::RowArgs,
+    /// Not a flag of this stage, which runs on one thread: given (as to the other stages), it is
+    /// refused with that explanation rather than taken for another flag.
+    #[arg(long, hide = true, value_name = "N", value_parser = no_threads)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub progress: distill_cli::ProgressArgs,
+}
+
+fn no_threads(_: &str) -> Result<usize, String> {
+    Err("distill-cluster runs on one thread and has no --threads; leave it out".into())
 }
 
 impl Args {

@@ -250,6 +250,40 @@ pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>>
     }
 }
 
+/// Refuses a store whose rows another stage would refuse: an example `index` that appears twice,
+/// or a label not below the class count (its matrix would be indexed out of bounds or grow with
+/// the label).
+pub fn check_rows(store: &SoftTargets, path: &std::path::Path) -> Result<()> {
+    let bad = |message: String| ClusterError::Store {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut seen = std::collections::HashMap::with_capacity(store.len());
+    for (row, &index) in store.index.iter().enumerate() {
+        if let Some(first) = seen.insert(index, row) {
+            return Err(bad(format!(
+                "example {index} appears twice (store rows {first} and {row}); a store holds each \
+                 example once: make it again with distill-teach"
+            )));
+        }
+    }
+    let classes = store.classes();
+    if let Some((row, label)) = store
+        .labels
+        .iter()
+        .enumerate()
+        .find_map(|(r, l)| l.filter(|&l| l as usize >= classes).map(|l| (r, l)))
+    {
+        return Err(bad(format!(
+            "example {} has label {label}, but the store has {classes} classes (labels 0 to {}); \
+             the store is damaged or was made from other data: make it again with distill-teach",
+            store.index[row],
+            classes.saturating_sub(1)
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the store, clusters its classes and writes `specialists.yaml` and the heatmap.
 /// The store's rows `--limit` and the class filters keep: those of the first `limit` rows of the
 /// split (by the row index the store records), whose label the filter keeps. Class filters need a
@@ -257,6 +291,22 @@ pub fn class_matrix(store: &SoftTargets, config: &Config) -> Result<Array2<f64>>
 fn select_rows(store: SoftTargets, config: &Config) -> Result<SoftTargets> {
     if config.limit.is_none() && config.classes.is_empty() {
         return Ok(store);
+    }
+    let classes = store.classes();
+    for (flag, list) in [
+        (
+            "--only-classes",
+            config.classes.only.as_deref().unwrap_or_default(),
+        ),
+        ("--exclude-classes", &config.classes.exclude[..]),
+    ] {
+        if let Some(c) = list.iter().find(|&&c| c as usize >= classes) {
+            return Err(ClusterError::Invalid(format!(
+                "{flag} names class {c}, but the store {} has classes 0 to {}",
+                config.soft_targets.display(),
+                classes.saturating_sub(1)
+            )));
+        }
     }
     let mut rows = Vec::with_capacity(store.len());
     for (r, (&index, label)) in store.index.iter().zip(&store.labels).enumerate() {
@@ -286,7 +336,9 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     config.validate()?;
     let started = Instant::now();
     let path = &config.soft_targets;
-    let store = select_rows(read_store(path)?, config)?;
+    let store = read_store(path)?;
+    check_rows(&store, path)?;
+    let store = select_rows(store, config)?;
     let mut phases = vec![("read".to_string(), started.elapsed().as_secs_f64())];
     let mut lap = Instant::now();
     let mut phase = |name: &str| {

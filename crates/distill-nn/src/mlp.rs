@@ -28,11 +28,33 @@ pub struct MlpConfig {
     pub max_norm: Option<f32>,
 }
 
+/// The most weights a network may hold: 2³¹ float32 values (8 GiB), before the optimiser's state
+/// (as large again for SGD's momentum, twice for Adam's moments) and the gradients. A wider
+/// network is refused by [`MlpConfig::validate`] before anything is allocated, rather than
+/// aborting when an allocation fails.
+pub const MAX_WEIGHTS: usize = 1 << 31;
+
 impl MlpConfig {
+    /// The network's weights and biases (`None` when the count overflows `usize`).
+    pub fn weight_count(&self) -> Option<usize> {
+        self.sizes.windows(2).try_fold(0usize, |total, w| {
+            w[0].checked_add(1)?.checked_mul(w[1])?.checked_add(total)
+        })
+    }
+
+    /// Checks the widths (at least two, all above zero, at most [`MAX_WEIGHTS`] weights in all),
+    /// the dropout rates (in `[0, 1)`) and the max-norm bound (above 0).
     pub fn validate(&self) -> Result<()> {
         if self.sizes.len() < 2 || self.sizes.contains(&0) {
             return Err(NnError::Shape(format!(
                 "a network needs an input and an output width, all above zero; got {:?}",
+                self.sizes
+            )));
+        }
+        if self.weight_count().is_none_or(|n| n > MAX_WEIGHTS) {
+            return Err(NnError::Shape(format!(
+                "a network of widths {:?} holds more than the {MAX_WEIGHTS} weights a network may \
+                 hold; choose narrower layers",
                 self.sizes
             )));
         }
@@ -573,6 +595,25 @@ mod tests {
             3,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_network_beyond_max_weights_is_refused_before_allocating() {
+        let config = |sizes: Vec<usize>| MlpConfig {
+            sizes,
+            input_dropout: 0.0,
+            hidden_dropout: 0.0,
+            max_norm: None,
+        };
+        assert_eq!(config(vec![5, 7, 3]).weight_count(), Some(6 * 7 + 8 * 3));
+        assert_eq!(config(vec![usize::MAX, 2]).weight_count(), None);
+        // 784 inputs to 10^8 hidden units: 7.9e10 weights, refused without allocating them.
+        let e = Mlp::new(config(vec![784, 100_000_000, 10]), 1).unwrap_err();
+        assert!(
+            e.to_string().contains("more than the 2147483648 weights"),
+            "{e}"
+        );
+        assert!(Mlp::new(config(vec![usize::MAX / 2, usize::MAX / 2, 2]), 1).is_err());
     }
 
     fn full_loss(m: &Mlp, x: &Array2<f32>, p: &Array2<f32>, y: &[u32], loss: &DistillLoss) -> f64 {

@@ -235,13 +235,14 @@ pub struct Loaded {
 }
 
 /// Loads an MLP saved by [`save`] (or any ONNX model made only of Gemm / MatMul+Add and Relu on a
-/// flat float input).
+/// flat float input). Only a regular file of at most [`distill_core::input::MAX_MODEL_BYTES`] is
+/// read.
 pub fn load(path: &Path) -> Result<Loaded> {
     let err = |message: String| NnError::Onnx {
         path: path.display().to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| distill_core::CoreError::io(path, e))?;
+    let bytes = distill_core::input::read("", path, distill_core::input::MAX_MODEL_BYTES)?;
     let model =
         ModelProto::decode(&bytes[..]).map_err(|e| err(format!("not an ONNX model ({e})")))?;
     let graph = model

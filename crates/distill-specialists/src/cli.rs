@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// epoch is half the subset's rows and half rows of other classes; the dustbin logit is corrected
 /// for that oversampling. Writes specialist-<id>.onnx files and manifest.yaml into --out.
 #[derive(Parser, Debug)]
-#[command(name = "distill-specialists", version, about, long_about = None)]
+#[command(name = "distill-specialists", version, about, long_about = None, allow_negative_numbers = true)]
 #[command(mut_arg("lr", |a| a.help(
     "Learning rate (default: 0.01 for sgd, 0.0003 for adam: fine-tuning a trained network)"
 )))]
@@ -89,6 +89,15 @@ impl Args {
                 if ids.is_empty() {
                     return Err(SpecialistsError::invalid(format!(
                         "--only {s}: name at least one subset id"
+                    )));
+                }
+                if let Some(id) = ids
+                    .iter()
+                    .enumerate()
+                    .find_map(|(k, id)| ids[..k].contains(id).then_some(id))
+                {
+                    return Err(SpecialistsError::invalid(format!(
+                        "--only {s}: subset {id} is named twice; name each subset once"
                     )));
                 }
                 Some(ids.into_iter().map(|i| i as usize).collect())

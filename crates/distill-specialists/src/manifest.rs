@@ -137,12 +137,26 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads and validates `path` (hashes are not checked: see [`Manifest::verify_files`]).
+    /// Reads and validates `path` (hashes are not checked: see [`Manifest::verify_files`]). Only
+    /// a regular file of at most [`distill_core::input::MAX_TEXT_BYTES`] is read: a device, a
+    /// FIFO, a folder or a larger file is [`ManifestError::Invalid`].
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            distill_core::input::read_to_string("", path, distill_core::input::MAX_TEXT_BYTES)
+                .map_err(|e| match e {
+                    distill_core::CoreError::Io { source, .. } => ManifestError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    distill_core::CoreError::Format { message, .. } => ManifestError::Invalid {
+                        path: path.to_path_buf(),
+                        message: message.trim_start_matches(": ").to_string(),
+                    },
+                    other => ManifestError::Invalid {
+                        path: path.to_path_buf(),
+                        message: other.to_string(),
+                    },
+                })?;
         let manifest: Manifest =
             serde_norway::from_str(&text).map_err(|e| ManifestError::Parse {
                 path: path.to_path_buf(),

@@ -331,7 +331,8 @@ fn the_dustbin_correction_calibrates_the_specialist_for_the_true_class_shares() 
     );
 }
 
-/// With a learning rate of 0 the saved specialists are their starting point, the generalist
+/// With a learning rate too small to move a weight (1e-30; 0 is refused) the saved specialists
+/// are their starting point, the generalist
 /// folded onto each subset and the dustbin: the generalist's weights exactly, its subset logits,
 /// the log-sum-exp of its other logits as the dustbin; combined with the generalist, they leave
 /// every row's distribution and argmax the generalist's.
@@ -342,7 +343,7 @@ fn untrained_specialists_reproduce_the_generalist_exactly() {
     let (s, groups) = subsets(dir.path());
     let out = dir.path().join("spec");
     let mut args = base(&g, &s, &out);
-    args.extend(["--epochs", "1", "--lr", "0"]);
+    args.extend(["--epochs", "1", "--lr", "1e-30"]);
     let (code, stdout, stderr) = run(&args);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let gen_mlp = distill_nn::onnx::load(&g).unwrap().mlp;
@@ -407,13 +408,25 @@ fn concurrent_and_single_runs_agree_and_only_adds_to_the_manifest() {
     assert_eq!(m1.generalist.path, "../generalist.onnx");
     assert_eq!(m1.subsets, "../specialists.yaml");
 
-    // A full run removes the files of specialists its manifest no longer lists.
+    // A full run removes the files of specialists its earlier manifest listed and the new one
+    // does not; a file no manifest of this stage listed stays.
     std::fs::write(two.join("specialist-9.onnx"), b"stale").unwrap();
+    let mut earlier = m2.clone();
+    let mut nine = earlier.specialists[0].clone();
+    nine.id = 9;
+    nine.path = "specialist-9.onnx".into();
+    earlier.specialists.push(nine);
+    earlier.save(&two.join("manifest.yaml")).unwrap();
+    std::fs::write(two.join("specialist-8.onnx"), b"the user's").unwrap();
     let mut args = base(&g, &s, &two);
     args.extend(["--epochs", "2", "--jobs", "2"]);
     assert_eq!(run(&args).0, 0);
     assert!(!two.join("specialist-9.onnx").exists());
     assert!(two.join("specialist-3.onnx").exists());
+    assert_eq!(
+        std::fs::read(two.join("specialist-8.onnx")).unwrap(),
+        b"the user's"
+    );
 
     let only = dir.path().join("only");
     for id in ["3", "1"] {

@@ -85,13 +85,28 @@ pub fn save(path: &Path, mlp: &Mlp, opt: &Optimizer, progress: &Progress) -> Res
     Ok(())
 }
 
-/// Restores the state into `mlp` and `opt` (already built from the same configuration).
+/// The most a checkpoint of `mlp` may hold: its header (at most
+/// [`distill_core::input::MAX_TEXT_BYTES`]) and, for each layer, the weights, the biases and as
+/// many values twice over for the optimiser's moments.
+fn size_limit(mlp: &Mlp) -> u64 {
+    let values: u64 = mlp
+        .shapes()
+        .iter()
+        .map(|&(i, o)| 3 * (i as u64 + 1) * o as u64)
+        .sum();
+    (MAGIC.len() as u64 + 8)
+        .saturating_add(distill_core::input::MAX_TEXT_BYTES)
+        .saturating_add(values.saturating_mul(4))
+}
+
+/// Restores the state into `mlp` and `opt` (already built from the same configuration). Only a
+/// regular file no larger than such a network's checkpoint can be is read.
 pub fn load(path: &Path, mlp: &mut Mlp, opt: &mut Optimizer) -> Result<Progress> {
     let err = |message: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| distill_core::CoreError::io(path, e))?;
+    let bytes = distill_core::input::read("--resume", path, size_limit(mlp))?;
     let rest = bytes
         .strip_prefix(MAGIC)
         .ok_or_else(|| err("not a distill checkpoint".into()))?;

@@ -25,7 +25,7 @@ pub struct Args {
     pub validation: Option<usize>,
     #[command(flatten)]
     pub soft: SoftTargetArgs,
-    /// Hidden layer widths, e.g. 1200,1200.
+    /// Hidden layer widths, e.g. 1200,1200 (the network may hold at most 2^31 weights).
     #[arg(long, default_value = "800,800")]
     pub hidden: String,
     /// Weight initialisation: torch (PyTorch's nn.Linear default, uniform +-1/sqrt(fan_in) weights
@@ -38,7 +38,7 @@ pub struct Args {
     pub optimizer: OptimizerArgs,
     #[command(flatten)]
     pub run: LoopArgs,
-    /// Worker threads for this stage [default: all cores].
+    /// Worker threads for this stage, 1 to 1024 [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Per-class logit bias shifts, e.g. 3=+3.5, or auto (fitted on the validation slice for the
@@ -128,7 +128,7 @@ pub struct SoftTargetArgs {
     #[arg(long, value_name = "PATH")]
     pub soft_targets: Option<PathBuf>,
     /// Distillation temperature T of the teachers' targets and of the trained network's softmax
-    /// in the soft term.
+    /// in the soft term (at least 0.05: below, the tempered softmax is one-hot in float32).
     #[arg(long, value_name = "T", default_value_t = 20.0)]
     pub temperature: f32,
     /// Weight of the soft-target term; 1 uses no labels (default: 1 with --soft-targets, else 0).
@@ -172,7 +172,8 @@ pub struct RegularisationArgs {
     /// Bound on each unit's incoming weight vector length (default: none).
     #[arg(long, value_name = "C")]
     pub max_norm: Option<f32>,
-    /// Translate training images randomly by up to this many pixels.
+    /// Translate training images randomly by up to this many pixels (below the images' height
+    /// and width).
     #[arg(long, value_name = "PIXELS", default_value_t = 0)]
     pub jitter: usize,
 }
@@ -196,19 +197,21 @@ pub struct OptimizerArgs {
     /// The optimiser: sgd (with momentum) or adam.
     #[arg(long, value_name = "sgd|adam", default_value = "sgd")]
     pub optimizer: String,
-    /// Learning rate (default: 0.05 for sgd, 0.001 for adam).
+    /// Learning rate, above 0 (default: 0.05 for sgd, 0.001 for adam).
     #[arg(long, value_name = "LR")]
     pub lr: Option<f32>,
-    /// SGD momentum (reached after --momentum-ramp epochs).
+    /// SGD momentum, at least 0 and below 1 (reached after --momentum-ramp epochs).
     #[arg(long, value_name = "M", default_value_t = 0.9)]
     pub momentum: f32,
-    /// SGD momentum at the first epoch, when ramping (default: --momentum).
+    /// SGD momentum at the first epoch, when ramping, at least 0 and below 1 (default:
+    /// --momentum).
     #[arg(long, value_name = "M")]
     pub momentum_start: Option<f32>,
     /// Epochs over which momentum rises from --momentum-start to --momentum.
     #[arg(long, value_name = "EPOCHS", default_value_t = 0)]
     pub momentum_ramp: usize,
-    /// Learning-rate schedule: constant, exp:GAMMA, step:EVERY:GAMMA or cosine:EPOCHS.
+    /// Learning-rate schedule: constant, exp:GAMMA, step:EVERY:GAMMA or cosine:EPOCHS (GAMMA
+    /// above 0 and at most 1; EVERY and EPOCHS at least 1).
     #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
     pub schedule: String,
 }

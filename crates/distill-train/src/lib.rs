@@ -127,7 +127,13 @@ impl Config {
     /// Checks the values that need no file (also run by `distill run` before any stage starts).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::invalid(m));
-        check_schedule_values(self.epochs, self.batch, &self.soft)?;
+        check_schedule_values(
+            self.epochs,
+            self.batch,
+            &self.soft,
+            &self.optimizer,
+            self.threads,
+        )?;
         if let Some(f) = self.fraction
             && !(f > 0.0 && f <= 1.0)
         {
@@ -162,6 +168,7 @@ impl Config {
         if self.hidden.contains(&0) {
             return bad("--hidden widths must be above zero, e.g. --hidden 800,800".into());
         }
+        check_hidden_fits(&self.hidden, None)?;
         if self.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
             return bad(format!(
                 "--out {}: the model file must end in .onnx",
@@ -173,9 +180,17 @@ impl Config {
 }
 
 /// The value checks every trainer of an MLP shares (distill-train and distill-specialists):
-/// epochs and batch size at least 1, then [`SoftTargetSettings::check`] (a positive temperature,
-/// alpha in [0, 1], and soft targets whenever alpha weighs them).
-pub fn check_schedule_values(epochs: usize, batch: usize, soft: &SoftTargetSettings) -> Result<()> {
+/// epochs and batch size at least 1, [`SoftTargetSettings::check`] (a temperature of at least
+/// [`settings::MIN_TEMPERATURE`], alpha in [0, 1], and soft targets whenever alpha weighs them),
+/// [`settings::check_optimizer`] (the learning rate, momentum and schedule), and `--threads`
+/// between 1 and [`distill_core::MAX_THREADS`].
+pub fn check_schedule_values(
+    epochs: usize,
+    batch: usize,
+    soft: &SoftTargetSettings,
+    optimizer: &OptimizerConfig,
+    threads: Option<usize>,
+) -> Result<()> {
     let bad = |m: String| Err(TrainError::invalid(m));
     if epochs == 0 {
         return bad("--epochs must be at least 1".into());
@@ -183,7 +198,73 @@ pub fn check_schedule_values(epochs: usize, batch: usize, soft: &SoftTargetSetti
     if batch == 0 {
         return bad("--batch must be at least 1".into());
     }
-    soft.check()
+    match threads {
+        Some(0) => return bad("--threads must be at least 1".into()),
+        Some(n) if n > distill_core::MAX_THREADS => {
+            return bad(format!(
+                "--threads {n} is more than the {} threads a stage may start; leave it out to \
+                 use every core",
+                distill_core::MAX_THREADS
+            ));
+        }
+        _ => {}
+    }
+    soft.check()?;
+    settings::check_optimizer(optimizer)
+}
+
+/// `--jitter` shifts images by up to that many pixels: it needs rows that are images (`image`,
+/// their height and width; `name` names the data in the message) and a shift below both sides.
+pub fn check_jitter_fits(jitter: usize, image: Option<(usize, usize)>, name: &str) -> Result<()> {
+    if jitter == 0 {
+        return Ok(());
+    }
+    match image {
+        None => Err(TrainError::invalid(format!(
+            "--jitter needs images, and the rows of {name} are not images"
+        ))),
+        Some((h, w)) if jitter >= h.min(w) => Err(TrainError::invalid(format!(
+            "--jitter {jitter}: the images of {name} are {h}x{w} pixels, and a shift must be \
+             below both sides (at most {}); 1 or 2 is usual",
+            h.min(w).saturating_sub(1)
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `--hidden` between the data's `inputs` and `classes` (`None` before the data is read: any
+/// data, at least 1 feature and 2 classes): a network of at most
+/// [`distill_nn::mlp::MAX_WEIGHTS`] weights, refused before anything is allocated.
+pub fn check_hidden_fits(hidden: &[usize], data: Option<(usize, usize)>) -> Result<()> {
+    let (inputs, classes) = data.unwrap_or((1, 2));
+    let mut sizes = vec![inputs];
+    sizes.extend(hidden);
+    sizes.push(classes);
+    let config = MlpConfig {
+        sizes,
+        input_dropout: 0.0,
+        hidden_dropout: 0.0,
+        max_norm: None,
+    };
+    if config
+        .weight_count()
+        .is_none_or(|n| n > distill_nn::mlp::MAX_WEIGHTS)
+    {
+        let widths: Vec<String> = hidden.iter().map(|w| w.to_string()).collect();
+        let between = match data {
+            Some((i, c)) => format!("between the data's {i} features and {c} classes, "),
+            None => String::new(),
+        };
+        return Err(TrainError::invalid(format!(
+            "--hidden {}: {between}these layers would hold more than {} weights ({} GiB of \
+             float32, before the optimiser's state); choose narrower layers, e.g. --hidden \
+             800,800",
+            widths.join(","),
+            distill_nn::mlp::MAX_WEIGHTS,
+            distill_nn::mlp::MAX_WEIGHTS / (1 << 28)
+        )));
+    }
+    Ok(())
 }
 
 /// Trains as `config` says. Returns early (with `interrupted`) on Ctrl-C or `max_steps`, leaving
@@ -192,6 +273,8 @@ pub fn check_schedule_values(epochs: usize, batch: usize, soft: &SoftTargetSetti
 /// Training runs on its own pool of `config.threads` workers (default: all cores) that flush
 /// subnormal floats to zero, which keeps epochs equally fast (see [`distill_nn::threads`]).
 pub fn run(config: &Config, reporter: &distill_progress::Progress) -> Result<Report> {
+    // The thread count is checked before the pool is made.
+    config.validate()?;
     let threads = config.threads.filter(|&n| n > 0);
     distill_nn::threads::training_pool(threads)
         .map_err(|e| TrainError::Threads {
@@ -208,8 +291,17 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     let started = Instant::now();
     let mut notes = Vec::new();
     let Data { train, val } = load_data(config, &mut notes)?;
+    check_hidden_fits(&config.hidden, Some((train.width(), train.classes)))?;
+    if let BiasChoice::Fixed(shifts) = &config.bias_adjust {
+        shifts.check(train.classes)?;
+    }
+    check_jitter(
+        config,
+        &train,
+        config.soft.soft_targets.is_some(),
+        &mut notes,
+    )?;
     let (soft, store) = soft_targets(config, &train)?;
-    check_jitter(config, &train, soft.is_some(), &mut notes)?;
     let provenance = provenance(config, store.as_ref())?;
     let State {
         mut mlp,

@@ -79,7 +79,8 @@ pub(crate) fn soft_targets(
     Ok((Some(probs), Some(store)))
 }
 
-/// `--jitter` needs images; with soft targets it gets a note on what the targets are.
+/// `--jitter` needs images and a shift below their sides ([`check_jitter_fits`]); with soft
+/// targets it gets a note on what the targets are.
 pub(crate) fn check_jitter(
     config: &Config,
     train: &Dataset,
@@ -94,27 +95,25 @@ pub(crate) fn check_jitter(
             config.regularisation.jitter
         ));
     }
-    if config.regularisation.jitter > 0 && train.image.is_none() {
-        return Err(TrainError::invalid(format!(
-            "--jitter needs images, and the rows of {} are not images",
-            train.name
-        )));
-    }
-    Ok(())
+    check_jitter_fits(config.regularisation.jitter, train.image, &train.name)
 }
 
-/// Step 0: every output's folder exists and takes files, and no output is an input.
+/// Step 0: every output's folder exists and takes files, and the outputs (the model, the metrics
+/// file, the checkpoint and the best model) are neither an input (the data, the soft-target
+/// store) nor one another, as [`distill_core::atomic::check_disjoint`] rules.
 pub(crate) fn check_outputs(config: &Config, paths: &OutputPaths) -> Result<()> {
     let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
     if let Some(store) = &config.soft.soft_targets {
         inputs.push(("--soft-targets", store.as_path()));
     }
-    for (flag, path) in [
+    let outputs: [(&str, &Path); 4] = [
         ("--out", &paths.model),
         ("--metrics", &paths.metrics),
         ("--out (its checkpoint)", &paths.checkpoint),
         ("--out (its best model)", &paths.best),
-    ] {
+    ];
+    distill_core::atomic::check_disjoint(&outputs, &inputs)?;
+    for (flag, path) in outputs {
         check_writable(flag, path, &inputs)?;
     }
     Ok(())
@@ -157,6 +156,30 @@ pub(crate) fn start(
                     message: "the checkpoint was made with other settings (data, model, loss or optimiser); \
                               resume with the same flags, or delete the checkpoint to start over"
                         .into(),
+                });
+            }
+            // The checkpoint's weights have seen its completed epochs and the batches of the
+            // epoch in progress: a run of fewer epochs would save them as something they are not.
+            let held = progress.epoch + usize::from(progress.batch > 0);
+            if held > config.epochs {
+                return Err(TrainError::Checkpoint {
+                    path: paths.checkpoint.clone(),
+                    message: format!(
+                        "the checkpoint holds {} completed epochs{}, more than --epochs {}; \
+                         resume with --epochs {held} or more, or delete the checkpoint to start \
+                         over",
+                        progress.epoch,
+                        if progress.batch > 0 {
+                            format!(
+                                " and {} batches of epoch {}",
+                                progress.batch,
+                                progress.epoch + 1
+                            )
+                        } else {
+                            String::new()
+                        },
+                        config.epochs
+                    ),
                 });
             }
             notes.push(format!(

@@ -1,9 +1,62 @@
-//! The output folder's manifest, written last, and the clean-up of files it no longer names.
+//! The output folder's manifest, written last, and the clean-up of files it no longer names. The
+//! stage replaces or deletes only the specialist files that its own earlier manifest in the folder
+//! lists: any other file there is left alone, and one in the way of a new specialist is refused
+//! before any work.
 
-use super::{Config, SpecialistReport};
-use crate::Result;
+use super::{Config, SpecialistReport, specialist_file};
 use crate::manifest::{FileRef, MANIFEST_VERSION, Manifest, SpecialistEntry};
+use crate::{Result, SpecialistsError};
+use distill_cluster::specialists::Subset;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+/// The ids of the specialist files (`specialist-<id>.onnx`, directly in the folder) that the
+/// manifest an earlier run left in `--out` lists: the files this stage may replace or delete.
+/// Empty without a manifest; an error when `manifest.yaml` is there but is not a manifest this
+/// stage wrote, since writing the new one would destroy it.
+pub(super) fn owned_files(config: &Config) -> Result<BTreeSet<usize>> {
+    let path = config.manifest_path();
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(BTreeSet::new());
+    }
+    let old = Manifest::load(&path).map_err(|e| {
+        SpecialistsError::invalid(format!(
+            "--out {}: it holds a manifest.yaml that this stage cannot read as its own ({e}); \
+             writing the new manifest would replace it: move the file away, or choose another \
+             --out",
+            config.out.display()
+        ))
+    })?;
+    Ok(old
+        .specialists
+        .iter()
+        .filter(|e| e.path == specialist_file(e.id))
+        .map(|e| e.id)
+        .collect())
+}
+
+/// Refuses, before any work, to write a specialist over a file of the same name that the
+/// folder's earlier manifest does not list (`owned`): a user's file, or a model stored there.
+pub(super) fn check_replaceable(
+    config: &Config,
+    subsets: &[&Subset],
+    owned: &BTreeSet<usize>,
+) -> Result<()> {
+    for s in subsets {
+        let file = config.out.join(specialist_file(s.id));
+        if std::fs::symlink_metadata(&file).is_ok() && !owned.contains(&s.id) {
+            return Err(SpecialistsError::invalid(format!(
+                "--out {}: {} is already there, and no manifest.yaml of an earlier \
+                 distill-specialists run in that folder lists it, so it is not this stage's to \
+                 replace; move it away (or delete it if it is left over from a killed run), or \
+                 choose another --out",
+                config.out.display(),
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// `target` relative to the folder `base` (both as given, made absolute when they exist), for the
 /// manifest; the absolute path when there is no relative one.
@@ -28,12 +81,15 @@ fn relative_to(target: &Path, base: &Path) -> String {
 }
 
 /// Writes the manifest last. With `--only`, the entries of other specialists already in the
-/// folder's manifest are kept when it was made from the same generalist and subsets.
+/// folder's manifest are kept when it was made from the same generalist and subsets; without it,
+/// the files of `owned` (those the earlier manifest listed) that the new one does not list are
+/// deleted.
 pub(super) fn write_manifest(
     config: &Config,
     generalist_sha256: &str,
     classes: usize,
     reports: &[SpecialistReport],
+    owned: &BTreeSet<usize>,
 ) -> Result<PathBuf> {
     let path = config.manifest_path();
     let subsets = relative_to(&config.subsets, &config.out);
@@ -72,27 +128,18 @@ pub(super) fn write_manifest(
     manifest.validate(&path)?;
     manifest.save(&path)?;
     if config.only.is_none() {
-        remove_stale(&config.out, &manifest);
+        remove_stale(&config.out, &manifest, owned);
     }
     Ok(path)
 }
 
-/// Removes `specialist-<id>.onnx` files of an earlier run that the new manifest does not list (a
-/// run with fewer subsets), so the folder holds exactly what the manifest names.
-fn remove_stale(out: &Path, manifest: &Manifest) {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let id = name
-            .strip_prefix("specialist-")
-            .and_then(|r| r.strip_suffix(".onnx"))
-            .and_then(|id| id.parse::<usize>().ok());
-        if let Some(id) = id
-            && !manifest.specialists.iter().any(|e| e.id == id)
-        {
-            let _ = std::fs::remove_file(entry.path());
+/// Removes the `specialist-<id>.onnx` files the earlier manifest listed (`owned`) that the new
+/// manifest does not (a run with fewer subsets), so that no file of this stage outlives the
+/// manifest naming it. Files no manifest of this stage listed are never touched.
+fn remove_stale(out: &Path, manifest: &Manifest, owned: &BTreeSet<usize>) {
+    for &id in owned {
+        if !manifest.specialists.iter().any(|e| e.id == id) {
+            let _ = std::fs::remove_file(out.join(specialist_file(id)));
         }
     }
 }

@@ -67,23 +67,39 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks the values that need no file (also run by `distill run` before any stage starts).
+    /// Checks the values that need no file (also run by `distill run` before any stage starts):
+    /// those every trainer shares ([`distill_train::check_schedule_values`]: epochs, batch,
+    /// temperature, alpha, learning rate, momentum, schedule, `--threads`), `--jobs` between 1 and
+    /// [`distill_core::MAX_THREADS`], and `--patience` at least 1.
     pub fn check_values(&self) -> Result<()> {
         let bad = |m: String| Err(SpecialistsError::invalid(m));
-        distill_train::check_schedule_values(self.epochs, self.batch, &self.soft)?;
+        distill_train::check_schedule_values(
+            self.epochs,
+            self.batch,
+            &self.soft,
+            &self.optimizer,
+            self.threads,
+        )?;
         if self.jobs == 0 {
             return bad("--jobs must be at least 1".into());
+        }
+        if self.jobs > distill_core::MAX_THREADS {
+            return bad(format!(
+                "--jobs {} is more than the {} threads a stage may start; give at most the \
+                 number of subsets",
+                self.jobs,
+                distill_core::MAX_THREADS
+            ));
         }
         if self.patience == 0 {
             return bad("--patience must be at least 1 (epochs without improvement)".into());
         }
-        if self.threads == Some(0) {
-            return bad("--threads must be at least 1".into());
-        }
         Ok(())
     }
 
-    /// [`Config::check_values`], then the output folder.
+    /// [`Config::check_values`], then the output folder: not a file, and neither holding nor
+    /// inside an input (`--subsets`, `--generalist`, `--soft-targets`, `--data`), as
+    /// [`distill_core::atomic::check_disjoint`] rules.
     fn validate(&self) -> Result<()> {
         self.check_values()?;
         let bad = |m: String| Err(SpecialistsError::invalid(m));
@@ -93,6 +109,15 @@ impl Config {
                 self.out.display()
             ));
         }
+        let mut inputs: Vec<(&str, &Path)> = vec![
+            ("--subsets", &self.subsets),
+            ("--generalist", &self.generalist),
+            ("--data", Path::new(&self.selection.data)),
+        ];
+        if let Some(store) = &self.soft.soft_targets {
+            inputs.push(("--soft-targets", store));
+        }
+        distill_core::atomic::check_disjoint(&[("--out", &self.out)], &inputs)?;
         Ok(())
     }
 
@@ -113,8 +138,13 @@ pub fn specialist_file(id: usize) -> String {
 
 /// Reads `specialists.yaml` and checks it against the generalist's class count, naming the file
 /// and the subset in errors.
+/// Only a regular file of at most [`distill_core::input::MAX_TEXT_BYTES`] is read.
 pub fn read_subsets(path: &Path, classes: usize) -> Result<SpecialistSet> {
-    let text = std::fs::read_to_string(path).map_err(|e| distill_core::CoreError::io(path, e))?;
+    let text = distill_core::input::read_to_string(
+        "--subsets",
+        path,
+        distill_core::input::MAX_TEXT_BYTES,
+    )?;
     let set: SpecialistSet = serde_norway::from_str(&text).map_err(|e| {
         SpecialistsError::input(
             path,
@@ -160,6 +190,24 @@ pub fn read_subsets(path: &Path, classes: usize) -> Result<SpecialistSet> {
     Ok(set)
 }
 
+/// Refuses a generalist with a weight or bias that is not a finite number: every specialist
+/// starts from it, and its outputs would be NaN.
+fn check_finite(generalist: &Mlp, path: &Path) -> Result<()> {
+    for (k, layer) in generalist.layers.iter().enumerate() {
+        if let Some(v) = layer.w.iter().chain(&layer.b).find(|v| !v.is_finite()) {
+            return Err(SpecialistsError::input(
+                path,
+                format!(
+                    "--generalist: layer {} holds the value {v}, not a finite number; train the \
+                     generalist again (a lower --lr, or --max-norm, keeps the weights finite)",
+                    k + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What the specialists share: the data, the generalist, and the soft targets.
 struct Shared<'a> {
     config: &'a Config,
@@ -199,8 +247,34 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     config.validate()?;
     let mut notes = Vec::new();
     let generalist = onnx::load(&config.generalist)?.mlp;
+    check_finite(&generalist, &config.generalist)?;
     let classes = generalist.classes();
     let set = read_subsets(&config.subsets, classes)?;
+    let subsets: Vec<&Subset> = match &config.only {
+        None => set.subsets.iter().collect(),
+        Some(ids) => {
+            let mut chosen = Vec::new();
+            for &id in ids {
+                let s = set.subsets.iter().find(|s| s.id == id).ok_or_else(|| {
+                    SpecialistsError::invalid(format!(
+                        "--only {id}: {} has subsets 0 to {}",
+                        config.subsets.display(),
+                        set.subsets.len().saturating_sub(1)
+                    ))
+                })?;
+                chosen.push(s);
+            }
+            chosen
+        }
+    };
+    if subsets.is_empty() {
+        return Err(SpecialistsError::input(
+            &config.subsets,
+            "there are no subsets to train specialists for; run distill-cluster with --specialists K above 0",
+        ));
+    }
+    let owned = folder::owned_files(config)?;
+    folder::check_replaceable(config, &subsets, &owned)?;
 
     // The data, split as distill-train splits it, so the validation rows are rows the generalist
     // did not train on either.
@@ -240,34 +314,12 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         (all, None)
     };
     let train = rest.filter_classes(&config.selection.classes)?;
+    distill_train::check_jitter_fits(config.regularisation.jitter, train.image, &train.name)?;
     let labels = train.require_labels("training specialists")?.to_vec();
     if let Some(v) = &val {
         v.require_labels("the validation slice")?;
     }
 
-    let subsets: Vec<&Subset> = match &config.only {
-        None => set.subsets.iter().collect(),
-        Some(ids) => {
-            let mut chosen = Vec::new();
-            for &id in ids {
-                let s = set.subsets.iter().find(|s| s.id == id).ok_or_else(|| {
-                    SpecialistsError::invalid(format!(
-                        "--only {id}: {} has subsets 0 to {}",
-                        config.subsets.display(),
-                        set.subsets.len().saturating_sub(1)
-                    ))
-                })?;
-                chosen.push(s);
-            }
-            chosen
-        }
-    };
-    if subsets.is_empty() {
-        return Err(SpecialistsError::input(
-            &config.subsets,
-            "there are no subsets to train specialists for; run distill-cluster with --specialists K above 0",
-        ));
-    }
     for s in &subsets {
         let map = SubsetMap::new(&s.classes, classes);
         let inside = labels.iter().filter(|&&l| map.contains(l)).count();
@@ -342,12 +394,14 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
                 r.entry.validation_effect = Some(effect.clone());
             }
         }
-        let manifest = write_manifest(config, &generalist_sha256, classes, &reports)?;
+        let manifest = write_manifest(config, &generalist_sha256, classes, &reports, &owned)?;
         Ok((reports, manifest, chosen))
     });
     let (specialists, manifest, chosen) = match outcome {
         Ok(r) => r,
         Err(e) => {
+            // Only the files this run wrote: each was new, or one the folder's own earlier
+            // manifest lists (see `folder::check_replaceable`).
             for p in written.lock().map(|w| w.clone()).unwrap_or_default() {
                 let _ = std::fs::remove_file(p);
             }
