@@ -363,10 +363,14 @@ fn check_config(config: &Config) -> Result<(), EvalError> {
         }
         .into());
     }
-    let mut inputs: Vec<(&str, &Path)> = config
+    let files: Vec<(String, PathBuf)> = config
         .models
         .iter()
-        .map(|m| ("--model", m.path.as_path()))
+        .flat_map(|m| distill_core::atomic::model_files(&m.path))
+        .collect();
+    let mut inputs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(flag, path)| (flag.as_str(), path.as_path()))
         .collect();
     inputs.push(("--data", Path::new(&config.selection.data)));
     if let Some(out) = &config.out {
