@@ -21,9 +21,11 @@ pub enum Calibration {
     },
 }
 
-/// The default robust calibration: the 99.99th percentile, which leaves out the rarest
-/// outliers (0.01 % of the values, about 80 per layer of 800 units on 1,024 rows) so that the
-/// rest of the range gets finer int8 steps, while still covering all but extreme activations.
+/// The default percentile of [`Calibration::Percentile`]: the 99.99th, which leaves out the
+/// rarest values (0.01 %, about 80 of the 819,200 values of an 800-unit layer on 1,024 rows) so
+/// that the rest of the range gets finer int8 steps, while covering all but extreme activations.
+/// Min-max stays the default calibration: on the MNIST student both give the same test errors,
+/// and min-max keeps the logits closer to the float model's (it saturates nothing).
 pub const DEFAULT_PERCENTILE: f64 = 99.99;
 
 impl std::fmt::Display for Calibration {

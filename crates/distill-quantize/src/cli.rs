@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long, value_name = "static|dynamic|fp16", default_value = "static")]
     pub method: Method,
 
-    /// Static only: how activation ranges are chosen [default: percentile].
+    /// Static only: how activation ranges are chosen [default: minmax, as ONNX Runtime's
+    /// quantize_static].
     #[arg(long, value_name = "percentile|minmax")]
     pub calibration: Option<CalibrationKind>,
 
@@ -79,7 +80,7 @@ impl Args {
                 ),
             });
         }
-        let calibration = match self.calibration.unwrap_or(CalibrationKind::Percentile) {
+        let calibration = match self.calibration.unwrap_or(CalibrationKind::Minmax) {
             CalibrationKind::Minmax => Calibration::MinMax,
             CalibrationKind::Percentile => Calibration::Percentile {
                 percentile: self.percentile,

@@ -143,9 +143,9 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Checks the flags and paths before any work: the row count and percentile, and that `--out`
-/// is not, does not hold and is not inside `--model` (or its sidecar) or `--data`.
-fn check_config(config: &Config) -> Result<(), QuantizeError> {
+/// Checks the values of `config` that need no file: the calibration row count and the
+/// percentile. [`run`] checks these too; a pipeline checks them before any stage runs.
+pub fn check_values(config: &Config) -> Result<(), QuantizeError> {
     if config.calibration_rows == 0 {
         return Err(QuantizeError::Flag {
             flag: "--calibration-rows",
@@ -163,6 +163,13 @@ fn check_config(config: &Config) -> Result<(), QuantizeError> {
             ),
         });
     }
+    Ok(())
+}
+
+/// Checks the flags and paths before any work: [`check_values`], and that `--out` is not, does
+/// not hold and is not inside `--model` (or its sidecar and external data) or `--data`.
+fn check_config(config: &Config) -> Result<(), QuantizeError> {
+    check_values(config)?;
     let mut inputs = atomic::model_files(&config.model);
     if let Some(data) = DataSource::input_path(&config.selection.data) {
         inputs.push(("--data".into(), data));
