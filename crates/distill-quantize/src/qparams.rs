@@ -17,7 +17,7 @@ pub fn activation(rmin: f32, rmax: f32) -> (f32, i8) {
     let rmin = rmin.min(0.0);
     let rmax = rmax.max(0.0);
     let scale = (f64::from(rmax) - f64::from(rmin)) / (qmax - qmin);
-    if !(scale >= f64::from(f32::MIN_POSITIVE)) {
+    if scale.is_nan() || scale < f64::from(f32::MIN_POSITIVE) {
         let zp = (qmin - f64::from(rmin)).round_ties_even().clamp(qmin, qmax);
         return (1.0, zp as i8);
     }
@@ -31,7 +31,7 @@ pub fn activation(rmin: f32, rmax: f32) -> (f32, i8) {
 /// `[-127, 127]`, zero point 0); 1 for an all-zero channel.
 pub fn weight_scale(absmax: f32) -> f32 {
     let scale = (2.0 * f64::from(absmax)) / 254.0;
-    if !(scale >= f64::from(f32::MIN_POSITIVE)) {
+    if scale.is_nan() || scale < f64::from(f32::MIN_POSITIVE) {
         1.0
     } else {
         scale as f32

@@ -311,6 +311,8 @@ fn reference_mlp() -> (Mlp, Array2<f32>) {
 ///     print(t.name, nh.to_array(t).ravel().tolist())
 /// ```
 #[test]
+// The constants exactly as the generator prints them (float32 values widened to float64).
+#[allow(clippy::excessive_precision)]
 fn static_parameters_equal_onnx_runtimes_quantiser() {
     let (mlp, x) = reference_mlp();
     let params = StaticParams::new(&mlp, &ranges(&mlp, x.view(), Calibration::MinMax));
