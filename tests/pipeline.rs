@@ -639,18 +639,17 @@ fn every_shipped_pipeline_validates() {
 fn a_quantize_stage_runs_after_the_model_it_reads_and_is_skipped_when_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let quantize = format!(
-        "\
-  quantize:
-    kind: quantize
-    args:
-      model: out/model.onnx
-      method: static
-      data: {MNIST}
-      calibration-rows: 256
-      out: out/model.int8.onnx
-"
-    );
+    let quantize = [
+        "  quantize:",
+        "    kind: quantize",
+        "    args:",
+        "      model: out/model.onnx",
+        "      method: static",
+        &format!("      data: {MNIST}"),
+        "      calibration-rows: 256",
+        "      out: out/model.int8.onnx\n",
+    ]
+    .join("\n");
     std::fs::write(d.join("p.yaml"), training_pipeline(&quantize)).unwrap();
     let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");

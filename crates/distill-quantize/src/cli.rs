@@ -47,9 +47,9 @@ pub struct Args {
     pub calibration: Option<CalibrationKind>,
 
     /// With --calibration percentile: the percentile of each activation's values taken as its
-    /// largest (and 100 - P as its smallest) value.
-    #[arg(long, value_name = "P", default_value_t = DEFAULT_PERCENTILE)]
-    pub percentile: f64,
+    /// largest (and 100 - P as its smallest) value [default: 99.99].
+    #[arg(long, value_name = "P")]
+    pub percentile: Option<f64>,
 
     /// Static only: calibrate on the first N rows of the selection (all of them when it has fewer).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CALIBRATION_ROWS)]
@@ -80,10 +80,19 @@ impl Args {
                 ),
             });
         }
-        let calibration = match self.calibration.unwrap_or(CalibrationKind::Minmax) {
+        let kind = self.calibration.unwrap_or(CalibrationKind::Minmax);
+        if self.percentile.is_some() && kind != CalibrationKind::Percentile {
+            return Err(QuantizeError::Flag {
+                flag: "--percentile",
+                message: "applies to --calibration percentile only (the default calibration is \
+                          minmax); add --calibration percentile or drop --percentile"
+                    .into(),
+            });
+        }
+        let calibration = match kind {
             CalibrationKind::Minmax => Calibration::MinMax,
             CalibrationKind::Percentile => Calibration::Percentile {
-                percentile: self.percentile,
+                percentile: self.percentile.unwrap_or(DEFAULT_PERCENTILE),
             },
         };
         Ok(Config {

@@ -459,12 +459,25 @@ fn bad_input_exits_2_and_writes_nothing() {
             vec![
                 "--model",
                 "student.onnx",
+                "--calibration",
+                "percentile",
                 "--percentile",
                 "40",
                 "--out",
                 "q.onnx",
             ],
             "--percentile",
+        ),
+        (
+            vec![
+                "--model",
+                "student.onnx",
+                "--percentile",
+                "99.9",
+                "--out",
+                "q.onnx",
+            ],
+            "applies to --calibration percentile only",
         ),
         (
             vec!["--model", "student.onnx", "--out", "missing/q.onnx"],
