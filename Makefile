@@ -18,7 +18,7 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench bench-compare pipeline results-specialists reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
+.PHONY: help setup ort build test bench bench-compare bench-quantize pipeline results-specialists reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
@@ -30,6 +30,7 @@ help:
 	@echo "make reproduce-quick  the same chain on a data slice with 1-2 epochs per net, in work/reproduce-quick/ (minutes)"
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
 	@echo "make bench-compare  distill-train against PyTorch side by side (installs torch into $(BENCH_VENV))"
+	@echo "make bench-quantize  distill-quantize against ONNX Runtime's quantiser on the MNIST student: errors, size, batch-1 latency (installs onnx into $(QUANTIZE_VENV))"
 	@echo "make check-cuda CUDA provider against CPU (needs an NVIDIA GPU)"
 	@echo "make test-slurm a small pipeline through a one-node Slurm (installs Debian's slurm-wlm, munge; root) against the local executor"
 	@echo "make soak       the kill test with 25 kills per stage"
@@ -77,6 +78,18 @@ $(BENCH_VENV)/.installed:
 BENCH_COMPARE_ARGS ?=
 bench-compare: setup $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python scripts/bench_compare.py $(BENCH_COMPARE_ARGS)
+
+# A throwaway venv for ONNX Runtime's Python quantiser (it needs the `onnx` package, kept out of $(VENV)).
+QUANTIZE_VENV := .venv-quantize
+$(QUANTIZE_VENV)/.installed:
+	@test -x $(QUANTIZE_VENV)/bin/python || $(PYTHON) -m venv $(QUANTIZE_VENV)
+	$(QUANTIZE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check onnx 'onnxruntime==$(ORT_VERSION)' numpy
+	@touch $@
+
+# Options for scripts/quantize_compare.py, e.g. QUANTIZE_COMPARE_ARGS='--rounds 9 --no-write'.
+QUANTIZE_COMPARE_ARGS ?=
+bench-quantize: setup $(QUANTIZE_VENV)/.installed
+	$(QUANTIZE_VENV)/bin/python scripts/quantize_compare.py $(QUANTIZE_COMPARE_ARGS)
 
 pipeline: setup
 	./target/release/distill run pipelines/mnist.yaml
@@ -140,4 +153,4 @@ check-store-recipes: setup $(RECIPES_VENV)/.packages
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(RECIPES_VENV) $(BENCH_VENV)
+	rm -rf $(VENV) $(RECIPES_VENV) $(BENCH_VENV) $(QUANTIZE_VENV)

@@ -25,6 +25,7 @@ usage:
   distill cluster ARGS...   specialist class subsets from a store (same as distill-cluster)
   distill specialists ARGS... train one specialist per subset (same as distill-specialists)
   distill eval ARGS...      evaluate models and ensembles (same as distill-eval)
+  distill quantize ARGS...  an int8 or fp16 version of a student (same as distill-quantize)
   distill report ARGS...    one HTML page of a distillation's results (same as distill-report)
 
 `distill run --help` and `distill <stage> --help` describe the flags.";
@@ -198,6 +199,7 @@ where
         "cluster" => distill_cluster::cli::main_from(stage_argv("cluster")),
         "specialists" => distill_specialists::cli::main_from(stage_argv("specialists")),
         "eval" => distill_eval::cli::main_from(stage_argv("eval")),
+        "quantize" => distill_quantize::cli::main_from(stage_argv("quantize")),
         "report" => distill_report::cli::main_from(stage_argv("report")),
         "-h" | "--help" | "help" => {
             distill_core::out::print_line(USAGE);

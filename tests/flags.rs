@@ -17,6 +17,7 @@ fn commands() -> Vec<(&'static str, clap::Command)> {
             distill_specialists::cli::Args::command(),
         ),
         ("distill eval", distill_eval::cli::Args::command()),
+        ("distill quantize", distill_quantize::cli::Args::command()),
         ("distill report", distill_report::cli::Args::command()),
         ("distill run", distill::cli::RunArgs::command()),
         ("distill status", distill::cli::StatusArgs::command()),
@@ -44,7 +45,15 @@ fn every_flag_has_help_text() {
 
 #[test]
 fn stage_help_names_the_command_as_typed() {
-    for stage in ["train", "teach", "cluster", "specialists", "eval", "report"] {
+    for stage in [
+        "train",
+        "teach",
+        "cluster",
+        "specialists",
+        "eval",
+        "quantize",
+        "report",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_distill"))
             .args([stage, "--help"])
             .output()

@@ -636,6 +636,38 @@ fn every_shipped_pipeline_validates() {
 }
 
 #[test]
+fn a_quantize_stage_runs_after_the_model_it_reads_and_is_skipped_when_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let quantize = [
+        "  quantize:",
+        "    kind: quantize",
+        "    args:",
+        "      model: out/model.onnx",
+        "      method: static",
+        &format!("      data: {MNIST}"),
+        "      calibration-rows: 256",
+        "      out: out/model.int8.onnx\n",
+    ]
+    .join("\n");
+    std::fs::write(d.join("p.yaml"), training_pipeline(&quantize)).unwrap();
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(status_of(&stdout, "quantize"), "ran");
+    assert!(stdout.contains("argmax agreement"), "{stdout}");
+    assert!(d.join("out/model.int8.onnx").is_file());
+    let (code, stdout, stderr) = distill(d, &["run", "p.yaml"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(status_of(&stdout, "quantize"), "skipped");
+    // A value the stage refuses is refused before anything runs.
+    let bad = quantize.replace("calibration-rows: 256", "calibration-rows: 0");
+    std::fs::write(d.join("p.yaml"), training_pipeline(&bad)).unwrap();
+    let (code, _, stderr) = distill(d, &["run", "p.yaml", "--dry-run"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--calibration-rows"), "{stderr}");
+}
+
+#[test]
 fn stage_commands_are_the_stage_tools() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, _) = distill(dir.path(), &["train", "--help"]);

@@ -89,6 +89,8 @@ pub struct AttributeProto {
     pub t: Option<TensorProto>,
     #[prost(float, repeated, tag = "7")]
     pub floats: Vec<f32>,
+    #[prost(int64, repeated, tag = "8")]
+    pub ints: Vec<i64>,
     #[prost(message, repeated, tag = "10")]
     pub tensors: Vec<TensorProto>,
     #[prost(int32, tag = "20")]
@@ -96,6 +98,16 @@ pub struct AttributeProto {
 }
 
 pub const DATA_FLOAT: i32 = 1;
+/// `TensorProto.DataType` UINT8.
+pub const DATA_UINT8: i32 = 2;
+/// `TensorProto.DataType` INT8.
+pub const DATA_INT8: i32 = 3;
+/// `TensorProto.DataType` INT32.
+pub const DATA_INT32: i32 = 6;
+/// `TensorProto.DataType` INT64.
+pub const DATA_INT64: i32 = 7;
+/// `TensorProto.DataType` FLOAT16.
+pub const DATA_FLOAT16: i32 = 10;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {

@@ -68,8 +68,9 @@ fn node(op: &str, name: &str, input: &[&str], output: &str, ints: &[(&str, i64)]
 }
 
 /// The folded head's nodes and index initializers, from `full` (the last layer's output) to
-/// [`OUTPUT`].
-fn fold_nodes(fold: &Fold, full: &str) -> (Vec<NodeProto>, Vec<TensorProto>) {
+/// [`OUTPUT`]. Public for writers of other encodings of the same network (quantised models keep
+/// this head in float).
+pub fn fold_nodes(fold: &Fold, full: &str) -> (Vec<NodeProto>, Vec<TensorProto>) {
     let inits = vec![
         int64_tensor("fold.keep", fold.keep()),
         int64_tensor("fold.others", fold.others()),
@@ -114,7 +115,8 @@ fn fold_nodes(fold: &Fold, full: &str) -> (Vec<NodeProto>, Vec<TensorProto>) {
     (nodes, inits)
 }
 
-fn value_info(name: &str, width: usize) -> ValueInfoProto {
+/// A float32 `[batch, width]` graph input or output named `name` (dynamic batch).
+pub fn value_info(name: &str, width: usize) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {

@@ -110,6 +110,14 @@ fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String>
             }
             r.to_string()
         }
+        StageConfig::Quantize(c) => {
+            let r = distill_quantize::run(c, progress)
+                .map_err(|e| failed(e.to_string(), e.is_user_error()))?;
+            for n in &r.notes {
+                eprintln!("note: {n}");
+            }
+            r.to_string()
+        }
         StageConfig::Report(c) => distill_report::run(c)
             .map_err(|e| failed(e.to_string(), e.is_user_error()))?
             .to_string(),

@@ -21,6 +21,8 @@ pub enum Kind {
     Cluster,
     Specialists,
     Eval,
+    /// An int8 or fp16 version of a model.
+    Quantize,
     /// The HTML report of what the other stages wrote.
     Report,
     /// Any shell command, with explicit `deps` and `outs`.
@@ -28,12 +30,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Train,
         Kind::Teach,
         Kind::Cluster,
         Kind::Specialists,
         Kind::Eval,
+        Kind::Quantize,
         Kind::Report,
         Kind::Cmd,
     ];
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Cluster => "cluster",
             Kind::Specialists => "specialists",
             Kind::Eval => "eval",
+            Kind::Quantize => "quantize",
             Kind::Report => "report",
             Kind::Cmd => "cmd",
         }

@@ -93,6 +93,12 @@ pub(super) fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec
                 outs.push(out(o.clone(), true));
             }
         }
+        StageConfig::Quantize(c) => {
+            dep(&c.model, "model");
+            data_dep(&c.selection.data, &mut deps);
+            deps.extend(model_extras(std::slice::from_ref(&c.model)));
+            outs.push(out(c.out.clone(), true));
+        }
         StageConfig::Report(c) => {
             // Every input is optional: a report of a partial pipeline says what is missing.
             let mut optional = |path: &Path, flag: &str| {

@@ -24,6 +24,7 @@ pub enum StageConfig {
     Cluster(Box<distill_cluster::Config>),
     Specialists(Box<distill_specialists::Config>),
     Eval(Box<distill_eval::Config>),
+    Quantize(Box<distill_quantize::Config>),
     Report(Box<distill_report::Config>),
     Cmd(String),
 }
@@ -100,6 +101,12 @@ impl Stage {
             )),
             Kind::Eval => StageConfig::Eval(Box::new(
                 distill_eval::cli::Args::parse_from_args(&argv)
+                    .map_err(|e| clap_error(doc, spec, e))?
+                    .into_config()
+                    .map_err(|e| config_error(doc, spec, e.to_string()))?,
+            )),
+            Kind::Quantize => StageConfig::Quantize(Box::new(
+                distill_quantize::cli::Args::try_parse_from(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
@@ -294,6 +301,7 @@ fn check_values(config: &StageConfig) -> std::result::Result<(), String> {
         StageConfig::Cluster(c) => c.check_values().map_err(|e| e.to_string()),
         StageConfig::Eval(c) => distill_eval::check_values(c).map_err(|e| e.to_string()),
         StageConfig::Specialists(c) => c.check_values().map_err(|e| e.to_string()),
+        StageConfig::Quantize(c) => distill_quantize::check_values(c).map_err(|e| e.to_string()),
         StageConfig::Report(_) => Ok(()),
         StageConfig::Cmd(_) => Ok(()),
     }
