@@ -226,8 +226,9 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
         tool: "distill-eval".to_string(),
         tool_version: distill_core::TOOL_VERSION.to_string(),
         dataset: config.selection.data.clone(),
-        split: config.selection.split,
-        transform: config.selection.describe(),
+        split: config.selection.split_label(),
+        rows_from: config.selection.rows_origin(),
+        transform: config.selection.describe_rows(),
         rows: data.len(),
         classes: data.classes,
         bias_adjust: config.bias_adjust.clone(),
@@ -297,7 +298,7 @@ fn write_predictions(
     }
     predictions::write(
         path,
-        (&config.selection.data, &config.selection.split.to_string()),
+        (&config.selection.data, &config.selection.split_label()),
         &data.index,
         labels,
         &sources,

@@ -5,7 +5,6 @@ use std::fmt;
 use std::path::PathBuf;
 
 use distill_core::math::Combine;
-use distill_data::Split;
 use distill_progress::{grouped, size};
 use serde::Serialize;
 
@@ -78,9 +77,14 @@ pub struct Report {
     pub tool_version: String,
     /// The `--data` argument.
     pub dataset: String,
-    /// `train` or `test`.
-    pub split: Split,
-    /// The selection applied to the split (limit, class filter), as `distill_data::Selection::describe`.
+    /// `train` or `test`; `all` when `--data` is a single file, which has no splits, so every row
+    /// of it is evaluated (figures on rows a model was trained on are not test figures).
+    pub split: String,
+    /// Where the rows come from, in words: `the test split of DATA`, or `all rows of FILE (one
+    /// file: it has no separate test split)`.
+    pub rows_from: String,
+    /// The selection applied to the split (limit, class filter), as
+    /// `distill_data::Selection::describe_rows`.
     pub transform: String,
     /// Rows evaluated.
     pub rows: usize,
@@ -187,7 +191,7 @@ impl fmt::Display for Report {
         let predictions = (self.rows * models) as f64;
         write!(
             f,
-            "evaluated {models} model{}{} on {} rows of {} ({}) in {:.1} s ({} rows/s); agreement is with {}",
+            "evaluated {models} model{}{} on {} rows, {} ({}) in {:.1} s ({} rows/s); agreement is with {}",
             if models == 1 { "" } else { "s" },
             if ensembles > 0 {
                 format!(" and {ensembles} ensembles")
@@ -195,7 +199,7 @@ impl fmt::Display for Report {
                 String::new()
             },
             self.rows,
-            self.dataset,
+            self.rows_from,
             self.transform,
             self.seconds,
             grouped((predictions / self.seconds.max(1e-9)).round() as u64),

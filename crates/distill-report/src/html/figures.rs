@@ -30,6 +30,15 @@ pub(super) fn header(b: &mut Builder, inputs: &Inputs) {
             }),
             m.classes
         );
+        if m.all_rows() {
+            let _ = writeln!(
+                b.body,
+                "<p class=\"missing\" id=\"all-rows\"><b>Not a test split:</b> the figures are on {}; \
+                 a model trained on these rows is scored on its own training data. Give distill-eval a \
+                 folder with train.parquet and test.parquet (or a held-out file) for test figures.</p>",
+                escape(&m.rows_phrase())
+            );
+        }
     }
     let unfinished: Vec<&crate::StageState> = inputs
         .stages
@@ -142,11 +151,11 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
     b.push("</tbody></table>\n");
     let _ = writeln!(
         b.body,
-        "<p class=\"note\">From <code>{}</code>: {} rows of the {} split. Errors, NLL (nats) and ECE (15 bins) after any bias adjustment; \
+        "<p class=\"note\">From <code>{}</code>: {} rows, {}. Errors, NLL (nats) and ECE (15 bins) after any bias adjustment; \
          agreement with {}; latency is the median of one row, throughput at batch 256{}.{}</p>",
         escape(&path.display().to_string()),
         grouped(m.rows as u64),
-        escape(&m.split),
+        escape(&m.rows_phrase()),
         escape(if m.agreement_reference.is_empty() {
             "the reference"
         } else {
@@ -312,8 +321,8 @@ pub(super) fn confusions(
             svg,
             &id,
             &format!(
-                "Confusion matrix of {} on the {} split: rows are true classes, columns predictions; the diagonal (correct) is blue-grey, errors on a square-root colour scale.",
-                e.name, m.split
+                "Confusion matrix of {} on {}: rows are true classes, columns predictions; the diagonal (correct) is blue-grey, errors on a square-root colour scale.",
+                e.name, m.rows_phrase()
             ),
         );
     }

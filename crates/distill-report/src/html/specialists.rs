@@ -59,9 +59,9 @@ pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), ReportErr
                 svg,
                 "fig-clusters",
                 &format!(
-                    "How often {} confuses each pair of classes on the {} split (either way round), with the classes reordered by the specialist subsets of {}; blue squares outline each subset's own classes, classes left to the generalist come last; the diagonal holds the correctly classified rows.",
+                    "How often {} confuses each pair of classes on {} (either way round), with the classes reordered by the specialist subsets of {}; blue squares outline each subset's own classes, classes left to the generalist come last; the diagonal holds the correctly classified rows.",
                     e.name,
-                    m.split,
+                    m.rows_phrase(),
                     spath.display()
                 ),
             );
