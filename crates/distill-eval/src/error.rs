@@ -15,7 +15,7 @@ pub enum EvalError {
     Runtime(#[from] RuntimeError),
 
     /// No model was given.
-    #[error("no model to evaluate; give at least one --model PATH")]
+    #[error("no model to evaluate; give at least one --model PATH, --teacher PATH or --teachers-of STORE")]
     NoModels,
 
     /// `--ensemble` with fewer than two members.
@@ -103,6 +103,31 @@ pub enum EvalError {
         path.display()
     )]
     Name { path: PathBuf, name: String },
+    /// A per-model settings flag that follows no model, or is given twice for one.
+    #[error("{flag}: {message}")]
+    PerModelFlag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A teacher of `--teachers-of` whose file is missing or changed since distill-teach ran it.
+    #[error(
+        "--teachers-of {}: teacher '{name}' was scored from {} {problem}; evaluate the file the store was made from (or rerun distill-teach --model {} --out {})",
+        store.display(), path.display(), path.display(), store.display()
+    )]
+    StoreTeacher {
+        /// The store.
+        store: PathBuf,
+        /// The teacher's column name.
+        name: String,
+        /// The model file the store names.
+        path: PathBuf,
+        /// What is wrong with it now.
+        problem: String,
+    },
+
     /// A `--name` that does not follow a `--model` or `--teacher` of its own.
     #[error(
         "--name {name}: names the --model or --teacher before it, and there is none without a name; put each --name right after its model"

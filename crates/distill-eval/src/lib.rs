@@ -43,6 +43,8 @@ pub struct ModelEntry {
     /// makes a teacher's column name, so the two agree).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Whether it is a teacher (`--teacher`, `--teachers-of`): its entry's type is `teacher`.
+    pub teacher: bool,
 }
 
 impl ModelEntry {
@@ -53,6 +55,7 @@ impl ModelEntry {
             settings: ModelSettings::default(),
             ensemble_member: true,
             name: None,
+            teacher: false,
         }
     }
 }
@@ -85,6 +88,10 @@ pub struct Config {
     /// Where to write each row's most probable classes per model ([`predictions`]), and how many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predictions: Option<(PathBuf, usize)>,
+    /// A soft-target store whose teachers are evaluated too, after [`Config::models`], each as a
+    /// teacher under its column name with the settings the store records for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teachers_of: Option<PathBuf>,
 }
 
 /// The name of the arithmetic ensemble's entry.
@@ -110,6 +117,22 @@ struct Evaluated {
 /// on failure.
 pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
     let start = Instant::now();
+    let with_store_teachers;
+    let config = match &config.teachers_of {
+        Some(store) => {
+            with_store_teachers = Config {
+                models: config
+                    .models
+                    .iter()
+                    .cloned()
+                    .chain(store_teachers(store)?)
+                    .collect(),
+                ..config.clone()
+            };
+            &with_store_teachers
+        }
+        None => config,
+    };
     check_config(config)?;
     let plan = config
         .specialists
@@ -306,9 +329,62 @@ fn write_predictions(
     )
 }
 
+/// The teachers of the soft-target store at `store`, each under its column name with the settings
+/// distill-teach recorded for it (none for stores written without them: the sidecar and the
+/// model's declarations then apply, as they did in distill-teach); fails when a model file is
+/// missing or its SHA-256 differs from the store's.
+pub fn store_teachers(store: &Path) -> Result<Vec<ModelEntry>, EvalError> {
+    if !store.exists() {
+        return Err(distill_core::CoreError::invalid(format!(
+            "--teachers-of {}: the soft-target store does not exist (the teach stage writes it: \
+             distill-teach --model TEACHER.onnx --out {}); run that stage first",
+            store.display(),
+            store.display()
+        ))
+        .into());
+    }
+    let teachers = distill_store::read_teacher_settings(store)?;
+    let mut entries = Vec::with_capacity(teachers.len());
+    for (meta, settings) in teachers {
+        let path = PathBuf::from(&meta.path);
+        let problem = |problem: String| EvalError::StoreTeacher {
+            store: store.to_path_buf(),
+            name: meta.name.clone(),
+            path: path.clone(),
+            problem,
+        };
+        if distill_core::input::check_regular("--teachers-of", &path).is_err() {
+            return Err(problem("and that file is missing or not a regular file".into()));
+        }
+        let sha = distill_core::sha256_file(&path)?;
+        if sha != meta.sha256 {
+            return Err(problem(format!(
+                "(SHA-256 {}), but that file now has SHA-256 {sha}",
+                meta.sha256
+            )));
+        }
+        let settings: ModelSettings = match settings {
+            Some(s) => serde_json::from_value(s).map_err(|e| {
+                problem(format!(
+                    "with settings this version cannot read ({e}); rerun distill-teach"
+                ))
+            })?,
+            None => ModelSettings::default(),
+        };
+        entries.push(ModelEntry {
+            path,
+            settings,
+            ensemble_member: true,
+            name: Some(meta.name.clone()),
+            teacher: true,
+        });
+    }
+    Ok(entries)
+}
+
 /// The checks that need no file (also run by `distill run` before any stage starts).
 pub fn check_values(config: &Config) -> Result<(), EvalError> {
-    if config.models.is_empty() {
+    if config.models.is_empty() && config.teachers_of.is_none() {
         return Err(EvalError::NoModels);
     }
     let mut seen = std::collections::HashSet::new();
@@ -325,7 +401,7 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
             });
         }
     }
-    if config.ensemble {
+    if config.ensemble && config.teachers_of.is_none() {
         let members = config.models.iter().filter(|m| m.ensemble_member).count();
         if members < 2 {
             return Err(EvalError::EnsembleTooSmall { members });
@@ -357,7 +433,10 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
 
 /// The checks that need neither data nor ONNX Runtime.
 fn check_config(config: &Config) -> Result<(), EvalError> {
-    check_values(config)?;
+    check_values(&Config {
+        teachers_of: None,
+        ..config.clone()
+    })?;
     if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
         return Err(RuntimeError::ModelNotFound {
             path: missing.path.clone(),
@@ -445,7 +524,11 @@ fn evaluate_model(
     };
     let entry = Entry {
         name,
-        entry_type: EntryType::Model,
+        entry_type: if model_entry.teacher {
+            EntryType::Teacher
+        } else {
+            EntryType::Model
+        },
         path: Some(path.clone()),
         sha256: Some(footprint.sha256.clone()),
         output_kind: Some(model.kind().to_string()),

@@ -19,8 +19,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryType {
-    /// One ONNX model.
+    /// One ONNX model (`--model`).
     Model,
+    /// One ONNX teacher (`--teacher`, `--teachers-of`).
+    Teacher,
     /// A combination of several models' predictions.
     Ensemble,
 }
@@ -32,7 +34,7 @@ pub struct Entry {
     /// The model file's stem (its path when two models share a stem), or `ensemble (arithmetic)` /
     /// `ensemble (geometric)`.
     pub name: String,
-    /// `model` or `ensemble`.
+    /// `model`, `teacher` or `ensemble`.
     #[serde(rename = "type")]
     pub entry_type: EntryType,
     /// The model file, as given (`null` for ensembles).
@@ -185,7 +187,7 @@ impl fmt::Display for Report {
         let models = self
             .entries
             .iter()
-            .filter(|e| e.entry_type == EntryType::Model)
+            .filter(|e| e.entry_type != EntryType::Ensemble)
             .count();
         let ensembles = self.entries.len() - models;
         let predictions = (self.rows * models) as f64;

@@ -19,7 +19,7 @@ mod shards;
 mod writer;
 
 pub use meta::{Layout, Shard, StoreMeta, TeacherMeta, top_k_columns};
-pub use reader::SoftTargets;
+pub use reader::{SoftTargets, read_teacher_settings};
 pub use shards::{part_path, read_store};
 pub use writer::StoreWriter;
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use distill_cli::DataArgs;
+use distill_runtime::{parse_image_shape, parse_kind, parse_layout};
 
 use crate::{
     Config, DEFAULT_BATCH, LayoutKind, OutputKind, Provider, Result, TeachError, TeacherSpec, run,
@@ -100,34 +101,6 @@ pub struct Args {
     /// `None` for a value given before any --model. Filled by [`Args::parse_from_args`].
     #[arg(skip)]
     pub owners: BTreeMap<&'static str, Vec<Option<usize>>>,
-}
-
-fn parse_layout(s: &str) -> std::result::Result<LayoutKind, String> {
-    match s {
-        "flat" => Ok(LayoutKind::Flat),
-        "image" => Ok(LayoutKind::Image),
-        _ => Err(format!("'{s}' is not a layout; use flat or image")),
-    }
-}
-
-fn parse_kind(s: &str) -> std::result::Result<OutputKind, String> {
-    match s {
-        "logits" => Ok(OutputKind::Logits),
-        "probabilities" => Ok(OutputKind::Probabilities),
-        _ => Err(format!(
-            "'{s}' is not an output kind; use logits or probabilities"
-        )),
-    }
-}
-
-fn parse_image_shape(s: &str) -> std::result::Result<[usize; 3], String> {
-    let dims: Vec<usize> = s
-        .split(',')
-        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
-        .collect::<Option<_>>()
-        .ok_or_else(|| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))?;
-    <[usize; 3]>::try_from(dims)
-        .map_err(|_| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))
 }
 
 fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {

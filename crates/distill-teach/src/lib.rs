@@ -317,7 +317,8 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
             .map_err(|e| distill_core::CoreError::io(&config.out, e))?;
     }
     let out = config.destination();
-    let writer = StoreWriter::create(&out, &meta)?;
+    let settings: Vec<serde_json::Value> = teachers.iter().map(|t| t.settings.clone()).collect();
+    let writer = StoreWriter::create_with_settings(&out, &meta, &settings)?;
 
     let setup_seconds = started.elapsed().as_secs_f64();
     let inference_started = Instant::now();

@@ -86,11 +86,17 @@ pub(super) fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec
                 // The manifest records every specialist file's SHA-256, so it changes with them.
                 dep(&s.manifest, "specialists");
             }
+            if let Some(store) = &c.teachers_of {
+                dep(store, "teachers-of");
+            }
             data_dep(&c.selection.data, &mut deps);
             let models: Vec<PathBuf> = c.models.iter().map(|m| m.path.clone()).collect();
             deps.extend(model_extras(&models));
             if let Some(o) = &c.out {
                 outs.push(out(o.clone(), true));
+            }
+            if let Some((p, _)) = &c.predictions {
+                outs.push(out(p.clone(), true));
             }
         }
         StageConfig::Report(c) => {
