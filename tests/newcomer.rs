@@ -67,14 +67,17 @@ fn errors_of(metrics: &serde_json::Value, name: &str) -> u64 {
 fn teach_records_the_settings_and_eval_reads_them_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::copy(
-        teacher_fixture("torchscript_cnn.onnx"),
-        d.join("cnn.onnx"),
-    )
-    .unwrap();
+    std::fs::copy(teacher_fixture("torchscript_cnn.onnx"), d.join("cnn.onnx")).unwrap();
     let common = ["--data", MNIST, "--split", "test", "--limit", "500"];
     let mut teach = vec![
-        "teach", "--model", "cnn.onnx", "--mean", "0.1307", "--std", "0.3081", "--out",
+        "teach",
+        "--model",
+        "cnn.onnx",
+        "--mean",
+        "0.1307",
+        "--std",
+        "0.3081",
+        "--out",
         "s.parquet",
     ];
     teach.extend(common);
@@ -84,8 +87,14 @@ fn teach_records_the_settings_and_eval_reads_them_from_the_store() {
     let (meta, settings) = &recorded[0];
     assert_eq!(meta.name, "cnn");
     let settings = settings.as_ref().expect("settings recorded");
-    assert!((settings["mean"].as_f64().unwrap() - 0.1307).abs() < 1e-6, "{settings}");
-    assert!((settings["std"].as_f64().unwrap() - 0.3081).abs() < 1e-6, "{settings}");
+    assert!(
+        (settings["mean"].as_f64().unwrap() - 0.1307).abs() < 1e-6,
+        "{settings}"
+    );
+    assert!(
+        (settings["std"].as_f64().unwrap() - 0.3081).abs() < 1e-6,
+        "{settings}"
+    );
     assert_eq!(settings["scale"], 1.0);
     assert_eq!(settings["layout"], "image");
     assert_eq!(settings["image_shape"], serde_json::json!([1, 28, 28]));
@@ -102,7 +111,14 @@ fn teach_records_the_settings_and_eval_reads_them_from_the_store() {
     };
     let from_store = eval(&["--teachers-of", "s.parquet"], "store.json");
     let from_flags = eval(
-        &["--teacher", "cnn.onnx", "--mean", "0.1307", "--std", "0.3081"],
+        &[
+            "--teacher",
+            "cnn.onnx",
+            "--mean",
+            "0.1307",
+            "--std",
+            "0.3081",
+        ],
         "flags.json",
     );
     let raw = eval(&["--teacher", "cnn.onnx"], "raw.json");
@@ -137,6 +153,146 @@ fn teach_records_the_settings_and_eval_reads_them_from_the_store() {
         ],
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("--teachers-of s.parquet"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--teachers-of s.parquet"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("SHA-256"), "{}", out.stderr);
+}
+
+/// `--dry-run --from eval` marks the eval stage whose store nothing selected writes as blocked,
+/// naming the flag and the stage that writes it; the real run fails naming the flag and the
+/// command that writes the file, and lists no metrics for the stage that never ran.
+#[test]
+fn a_stage_whose_inputs_nothing_selected_writes_is_marked_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(teacher_fixture("skl_logreg.onnx"), d.join("skl.onnx")).unwrap();
+    std::fs::write(
+        d.join("p.yaml"),
+        format!(
+            "stages:\n  teach:\n    kind: teach\n    args:\n      model: skl.onnx\n      data: {MNIST}\n      limit: 50\n      out: o/s.parquet\n  eval:\n    kind: eval\n    args:\n      teachers-of: o/s.parquet\n      data: {MNIST}\n      limit: 50\n      latency-runs: 0\n      out: o/metrics.json\n"
+        ),
+    )
+    .unwrap();
+    let plan = ok(d, &["run", "p.yaml", "--dry-run", "--from", "eval"]);
+    let line = plan
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("eval "))
+        .unwrap_or_else(|| panic!("{}", plan.stdout));
+    assert!(line.contains("blocked"), "{line}");
+    assert!(
+        line.contains(
+            "input o/s.parquet (--teachers-of) missing: stage teach writes it and is not selected; start with --from teach"
+        ),
+        "{line}"
+    );
+    assert!(
+        plan.stdout.contains("0 would run, 1 blocked"),
+        "{}",
+        plan.stdout
+    );
+
+    let run = distill(d, &["run", "p.yaml", "--from", "eval"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(!run.stdout.contains("metrics of eval"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("input o/s.parquet (--teachers-of) missing: stage teach writes it"),
+        "{}",
+        run.stderr
+    );
+
+    // Once the teach stage is selected too, nothing is blocked.
+    let plan = ok(d, &["run", "p.yaml", "--dry-run"]);
+    assert!(!plan.stdout.contains("blocked"), "{}", plan.stdout);
+}
+
+/// Each stage's missing input names its flag and, where a stage makes the file, the command
+/// that writes it.
+#[test]
+fn missing_inputs_name_the_flag_and_the_stage_that_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(teacher_fixture("skl_logreg.onnx"), d.join("skl.onnx")).unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["eval", "--model", "student.onnx", "--limit", "5"],
+            &[
+                "--model",
+                "student.onnx does not exist",
+                "distill-train --out",
+            ],
+        ),
+        (
+            &["eval", "--teacher", "t.onnx", "--limit", "5"],
+            &["--teacher", "t.onnx does not exist"],
+        ),
+        (
+            &[
+                "eval",
+                "--model",
+                "skl.onnx",
+                "--specialists",
+                "sp/manifest.yaml",
+            ],
+            &[
+                "--specialists sp/manifest.yaml",
+                "distill-specialists --out",
+            ],
+        ),
+        (
+            &["eval", "--teachers-of", "soft.parquet"],
+            &["--teachers-of soft.parquet", "distill-teach"],
+        ),
+        (
+            &["eval", "--model", "skl.onnx", "--data", "nowhere"],
+            &["--data nowhere", "working folder"],
+        ),
+        (
+            &["teach", "--model", "t.onnx", "--out", "s.parquet"],
+            &["--model", "t.onnx does not exist", "distill-train --out"],
+        ),
+        (
+            &[
+                "teach",
+                "--model",
+                "skl.onnx",
+                "--data",
+                "nowhere",
+                "--out",
+                "s.parquet",
+            ],
+            &["--data nowhere"],
+        ),
+        (
+            &["report", "--metrics", "m.json"],
+            &["--metrics m.json", "distill-eval --out"],
+        ),
+        (
+            &["report", "--manifest", "sp/manifest.yaml"],
+            &["--manifest sp/manifest.yaml", "distill-specialists --out"],
+        ),
+        (
+            &["report", "--store", "soft.parquet"],
+            &["--store soft.parquet", "distill-teach --out"],
+        ),
+        (
+            &["report", "--train-log", "student.metrics.csv"],
+            &[
+                "--train-log student.metrics.csv",
+                "distill-train --out student.onnx",
+            ],
+        ),
+    ];
+    for (args, needles) in cases {
+        let out = distill(d, args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        for n in *needles {
+            assert!(out.stderr.contains(n), "{args:?}: {n}: {}", out.stderr);
+        }
+        assert!(!out.stderr.contains("os error"), "{args:?}: {}", out.stderr);
+    }
 }

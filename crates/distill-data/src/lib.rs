@@ -89,9 +89,20 @@ impl DataSource {
         if path.is_file() {
             return Ok(DataSource::Parquet(path));
         }
+        let relative = if path.is_relative() {
+            match std::env::current_dir() {
+                Ok(cwd) => format!(
+                    " ({arg} is looked up from the working folder {})",
+                    cwd.display()
+                ),
+                Err(_) => " (it is looked up from the working folder)".to_string(),
+            }
+        } else {
+            String::new()
+        };
         Err(CoreError::invalid(format!(
-            "{arg}: no such data set; give a folder of MNIST IDX files (e.g. data/mnist), a folder \
-             with train.parquet/test.parquet, or a Parquet file"
+            "--data {arg}: no such data set{relative}; give a folder of MNIST IDX files (e.g. \
+             data/mnist), a folder with train.parquet/test.parquet, or a Parquet file"
         )))
     }
 

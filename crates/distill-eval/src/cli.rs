@@ -201,22 +201,29 @@ impl Args {
             name: None,
             teacher,
         };
-        let mut models: Vec<ModelEntry> = self
-            .models
-            .into_iter()
-            .map(|p| entry(p, false))
-            .collect();
+        let mut models: Vec<ModelEntry> =
+            self.models.into_iter().map(|p| entry(p, false)).collect();
         models.extend(self.teachers.into_iter().map(|p| entry(p, true)));
         let owners = &self.setting_owners;
         assign(owners, "input", "--input", self.input, &mut models, |m| {
             &mut m.settings.input
         })?;
-        assign(owners, "output", "--output", self.output, &mut models, |m| {
-            &mut m.settings.output
-        })?;
-        assign(owners, "layout", "--layout", self.layout, &mut models, |m| {
-            &mut m.settings.layout
-        })?;
+        assign(
+            owners,
+            "output",
+            "--output",
+            self.output,
+            &mut models,
+            |m| &mut m.settings.output,
+        )?;
+        assign(
+            owners,
+            "layout",
+            "--layout",
+            self.layout,
+            &mut models,
+            |m| &mut m.settings.layout,
+        )?;
         assign(
             owners,
             "image_shape",

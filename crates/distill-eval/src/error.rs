@@ -15,7 +15,9 @@ pub enum EvalError {
     Runtime(#[from] RuntimeError),
 
     /// No model was given.
-    #[error("no model to evaluate; give at least one --model PATH, --teacher PATH or --teachers-of STORE")]
+    #[error(
+        "no model to evaluate; give at least one --model PATH, --teacher PATH or --teachers-of STORE"
+    )]
     NoModels,
 
     /// `--ensemble` with fewer than two members.
@@ -103,6 +105,28 @@ pub enum EvalError {
         path.display()
     )]
     Name { path: PathBuf, name: String },
+    /// A `--model` or `--teacher` file that does not exist.
+    #[error(
+        "{flag}: model file {} does not exist; check the path (a model made here is written by the train stage, distill-train --out {}, or the specialists stage)",
+        path.display(), path.display()
+    )]
+    ModelMissing {
+        /// `--model` or `--teacher`.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The `--specialists` manifest does not exist.
+    #[error(
+        "--specialists {}: the manifest does not exist (the specialists stage writes it: distill-specialists --out FOLDER writes FOLDER/manifest.yaml); run that stage first",
+        path.display()
+    )]
+    ManifestMissing {
+        /// The manifest.
+        path: PathBuf,
+    },
+
     /// A per-model settings flag that follows no model, or is given twice for one.
     #[error("{flag}: {message}")]
     PerModelFlag {

@@ -354,7 +354,9 @@ pub fn store_teachers(store: &Path) -> Result<Vec<ModelEntry>, EvalError> {
             problem,
         };
         if distill_core::input::check_regular("--teachers-of", &path).is_err() {
-            return Err(problem("and that file is missing or not a regular file".into()));
+            return Err(problem(
+                "and that file is missing or not a regular file".into(),
+            ));
         }
         let sha = distill_core::sha256_file(&path)?;
         if sha != meta.sha256 {
@@ -437,11 +439,24 @@ fn check_config(config: &Config) -> Result<(), EvalError> {
         teachers_of: None,
         ..config.clone()
     })?;
-    if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
-        return Err(RuntimeError::ModelNotFound {
-            path: missing.path.clone(),
+    for m in &config.models {
+        let flag = if m.teacher { "--teacher" } else { "--model" };
+        if let Err(e) = distill_core::input::check_regular(flag, &m.path) {
+            if m.path.symlink_metadata().is_err() {
+                return Err(EvalError::ModelMissing {
+                    flag,
+                    path: m.path.clone(),
+                });
+            }
+            return Err(e.into());
         }
-        .into());
+    }
+    if let Some(s) = &config.specialists
+        && std::fs::symlink_metadata(&s.manifest).is_err()
+    {
+        return Err(EvalError::ManifestMissing {
+            path: s.manifest.clone(),
+        });
     }
     let mut inputs: Vec<(&str, &Path)> = config
         .models

@@ -100,11 +100,7 @@ fn data_files_that_are_not_parquet_name_the_formats_read() {
     std::fs::write(dir.path().join("x.npz"), b"PK\x03\x04rest of a zip").unwrap();
     std::fs::write(dir.path().join("x.csv"), b"label,f0,f1\n3,0.1,0.2\n").unwrap();
     let skl = fixture("skl_logreg.onnx");
-    for (file, looks) in [
-        ("x.npy", "NumPy .npy"),
-        ("x.npz", ".npz"),
-        ("x.csv", "CSV"),
-    ] {
+    for (file, looks) in [("x.npy", "NumPy .npy"), ("x.npz", ".npz"), ("x.csv", "CSV")] {
         let (code, stdout, stderr) = eval(
             dir.path(),
             &[
@@ -118,7 +114,13 @@ fn data_files_that_are_not_parquet_name_the_formats_read() {
         );
         assert_eq!(code, 2, "{file}: {stderr}");
         assert!(stdout.is_empty(), "{file}: {stdout}");
-        for needle in [file, "not a Parquet file", looks, "--data reads", "train.parquet/test.parquet"] {
+        for needle in [
+            file,
+            "not a Parquet file",
+            looks,
+            "--data reads",
+            "train.parquet/test.parquet",
+        ] {
             assert!(stderr.contains(needle), "{file}: {needle}: {stderr}");
         }
         assert!(!stderr.contains("footer"), "{file}: {stderr}");

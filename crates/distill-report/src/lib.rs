@@ -28,10 +28,16 @@ pub enum ReportError {
     Input { path: PathBuf, message: String },
     /// An input that was named but does not exist.
     #[error(
-        "{}: missing ({what}); run that stage first, or pass --allow-missing to draw the page without it",
+        "{flag} {}: missing ({what}); run that stage first, or pass --allow-missing to draw the page without it",
         path.display()
     )]
-    Missing { path: PathBuf, what: String },
+    Missing {
+        /// The flag that named it.
+        flag: &'static str,
+        path: PathBuf,
+        /// Which stage writes it, in words.
+        what: String,
+    },
     /// A flag's value.
     #[error("{0}")]
     Usage(String),
@@ -207,12 +213,17 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         paper: config.paper.clone(),
         ..Inputs::default()
     };
-    let present = |path: &Path, what: &str, inputs: &mut Inputs| -> Result<bool, ReportError> {
+    let present = |flag: &'static str,
+                   path: &Path,
+                   what: &str,
+                   inputs: &mut Inputs|
+     -> Result<bool, ReportError> {
         if path.exists() {
             return Ok(true);
         }
         if !config.allow_missing {
             return Err(ReportError::Missing {
+                flag,
                 path: path.to_path_buf(),
                 what: what.to_string(),
             });
@@ -225,8 +236,9 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
     };
     if let Some(p) = &config.metrics
         && present(
+            "--metrics",
             p,
-            "the eval stage writes it: distill-eval --out",
+            "the eval stage writes it: distill-eval --out METRICS.json",
             &mut inputs,
         )?
     {
@@ -245,36 +257,46 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         config.train_logs.clone()
     };
     for p in &logs {
-        let what = format!(
-            "the train stage of {} writes it",
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".metrics.csv"))
-                .map(|n| format!("{n}.onnx"))
-                .unwrap_or_else(|| "its model".into())
-        );
-        if present(p, &what, &mut inputs)? {
+        let model = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".metrics.csv"))
+            .map(|n| format!("{n}.onnx"));
+        let what = match model {
+            Some(m) => format!("the train stage of {m} writes it: distill-train --out {m}"),
+            None => "the train stage of its model writes it: distill-train --out MODEL.onnx \
+                     writes MODEL.metrics.csv"
+                .to_string(),
+        };
+        if present("--train-log", p, &what, &mut inputs)? {
             inputs.train_logs.push(inputs::read_train_log(p)?);
         }
     }
     if let Some(p) = &config.specialists
         && present(
+            "--specialists",
             p,
-            "the cluster stage writes it: distill-cluster --out",
+            "the cluster stage writes it: distill-cluster --out SUBSETS.yaml",
             &mut inputs,
         )?
     {
         inputs.specialists = Some((p.clone(), inputs::read_specialists(p)?));
     }
     if let Some(p) = &config.manifest
-        && present(p, "the specialists stage writes it", &mut inputs)?
+        && present(
+            "--manifest",
+            p,
+            "the specialists stage writes it: distill-specialists --out FOLDER writes FOLDER/manifest.yaml",
+            &mut inputs,
+        )?
     {
         inputs.manifest = Some((p.clone(), inputs::read_manifest(p)?));
     }
     if let Some(p) = &config.store
         && present(
+            "--store",
             p,
-            "the teach stage writes it: distill-teach --out",
+            "the teach stage writes it: distill-teach --out STORE.parquet",
             &mut inputs,
         )?
     {
@@ -284,7 +306,9 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         if !p.is_file() {
             return Err(ReportError::Input {
                 path: p.clone(),
-                message: "the pipeline file does not exist".into(),
+                message: "--pipeline: the pipeline file does not exist; give the YAML file the \
+                          stages were run from (distill run PIPELINE.yaml)"
+                    .into(),
             });
         }
         let hash = distill_core::sha256_file(p)?;

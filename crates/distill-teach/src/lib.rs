@@ -146,6 +146,19 @@ impl Config {
     /// (a file, or a folder of parts with `--shard`), and it is none of the inputs.
     pub fn validate(&self) -> Result<()> {
         self.check_values()?;
+        for t in &self.teachers {
+            if std::fs::symlink_metadata(&t.path).is_err() {
+                return Err(TeachError::usage(
+                    "--model",
+                    format!(
+                        "model file {} does not exist; check the path (a teacher made here is \
+                         written by the train stage: distill-train --out {})",
+                        t.path.display(),
+                        t.path.display()
+                    ),
+                ));
+            }
+        }
         let out = &self.out;
         match self.shard {
             Some(_) if out.is_file() => Err(TeachError::Output {
