@@ -139,12 +139,7 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
                 .filter(|_| rows > 0)
                 .map(|v| format!("<td>{:.2}</td>", 100.0 * v as f64 / rows as f64))
                 .unwrap_or_else(|| "<td>-</td>".into()),
-            s.rows_per_second
-                .map(|v| format!(
-                    "<td data-entry=\"specialists\" data-field=\"rows_per_second\" data-value=\"{v}\">{}</td>",
-                    grouped(v.round() as u64)
-                ))
-                .unwrap_or_else(|| "<td>-</td>".into()),
+            "<td title=\"the system runs the generalist and its specialists, then combines them; the combination step's own rate is given under Specialists\">-</td>",
             if paper { "<td></td>" } else { "" }
         );
     }
@@ -261,7 +256,7 @@ pub(super) fn curves(
     b.figure(
         svg,
         "fig-learning-error",
-        "Solid: error on the held-out validation rows after each epoch; dashed: error on the training rows during the epoch (with dropout and jitter, as trained).",
+        "Solid: error on the held-out validation rows after each epoch; dashed: error on the training rows during the epoch, as they were trained (with the run's dropout and jitter, where it used any).",
     );
     let svg = plot::lines(
         "fig-learning-loss",
@@ -352,14 +347,14 @@ pub(super) fn confusions(
         "fig-per-class",
         "Error by true class",
         &labels,
-        "error (%)",
+        ("true class", "error (%)"),
         &groups,
         (width, 380),
     )?;
     b.figure(
         svg,
         "fig-per-class",
-        "Share of each true class's test rows that are misclassified.",
+        "Share of each true class's evaluated rows that are misclassified.",
     );
     b.push("</section>\n");
     Ok(())
