@@ -238,10 +238,25 @@ fn missing_inputs_name_the_flag_and_the_stage_that_writes_them() {
                 "--specialists",
                 "sp/manifest.yaml",
             ],
+            &["--manifest sp/manifest.yaml", "distill-specialists --out"],
+        ),
+        (
             &[
-                "--specialists sp/manifest.yaml",
-                "distill-specialists --out",
+                "eval",
+                "--model",
+                "skl.onnx",
+                "--manifest",
+                "sp/manifest.yaml",
             ],
+            &["--manifest sp/manifest.yaml", "distill-specialists --out"],
+        ),
+        (
+            &["report", "--subsets", "c.yaml"],
+            &["--subsets c.yaml", "distill-cluster --out"],
+        ),
+        (
+            &["report", "--specialists", "c.yaml"],
+            &["--specialists c.yaml", "distill-cluster --out"],
         ),
         (
             &["eval", "--teachers-of", "soft.parquet"],
@@ -295,4 +310,54 @@ fn missing_inputs_name_the_flag_and_the_stage_that_writes_them() {
         }
         assert!(!out.stderr.contains("os error"), "{args:?}: {}", out.stderr);
     }
+}
+
+/// Help texts carry no history notes; eval's `--threads` defaults to all cores as in every stage
+/// and is bounded; distill-report takes the progress flags of the other stages.
+#[test]
+fn help_texts_and_shared_flags_agree_across_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for stage in ["teach", "eval", "report"] {
+        let help = ok(d, &[stage, "--help"]).stdout;
+        for history in ["release", "Until", "since this", "old spelling"] {
+            assert!(!help.contains(history), "{stage}: {history}:\n{help}");
+        }
+    }
+    let eval_help = ok(d, &["eval", "--help"]).stdout;
+    assert!(eval_help.contains("[default: all cores]"), "{eval_help}");
+    assert!(eval_help.contains("--manifest <MANIFEST>"), "{eval_help}");
+    let report_help = ok(d, &["report", "--help"]).stdout;
+    for flag in ["-q, --quiet", "--progress", "--subsets <PATH>"] {
+        assert!(report_help.contains(flag), "{flag}: {report_help}");
+    }
+
+    let skl = teacher_fixture("skl_logreg.onnx");
+    let skl = skl.to_str().unwrap();
+    let common = ["--data", MNIST, "--limit", "20", "--latency-runs", "0"];
+    let mut args = vec!["eval", "--model", skl, "--out", "m.json"];
+    args.extend(common);
+    ok(d, &args);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(json(&d.join("m.json"))["threads"], cores);
+    let mut args = vec!["eval", "--model", skl, "--threads", "100000"];
+    args.extend(common);
+    let out = distill(d, &args);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--threads 100000"), "{}", out.stderr);
+
+    let metrics = d.join("m.json");
+    let out = ok(
+        d,
+        &[
+            "report",
+            "-q",
+            "--metrics",
+            metrics.to_str().unwrap(),
+            "--out",
+            "r.html",
+        ],
+    );
+    assert!(out.stdout.contains("report: r.html"), "{}", out.stdout);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
 }

@@ -98,14 +98,11 @@ pub struct Args {
     pub provider: Provider,
 
     /// Worker threads for this stage: ONNX Runtime intra-op threads of the model being evaluated
-    /// (models run one after another) [default: all cores, as ONNX Runtime counts them: one per
-    /// physical core]. `--threads 0`, the old spelling of the default, is accepted until the next
-    /// release.
+    /// (models run one after another), at most 1024 [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Rows per inference call while evaluating (--batch-size, the old spelling, is accepted
-    /// until the next release).
+    /// Rows per inference call while evaluating.
     #[arg(long = "batch", value_name = "N", default_value_t = 1024)]
     pub batch_size: usize,
 
@@ -117,10 +114,10 @@ pub struct Args {
     /// Combine the generalist (the --model with the manifest's SHA-256; without --model, the
     /// manifest's generalist) with the specialists of this distill-specialists manifest.yaml, and
     /// report the combined errors and the rows by the number of active specialists covering the label.
-    #[arg(long, value_name = "MANIFEST")]
+    #[arg(long = "manifest", alias = "specialists", value_name = "MANIFEST")]
     pub specialists: Option<PathBuf>,
 
-    /// With --specialists: how many of the generalist's most probable classes decide which
+    /// With --manifest: how many of the generalist's most probable classes decide which
     /// specialists are active (default 1, as in the paper).
     #[arg(long, value_name = "N")]
     pub top_n: Option<usize>,
@@ -269,9 +266,17 @@ impl Args {
                     eprintln!(
                         "note: --threads 0 is now the default (leave --threads out); the old spelling goes in the next release"
                     );
-                    0
+                    all_cores()
                 }
-                t => t.unwrap_or(0),
+                Some(n) if n > distill_core::MAX_THREADS => {
+                    return Err(distill_core::CoreError::invalid(format!(
+                        "--threads {n}: at most {} worker threads; leave --threads out for all cores",
+                        distill_core::MAX_THREADS
+                    ))
+                    .into());
+                }
+                Some(n) => n,
+                None => all_cores(),
             },
             batch_size: self.batch_size,
             latency_runs: self.latency_runs,
@@ -284,6 +289,13 @@ impl Args {
             teachers_of: self.teachers_of,
         })
     }
+}
+
+/// Every core of the machine, as the other stages count them: the default worker threads.
+fn all_cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(distill_core::MAX_THREADS)
 }
 
 /// The flags that describe one model: each applies to the --model or --teacher before it.

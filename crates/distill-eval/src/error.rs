@@ -96,8 +96,10 @@ pub enum EvalError {
         classes: usize,
     },
 
-    /// `--top-n` without `--specialists`.
-    #[error("--top-n only applies with --specialists MANIFEST")]
+    /// `--top-n` without `--manifest`.
+    #[error(
+        "--top-n only applies with --specialists or --manifest MANIFEST (two spellings of the specialists' manifest)"
+    )]
     TopNWithoutSpecialists,
     /// A `--name` that is empty, taken by another model or an ensemble's entry.
     #[error(
@@ -117,9 +119,9 @@ pub enum EvalError {
         path: PathBuf,
     },
 
-    /// The `--specialists` manifest does not exist.
+    /// The `--manifest` (old spelling `--specialists`) does not exist.
     #[error(
-        "--specialists {}: the manifest does not exist (the specialists stage writes it: distill-specialists --out FOLDER writes FOLDER/manifest.yaml); run that stage first",
+        "--manifest {}: the specialists' manifest does not exist (the specialists stage writes it: distill-specialists --out FOLDER writes FOLDER/manifest.yaml); run that stage first",
         path.display()
     )]
     ManifestMissing {

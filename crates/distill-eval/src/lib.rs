@@ -74,7 +74,8 @@ pub struct Config {
     pub bias_adjust: BiasAdjust,
     /// The execution provider to run the models with.
     pub provider: Provider,
-    /// ONNX Runtime intra-op threads per model (0: its default).
+    /// ONNX Runtime intra-op threads per model (the command line's default: all cores; 0 leaves
+    /// the choice to ONNX Runtime, one per physical core).
     pub threads: usize,
     /// Rows per inference call while evaluating.
     pub batch_size: usize,

@@ -96,7 +96,7 @@ pub struct Report {
     pub bias_adjust: BiasAdjust,
     /// The execution provider asked for (`cpu`, `cuda` or `auto`); each model entry says which one ran it.
     pub provider: String,
-    /// ONNX Runtime intra-op threads (0: its default).
+    /// ONNX Runtime intra-op threads (0: its default, one per physical core).
     pub threads: usize,
     /// Timed batch-1 runs per model (0: speed not measured).
     pub latency_runs: usize,
@@ -105,7 +105,7 @@ pub struct Report {
     pub agreement_reference: String,
     /// The models in the order given, then the ensembles (arithmetic, geometric).
     pub entries: Vec<Entry>,
-    /// The generalist combined with its specialists (`null` without `--specialists`).
+    /// The generalist combined with its specialists (`null` without `--manifest`).
     pub specialists: Option<SpecialistsReport>,
     /// Messages for the user from ONNX Runtime and the models (CPU fallback, slow fixed batch sizes).
     pub notes: Vec<String>,

@@ -110,8 +110,10 @@ pub struct Config {
     /// Training records (`MODEL.metrics.csv`); when none is given, the records beside the models
     /// of `metrics.json` that have one.
     pub train_logs: Vec<PathBuf>,
-    /// distill-cluster's `specialists.yaml`.
+    /// distill-cluster's `specialists.yaml`, the class subsets (`--subsets`).
     pub specialists: Option<PathBuf>,
+    /// The flag that named [`Config::specialists`], for messages (empty: `--subsets`).
+    pub subsets_flag: &'static str,
     /// The specialists' `manifest.yaml`.
     pub manifest: Option<PathBuf>,
     /// The soft-target store (its metadata: the teachers and their SHA-256).
@@ -274,7 +276,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
     }
     if let Some(p) = &config.specialists
         && present(
-            "--specialists",
+            config.subsets_flag(),
             p,
             "the cluster stage writes it: distill-cluster --out SUBSETS.yaml",
             &mut inputs,
@@ -337,7 +339,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
             .map(|m| m.path.display().to_string())
             .collect();
         return Err(ReportError::Nothing(if named.is_empty() {
-            "no --metrics, --train-log, --specialists, --manifest or --store given".into()
+            "no --metrics, --train-log, --subsets, --manifest or --store given".into()
         } else {
             named.join(", ")
         }));
@@ -462,6 +464,15 @@ fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, ReportE
 impl Config {
     /// Every file or folder named by a flag that the page is drawn from, with its flag: the
     /// pipeline's lock (beside the pipeline file) included.
+    /// The flag that named the subsets: `--subsets`, or the old `--specialists` when given so.
+    pub fn subsets_flag(&self) -> &'static str {
+        if self.subsets_flag.is_empty() {
+            "--subsets"
+        } else {
+            self.subsets_flag
+        }
+    }
+
     pub fn input_files(&self) -> Vec<(&'static str, PathBuf)> {
         let mut files: Vec<(&'static str, PathBuf)> = Vec::new();
         let mut add = |flag: &'static str, p: &Option<PathBuf>| {
@@ -470,7 +481,7 @@ impl Config {
             }
         };
         add("--metrics", &self.metrics);
-        add("--specialists", &self.specialists);
+        add(self.subsets_flag(), &self.specialists);
         add("--manifest", &self.manifest);
         add("--store", &self.store);
         add("--pipeline", &self.pipeline);

@@ -78,8 +78,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
     /// Worker threads for this stage, divided among the teachers, which run at the same time
-    /// [default: all cores]. (Until this release it counted ONNX Runtime threads per teacher:
-    /// that is --ort-threads now.)
+    /// [default: all cores]; --ort-threads sets each teacher's threads instead.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// ONNX Runtime intra-op threads of each teacher's session [default: --threads divided among
@@ -171,9 +170,8 @@ impl Args {
         })?;
         if let (Some(n), None, 2..) = (self.threads, self.ort_threads, teachers.len()) {
             eprintln!(
-                "note: --threads {n} is the stage's threads since this release, divided among the \
-                 {} teachers ({} each); --ort-threads {n} gives each teacher {n}, as --threads did \
-                 before",
+                "note: --threads {n} is divided among the {} teachers ({} each); --ort-threads {n} \
+                 gives each teacher {n}",
                 teachers.len(),
                 (n / teachers.len()).max(1)
             );
