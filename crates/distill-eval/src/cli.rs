@@ -385,7 +385,7 @@ impl distill_cli::Report for crate::Report {
         for note in &self.notes {
             eprintln!("note: {note}");
         }
-        print!("{self}");
+        distill_core::out::print(self);
     }
 }
 

@@ -425,6 +425,23 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
             .into());
         }
     }
+    if config.latency_runs > timing::MAX_LATENCY_RUNS {
+        return Err(distill_core::CoreError::invalid(format!(
+            "--latency-runs {}: at most {} timed runs per model; 200 (the default) gives a stable \
+             median, 0 skips the speed measurement",
+            config.latency_runs,
+            timing::MAX_LATENCY_RUNS
+        ))
+        .into());
+    }
+    if config.threads > distill_core::MAX_THREADS {
+        return Err(distill_core::CoreError::invalid(format!(
+            "--threads {}: at most {} worker threads; leave --threads out for all cores",
+            config.threads,
+            distill_core::MAX_THREADS
+        ))
+        .into());
+    }
     if config.batch_size == 0 {
         return Err(distill_core::CoreError::invalid(
             "--batch must be at least 1 (rows per inference call)",
@@ -459,10 +476,33 @@ fn check_config(config: &Config) -> Result<(), EvalError> {
             path: s.manifest.clone(),
         });
     }
-    let mut inputs: Vec<(&str, &Path)> = config
+    let mut files: Vec<(String, PathBuf)> = config
         .models
         .iter()
-        .map(|m| ("--model", m.path.as_path()))
+        .flat_map(|m| distill_core::atomic::model_files(&m.path))
+        .collect();
+    if let Some(store) = &config.teachers_of {
+        files.push(("--teachers-of".into(), store.clone()));
+    }
+    if let Some(s) = &config.specialists {
+        files.push(("--manifest".into(), s.manifest.clone()));
+        // The files the manifest names, when it can be read (a manifest that cannot is refused
+        // with its own message when the specialists are prepared).
+        if let Ok(manifest) = distill_specialists::manifest::Manifest::load(&s.manifest) {
+            files.push((
+                "--manifest's generalist".into(),
+                manifest.generalist_path(&s.manifest),
+            ));
+            for p in manifest.specialist_paths(&s.manifest) {
+                files.extend(distill_core::atomic::model_files(&p).into_iter().map(
+                    |(flag, path)| (flag.replace("--model", "--manifest's specialist"), path),
+                ));
+            }
+        }
+    }
+    let mut inputs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(flag, path)| (flag.as_str(), path.as_path()))
         .collect();
     inputs.push(("--data", Path::new(&config.selection.data)));
     if let Some(out) = &config.out {

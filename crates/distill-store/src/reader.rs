@@ -148,8 +148,18 @@ pub(crate) fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
         for (t, acc) in meta.teachers.iter().zip(values.iter_mut()) {
             match meta.top_k {
                 None => {
-                    let (_, v) =
-                        list_f32(path, &t.name, col(&t.name)?, Some(meta.classes), first_row)?;
+                    let (w, v) = list_f32(path, &t.name, col(&t.name)?, None, first_row)?;
+                    if !v.is_empty() && w != meta.classes {
+                        return Err(CoreError::format(
+                            path,
+                            format!(
+                                "teacher column '{}' holds {w} values per row, but the store's \
+                                 metadata says `classes: {}`; the metadata and the data disagree \
+                                 (a rewritten or damaged store): write it again with distill-teach",
+                                t.name, meta.classes
+                            ),
+                        ));
+                    }
                     acc.extend_from_slice(&v);
                 }
                 Some(k) => {
