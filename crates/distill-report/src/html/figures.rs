@@ -128,7 +128,7 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
         let rows = s.rows.unwrap_or(m.rows);
         let _ = writeln!(
             b.body,
-            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td>{}{}</tr>",
+            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td><td title=\"the system runs the generalist and its specialists, then combines them; the combination step's own rate is given under Specialists\">-</td>{}</tr>",
             s.combined_errors
                 .map(|v| format!(
                     "<td data-entry=\"specialists\" data-field=\"combined_errors\" data-value=\"{v}\">{}</td>",
@@ -139,7 +139,6 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
                 .filter(|_| rows > 0)
                 .map(|v| format!("<td>{:.2}</td>", 100.0 * v as f64 / rows as f64))
                 .unwrap_or_else(|| "<td>-</td>".into()),
-            "<td title=\"the system runs the generalist and its specialists, then combines them; the combination step's own rate is given under Specialists\">-</td>",
             if paper { "<td></td>" } else { "" }
         );
     }
