@@ -225,3 +225,33 @@ fn labels_axes_and_bins_say_what_they_show() {
     let (lo, hi) = distill_report::plot::reliability::bar_span(0.0, 0.1, 500, 1000);
     assert!((hi - lo - 0.046).abs() < 1e-9);
 }
+
+/// The gain chart drawn for results without the groups' correct-row counts has ticks that never
+/// read the same, however small the gains.
+#[test]
+fn gain_ticks_never_repeat() {
+    use distill_report::plot::{gain_by_covering, tick_decimals};
+    assert_eq!(tick_decimals(0.6), 2);
+    assert_eq!(tick_decimals(6.0), 1);
+    assert_eq!(tick_decimals(60.0), 0);
+    let svg = gain_by_covering(
+        "g",
+        "gain",
+        &[
+            (0, 1200, Some(0.0008)),
+            (1, 600, Some(-0.0002)),
+            (2, 200, None),
+        ],
+        (700, 400),
+    )
+    .unwrap();
+    let ticks: Vec<String> = texts(&svg)
+        .into_iter()
+        .filter(|t| t.parse::<f64>().is_ok())
+        .collect();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    let mut unique = ticks.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ticks.len(), "repeated ticks: {ticks:?}");
+}

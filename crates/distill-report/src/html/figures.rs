@@ -137,7 +137,13 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
                 .unwrap_or_else(|| "<td>-</td>".into()),
             s.combined_errors
                 .filter(|_| rows > 0)
-                .map(|v| format!("<td>{:.2}</td>", 100.0 * v as f64 / rows as f64))
+                .map(|v| {
+                    let rate = v as f64 / rows as f64;
+                    format!(
+                        "<td data-entry=\"specialists\" data-field=\"error_rate\" data-value=\"{rate}\">{}</td>",
+                        format_field("error_rate", rate)
+                    )
+                })
                 .unwrap_or_else(|| "<td>-</td>".into()),
             if paper { "<td></td>" } else { "" }
         );

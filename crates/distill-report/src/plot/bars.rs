@@ -222,3 +222,89 @@ pub fn errors_by_covering(
         Ok(())
     })
 }
+
+/// The specialists' chart for results that lack the groups' correct-row counts: the relative gain
+/// in correct rows by the number of specialists covering the true class, with each group's rows
+/// written on its bar (`n/a` where the gain is unknown), on ticks with as many decimals as their
+/// spacing needs, so that no two read the same.
+pub fn gain_by_covering(
+    id: &str,
+    title: &str,
+    groups: &[(usize, usize, Option<f64>)],
+    size: (u32, u32),
+) -> Result<String, ReportError> {
+    let n = groups.len().max(1);
+    let gains: Vec<f64> = groups.iter().map(|g| 100.0 * g.2.unwrap_or(0.0)).collect();
+    let hi = gains.iter().copied().fold(0.0f64, f64::max);
+    let lo = gains.iter().copied().fold(0.0f64, f64::min);
+    let span = (hi - lo).max(0.5);
+    let (lo, hi) = (lo - 0.08 * span * f64::from(lo < 0.0), hi + 0.2 * span);
+    let decimals = tick_decimals(hi - lo);
+    render(id, title, size, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, font(17).color(&INK))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, lo..hi)?;
+        let labels: Vec<String> = groups.iter().map(|g| g.0.to_string()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE)
+            .bold_line_style(GRID)
+            .x_labels(n)
+            .x_label_formatter(&move |v| {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("specialists covering the true class")
+            .y_desc("relative gain in correct rows (%)")
+            .y_labels(6)
+            .y_label_formatter(&move |v| format!("{v:.decimals$}"))
+            .label_style(font(13).color(&INK))
+            .axis_desc_style(font(14).color(&INK))
+            .draw()?;
+        chart.draw_series(groups.iter().enumerate().map(|(i, g)| {
+            let v = 100.0 * g.2.unwrap_or(0.0);
+            let color = if v >= 0.0 {
+                CATEGORICAL[2]
+            } else {
+                CATEGORICAL[3]
+            };
+            Rectangle::new(
+                [(i as f64 - 0.35, 0.0), (i as f64 + 0.35, v)],
+                color.filled(),
+            )
+        }))?;
+        chart.draw_series(groups.iter().enumerate().map(|(i, g)| {
+            let v = 100.0 * g.2.unwrap_or(0.0);
+            let label = match g.2 {
+                Some(_) => format!("{v:+.2}% ({} rows)", g.1),
+                None => format!("n/a ({} rows)", g.1),
+            };
+            Text::new(
+                label,
+                (i as f64, v.max(0.0)),
+                text(13, &INK, HPos::Center, VPos::Bottom),
+            )
+        }))?;
+        Ok(())
+    })
+}
+
+/// Decimals that tell apart about six ticks spread over `span` (their step, or half of it, shown
+/// exactly): none for steps of 10 and more, else one more than the step's first significant digit
+/// needs.
+pub fn tick_decimals(span: f64) -> usize {
+    let step = (span / 6.0).abs().max(1e-9);
+    if step >= 10.0 {
+        return 0;
+    }
+    let digits = (-step.log10()).ceil().max(0.0) as usize;
+    digits.min(8) + 1
+}

@@ -10,7 +10,10 @@ mod lines;
 pub mod reliability;
 mod tradeoff;
 
-pub use bars::{Bars, CoveringErrors, errors_by_covering, grouped_bars, integer_ticks};
+pub use bars::{
+    Bars, CoveringErrors, errors_by_covering, gain_by_covering, grouped_bars, integer_ticks,
+    tick_decimals,
+};
 pub use heatmap::{Matrix, heatmap};
 pub use lines::{Line, lines};
 pub use reliability::{Reliability, reliability};
