@@ -126,7 +126,7 @@ def run_other_seeds(hidden, data):
             argv += [f"--{key}", value]
         run(argv + ["--seed", str(seed)])
         run(["./target/release/distill-eval", "-q", "--model", os.path.join(out, "generalist.onnx"),
-             "--specialists", os.path.join(spec, "manifest.yaml"), "--data", data, "--split",
+             "--manifest", os.path.join(spec, "manifest.yaml"), "--data", data, "--split",
              "test", "--latency-runs", "0", "--out", metrics])
 
 

@@ -89,9 +89,20 @@ impl DataSource {
         if path.is_file() {
             return Ok(DataSource::Parquet(path));
         }
+        let relative = if path.is_relative() {
+            match std::env::current_dir() {
+                Ok(cwd) => format!(
+                    " ({arg} is looked up from the working folder {})",
+                    cwd.display()
+                ),
+                Err(_) => " (it is looked up from the working folder)".to_string(),
+            }
+        } else {
+            String::new()
+        };
         Err(CoreError::invalid(format!(
-            "{arg}: no such data set; give a folder of MNIST IDX files (e.g. data/mnist), a folder \
-             with train.parquet/test.parquet, or a Parquet file"
+            "--data {arg}: no such data set{relative}; give a folder of MNIST IDX files (e.g. \
+             data/mnist), a folder with train.parquet/test.parquet, or a Parquet file"
         )))
     }
 
@@ -109,6 +120,15 @@ impl DataSource {
             );
         }
         Some(PathBuf::from(arg))
+    }
+
+    /// The one file this source's rows all come from, when it is a single Parquet file: such a
+    /// file has no train/test splits, and every `--split` reads all its rows.
+    pub fn single_file(&self) -> Option<&Path> {
+        match self {
+            DataSource::Parquet(p) if !p.is_dir() => Some(p),
+            _ => None,
+        }
     }
 
     /// A short description recorded in outputs' metadata.
@@ -532,6 +552,45 @@ impl Selection {
             ds = ds.limit(n);
         }
         ds.filter_classes(&self.classes)
+    }
+
+    /// The split the rows come from as outputs label it: `train` or `test`, or `all` when `data`
+    /// is a single file (it has no splits: every `--split` reads all its rows).
+    pub fn split_label(&self) -> String {
+        if self.is_single_file() {
+            "all".to_string()
+        } else {
+            self.split.to_string()
+        }
+    }
+
+    /// Whether `data` is one data file rather than a folder of splits or generated data.
+    pub fn is_single_file(&self) -> bool {
+        DataSource::parse(&self.data).is_ok_and(|s| s.single_file().is_some())
+    }
+
+    /// Where the rows come from, in words: `the test split of DATA`, or for a single file `all
+    /// rows of FILE (one file: it has no separate test split)`.
+    pub fn rows_origin(&self) -> String {
+        if self.is_single_file() {
+            format!(
+                "all rows of {} (one file: it has no separate test split)",
+                self.data
+            )
+        } else {
+            format!("the {} split of {}", self.split, self.data)
+        }
+    }
+
+    /// [`Selection::describe`] with `split=all` for a single file, whose rows are all read
+    /// whatever the split.
+    pub fn describe_rows(&self) -> String {
+        let described = self.describe();
+        if self.is_single_file() {
+            described.replacen(&format!("split={}", self.split), "split=all", 1)
+        } else {
+            described
+        }
     }
 
     /// A description of the transform, for outputs' metadata.

@@ -223,6 +223,57 @@ fn arrow_cast_to_i64(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
     None
 }
 
+/// The formats `--data` reads, for messages about a file that is none of them.
+pub const DATA_FORMATS: &str = "a folder of MNIST IDX files, a folder with train.parquet/test.parquet, \
+     one Parquet file (a list-of-floats 'features' column and an optional integer 'label' column), \
+     synthetic:... or mnist-pairs:...";
+
+/// Fails, naming the formats `--data` reads, when `path` does not begin with Parquet's `PAR1`
+/// (a NumPy `.npy`/`.npz`, a CSV or any other file), before the Parquet reader would call its
+/// footer corrupt.
+fn check_magic(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CoreError::io(path, e)),
+        }
+    }
+    let head = &head[..n];
+    if head.starts_with(b"PAR1") {
+        return Ok(());
+    }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let looks_like = if head.starts_with(b"\x93NUMPY") {
+        "a NumPy .npy array".to_string()
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        "a zip archive such as a NumPy .npz".to_string()
+    } else if head.is_empty() {
+        "an empty file".to_string()
+    } else if matches!(extension.as_deref(), Some("csv" | "tsv" | "txt")) {
+        "a text (CSV) file".to_string()
+    } else if let Some(ext) = extension {
+        format!("a .{ext} file")
+    } else {
+        "another format".to_string()
+    };
+    Err(CoreError::format(
+        path,
+        format!(
+            "--data: not a Parquet file (it looks like {looks_like}); --data reads {DATA_FORMATS}; \
+             convert the data to Parquet first"
+        ),
+    ))
+}
+
 /// Reads a data set in the generic Parquet layout.
 pub fn read_dataset(path: &Path) -> Result<Dataset> {
     guard_decoder(path, || read_dataset_unguarded(path))
@@ -230,6 +281,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset> {
 
 fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
     distill_core::input::check_regular("--data", path)?;
+    check_magic(path)?;
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::parquet(path, e))?;

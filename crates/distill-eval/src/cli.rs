@@ -1,20 +1,26 @@
 //! The `distill-eval` command line: flags, their translation into a [`Config`], and the exit codes.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use distill_cli::{DataArgs, ProgressArgs};
-use distill_runtime::{ModelSettings, Provider};
+use distill_runtime::{
+    LayoutKind, ModelSettings, OutputKind, Provider, parse_image_shape, parse_kind, parse_layout,
+};
 
 use crate::{BiasAdjust, Config, EvalError, ModelEntry, SpecialistsConfig, run};
 
 /// Evaluate ONNX models (and their ensemble) on a labelled data split: errors, per-class errors, confusion,
 /// NLL, calibration, top-k accuracy, agreement, parameters, file size, latency and throughput.
 ///
-/// Each model's settings (input, output, layout, normalisation, logits or probabilities) come from the model
-/// itself and its sidecar `MODEL.onnx.yaml`, as in distill-teach.
+/// Each model's settings (input, output, layout, normalisation, logits or probabilities) are, as in
+/// distill-teach: the per-model flags after its --model or --teacher (--input, --output, --layout,
+/// --image-shape, --scale, --mean, --std, --kind), over its sidecar `MODEL.onnx.yaml`, over what the
+/// model declares. --teachers-of STORE evaluates a store's teachers with the settings distill-teach
+/// recorded for them.
 #[derive(Debug, Parser)]
 #[command(name = "distill-eval", version, allow_negative_numbers = true, mut_arg("split", |a| a.default_value("test")))]
 pub struct Args {
@@ -38,6 +44,43 @@ pub struct Args {
     #[arg(skip)]
     pub name_owners: Option<Vec<Option<usize>>>,
 
+    /// The model input to feed (needed only when it has several float inputs).
+    #[arg(long, value_name = "NAME")]
+    pub input: Vec<String>,
+    /// The model output to read (needed only when it has several candidate outputs).
+    #[arg(long, value_name = "NAME")]
+    pub output: Vec<String>,
+    /// flat ([N, D]) or image ([N, C, H, W]) [default: from the input's rank].
+    #[arg(long, value_name = "flat|image", value_parser = parse_layout)]
+    pub layout: Vec<LayoutKind>,
+    /// C,H,W of the image layout, when the model leaves them dynamic.
+    #[arg(long, value_name = "C,H,W", value_parser = parse_image_shape)]
+    pub image_shape: Vec<[usize; 3]>,
+    /// Multiplies each raw value in [0, 1] first (255 for a model trained on bytes) [default: 1].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub scale: Vec<f32>,
+    /// Subtracted after scaling [default: 0].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub mean: Vec<f32>,
+    /// Divides last [default: 1].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub std: Vec<f32>,
+    /// What the output holds: logits or probabilities [default: from the model's outputs].
+    #[arg(long, value_name = "logits|probabilities", value_parser = parse_kind)]
+    pub kind: Vec<OutputKind>,
+
+    /// Evaluate every teacher of this soft-target store (distill-teach --out) as a --teacher,
+    /// under its column name and with the settings distill-teach ran it with (recorded in the
+    /// store), so teach and eval see the same inputs; each model file must still be where the store
+    /// says, unchanged.
+    #[arg(long, value_name = "STORE")]
+    pub teachers_of: Option<PathBuf>,
+
+    /// For each per-model settings flag, the entry (models first, then teachers) each of its
+    /// values follows; recorded by [`Args::parse_from_args`].
+    #[arg(skip)]
+    pub setting_owners: BTreeMap<&'static str, Vec<Option<usize>>>,
+
     /// Also evaluate the arithmetic and geometric mean ensembles (at T = 1) of the teachers, or of all models.
     #[arg(long)]
     pub ensemble: bool,
@@ -55,14 +98,11 @@ pub struct Args {
     pub provider: Provider,
 
     /// Worker threads for this stage: ONNX Runtime intra-op threads of the model being evaluated
-    /// (models run one after another) [default: all cores, as ONNX Runtime counts them: one per
-    /// physical core]. `--threads 0`, the old spelling of the default, is accepted until the next
-    /// release.
+    /// (models run one after another), at most 1024 [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Rows per inference call while evaluating (--batch-size, the old spelling, is accepted
-    /// until the next release).
+    /// Rows per inference call while evaluating.
     #[arg(long = "batch", value_name = "N", default_value_t = 1024)]
     pub batch_size: usize,
 
@@ -74,10 +114,10 @@ pub struct Args {
     /// Combine the generalist (the --model with the manifest's SHA-256; without --model, the
     /// manifest's generalist) with the specialists of this distill-specialists manifest.yaml, and
     /// report the combined errors and the rows by the number of active specialists covering the label.
-    #[arg(long, value_name = "MANIFEST")]
+    #[arg(long = "manifest", alias = "specialists", value_name = "MANIFEST")]
     pub specialists: Option<PathBuf>,
 
-    /// With --specialists: how many of the generalist's most probable classes decide which
+    /// With --manifest: how many of the generalist's most probable classes decide which
     /// specialists are active (default 1, as in the paper).
     #[arg(long, value_name = "N")]
     pub top_n: Option<usize>,
@@ -116,8 +156,8 @@ impl Args {
                 .unwrap_or_default()
         };
         let (models, teachers) = (positions("models"), positions("teachers"));
-        parsed.name_owners = Some(
-            positions("names")
+        let owners = |id: &str| -> Vec<Option<usize>> {
+            positions(id)
                 .into_iter()
                 .map(|at| {
                     let model = models.iter().rposition(|&m| m < at).map(|k| (models[k], k));
@@ -130,8 +170,10 @@ impl Args {
                         (m, t) => m.or(t).map(|(_, entry)| entry),
                     }
                 })
-                .collect(),
-        );
+                .collect()
+        };
+        parsed.name_owners = Some(owners("names"));
+        parsed.setting_owners = PER_MODEL.iter().map(|&id| (id, owners(id))).collect();
         Ok(parsed)
     }
 
@@ -140,7 +182,7 @@ impl Args {
         if self.top_n.is_some() && self.specialists.is_none() {
             return Err(EvalError::TopNWithoutSpecialists);
         }
-        if self.models.is_empty() && self.teachers.is_empty() {
+        if self.models.is_empty() && self.teachers.is_empty() && self.teachers_of.is_none() {
             match &self.specialists {
                 Some(manifest) => self
                     .models
@@ -148,19 +190,57 @@ impl Args {
                 None => return Err(EvalError::NoModels),
             }
         }
-        let no_teachers = self.teachers.is_empty();
-        let entry = |path: PathBuf, ensemble_member: bool| ModelEntry {
+        let no_teachers = self.teachers.is_empty() && self.teachers_of.is_none();
+        let entry = |path: PathBuf, teacher: bool| ModelEntry {
             path,
             settings: ModelSettings::default(),
-            ensemble_member,
+            ensemble_member: teacher || no_teachers,
             name: None,
+            teacher,
         };
-        let mut models: Vec<ModelEntry> = self
-            .models
-            .into_iter()
-            .map(|p| entry(p, no_teachers))
-            .collect();
+        let mut models: Vec<ModelEntry> =
+            self.models.into_iter().map(|p| entry(p, false)).collect();
         models.extend(self.teachers.into_iter().map(|p| entry(p, true)));
+        let owners = &self.setting_owners;
+        assign(owners, "input", "--input", self.input, &mut models, |m| {
+            &mut m.settings.input
+        })?;
+        assign(
+            owners,
+            "output",
+            "--output",
+            self.output,
+            &mut models,
+            |m| &mut m.settings.output,
+        )?;
+        assign(
+            owners,
+            "layout",
+            "--layout",
+            self.layout,
+            &mut models,
+            |m| &mut m.settings.layout,
+        )?;
+        assign(
+            owners,
+            "image_shape",
+            "--image-shape",
+            self.image_shape,
+            &mut models,
+            |m| &mut m.settings.image_shape,
+        )?;
+        assign(owners, "scale", "--scale", self.scale, &mut models, |m| {
+            &mut m.settings.scale
+        })?;
+        assign(owners, "mean", "--mean", self.mean, &mut models, |m| {
+            &mut m.settings.mean
+        })?;
+        assign(owners, "std", "--std", self.std, &mut models, |m| {
+            &mut m.settings.std
+        })?;
+        assign(owners, "kind", "--kind", self.kind, &mut models, |m| {
+            &mut m.settings.kind
+        })?;
         for (k, name) in self.names.into_iter().enumerate() {
             let owner = match &self.name_owners {
                 Some(owners) => owners.get(k).copied().flatten(),
@@ -186,9 +266,17 @@ impl Args {
                     eprintln!(
                         "note: --threads 0 is now the default (leave --threads out); the old spelling goes in the next release"
                     );
-                    0
+                    all_cores()
                 }
-                t => t.unwrap_or(0),
+                Some(n) if n > distill_core::MAX_THREADS => {
+                    return Err(distill_core::CoreError::invalid(format!(
+                        "--threads {n}: at most {} worker threads; leave --threads out for all cores",
+                        distill_core::MAX_THREADS
+                    ))
+                    .into());
+                }
+                Some(n) => n,
+                None => all_cores(),
             },
             batch_size: self.batch_size,
             latency_runs: self.latency_runs,
@@ -198,8 +286,75 @@ impl Args {
             }),
             out: self.out,
             predictions: self.predictions.map(|p| (p, self.predictions_k)),
+            teachers_of: self.teachers_of,
         })
     }
+}
+
+/// Every core of the machine, as the other stages count them: the default worker threads.
+fn all_cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(distill_core::MAX_THREADS)
+}
+
+/// The flags that describe one model: each applies to the --model or --teacher before it.
+const PER_MODEL: [&str; 8] = [
+    "input",
+    "output",
+    "layout",
+    "image_shape",
+    "scale",
+    "mean",
+    "std",
+    "kind",
+];
+
+/// Gives each value of a per-model flag to the --model or --teacher it follows. Without recorded
+/// positions (an `Args` not made by [`Args::parse_from_args`]) the values can only go to a lone
+/// model.
+fn assign<T>(
+    owners: &BTreeMap<&'static str, Vec<Option<usize>>>,
+    id: &str,
+    flag: &'static str,
+    values: Vec<T>,
+    models: &mut [ModelEntry],
+    field: impl Fn(&mut ModelEntry) -> &mut Option<T>,
+) -> Result<(), EvalError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let usage = |message: String| EvalError::PerModelFlag { flag, message };
+    let recorded = owners.get(id).filter(|o| o.len() == values.len());
+    let lone = models.len() == 1;
+    for (i, value) in values.into_iter().enumerate() {
+        let owner = match recorded {
+            Some(o) => o[i],
+            None if lone => Some(0),
+            None => {
+                return Err(usage(
+                    "cannot tell which --model or --teacher this applies to; put it after its model"
+                        .into(),
+                ));
+            }
+        };
+        let Some(m) = owner.and_then(|o| models.get_mut(o)) else {
+            return Err(usage(
+                "given before any --model or --teacher; per-model flags apply to the --model or \
+                 --teacher before them, so put it after the model it describes"
+                    .into(),
+            ));
+        };
+        let path = m.path.display().to_string();
+        let slot = field(m);
+        if slot.is_some() {
+            return Err(usage(format!(
+                "given twice for {path}; give it once after that model"
+            )));
+        }
+        *slot = Some(value);
+    }
+    Ok(())
 }
 
 /// Parses `args` (the program name first), evaluates, prints the table to stdout and notes to stderr.
@@ -230,7 +385,7 @@ impl distill_cli::Report for crate::Report {
         for note in &self.notes {
             eprintln!("note: {note}");
         }
-        print!("{self}");
+        distill_core::out::print(self);
     }
 }
 

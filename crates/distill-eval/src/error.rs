@@ -15,7 +15,9 @@ pub enum EvalError {
     Runtime(#[from] RuntimeError),
 
     /// No model was given.
-    #[error("no model to evaluate; give at least one --model PATH")]
+    #[error(
+        "no model to evaluate; give at least one --model PATH, --teacher PATH or --teachers-of STORE"
+    )]
     NoModels,
 
     /// `--ensemble` with fewer than two members.
@@ -94,8 +96,10 @@ pub enum EvalError {
         classes: usize,
     },
 
-    /// `--top-n` without `--specialists`.
-    #[error("--top-n only applies with --specialists MANIFEST")]
+    /// `--top-n` without `--manifest`.
+    #[error(
+        "--top-n only applies with --specialists or --manifest MANIFEST (two spellings of the specialists' manifest)"
+    )]
     TopNWithoutSpecialists,
     /// A `--name` that is empty, taken by another model or an ensemble's entry.
     #[error(
@@ -103,6 +107,53 @@ pub enum EvalError {
         path.display()
     )]
     Name { path: PathBuf, name: String },
+    /// A `--model` or `--teacher` file that does not exist.
+    #[error(
+        "{flag}: model file {} does not exist; check the path (a model made here is written by the train stage, distill-train --out {}, or the specialists stage)",
+        path.display(), path.display()
+    )]
+    ModelMissing {
+        /// `--model` or `--teacher`.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The `--manifest` (old spelling `--specialists`) does not exist.
+    #[error(
+        "--manifest {}: the specialists' manifest does not exist (the specialists stage writes it: distill-specialists --out FOLDER writes FOLDER/manifest.yaml); run that stage first",
+        path.display()
+    )]
+    ManifestMissing {
+        /// The manifest.
+        path: PathBuf,
+    },
+
+    /// A per-model settings flag that follows no model, or is given twice for one.
+    #[error("{flag}: {message}")]
+    PerModelFlag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A teacher of `--teachers-of` whose file is missing or changed since distill-teach ran it.
+    #[error(
+        "--teachers-of {}: teacher '{name}' was scored from {} {problem}; evaluate the file the store was made from (or rerun distill-teach --model {} --out {})",
+        store.display(), path.display(), path.display(), store.display()
+    )]
+    StoreTeacher {
+        /// The store.
+        store: PathBuf,
+        /// The teacher's column name.
+        name: String,
+        /// The model file the store names.
+        path: PathBuf,
+        /// What is wrong with it now.
+        problem: String,
+    },
+
     /// A `--name` that does not follow a `--model` or `--teacher` of its own.
     #[error(
         "--name {name}: names the --model or --teacher before it, and there is none without a name; put each --name right after its model"

@@ -13,21 +13,66 @@ use crate::EvalError;
 /// `TensorProto.DataType` values of floating-point tensors: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 const FLOAT_TYPES: [i32; 4] = [1, 10, 11, 16];
 
-/// Elements of a floating-point tensor (0 for other types).
-fn float_elements(t: &TensorProto) -> u64 {
+/// Bytes per element of a floating-point `TensorProto.DataType`.
+fn element_bytes(data_type: i32) -> u64 {
+    match data_type {
+        11 => 8,
+        10 | 16 => 2,
+        _ => 4,
+    }
+}
+
+/// Elements of a floating-point tensor (0 for other types) that its data actually holds: the
+/// declared shape's element count, but never more than the data present (`raw_data`,
+/// `float_data`, or the external data's length). A double or 16-bit tensor may keep its values
+/// in fields this schema subset skips (`double_data`, `int32_data`); then it is counted as
+/// declared, but never as more elements than `model_bytes` bytes can hold.
+fn float_elements(t: &TensorProto, folder: &Path, model_bytes: u64) -> u64 {
     if !FLOAT_TYPES.contains(&t.data_type) {
         return 0;
     }
-    t.dims
+    let declared = t
+        .dims
         .iter()
         .map(|&d| u64::try_from(d).unwrap_or(0))
-        .product()
+        .try_fold(1u64, |n, d| n.checked_mul(d))
+        .unwrap_or(u64::MAX);
+    let size = element_bytes(t.data_type);
+    let external = |key: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
+    };
+    let present = if t.data_location == 1 {
+        match external("length").and_then(|l| l.parse::<u64>().ok()) {
+            Some(length) => length / size,
+            None => external("location")
+                .and_then(|l| std::fs::metadata(folder.join(l)).ok())
+                .map_or(0, |m| {
+                    let offset = external("offset")
+                        .and_then(|o| o.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    m.len().saturating_sub(offset) / size
+                }),
+        }
+    } else if !t.raw_data.is_empty() {
+        t.raw_data.len() as u64 / size
+    } else if !t.float_data.is_empty() {
+        t.float_data.len() as u64
+    } else if t.data_type == 1 {
+        0
+    } else {
+        model_bytes / if t.data_type == 11 { 8 } else { 1 }
+    };
+    declared.min(present)
 }
 
 /// What a model costs to deploy, as far as its file says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Footprint {
-    /// Floating-point numbers stored in the model: the elements of its top-level float initializers, plus
+    /// Floating-point numbers stored in the model (as many as its data holds, whatever the shapes
+    /// declare): the elements of its top-level float initializers, plus
     /// float tensors and float lists held in node attributes (skl2onnx keeps a linear model's coefficients in
     /// `LinearClassifier` attributes, and some exporters use `Constant` nodes). Subgraphs (`If`, `Loop`) are
     /// not counted.
@@ -40,10 +85,8 @@ pub struct Footprint {
 
 /// Reads the footprint of the model at `path`, following external data locations relative to its folder.
 pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = distill_core::input::read("--model", path, distill_core::input::MAX_MODEL_BYTES)?;
+    let model_bytes = bytes.len() as u64;
     let model = ModelProto::decode(bytes.as_slice()).map_err(|e| EvalError::OnnxParse {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -55,17 +98,23 @@ pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
         .map(|l| folder.join(l))
         .collect();
     let graph = model.graph.unwrap_or_default();
-    let initializers: u64 = graph.initializer.iter().map(float_elements).sum();
+    let count = |t: &TensorProto| float_elements(t, folder, model_bytes);
+    let initializers: u64 = graph
+        .initializer
+        .iter()
+        .map(|t| float_elements(t, folder, model_bytes))
+        .fold(0u64, u64::saturating_add);
     let attributes: u64 = graph
         .node
         .iter()
         .flat_map(|n| &n.attribute)
         .map(|a| {
-            a.t.as_ref().map_or(0, float_elements)
-                + a.tensors.iter().map(float_elements).sum::<u64>()
-                + a.floats.len() as u64
+            a.t.as_ref()
+                .map_or(0, count)
+                .saturating_add(a.tensors.iter().map(count).fold(0, u64::saturating_add))
+                .saturating_add(a.floats.len() as u64)
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
 
     let mut file_bytes = bytes.len() as u64;
     for data in external {
@@ -74,7 +123,7 @@ pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
         file_bytes += meta.len();
     }
     Ok(Footprint {
-        parameters: initializers + attributes,
+        parameters: initializers.saturating_add(attributes),
         file_bytes,
         sha256: distill_core::sha256_hex(&bytes),
     })
@@ -107,6 +156,32 @@ mod tests {
         assert_eq!(skl.parameters, 7_850);
         let cnn = footprint(&Path::new(FIXTURES).join("torchscript_cnn.onnx")).unwrap();
         assert_eq!(cnn.parameters, 5_874);
+    }
+
+    #[test]
+    fn parameters_are_counted_from_the_data_present_not_the_declared_shape() {
+        use distill_core::onnx_proto::GraphProto;
+        let dir = tempfile::tempdir().unwrap();
+        let tensor = |dims: Vec<i64>, raw: usize| TensorProto {
+            dims,
+            data_type: 1,
+            raw_data: vec![0u8; raw],
+            ..TensorProto::default()
+        };
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                initializer: vec![
+                    tensor(vec![1 << 31, 1 << 31], 0),
+                    tensor(vec![1 << 31, 1 << 31], 40),
+                    tensor(vec![3, 2], 24),
+                ],
+                ..GraphProto::default()
+            }),
+            ..ModelProto::default()
+        };
+        let path = dir.path().join("empty.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        assert_eq!(footprint(&path).unwrap().parameters, 10 + 6);
     }
 
     #[test]

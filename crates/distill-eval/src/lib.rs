@@ -43,6 +43,8 @@ pub struct ModelEntry {
     /// makes a teacher's column name, so the two agree).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Whether it is a teacher (`--teacher`, `--teachers-of`): its entry's type is `teacher`.
+    pub teacher: bool,
 }
 
 impl ModelEntry {
@@ -53,6 +55,7 @@ impl ModelEntry {
             settings: ModelSettings::default(),
             ensemble_member: true,
             name: None,
+            teacher: false,
         }
     }
 }
@@ -71,7 +74,8 @@ pub struct Config {
     pub bias_adjust: BiasAdjust,
     /// The execution provider to run the models with.
     pub provider: Provider,
-    /// ONNX Runtime intra-op threads per model (0: its default).
+    /// ONNX Runtime intra-op threads per model (the command line's default: all cores; 0 leaves
+    /// the choice to ONNX Runtime, one per physical core).
     pub threads: usize,
     /// Rows per inference call while evaluating.
     pub batch_size: usize,
@@ -85,6 +89,10 @@ pub struct Config {
     /// Where to write each row's most probable classes per model ([`predictions`]), and how many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predictions: Option<(PathBuf, usize)>,
+    /// A soft-target store whose teachers are evaluated too, after [`Config::models`], each as a
+    /// teacher under its column name with the settings the store records for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teachers_of: Option<PathBuf>,
 }
 
 /// The name of the arithmetic ensemble's entry.
@@ -110,6 +118,22 @@ struct Evaluated {
 /// on failure.
 pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
     let start = Instant::now();
+    let with_store_teachers;
+    let config = match &config.teachers_of {
+        Some(store) => {
+            with_store_teachers = Config {
+                models: config
+                    .models
+                    .iter()
+                    .cloned()
+                    .chain(store_teachers(store)?)
+                    .collect(),
+                ..config.clone()
+            };
+            &with_store_teachers
+        }
+        None => config,
+    };
     check_config(config)?;
     let plan = config
         .specialists
@@ -226,8 +250,9 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
         tool: "distill-eval".to_string(),
         tool_version: distill_core::TOOL_VERSION.to_string(),
         dataset: config.selection.data.clone(),
-        split: config.selection.split,
-        transform: config.selection.describe(),
+        split: config.selection.split_label(),
+        rows_from: config.selection.rows_origin(),
+        transform: config.selection.describe_rows(),
         rows: data.len(),
         classes: data.classes,
         bias_adjust: config.bias_adjust.clone(),
@@ -297,7 +322,7 @@ fn write_predictions(
     }
     predictions::write(
         path,
-        (&config.selection.data, &config.selection.split.to_string()),
+        (&config.selection.data, &config.selection.split_label()),
         &data.index,
         labels,
         &sources,
@@ -305,9 +330,64 @@ fn write_predictions(
     )
 }
 
+/// The teachers of the soft-target store at `store`, each under its column name with the settings
+/// distill-teach recorded for it (none for stores written without them: the sidecar and the
+/// model's declarations then apply, as they did in distill-teach); fails when a model file is
+/// missing or its SHA-256 differs from the store's.
+pub fn store_teachers(store: &Path) -> Result<Vec<ModelEntry>, EvalError> {
+    if !store.exists() {
+        return Err(distill_core::CoreError::invalid(format!(
+            "--teachers-of {}: the soft-target store does not exist (the teach stage writes it: \
+             distill-teach --model TEACHER.onnx --out {}); run that stage first",
+            store.display(),
+            store.display()
+        ))
+        .into());
+    }
+    let teachers = distill_store::read_teacher_settings(store)?;
+    let mut entries = Vec::with_capacity(teachers.len());
+    for (meta, settings) in teachers {
+        let path = PathBuf::from(&meta.path);
+        let problem = |problem: String| EvalError::StoreTeacher {
+            store: store.to_path_buf(),
+            name: meta.name.clone(),
+            path: path.clone(),
+            problem,
+        };
+        if distill_core::input::check_regular("--teachers-of", &path).is_err() {
+            return Err(problem(
+                "and that file is missing or not a regular file".into(),
+            ));
+        }
+        let sha = distill_core::sha256_file(&path)?;
+        if sha != meta.sha256 {
+            return Err(problem(format!(
+                "(SHA-256 {}), but that file now has SHA-256 {sha}",
+                meta.sha256
+            )));
+        }
+        let settings: ModelSettings = match settings {
+            Some(s) => serde_json::from_value(s).map_err(|e| {
+                problem(format!(
+                    "with settings this version cannot read ({e}); rerun distill-teach"
+                ))
+            })?,
+            None => ModelSettings::default(),
+        };
+        entries.push(ModelEntry {
+            path,
+            settings,
+            ensemble_member: true,
+            name: Some(meta.name.clone()),
+            teacher: true,
+        });
+    }
+    Ok(entries)
+}
+
 /// The checks that need no file (also run by `distill run` before any stage starts).
 pub fn check_values(config: &Config) -> Result<(), EvalError> {
-    if config.models.is_empty() {
+    if config.models.is_empty() && config.teachers_of.is_none() {
         return Err(EvalError::NoModels);
     }
     let mut seen = std::collections::HashSet::new();
@@ -324,7 +404,7 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
             });
         }
     }
-    if config.ensemble {
+    if config.ensemble && config.teachers_of.is_none() {
         let members = config.models.iter().filter(|m| m.ensemble_member).count();
         if members < 2 {
             return Err(EvalError::EnsembleTooSmall { members });
@@ -345,6 +425,23 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
             .into());
         }
     }
+    if config.latency_runs > timing::MAX_LATENCY_RUNS {
+        return Err(distill_core::CoreError::invalid(format!(
+            "--latency-runs {}: at most {} timed runs per model; 200 (the default) gives a stable \
+             median, 0 skips the speed measurement",
+            config.latency_runs,
+            timing::MAX_LATENCY_RUNS
+        ))
+        .into());
+    }
+    if config.threads > distill_core::MAX_THREADS {
+        return Err(distill_core::CoreError::invalid(format!(
+            "--threads {}: at most {} worker threads; leave --threads out for all cores",
+            config.threads,
+            distill_core::MAX_THREADS
+        ))
+        .into());
+    }
     if config.batch_size == 0 {
         return Err(distill_core::CoreError::invalid(
             "--batch must be at least 1 (rows per inference call)",
@@ -356,18 +453,53 @@ pub fn check_values(config: &Config) -> Result<(), EvalError> {
 
 /// The checks that need neither data nor ONNX Runtime.
 fn check_config(config: &Config) -> Result<(), EvalError> {
-    check_values(config)?;
-    if let Some(missing) = config.models.iter().find(|m| !m.path.is_file()) {
-        return Err(RuntimeError::ModelNotFound {
-            path: missing.path.clone(),
+    check_values(&Config {
+        teachers_of: None,
+        ..config.clone()
+    })?;
+    for m in &config.models {
+        let flag = if m.teacher { "--teacher" } else { "--model" };
+        if let Err(e) = distill_core::input::check_regular(flag, &m.path) {
+            if m.path.symlink_metadata().is_err() {
+                return Err(EvalError::ModelMissing {
+                    flag,
+                    path: m.path.clone(),
+                });
+            }
+            return Err(e.into());
         }
-        .into());
     }
-    let files: Vec<(String, PathBuf)> = config
+    if let Some(s) = &config.specialists
+        && std::fs::symlink_metadata(&s.manifest).is_err()
+    {
+        return Err(EvalError::ManifestMissing {
+            path: s.manifest.clone(),
+        });
+    }
+    let mut files: Vec<(String, PathBuf)> = config
         .models
         .iter()
         .flat_map(|m| distill_core::atomic::model_files(&m.path))
         .collect();
+    if let Some(store) = &config.teachers_of {
+        files.push(("--teachers-of".into(), store.clone()));
+    }
+    if let Some(s) = &config.specialists {
+        files.push(("--manifest".into(), s.manifest.clone()));
+        // The files the manifest names, when it can be read (a manifest that cannot is refused
+        // with its own message when the specialists are prepared).
+        if let Ok(manifest) = distill_specialists::manifest::Manifest::load(&s.manifest) {
+            files.push((
+                "--manifest's generalist".into(),
+                manifest.generalist_path(&s.manifest),
+            ));
+            for p in manifest.specialist_paths(&s.manifest) {
+                files.extend(distill_core::atomic::model_files(&p).into_iter().map(
+                    |(flag, path)| (flag.replace("--model", "--manifest's specialist"), path),
+                ));
+            }
+        }
+    }
     let mut inputs: Vec<(&str, &Path)> = files
         .iter()
         .map(|(flag, path)| (flag.as_str(), path.as_path()))
@@ -448,7 +580,11 @@ fn evaluate_model(
     };
     let entry = Entry {
         name,
-        entry_type: EntryType::Model,
+        entry_type: if model_entry.teacher {
+            EntryType::Teacher
+        } else {
+            EntryType::Model
+        },
         path: Some(path.clone()),
         sha256: Some(footprint.sha256.clone()),
         output_kind: Some(model.kind().to_string()),

@@ -5,7 +5,6 @@ use std::fmt;
 use std::path::PathBuf;
 
 use distill_core::math::Combine;
-use distill_data::Split;
 use distill_progress::{grouped, size};
 use serde::Serialize;
 
@@ -20,8 +19,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryType {
-    /// One ONNX model.
+    /// One ONNX model (`--model`).
     Model,
+    /// One ONNX teacher (`--teacher`, `--teachers-of`).
+    Teacher,
     /// A combination of several models' predictions.
     Ensemble,
 }
@@ -33,7 +34,7 @@ pub struct Entry {
     /// The model file's stem (its path when two models share a stem), or `ensemble (arithmetic)` /
     /// `ensemble (geometric)`.
     pub name: String,
-    /// `model` or `ensemble`.
+    /// `model`, `teacher` or `ensemble`.
     #[serde(rename = "type")]
     pub entry_type: EntryType,
     /// The model file, as given (`null` for ensembles).
@@ -78,9 +79,14 @@ pub struct Report {
     pub tool_version: String,
     /// The `--data` argument.
     pub dataset: String,
-    /// `train` or `test`.
-    pub split: Split,
-    /// The selection applied to the split (limit, class filter), as `distill_data::Selection::describe`.
+    /// `train` or `test`; `all` when `--data` is a single file, which has no splits, so every row
+    /// of it is evaluated (figures on rows a model was trained on are not test figures).
+    pub split: String,
+    /// Where the rows come from, in words: `the test split of DATA`, or `all rows of FILE (one
+    /// file: it has no separate test split)`.
+    pub rows_from: String,
+    /// The selection applied to the split (limit, class filter), as
+    /// `distill_data::Selection::describe_rows`.
     pub transform: String,
     /// Rows evaluated.
     pub rows: usize,
@@ -90,7 +96,7 @@ pub struct Report {
     pub bias_adjust: BiasAdjust,
     /// The execution provider asked for (`cpu`, `cuda` or `auto`); each model entry says which one ran it.
     pub provider: String,
-    /// ONNX Runtime intra-op threads (0: its default).
+    /// ONNX Runtime intra-op threads (0: its default, one per physical core).
     pub threads: usize,
     /// Timed batch-1 runs per model (0: speed not measured).
     pub latency_runs: usize,
@@ -99,7 +105,7 @@ pub struct Report {
     pub agreement_reference: String,
     /// The models in the order given, then the ensembles (arithmetic, geometric).
     pub entries: Vec<Entry>,
-    /// The generalist combined with its specialists (`null` without `--specialists`).
+    /// The generalist combined with its specialists (`null` without `--manifest`).
     pub specialists: Option<SpecialistsReport>,
     /// Messages for the user from ONNX Runtime and the models (CPU fallback, slow fixed batch sizes).
     pub notes: Vec<String>,
@@ -181,13 +187,13 @@ impl fmt::Display for Report {
         let models = self
             .entries
             .iter()
-            .filter(|e| e.entry_type == EntryType::Model)
+            .filter(|e| e.entry_type != EntryType::Ensemble)
             .count();
         let ensembles = self.entries.len() - models;
         let predictions = (self.rows * models) as f64;
         write!(
             f,
-            "evaluated {models} model{}{} on {} rows of {} ({}) in {:.1} s ({} rows/s); agreement is with {}",
+            "evaluated {models} model{}{} on {} rows, {} ({}) in {:.1} s ({} rows/s); agreement is with {}",
             if models == 1 { "" } else { "s" },
             if ensembles > 0 {
                 format!(" and {ensembles} ensembles")
@@ -195,7 +201,7 @@ impl fmt::Display for Report {
                 String::new()
             },
             self.rows,
-            self.dataset,
+            self.rows_from,
             self.transform,
             self.seconds,
             grouped((predictions / self.seconds.max(1e-9)).round() as u64),

@@ -1,4 +1,4 @@
-//! The generalist combined with its specialists (`--specialists manifest.yaml`): the paper's §5
+//! The generalist combined with its specialists (`--manifest manifest.yaml`): the paper's §5
 //! inference, its error counts (Table 3) and the rows grouped by how many active specialists cover
 //! the correct class (Table 4).
 //!
@@ -26,7 +26,7 @@ use distill_progress::grouped;
 /// The name of the specialists' combination among the predictions (`--predictions`).
 pub const COMBINED: &str = "combined";
 
-/// What `--specialists` and `--top-n` ask for.
+/// What `--manifest` and `--top-n` ask for.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpecialistsConfig {
     /// The `manifest.yaml` written by `distill-specialists`.
@@ -278,7 +278,7 @@ pub fn by_covering(
 /// The `"specialists"` object of `metrics.json`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpecialistsReport {
-    /// The `--specialists` argument.
+    /// The `--manifest` argument.
     pub manifest: PathBuf,
     /// The entry name of the generalist (one of the models).
     pub generalist: String,
@@ -363,7 +363,7 @@ impl fmt::Display for SpecialistsReport {
     }
 }
 
-/// The manifest's generalist, for a command line that gives `--specialists` without `--model`.
+/// The manifest's generalist, for a command line that gives `--manifest` without `--model`.
 pub fn generalist_of(manifest: &Path) -> Result<PathBuf, EvalError> {
     Ok(Manifest::load(manifest)?.generalist_path(manifest))
 }

@@ -8,6 +8,10 @@ use distill_runtime::{OnnxModel, Result};
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
 
+/// The most timed batch-1 runs `--latency-runs` may ask for (a million: minutes per model even
+/// for the smallest, and a few megabytes of timings).
+pub const MAX_LATENCY_RUNS: usize = 1_000_000;
+
 /// Batch size of the throughput measurement.
 pub const THROUGHPUT_BATCH: usize = 256;
 

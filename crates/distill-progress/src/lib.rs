@@ -210,16 +210,22 @@ impl Progress {
     /// A task of `total` `unit`s (rows, batches, restarts) named `label`. It ends when
     /// [`Task::finish`] is called or it is dropped.
     pub fn task(&self, label: impl Into<String>, total: u64, unit: &'static str) -> Task {
-        let label = format!("{}{}", self.prefix, label.into());
+        let label = task_label(&self.prefix, &label.into());
         let started = Instant::now();
         let kind = match &self.inner.display {
             Sink::Bars(multi) => {
                 let bar = multi.add(ProgressBar::new(total));
                 let template = format!(
-                    "{{prefix}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}  {{per_sec}}  eta {{eta}}  {{msg}}"
+                    "{{prefix}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}  {{rate}} {unit}/s  eta {{eta}}  {{msg}}"
                 );
                 if let Ok(style) = ProgressStyle::with_template(&template) {
-                    bar.set_style(style.progress_chars("=> "));
+                    let style = style.progress_chars("=> ").with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&human_rate(state.per_sec()));
+                        },
+                    );
+                    bar.set_style(style);
                 }
                 bar.set_prefix(label.clone());
                 TaskKind::Bar(bar)
@@ -242,6 +248,22 @@ impl Progress {
             finished: false,
         }
     }
+}
+
+/// A task's label under `prefix` (the stage names, `teach: ` under `distill run`): the prefix and
+/// the label, or the prefix alone when the label only repeats the stage's name (`teach: `, not
+/// `teach: teach`).
+pub fn task_label(prefix: &str, label: &str) -> String {
+    if prefix.ends_with(&format!("{label}: "))
+        && (prefix.len() == label.len() + 2
+            || prefix[..prefix.len() - label.len() - 2].ends_with(": "))
+    {
+        return prefix
+            .trim_end_matches(' ')
+            .trim_end_matches(':')
+            .to_string();
+    }
+    format!("{prefix}{label}")
 }
 
 struct LineState {
@@ -553,6 +575,12 @@ mod tests {
         assert_eq!(size(999), "999 B");
         assert_eq!(size(2048), "2.0 KiB");
         assert_eq!(size(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
+        assert_eq!(task_label("teach: ", "teach"), "teach");
+        assert_eq!(task_label("p: teach: ", "teach"), "p: teach");
+        assert_eq!(task_label("teacher-2: ", "train"), "teacher-2: train");
+        assert_eq!(task_label("eval: ", "evaluate"), "eval: evaluate");
+        assert_eq!(task_label("", "teach"), "teach");
+        assert_eq!(task_label("my-teach: ", "teach"), "my-teach: teach");
         assert_eq!(human_rate(12_345.6), "12,346");
         assert_eq!(human_rate(12.345), "12.3");
         assert_eq!(human_rate(0.4249), "0.42");

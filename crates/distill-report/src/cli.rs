@@ -11,7 +11,7 @@ use crate::{Config, PaperFigure, ReportError, run};
 
 /// Draw one self-contained HTML page of a distillation from the files its stages wrote: the
 /// results table, learning curves, confusion matrices, per-class errors, reliability diagrams,
-/// the class clusters, error against size and latency, the specialists' gains and the provenance.
+/// the class clusters, error against size and latency, the specialists' errors and the provenance.
 #[derive(Debug, Parser)]
 #[command(name = "distill-report", version)]
 pub struct Args {
@@ -22,9 +22,14 @@ pub struct Args {
     /// models of --metrics).
     #[arg(long = "train-log", value_name = "PATH")]
     pub train_logs: Vec<PathBuf>,
-    /// distill-cluster's specialists.yaml.
-    #[arg(long, value_name = "PATH")]
+    /// The class subsets distill-cluster wrote (its --out, specialists.yaml), as distill-specialists
+    /// --subsets takes them.
+    #[arg(long = "subsets", alias = "specialists", value_name = "PATH")]
     pub specialists: Option<PathBuf>,
+    /// The spelling the subsets were given with (`--subsets`, or the old `--specialists`), for
+    /// messages; recorded by [`Args::parse_from_args`].
+    #[arg(skip)]
+    pub subsets_flag: &'static str,
     /// The specialists' manifest.yaml.
     #[arg(long, value_name = "PATH")]
     pub manifest: Option<PathBuf>,
@@ -47,15 +52,34 @@ pub struct Args {
     /// Where to write the page.
     #[arg(long, value_name = "PATH", default_value = "report.html")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub progress: distill_cli::ProgressArgs,
 }
 
 impl Args {
+    /// Parses the command line (the program name first) and records how the subsets were spelled.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let old = args.iter().take_while(|a| *a != "--").any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == "--specialists" || a.starts_with("--specialists="))
+        });
+        let mut parsed = Args::try_parse_from(args)?;
+        parsed.subsets_flag = if old { "--specialists" } else { "--subsets" };
+        Ok(parsed)
+    }
+
     /// The configuration these flags describe.
     pub fn into_config(self) -> Result<Config, ReportError> {
         Ok(Config {
             metrics: self.metrics,
             train_logs: self.train_logs,
             specialists: self.specialists,
+            subsets_flag: self.subsets_flag,
             manifest: self.manifest,
             store: self.store,
             pipeline: self.pipeline,
@@ -73,5 +97,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    distill_cli::run_main(args, |a: Args| run(&a.into_config()?))
+    distill_cli::run_main_with(args, Args::parse_from_args, |a: Args| {
+        let progress = a.progress.progress();
+        let config = a.into_config()?;
+        let started = std::time::Instant::now();
+        let report = run(&config)?;
+        progress.detail(format_args!(
+            "drew {} figures in {:.1} s",
+            report.figures.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok::<_, ReportError>(report)
+    })
 }

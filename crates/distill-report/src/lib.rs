@@ -28,10 +28,16 @@ pub enum ReportError {
     Input { path: PathBuf, message: String },
     /// An input that was named but does not exist.
     #[error(
-        "{}: missing ({what}); run that stage first, or pass --allow-missing to draw the page without it",
+        "{flag} {}: missing ({what}); run that stage first, or pass --allow-missing to draw the page without it",
         path.display()
     )]
-    Missing { path: PathBuf, what: String },
+    Missing {
+        /// The flag that named it.
+        flag: &'static str,
+        path: PathBuf,
+        /// Which stage writes it, in words.
+        what: String,
+    },
     /// A flag's value.
     #[error("{0}")]
     Usage(String),
@@ -104,8 +110,10 @@ pub struct Config {
     /// Training records (`MODEL.metrics.csv`); when none is given, the records beside the models
     /// of `metrics.json` that have one.
     pub train_logs: Vec<PathBuf>,
-    /// distill-cluster's `specialists.yaml`.
+    /// distill-cluster's `specialists.yaml`, the class subsets (`--subsets`).
     pub specialists: Option<PathBuf>,
+    /// The flag that named [`Config::specialists`], for messages (empty: `--subsets`).
+    pub subsets_flag: &'static str,
     /// The specialists' `manifest.yaml`.
     pub manifest: Option<PathBuf>,
     /// The soft-target store (its metadata: the teachers and their SHA-256).
@@ -207,12 +215,17 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         paper: config.paper.clone(),
         ..Inputs::default()
     };
-    let present = |path: &Path, what: &str, inputs: &mut Inputs| -> Result<bool, ReportError> {
+    let present = |flag: &'static str,
+                   path: &Path,
+                   what: &str,
+                   inputs: &mut Inputs|
+     -> Result<bool, ReportError> {
         if path.exists() {
             return Ok(true);
         }
         if !config.allow_missing {
             return Err(ReportError::Missing {
+                flag,
                 path: path.to_path_buf(),
                 what: what.to_string(),
             });
@@ -225,8 +238,9 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
     };
     if let Some(p) = &config.metrics
         && present(
+            "--metrics",
             p,
-            "the eval stage writes it: distill-eval --out",
+            "the eval stage writes it: distill-eval --out METRICS.json",
             &mut inputs,
         )?
     {
@@ -245,36 +259,46 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         config.train_logs.clone()
     };
     for p in &logs {
-        let what = format!(
-            "the train stage of {} writes it",
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".metrics.csv"))
-                .map(|n| format!("{n}.onnx"))
-                .unwrap_or_else(|| "its model".into())
-        );
-        if present(p, &what, &mut inputs)? {
+        let model = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".metrics.csv"))
+            .map(|n| format!("{n}.onnx"));
+        let what = match model {
+            Some(m) => format!("the train stage of {m} writes it: distill-train --out {m}"),
+            None => "the train stage of its model writes it: distill-train --out MODEL.onnx \
+                     writes MODEL.metrics.csv"
+                .to_string(),
+        };
+        if present("--train-log", p, &what, &mut inputs)? {
             inputs.train_logs.push(inputs::read_train_log(p)?);
         }
     }
     if let Some(p) = &config.specialists
         && present(
+            config.subsets_flag(),
             p,
-            "the cluster stage writes it: distill-cluster --out",
+            "the cluster stage writes it: distill-cluster --out SUBSETS.yaml",
             &mut inputs,
         )?
     {
         inputs.specialists = Some((p.clone(), inputs::read_specialists(p)?));
     }
     if let Some(p) = &config.manifest
-        && present(p, "the specialists stage writes it", &mut inputs)?
+        && present(
+            "--manifest",
+            p,
+            "the specialists stage writes it: distill-specialists --out FOLDER writes FOLDER/manifest.yaml",
+            &mut inputs,
+        )?
     {
         inputs.manifest = Some((p.clone(), inputs::read_manifest(p)?));
     }
     if let Some(p) = &config.store
         && present(
+            "--store",
             p,
-            "the teach stage writes it: distill-teach --out",
+            "the teach stage writes it: distill-teach --out STORE.parquet",
             &mut inputs,
         )?
     {
@@ -284,7 +308,9 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         if !p.is_file() {
             return Err(ReportError::Input {
                 path: p.clone(),
-                message: "the pipeline file does not exist".into(),
+                message: "--pipeline: the pipeline file does not exist; give the YAML file the \
+                          stages were run from (distill run PIPELINE.yaml)"
+                    .into(),
             });
         }
         let hash = distill_core::sha256_file(p)?;
@@ -313,7 +339,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
             .map(|m| m.path.display().to_string())
             .collect();
         return Err(ReportError::Nothing(if named.is_empty() {
-            "no --metrics, --train-log, --specialists, --manifest or --store given".into()
+            "no --metrics, --train-log, --subsets, --manifest or --store given".into()
         } else {
             named.join(", ")
         }));
@@ -438,6 +464,15 @@ fn stage_states(pipeline: &Path, lock: &Path) -> Result<Vec<StageState>, ReportE
 impl Config {
     /// Every file or folder named by a flag that the page is drawn from, with its flag: the
     /// pipeline's lock (beside the pipeline file) included.
+    /// The flag that named the subsets: `--subsets`, or the old `--specialists` when given so.
+    pub fn subsets_flag(&self) -> &'static str {
+        if self.subsets_flag.is_empty() {
+            "--subsets"
+        } else {
+            self.subsets_flag
+        }
+    }
+
     pub fn input_files(&self) -> Vec<(&'static str, PathBuf)> {
         let mut files: Vec<(&'static str, PathBuf)> = Vec::new();
         let mut add = |flag: &'static str, p: &Option<PathBuf>| {
@@ -446,7 +481,7 @@ impl Config {
             }
         };
         add("--metrics", &self.metrics);
-        add("--specialists", &self.specialists);
+        add(self.subsets_flag(), &self.specialists);
         add("--manifest", &self.manifest);
         add("--store", &self.store);
         add("--pipeline", &self.pipeline);

@@ -20,4 +20,7 @@ pub use external::external_data_locations;
 pub use library::{Runtime, init};
 pub use model::OnnxModel;
 pub use provider::Provider;
-pub use spec::{Layout, LayoutKind, ModelSettings, ModelSpec, Normalization, OutputKind};
+pub use spec::{
+    Layout, LayoutKind, ModelSettings, ModelSpec, Normalization, OutputKind, parse_image_shape,
+    parse_kind, parse_layout,
+};

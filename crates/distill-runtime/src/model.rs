@@ -16,7 +16,7 @@ use crate::session::open_session;
 use crate::signature::{
     OutputForm, choose_input, choose_output, resolve_kind, resolve_layout, shape_string,
 };
-use crate::spec::{Layout, ModelSpec, Normalization, OutputKind};
+use crate::spec::{Layout, LayoutKind, ModelSettings, ModelSpec, Normalization, OutputKind};
 
 /// One ONNX model opened with ONNX Runtime, ready to turn `[N, D]` rows into `[N, C]` scores.
 ///
@@ -196,6 +196,26 @@ impl OnnxModel {
     /// The normalisation applied to each raw value.
     pub fn normalization(&self) -> Normalization {
         self.normalization
+    }
+
+    /// Every setting this model runs with, resolved (explicit, sidecar, the model's own
+    /// declarations, defaults): given back as explicit settings, they make the same model run the
+    /// same way whatever sidecar is beside it. distill-teach records them in the store.
+    pub fn settings_used(&self) -> ModelSettings {
+        let (layout, image_shape) = match self.layout {
+            Layout::Flat => (LayoutKind::Flat, None),
+            Layout::Image { c, h, w } => (LayoutKind::Image, Some([c, h, w])),
+        };
+        ModelSettings {
+            input: Some(self.input.clone()),
+            output: Some(self.output.clone()),
+            layout: Some(layout),
+            image_shape,
+            scale: Some(self.normalization.scale),
+            mean: Some(self.normalization.mean),
+            std: Some(self.normalization.std),
+            kind: Some(self.kind),
+        }
     }
 
     /// Things the user should be told (CPU fallback, slow fixed batch size), in the order they arose.

@@ -213,6 +213,37 @@ impl ModelSettings {
     }
 }
 
+/// Parses a `--layout` value: `flat` or `image`.
+pub fn parse_layout(s: &str) -> std::result::Result<LayoutKind, String> {
+    match s {
+        "flat" => Ok(LayoutKind::Flat),
+        "image" => Ok(LayoutKind::Image),
+        _ => Err(format!("'{s}' is not a layout; use flat or image")),
+    }
+}
+
+/// Parses a `--kind` value: `logits` or `probabilities`.
+pub fn parse_kind(s: &str) -> std::result::Result<OutputKind, String> {
+    match s {
+        "logits" => Ok(OutputKind::Logits),
+        "probabilities" => Ok(OutputKind::Probabilities),
+        _ => Err(format!(
+            "'{s}' is not an output kind; use logits or probabilities"
+        )),
+    }
+}
+
+/// Parses an `--image-shape` value: `C,H,W`, three positive numbers.
+pub fn parse_image_shape(s: &str) -> std::result::Result<[usize; 3], String> {
+    let dims: Vec<usize> = s
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))?;
+    <[usize; 3]>::try_from(dims)
+        .map_err(|_| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))
+}
+
 /// A model to load: its file and the settings given explicitly (flags or a pipeline entry).
 ///
 /// When loaded, the explicit settings override the sidecar's (`model.onnx.yaml`), which override what is read

@@ -19,7 +19,7 @@ mod shards;
 mod writer;
 
 pub use meta::{Layout, Shard, StoreMeta, TeacherMeta, top_k_columns};
-pub use reader::SoftTargets;
+pub use reader::{SoftTargets, read_teacher_settings};
 pub use shards::{part_path, read_store};
 pub use writer::StoreWriter;
 
@@ -230,6 +230,56 @@ mod tests {
         let s = read_store(&path).unwrap();
         assert_eq!(s.meta, m);
         assert_eq!(s.logits[1][[0, 2]], -3.0);
+    }
+
+    #[test]
+    fn classes_metadata_that_does_not_match_the_width_is_named_so() {
+        // The layout of earlier versions: file key-value metadata only, no schema or field metadata.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.parquet");
+        let m = StoreMeta {
+            classes: 4,
+            ..meta(None)
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("index", DataType::UInt64, false),
+            Field::new("label", DataType::Int32, true),
+            logits_field("a", 3),
+            logits_field("b", 3),
+        ]));
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                META_KEY.into(),
+                serde_json::to_string(&m).unwrap(),
+            )]))
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
+            .unwrap();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let list = |v: Vec<f32>| -> ArrayRef {
+            Arc::new(
+                FixedSizeListArray::try_new(item.clone(), 3, Arc::new(Float32Array::from(v)), None)
+                    .unwrap(),
+            )
+        };
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from(vec![0u64])),
+                Arc::new(Int32Array::from(vec![1])),
+                list(vec![1.0, 2.0, 3.0]),
+                list(vec![-1.0, -2.0, -3.0]),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let e = read_store(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("teacher column 'a' holds 3 values per row, but the store's metadata says `classes: 4`"),
+            "{e}"
+        );
+        assert!(!e.contains("ragged"), "{e}");
     }
 
     #[test]

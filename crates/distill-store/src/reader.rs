@@ -52,6 +52,59 @@ impl SoftTargets {
     }
 }
 
+/// Each teacher of the store at `path` (a file, or a folder of part files: its first part) with
+/// the model settings distill-teach recorded for it (`None` for stores written without them), read
+/// from the metadata alone.
+pub fn read_teacher_settings(path: &Path) -> Result<Vec<(TeacherMeta, Option<serde_json::Value>)>> {
+    let file = if path.is_dir() {
+        crate::shards::first_part(path)?
+    } else {
+        path.to_path_buf()
+    };
+    distill_data::parquet::guard_decoder(&file, || {
+        distill_core::input::check_regular("the soft-target store", &file)?;
+        let handle = File::open(&file).map_err(|e| CoreError::io(&file, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)
+            .map_err(|e| CoreError::format(&file, format!("not a readable Parquet file ({e})")))?;
+        let json = meta_json(&file, &builder)?;
+        let meta: StoreMeta = serde_json::from_str(&json)
+            .map_err(|e| CoreError::format(&file, format!("bad '{META_KEY}' metadata: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| CoreError::format(&file, format!("bad '{META_KEY}' metadata: {e}")))?;
+        let settings = |i: usize| {
+            value["teachers"]
+                .get(i)
+                .and_then(|t| t.get("settings"))
+                .filter(|s| !s.is_null())
+                .cloned()
+        };
+        Ok(meta
+            .teachers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), settings(i)))
+            .collect())
+    })
+}
+
+/// The store metadata's JSON, from the key-value metadata or, for a store rewritten by another
+/// tool, the Arrow schema.
+fn meta_json(path: &Path, builder: &ParquetRecordBatchReaderBuilder<File>) -> Result<String> {
+    let mut kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
+    if let Some(json) = builder.schema().metadata().get(META_KEY) {
+        kv.entry(META_KEY.to_string())
+            .or_insert_with(|| json.clone());
+    }
+    kv.remove(META_KEY).ok_or_else(|| {
+        CoreError::format(
+            path,
+            format!(
+                "no '{META_KEY}' metadata: this is not a soft-target store made by distill-teach"
+            ),
+        )
+    })
+}
+
 pub(crate) fn read_one(path: &Path) -> Result<SoftTargets> {
     distill_data::parquet::guard_decoder(path, || read_one_unguarded(path))
 }
@@ -62,20 +115,7 @@ pub(crate) fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CoreError::format(path, format!("not a readable Parquet file ({e})")))?;
     distill_data::parquet_guard::check_column_chunks(path, builder.metadata())?;
-    let mut kv = kv_map(builder.metadata().file_metadata().key_value_metadata());
-    // A store rewritten by another tool may keep the metadata in the Arrow schema only.
-    if let Some(json) = builder.schema().metadata().get(META_KEY) {
-        kv.entry(META_KEY.to_string())
-            .or_insert_with(|| json.clone());
-    }
-    let json = kv.get(META_KEY).ok_or_else(|| {
-        CoreError::format(
-            path,
-            format!(
-                "no '{META_KEY}' metadata: this is not a soft-target store made by distill-teach"
-            ),
-        )
-    })?;
+    let json = &meta_json(path, &builder)?;
     let meta: StoreMeta = serde_json::from_str(json)
         .map_err(|e| CoreError::format(path, format!("bad '{META_KEY}' metadata: {e}")))?;
     meta.check_layout()
@@ -108,8 +148,18 @@ pub(crate) fn read_one_unguarded(path: &Path) -> Result<SoftTargets> {
         for (t, acc) in meta.teachers.iter().zip(values.iter_mut()) {
             match meta.top_k {
                 None => {
-                    let (_, v) =
-                        list_f32(path, &t.name, col(&t.name)?, Some(meta.classes), first_row)?;
+                    let (w, v) = list_f32(path, &t.name, col(&t.name)?, None, first_row)?;
+                    if !v.is_empty() && w != meta.classes {
+                        return Err(CoreError::format(
+                            path,
+                            format!(
+                                "teacher column '{}' holds {w} values per row, but the store's \
+                                 metadata says `classes: {}`; the metadata and the data disagree \
+                                 (a rewritten or damaged store): write it again with distill-teach",
+                                t.name, meta.classes
+                            ),
+                        ));
+                    }
                     acc.extend_from_slice(&v);
                 }
                 Some(k) => {

@@ -119,6 +119,28 @@ pub fn read_store(path: &Path) -> Result<SoftTargets> {
     Ok(all)
 }
 
+/// The first `part-K-of-N.parquet` of a store folder (by name order).
+pub(crate) fn first_part(dir: &Path) -> Result<PathBuf> {
+    let mut parts: Vec<(usize, usize, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| CoreError::io(dir, e))? {
+        let p = entry.map_err(|e| CoreError::io(dir, e))?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if let Some((k, n)) = parse_part_name(&name) {
+            parts.push((k, n, p));
+        }
+    }
+    parts.sort();
+    parts.into_iter().next().map(|p| p.2).ok_or_else(|| {
+        CoreError::invalid(format!(
+            "{}: no part-K-of-N.parquet files in this folder",
+            dir.display()
+        ))
+    })
+}
+
 fn parse_part_name(name: &str) -> Option<(usize, usize)> {
     let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
     let (k, n) = rest.split_once("-of-")?;

@@ -91,7 +91,22 @@ pub(crate) fn store_schema(meta: &StoreMeta, json: &str) -> Schema {
 }
 
 impl StoreWriter {
+    /// Starts a store at `path` (written to a temporary file, renamed into place by
+    /// [`StoreWriter::finish`]); fails on no teachers, duplicate or reserved names, or a layout
+    /// the metadata does not describe.
     pub fn create(path: &Path, meta: &StoreMeta) -> Result<Self> {
+        Self::create_with_settings(path, meta, &[])
+    }
+
+    /// [`StoreWriter::create`], recording with each teacher the model settings it was run with
+    /// (`settings[i]` for `meta.teachers[i]`, as distill-runtime's `ModelSettings` in JSON): the
+    /// `settings` field of that teacher in the metadata, which [`crate::read_teacher_settings`]
+    /// returns.
+    pub fn create_with_settings(
+        path: &Path,
+        meta: &StoreMeta,
+        settings: &[serde_json::Value],
+    ) -> Result<Self> {
         if meta.teachers.is_empty() {
             return Err(CoreError::invalid(
                 "a soft-target store needs at least one teacher",
@@ -133,7 +148,16 @@ impl StoreWriter {
                 )));
             }
         }
-        let json = serde_json::to_string(meta).map_err(|e| CoreError::invalid(e.to_string()))?;
+        let mut value =
+            serde_json::to_value(meta).map_err(|e| CoreError::invalid(e.to_string()))?;
+        if let Some(teachers) = value.get_mut("teachers").and_then(|t| t.as_array_mut()) {
+            for (teacher, s) in teachers.iter_mut().zip(settings) {
+                if let Some(t) = teacher.as_object_mut() {
+                    t.insert("settings".into(), s.clone());
+                }
+            }
+        }
+        let json = value.to_string();
         let schema = Arc::new(store_schema(meta, &json));
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use distill_cli::DataArgs;
+use distill_runtime::{parse_image_shape, parse_kind, parse_layout};
 
 use crate::{
     Config, DEFAULT_BATCH, LayoutKind, OutputKind, Provider, Result, TeachError, TeacherSpec, run,
@@ -77,8 +78,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
     /// Worker threads for this stage, divided among the teachers, which run at the same time
-    /// [default: all cores]. (Until this release it counted ONNX Runtime threads per teacher:
-    /// that is --ort-threads now.)
+    /// [default: all cores]; --ort-threads sets each teacher's threads instead.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// ONNX Runtime intra-op threads of each teacher's session [default: --threads divided among
@@ -100,34 +100,6 @@ pub struct Args {
     /// `None` for a value given before any --model. Filled by [`Args::parse_from_args`].
     #[arg(skip)]
     pub owners: BTreeMap<&'static str, Vec<Option<usize>>>,
-}
-
-fn parse_layout(s: &str) -> std::result::Result<LayoutKind, String> {
-    match s {
-        "flat" => Ok(LayoutKind::Flat),
-        "image" => Ok(LayoutKind::Image),
-        _ => Err(format!("'{s}' is not a layout; use flat or image")),
-    }
-}
-
-fn parse_kind(s: &str) -> std::result::Result<OutputKind, String> {
-    match s {
-        "logits" => Ok(OutputKind::Logits),
-        "probabilities" => Ok(OutputKind::Probabilities),
-        _ => Err(format!(
-            "'{s}' is not an output kind; use logits or probabilities"
-        )),
-    }
-}
-
-fn parse_image_shape(s: &str) -> std::result::Result<[usize; 3], String> {
-    let dims: Vec<usize> = s
-        .split(',')
-        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
-        .collect::<Option<_>>()
-        .ok_or_else(|| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))?;
-    <[usize; 3]>::try_from(dims)
-        .map_err(|_| format!("'{s}' is not C,H,W (three positive numbers, e.g. 1,28,28)"))
 }
 
 fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -198,9 +170,8 @@ impl Args {
         })?;
         if let (Some(n), None, 2..) = (self.threads, self.ort_threads, teachers.len()) {
             eprintln!(
-                "note: --threads {n} is the stage's threads since this release, divided among the \
-                 {} teachers ({} each); --ort-threads {n} gives each teacher {n}, as --threads did \
-                 before",
+                "note: --threads {n} is divided among the {} teachers ({} each); --ort-threads {n} \
+                 gives each teacher {n}",
                 teachers.len(),
                 (n / teachers.len()).max(1)
             );

@@ -146,6 +146,19 @@ impl Config {
     /// (a file, or a folder of parts with `--shard`), and it is none of the inputs.
     pub fn validate(&self) -> Result<()> {
         self.check_values()?;
+        for t in &self.teachers {
+            if std::fs::symlink_metadata(&t.path).is_err() {
+                return Err(TeachError::usage(
+                    "--model",
+                    format!(
+                        "model file {} does not exist; check the path (a teacher made here is \
+                         written by the train stage: distill-train --out {})",
+                        t.path.display(),
+                        t.path.display()
+                    ),
+                ));
+            }
+        }
         let out = &self.out;
         match self.shard {
             Some(_) if out.is_file() => Err(TeachError::Output {
@@ -317,7 +330,8 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
             .map_err(|e| distill_core::CoreError::io(&config.out, e))?;
     }
     let out = config.destination();
-    let writer = StoreWriter::create(&out, &meta)?;
+    let settings: Vec<serde_json::Value> = teachers.iter().map(|t| t.settings.clone()).collect();
+    let writer = StoreWriter::create_with_settings(&out, &meta, &settings)?;
 
     let setup_seconds = started.elapsed().as_secs_f64();
     let inference_started = Instant::now();

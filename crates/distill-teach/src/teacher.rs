@@ -14,6 +14,8 @@ const RESERVED: [&str; 2] = ["index", "label"];
 pub(crate) struct Teacher {
     pub meta: TeacherMeta,
     pub model: OnnxModel,
+    /// Every setting the model runs with ([`OnnxModel::settings_used`]), as JSON for the store.
+    pub settings: serde_json::Value,
 }
 
 impl Teacher {
@@ -41,7 +43,17 @@ impl Teacher {
             kind,
             prob_floor,
         };
-        Ok(Teacher { meta, model })
+        let settings = serde_json::to_value(model.settings_used()).map_err(|e| {
+            distill_core::CoreError::invalid(format!(
+                "{}: cannot record its settings: {e}",
+                spec.path.display()
+            ))
+        })?;
+        Ok(Teacher {
+            meta,
+            model,
+            settings,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! against the lock), and the dry run's plan built from it.
 
 use super::*;
+use crate::pipeline::Dep;
 
 /// Whether a stage runs, and why.
 pub(in crate::pipeline) struct Decision {
@@ -136,6 +137,47 @@ impl Runner<'_> {
         }
     }
 
+    /// The stages other than `i` that write `path` (or a folder holding it, or a file inside it).
+    fn writers_of(&self, i: usize, path: &Path) -> Vec<usize> {
+        (0..self.stages.len())
+            .filter(|&j| j != i)
+            .filter(|&j| {
+                self.stages[j]
+                    .outs
+                    .iter()
+                    .any(|o| path.starts_with(&o.path) || o.path.starts_with(path))
+            })
+            .collect()
+    }
+
+    /// Why input `d` of stage `i` is missing, in words: the flag that names it and the stage that
+    /// writes it (to be run first with `--from`), or that no stage writes it.
+    pub(in crate::pipeline) fn missing_message(&self, i: usize, d: &Dep) -> String {
+        let flag = match d.key.as_deref().and_then(|k| k.strip_prefix("args.")) {
+            Some(k) => format!(" (--{})", k.split('.').next().unwrap_or(k)),
+            None => String::new(),
+        };
+        let why = match self.writers_of(i, &d.path).first() {
+            Some(&j) => format!(
+                "stage {} writes it and is not selected; start with --from {}",
+                self.stages[j].name, self.stages[j].name
+            ),
+            None => "no stage writes it; create it or fix the path".to_string(),
+        };
+        format!("input {}{flag} missing: {why}", d.path.display())
+    }
+
+    /// For the dry run: why stage `i` cannot run, when one of its inputs does not exist and no
+    /// stage planned to run before it writes it.
+    fn missing_input(&self, i: usize, runs: &[bool]) -> Option<String> {
+        self.stages[i]
+            .deps
+            .iter()
+            .filter(|d| !d.optional && std::fs::symlink_metadata(&d.path).is_err())
+            .find(|d| !self.writers_of(i, &d.path).iter().any(|&j| runs[j]))
+            .map(|d| self.missing_message(i, d))
+    }
+
     /// The dry run: each stage's decision, with stages below one that runs marked to run too.
     pub(in crate::pipeline) fn plan(&self, selected: &[bool]) -> Result<Vec<Row>> {
         let mut runs = vec![false; self.stages.len()];
@@ -152,6 +194,10 @@ impl Runner<'_> {
                 (false, Some(&j)) => (true, format!("upstream {} runs", self.stages[j].name)),
                 (false, None) => (false, d.reason),
             };
+            if run && let Some(missing) = self.missing_input(i, &runs) {
+                rows[i] = Some(self.row(i, Status::NotRun, 0.0, missing));
+                continue;
+            }
             runs[i] = run;
             let status = if run {
                 Status::WouldRun

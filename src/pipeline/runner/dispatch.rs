@@ -25,10 +25,7 @@ impl Runner<'_> {
             if !dep.optional && !dep.path.exists() {
                 return Err(PipelineError::Stage {
                     stage: stage.name.clone(),
-                    message: format!(
-                        "its input {} is missing (is the stage that writes it outside --from/--to?)",
-                        dep.path.display()
-                    ),
+                    message: self.missing_message(i, dep),
                     user: true,
                 });
             }

@@ -51,9 +51,19 @@ impl fmt::Display for Summary {
                 .iter()
                 .filter(|r| r.status == Status::WouldRun)
                 .count();
+            let blocked = self
+                .rows
+                .iter()
+                .filter(|r| r.status == Status::NotRun)
+                .count();
+            let blocked = if blocked > 0 {
+                format!(", {blocked} blocked (an input is missing)")
+            } else {
+                String::new()
+            };
             write!(
                 f,
-                "{} stages: {would} would run, {skipped} up to date (dry run: nothing ran)",
+                "{} stages: {would} would run{blocked}, {skipped} up to date (dry run: nothing ran)",
                 self.rows.len()
             )?;
             return Ok(());
@@ -108,7 +118,7 @@ impl fmt::Display for Summary {
             self.lock.display()
         )?;
         for r in &self.rows {
-            if r.kind == Kind::Eval {
+            if r.kind == Kind::Eval && matches!(r.status, Status::Ran | Status::Skipped) {
                 for o in &r.outs {
                     writeln!(f, "metrics of {}: {}", r.stage, o.display())?;
                 }

@@ -60,11 +60,7 @@ pub(in crate::pipeline) fn decide_all(
             if !written && !dep.path.exists() {
                 return Err(PipelineError::Stage {
                     stage: stage.name.clone(),
-                    message: format!(
-                        "its input {} is missing (is the stage that writes it outside --from/--to?); \
-                         nothing was submitted",
-                        dep.path.display()
-                    ),
+                    message: format!("{}; nothing was submitted", runner.missing_message(i, dep)),
                     user: true,
                 });
             }

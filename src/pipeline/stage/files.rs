@@ -84,13 +84,24 @@ pub(super) fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec
             }
             if let Some(s) = &c.specialists {
                 // The manifest records every specialist file's SHA-256, so it changes with them.
-                dep(&s.manifest, "specialists");
+                let flag = if arg_key(spec, "manifest").is_some() {
+                    "manifest"
+                } else {
+                    "specialists"
+                };
+                dep(&s.manifest, flag);
+            }
+            if let Some(store) = &c.teachers_of {
+                dep(store, "teachers-of");
             }
             data_dep(&c.selection.data, &mut deps);
             let models: Vec<PathBuf> = c.models.iter().map(|m| m.path.clone()).collect();
             deps.extend(model_extras(&models));
             if let Some(o) = &c.out {
                 outs.push(out(o.clone(), true));
+            }
+            if let Some((p, _)) = &c.predictions {
+                outs.push(out(p.clone(), true));
             }
         }
         StageConfig::Quantize(c) => {
@@ -110,7 +121,14 @@ pub(super) fn files_of(spec: &StageSpec, config: &StageConfig) -> (Vec<Dep>, Vec
             };
             for (p, flag) in [
                 (&c.metrics, "metrics"),
-                (&c.specialists, "specialists"),
+                (
+                    &c.specialists,
+                    if arg_key(spec, "subsets").is_some() {
+                        "subsets"
+                    } else {
+                        "specialists"
+                    },
+                ),
                 (&c.manifest, "manifest"),
                 (&c.store, "store"),
                 (&c.pipeline, "pipeline"),

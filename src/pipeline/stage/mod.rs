@@ -112,7 +112,7 @@ impl Stage {
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,
             )),
             Kind::Report => StageConfig::Report(Box::new(
-                distill_report::cli::Args::try_parse_from(&argv)
+                distill_report::cli::Args::parse_from_args(&argv)
                     .map_err(|e| clap_error(doc, spec, e))?
                     .into_config()
                     .map_err(|e| config_error(doc, spec, e.to_string()))?,

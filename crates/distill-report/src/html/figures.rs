@@ -30,6 +30,15 @@ pub(super) fn header(b: &mut Builder, inputs: &Inputs) {
             }),
             m.classes
         );
+        if m.all_rows() {
+            let _ = writeln!(
+                b.body,
+                "<p class=\"missing\" id=\"all-rows\"><b>Not a test split:</b> the figures are on {}; \
+                 a model trained on these rows is scored on its own training data. Give distill-eval a \
+                 folder with train.parquet and test.parquet (or a held-out file) for test figures.</p>",
+                escape(&m.rows_phrase())
+            );
+        }
     }
     let unfinished: Vec<&crate::StageState> = inputs
         .stages
@@ -119,7 +128,7 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
         let rows = s.rows.unwrap_or(m.rows);
         let _ = writeln!(
             b.body,
-            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td>{}{}</tr>",
+            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td><td title=\"the system runs the generalist and its specialists, then combines them; the combination step's own rate is given under Specialists\">-</td>{}</tr>",
             s.combined_errors
                 .map(|v| format!(
                     "<td data-entry=\"specialists\" data-field=\"combined_errors\" data-value=\"{v}\">{}</td>",
@@ -128,13 +137,13 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
                 .unwrap_or_else(|| "<td>-</td>".into()),
             s.combined_errors
                 .filter(|_| rows > 0)
-                .map(|v| format!("<td>{:.2}</td>", 100.0 * v as f64 / rows as f64))
-                .unwrap_or_else(|| "<td>-</td>".into()),
-            s.rows_per_second
-                .map(|v| format!(
-                    "<td data-entry=\"specialists\" data-field=\"rows_per_second\" data-value=\"{v}\">{}</td>",
-                    grouped(v.round() as u64)
-                ))
+                .map(|v| {
+                    let rate = v as f64 / rows as f64;
+                    format!(
+                        "<td data-entry=\"specialists\" data-field=\"error_rate\" data-value=\"{rate}\">{}</td>",
+                        format_field("error_rate", rate)
+                    )
+                })
                 .unwrap_or_else(|| "<td>-</td>".into()),
             if paper { "<td></td>" } else { "" }
         );
@@ -142,11 +151,11 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
     b.push("</tbody></table>\n");
     let _ = writeln!(
         b.body,
-        "<p class=\"note\">From <code>{}</code>: {} rows of the {} split. Errors, NLL (nats) and ECE (15 bins) after any bias adjustment; \
+        "<p class=\"note\">From <code>{}</code>: {} rows, {}. Errors, NLL (nats) and ECE (15 bins) after any bias adjustment; \
          agreement with {}; latency is the median of one row, throughput at batch 256{}.{}</p>",
         escape(&path.display().to_string()),
         grouped(m.rows as u64),
-        escape(&m.split),
+        escape(&m.rows_phrase()),
         escape(if m.agreement_reference.is_empty() {
             "the reference"
         } else {
@@ -252,7 +261,7 @@ pub(super) fn curves(
     b.figure(
         svg,
         "fig-learning-error",
-        "Solid: error on the held-out validation rows after each epoch; dashed: error on the training rows during the epoch (with dropout and jitter, as trained).",
+        "Solid: error on the held-out validation rows after each epoch; dashed: error on the training rows during the epoch, as they were trained (with the run's dropout and jitter, where it used any).",
     );
     let svg = plot::lines(
         "fig-learning-loss",
@@ -312,8 +321,8 @@ pub(super) fn confusions(
             svg,
             &id,
             &format!(
-                "Confusion matrix of {} on the {} split: rows are true classes, columns predictions; the diagonal (correct) is blue-grey, errors on a square-root colour scale.",
-                e.name, m.split
+                "Confusion matrix of {} on {}: rows are true classes, columns predictions; the diagonal (correct) is blue-grey, errors on a square-root colour scale.",
+                e.name, m.rows_phrase()
             ),
         );
     }
@@ -343,14 +352,14 @@ pub(super) fn confusions(
         "fig-per-class",
         "Error by true class",
         &labels,
-        "error (%)",
+        ("true class", "error (%)"),
         &groups,
         (width, 380),
     )?;
     b.figure(
         svg,
         "fig-per-class",
-        "Share of each true class's test rows that are misclassified.",
+        "Share of each true class's evaluated rows that are misclassified.",
     );
     b.push("</section>\n");
     Ok(())

@@ -59,9 +59,9 @@ pub(super) fn clusters(b: &mut Builder, inputs: &Inputs) -> Result<(), ReportErr
                 svg,
                 "fig-clusters",
                 &format!(
-                    "How often {} confuses each pair of classes on the {} split (either way round), with the classes reordered by the specialist subsets of {}; blue squares outline each subset's own classes, classes left to the generalist come last; the diagonal holds the correctly classified rows.",
+                    "How often {} confuses each pair of classes on {} (either way round), with the classes reordered by the specialist subsets of {}; blue squares outline each subset's own classes, classes left to the generalist come last; the diagonal holds the correctly classified rows.",
                     e.name,
-                    m.split,
+                    m.rows_phrase(),
                     spath.display()
                 ),
             );
@@ -226,32 +226,65 @@ pub(super) fn specialists(b: &mut Builder, inputs: &Inputs) -> Result<(), Report
             ));
         }
         if let Some(r) = s.rows_per_second {
-            facts.push(format!("{} rows/s", grouped(r.round() as u64)));
+            facts.push(format!(
+                "the combination step alone (after both models ran) handles {} rows/s",
+                grouped(r.round() as u64)
+            ));
         }
         if !facts.is_empty() {
             let _ = writeln!(b.body, "<p>{}.</p>", escape(&facts.join("; ")));
         }
-        if s.by_covering.is_empty() {
-            b.note("metrics.json has no `by_covering` groups: no gain chart.");
-        } else {
-            let groups: Vec<(usize, usize, Option<f64>)> = s
-                .by_covering
-                .iter()
-                .map(|c| (c.covering, c.count, c.gain()))
-                .collect();
-            let svg = plot::gain_by_covering(
-                "fig-specialists",
-                "Gain by number of specialists covering the true class",
-                &groups,
-                (700, 400),
-            )?;
-            b.push("<div class=\"figs\">\n");
-            b.figure(
-                svg,
-                "fig-specialists",
-                "As in the paper's Table 4: test rows grouped by how many specialists cover their true class, and the relative change in correct rows when the specialists join the generalist.",
-            );
-            b.push("</div>\n");
+        let groups: Option<Vec<plot::CoveringErrors>> = s
+            .by_covering
+            .iter()
+            .map(|c| {
+                Some(plot::CoveringErrors {
+                    covering: c.covering,
+                    rows: c.count,
+                    generalist_errors: c.count.checked_sub(c.generalist_correct?)?,
+                    combined_errors: c.count.checked_sub(c.combined_correct?)?,
+                })
+            })
+            .collect();
+        match groups {
+            _ if s.by_covering.is_empty() => {
+                b.note("metrics.json has no `by_covering` groups: no chart of errors by group.");
+            }
+            None => {
+                let groups: Vec<(usize, usize, Option<f64>)> = s
+                    .by_covering
+                    .iter()
+                    .map(|c| (c.covering, c.count, c.gain()))
+                    .collect();
+                let svg = plot::gain_by_covering(
+                    "fig-specialists",
+                    "Gain by number of specialists covering the true class",
+                    &groups,
+                    (700, 400),
+                )?;
+                b.push("<div class=\"figs\">\n");
+                b.figure(
+                    svg,
+                    "fig-specialists",
+                    "As in the paper's Table 4: rows grouped by how many specialists cover their true class, and the relative change in correct rows when the specialists join the generalist (n/a where metrics.json lacks the group's correct-row counts, so its errors cannot be drawn).",
+                );
+                b.push("</div>\n");
+            }
+            Some(groups) => {
+                let svg = plot::errors_by_covering(
+                    "fig-specialists",
+                    "Errors by number of active specialists covering the true class",
+                    &groups,
+                    (700, 400),
+                )?;
+                b.push("<div class=\"figs\">\n");
+                b.figure(
+                    svg,
+                    "fig-specialists",
+                    "As in the paper's Table 4: rows grouped by how many active specialists cover their true class, with the errors of the generalist alone (grey) and with its specialists (blue) in each group; the groups' differences add up to the change in total errors above.",
+                );
+                b.push("</div>\n");
+            }
         }
     } else {
         b.note(
@@ -266,17 +299,39 @@ pub(super) fn specialists(b: &mut Builder, inputs: &Inputs) -> Result<(), Report
             escape(&man.generalist.path),
             man.specialists.len()
         );
-        b.push("<table><thead><tr><th>id</th><th class=\"text\">classes</th><th>epochs</th><th>validation errors</th><th class=\"text\">file</th><th class=\"text\">SHA-256</th></tr></thead><tbody>\n");
+        let used = man.specialists.iter().filter(|s| s.used).count();
+        let _ = writeln!(
+            b.body,
+            "<p class=\"note\">Inference uses {used} of the {} specialists: those whose addition lowered the generalist's errors on the held-out validation rows (or kept them and lowered the NLL). Validation effect: the system's validation errors with and without the specialist.</p>",
+            man.specialists.len()
+        );
+        b.push("<table id=\"specialists-manifest\"><thead><tr><th>id</th><th class=\"text\">classes</th><th>epochs</th><th>validation errors</th><th class=\"text\">used</th><th class=\"text\">validation effect</th><th class=\"text\">file</th><th class=\"text\">SHA-256</th></tr></thead><tbody>\n");
         for s in &man.specialists {
             let classes: Vec<String> = s.classes.iter().map(u32::to_string).collect();
+            let effect = match &s.validation_effect {
+                Some(e) => {
+                    let delta = e.errors_with as i64 - e.errors_without as i64;
+                    format!(
+                        "{} errors with, {} without ({delta:+}) on {} rows; NLL {:.4} with, {:.4} without",
+                        grouped(e.errors_with as u64),
+                        grouped(e.errors_without as u64),
+                        grouped(e.rows as u64),
+                        e.nll_with,
+                        e.nll_without
+                    )
+                }
+                None => "not measured".to_string(),
+            };
             let _ = writeln!(
                 b.body,
-                "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{} / {}</td><td class=\"text\">{}</td><td class=\"hash\">{}</td></tr>",
+                "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{} / {}</td><td class=\"text\" data-field=\"used\">{}</td><td class=\"text\" data-field=\"validation_effect\">{}</td><td class=\"text\">{}</td><td class=\"hash\">{}</td></tr>",
                 s.id,
                 escape(&classes.join(", ")),
                 s.epochs,
                 s.validation_errors,
                 s.validation_rows,
+                if s.used { "yes" } else { "no" },
+                escape(&effect),
                 escape(&s.path),
                 escape(short_hash(&s.sha256))
             );

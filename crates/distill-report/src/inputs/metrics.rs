@@ -14,6 +14,10 @@ pub struct Metrics {
     pub tool_version: String,
     pub dataset: String,
     pub split: String,
+    /// Where the rows come from, in words (`the test split of DATA`, `all rows of FILE (…)`);
+    /// empty in files written before distill-eval recorded it.
+    #[serde(default)]
+    pub rows_from: String,
     #[serde(default)]
     pub transform: String,
     pub rows: usize,
@@ -30,6 +34,22 @@ pub struct Metrics {
     /// The specialist system's result, when distill-eval evaluated one.
     #[serde(default)]
     pub specialists: Option<SpecialistsResult>,
+}
+
+impl Metrics {
+    /// Where the rows come from, in words: `rows_from`, else `the SPLIT split`.
+    pub fn rows_phrase(&self) -> String {
+        if self.rows_from.is_empty() {
+            format!("the {} split", self.split)
+        } else {
+            self.rows_from.clone()
+        }
+    }
+
+    /// Whether the rows are all rows of one data file rather than a held-out split.
+    pub fn all_rows(&self) -> bool {
+        self.split == "all"
+    }
 }
 
 /// One model or ensemble of `metrics.json`.

@@ -7,10 +7,13 @@
 mod bars;
 mod heatmap;
 mod lines;
-mod reliability;
+pub mod reliability;
 mod tradeoff;
 
-pub use bars::{Bars, gain_by_covering, grouped_bars};
+pub use bars::{
+    Bars, CoveringErrors, errors_by_covering, gain_by_covering, grouped_bars, integer_ticks,
+    tick_decimals,
+};
 pub use heatmap::{Matrix, heatmap};
 pub use lines::{Line, lines};
 pub use reliability::{Reliability, reliability};

@@ -5,9 +5,10 @@ use crate::ReportError;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
-/// A reliability diagram: each confidence bin's accuracy as a bar at its mean confidence,
-/// the diagonal of perfect calibration, and the rows per bin as a grey strip (height growing
-/// with the square root of the count, so that sparse bins still show).
+/// A reliability diagram: each confidence bin's accuracy as a bar whose width is in proportion
+/// to the bin's rows (the fullest bin spans its whole bin, a bin of one row is a hairline), its
+/// row count written above it, the mean confidence as a dot, and the diagonal of perfect
+/// calibration.
 pub struct Reliability<'a> {
     pub title: &'a str,
     pub color: RGBColor,
@@ -40,16 +41,17 @@ pub fn reliability(id: &str, r: &Reliability<'_>, size: (u32, u32)) -> Result<St
             .label_style(font(12).color(&INK))
             .axis_desc_style(font(13).color(&INK))
             .draw()?;
-        // Rows per bin, relative to the fullest bin, as a low strip along the bottom.
         chart.draw_series(r.bins.iter().filter(|b| b.2 > 0).map(|b| {
-            let h = 0.15 * (b.2 as f64 / most as f64).sqrt();
-            Rectangle::new([(b.0, 0.0), (b.1, h)], MUTED.mix(0.35).filled())
+            let acc = b.3 as f64 / b.2 as f64;
+            let (lo, hi) = bar_span(b.0, b.1, b.2, most);
+            Rectangle::new([(lo, 0.0), (hi, acc)], r.color.mix(0.75).filled())
         }))?;
         chart.draw_series(r.bins.iter().filter(|b| b.2 > 0).map(|b| {
             let acc = b.3 as f64 / b.2 as f64;
-            Rectangle::new(
-                [(b.0 + 0.004, 0.0), (b.1 - 0.004, acc)],
-                r.color.mix(0.75).filled(),
+            Text::new(
+                distill_progress::grouped(b.2 as u64),
+                ((b.0 + b.1) / 2.0, acc + 0.01),
+                text(9, &MUTED, HPos::Center, VPos::Bottom).transform(FontTransform::Rotate270),
             )
         }))?;
         chart.draw_series(
@@ -65,10 +67,23 @@ pub fn reliability(id: &str, r: &Reliability<'_>, size: (u32, u32)) -> Result<St
             ShapeStyle::from(&INK).stroke_width(1),
         ))?;
         chart.draw_series(std::iter::once(Text::new(
-            format!("ECE {:.4}, {total} rows", r.ece),
+            format!(
+                "ECE {:.4}, {} rows; bar width and the number above each bar: its rows",
+                r.ece,
+                distill_progress::grouped(total as u64)
+            ),
             (0.04, 0.94),
             text(13, &INK, HPos::Left, VPos::Top),
         )))?;
         Ok(())
     })
+}
+
+/// The horizontal extent of a bin's bar: centred in the bin `[lower, upper]`, its width the bin's
+/// width times `rows / most` (at least a hairline of 0.002).
+pub fn bar_span(lower: f64, upper: f64, rows: usize, most: usize) -> (f64, f64) {
+    let full = (upper - lower - 0.008).max(0.0);
+    let width = (full * rows as f64 / most.max(1) as f64).max(0.002);
+    let mid = (lower + upper) / 2.0;
+    (mid - width / 2.0, mid + width / 2.0)
 }
