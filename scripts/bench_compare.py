@@ -149,11 +149,10 @@ def main():
                     t[(side, epochs)] = run(cmd, env)[0]
             for side in per:
                 per[side].append((t[(side, 3)] - t[(side, 1)]) / 2)
-            # Each round as it ends, with the load, so a long run under load still leaves figures.
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            # Each round as it ends, so a long run still leaves figures when it is stopped.
             print(f"  {mode} round {r + 1}: PyTorch {per['torch'][-1]:.2f}s, distill "
-                  f"{per['distill'][-1]:.2f}s, {per['torch'][-1] / per['distill'][-1]:.2f}x "
-                  f"(load average {load:.2f})", flush=True)
+                  f"{per['distill'][-1]:.2f}s, {per['torch'][-1] / per['distill'][-1]:.2f}x",
+                  flush=True)
         pt, dt = statistics.median(per["torch"]), statistics.median(per["distill"])
         print(f"{labels[mode]:<44} {pt:>8.2f}s {dt:>8.2f}s {pt / dt:>23.2f}x", flush=True)
 

@@ -10,25 +10,29 @@ use serde::Serialize;
 
 use crate::EvalError;
 
-/// `TensorProto.DataType` values of floating-point tensors: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
-const FLOAT_TYPES: [i32; 4] = [1, 10, 11, 16];
+/// `TensorProto.DataType` values of tensors that hold parameters: the floating-point ones (FLOAT,
+/// FLOAT16, DOUBLE, BFLOAT16) and the integer ones a quantised model keeps its weights, zero
+/// points and biases in (UINT8, INT8, INT32). INT64 tensors hold indices and shapes, not
+/// parameters.
+const PARAMETER_TYPES: [i32; 7] = [1, 10, 11, 16, 2, 3, 6];
 
-/// Bytes per element of a floating-point `TensorProto.DataType`.
+/// Bytes per element of a [`PARAMETER_TYPES`] `TensorProto.DataType`.
 fn element_bytes(data_type: i32) -> u64 {
     match data_type {
         11 => 8,
         10 | 16 => 2,
+        2 | 3 => 1,
         _ => 4,
     }
 }
 
-/// Elements of a floating-point tensor (0 for other types) that its data actually holds: the
+/// Elements of a parameter tensor (0 for other types) that its data actually holds: the
 /// declared shape's element count, but never more than the data present (`raw_data`,
 /// `float_data`, or the external data's length). A double or 16-bit tensor may keep its values
 /// in fields this schema subset skips (`double_data`, `int32_data`); then it is counted as
 /// declared, but never as more elements than `model_bytes` bytes can hold.
-fn float_elements(t: &TensorProto, folder: &Path, model_bytes: u64) -> u64 {
-    if !FLOAT_TYPES.contains(&t.data_type) {
+fn parameter_elements(t: &TensorProto, folder: &Path, model_bytes: u64) -> u64 {
+    if !PARAMETER_TYPES.contains(&t.data_type) {
         return 0;
     }
     let declared = t
@@ -63,7 +67,7 @@ fn float_elements(t: &TensorProto, folder: &Path, model_bytes: u64) -> u64 {
     } else if t.data_type == 1 {
         0
     } else {
-        model_bytes / if t.data_type == 11 { 8 } else { 1 }
+        model_bytes / element_bytes(t.data_type).min(8)
     };
     declared.min(present)
 }
@@ -71,8 +75,9 @@ fn float_elements(t: &TensorProto, folder: &Path, model_bytes: u64) -> u64 {
 /// What a model costs to deploy, as far as its file says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Footprint {
-    /// Floating-point numbers stored in the model (as many as its data holds, whatever the shapes
-    /// declare): the elements of its top-level float initializers, plus
+    /// Parameters stored in the model (as many as its data holds, whatever the shapes declare):
+    /// the elements of its top-level floating-point initializers and of the integer ones that
+    /// hold a quantised model's weights, zero points and biases (int8, uint8, int32), plus
     /// float tensors and float lists held in node attributes (skl2onnx keeps a linear model's coefficients in
     /// `LinearClassifier` attributes, and some exporters use `Constant` nodes). Subgraphs (`If`, `Loop`) are
     /// not counted.
@@ -98,11 +103,11 @@ pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
         .map(|l| folder.join(l))
         .collect();
     let graph = model.graph.unwrap_or_default();
-    let count = |t: &TensorProto| float_elements(t, folder, model_bytes);
+    let count = |t: &TensorProto| parameter_elements(t, folder, model_bytes);
     let initializers: u64 = graph
         .initializer
         .iter()
-        .map(|t| float_elements(t, folder, model_bytes))
+        .map(|t| parameter_elements(t, folder, model_bytes))
         .fold(0u64, u64::saturating_add);
     let attributes: u64 = graph
         .node
@@ -182,6 +187,36 @@ mod tests {
         let path = dir.path().join("empty.onnx");
         std::fs::write(&path, model.encode_to_vec()).unwrap();
         assert_eq!(footprint(&path).unwrap().parameters, 10 + 6);
+    }
+
+    /// A quantised model's int8 weights, uint8 zero points and int32 biases are parameters; int64
+    /// tensors (indices, shapes) are not.
+    #[test]
+    fn quantised_weights_count_and_indices_do_not() {
+        use distill_core::onnx_proto::GraphProto;
+        let dir = tempfile::tempdir().unwrap();
+        let tensor = |data_type: i32, n: usize, bytes: usize| TensorProto {
+            dims: vec![n as i64],
+            data_type,
+            raw_data: vec![0u8; n * bytes],
+            ..TensorProto::default()
+        };
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                initializer: vec![
+                    tensor(3, 12, 1),
+                    tensor(2, 3, 1),
+                    tensor(6, 4, 4),
+                    tensor(10, 5, 2),
+                    tensor(7, 9, 8),
+                ],
+                ..GraphProto::default()
+            }),
+            ..ModelProto::default()
+        };
+        let path = dir.path().join("quantised.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        assert_eq!(footprint(&path).unwrap().parameters, 12 + 3 + 4 + 5);
     }
 
     #[test]
