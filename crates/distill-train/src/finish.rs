@@ -35,7 +35,17 @@ pub(crate) fn finish(
         report.val_errors = Some((error_count(logits.view(), vl), v.len()));
     }
     if let Some(split) = config.test_split {
-        report.test_errors = test_errors(config, split, &mlp, &before)?;
+        let source = distill_data::DataSource::parse(&config.selection.data)?;
+        match source.single_file() {
+            // Every split of a single file is all its rows, the ones trained on: no test errors.
+            Some(file) => report.notes.push(format!(
+                "no test errors reported, as --data {} is a single file, whose every split is all its rows, \
+                 the ones trained on; evaluate the model on other rows (distill-eval --data \
+                 TEST.parquet), or give a folder holding train.parquet and test.parquet",
+                file.display()
+            )),
+            None => report.test_errors = test_errors(config, split, &mlp, &before)?,
+        }
     }
     save_model(
         &mlp,

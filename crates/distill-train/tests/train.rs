@@ -365,6 +365,52 @@ fn early_stopping_saves_the_best_validation_epoch() {
     }
 }
 
+/// A single Parquet file has no test split: its every split is the rows trained on, so no test
+/// errors are reported from it, and the run says why.
+#[test]
+fn a_single_data_file_reports_no_test_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Selection {
+        data: MNIST.into(),
+        split: Split::Train,
+        limit: Some(600),
+        classes: ClassFilter::default(),
+    }
+    .load()
+    .unwrap();
+    let file = dir.path().join("features.parquet");
+    distill_data::parquet::write_dataset(&file, &data).unwrap();
+    let (code, stdout, stderr) = train_bin(
+        dir.path(),
+        &[
+            "--data",
+            file.to_str().unwrap(),
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            "m.onnx",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("test errors:"), "{stdout}");
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("no test errors") && all.contains("single file"),
+        "{all}"
+    );
+    // A folder with its own test split still reports them.
+    let (code, stdout, _) = train_bin(
+        dir.path(),
+        &[
+            "--data", MNIST, "--limit", "600", "--hidden", "16", "--epochs", "1", "--out", "n.onnx",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(stdout.contains("test errors:"), "{stdout}");
+}
+
 #[test]
 fn bias_adjustment_moves_the_omitted_class_errors() {
     let dir = tempfile::tempdir().unwrap();
