@@ -36,7 +36,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0, value_name = "T")]
     pub temperature: f32,
     /// How the teachers are combined: arithmetic (mean of distributions) or geometric.
-    #[arg(long, default_value = "arithmetic")]
+    #[arg(
+        long,
+        default_value = "arithmetic",
+        value_name = "arithmetic|geometric"
+    )]
     pub combine: String,
     /// The most subsets a class may belong to (1: none overlap).
     #[arg(long, default_value_t = 1, value_name = "M")]

@@ -46,11 +46,11 @@ pub struct Args {
     /// Stop a specialist after this many epochs in which the generalist combined with it did not
     /// reach a lower NLL on the held-out validation rows (the epoch with the lowest is kept; the
     /// start, the folded generalist, counts as epoch 0).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2)]
     pub patience: usize,
     /// Rows of the split held out for validation, as distill-train holds them out (default: 10%
     /// of the rows, at most 5000; 0: none, no early stopping).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub validation: Option<usize>,
     /// Worker threads for this stage, divided among the --jobs specialists trained at once
     /// [default: all cores]. (Until this release it counted threads per specialist; with --jobs 1
@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Specialists trained at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub jobs: usize,
     /// Train only these subset ids, e.g. 3 or 0,4 (others already in the folder's manifest stay).
     #[arg(long, value_name = "IDS")]

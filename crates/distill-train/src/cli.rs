@@ -18,19 +18,19 @@ pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,
     /// Keep this seeded random fraction of the transfer set, e.g. 0.03.
-    #[arg(long)]
+    #[arg(long, value_name = "F")]
     pub fraction: Option<f32>,
     /// Rows of the split held out for validation (default: 10% of the rows, at most 5000; 0: none).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub validation: Option<usize>,
     #[command(flatten)]
     pub soft: SoftTargetArgs,
     /// Hidden layer widths, e.g. 1200,1200 (the network may hold at most 2^31 weights).
-    #[arg(long, default_value = "800,800")]
+    #[arg(long, value_name = "WIDTHS", default_value = "800,800")]
     pub hidden: String,
     /// Weight initialisation: torch (PyTorch's nn.Linear default, uniform +-1/sqrt(fan_in) weights
     /// and biases) or he (He-normal weights, zero biases).
-    #[arg(long, default_value = "torch")]
+    #[arg(long, value_name = "torch|he", default_value = "torch")]
     pub init: String,
     #[command(flatten)]
     pub regularisation: RegularisationArgs,
@@ -43,13 +43,13 @@ pub struct Args {
     pub threads: Option<usize>,
     /// Per-class logit bias shifts, e.g. 3=+3.5, or auto (fitted on the validation slice for the
     /// classes the transfer set omits).
-    #[arg(long)]
+    #[arg(long, value_name = "SHIFTS|auto")]
     pub bias_adjust: Option<String>,
     /// The model file to write (.onnx); metrics, checkpoint and best model go beside it.
-    #[arg(long, default_value = "model.onnx")]
+    #[arg(long, value_name = "MODEL.onnx", default_value = "model.onnx")]
     pub out: PathBuf,
     /// The per-epoch metrics CSV (default: beside --out).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
     /// Continue from the checkpoint beside --out.
     #[arg(long)]
@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
     /// Split to report errors on after training, or none.
-    #[arg(long, default_value = "test")]
+    #[arg(long, value_name = "test|none", default_value = "test")]
     pub test_split: String,
     /// Stop after this many optimiser steps, leaving a checkpoint (as an interrupt would).
     #[arg(long, hide = true)]
