@@ -1,15 +1,12 @@
 //! The `distill-eval` command line: flags, their translation into a [`Config`], and the exit codes.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use distill_cli::{DataArgs, ProgressArgs};
-use distill_runtime::{
-    LayoutKind, ModelSettings, OutputKind, Provider, parse_image_shape, parse_kind, parse_layout,
-};
+use distill_runtime::{ModelSettings, ModelSettingsArgs, Owners, Provider};
 
 use crate::{BiasAdjust, Config, EvalError, ModelEntry, SpecialistsConfig, run};
 
@@ -44,30 +41,8 @@ pub struct Args {
     #[arg(skip)]
     pub name_owners: Option<Vec<Option<usize>>>,
 
-    /// The model input to feed (needed only when it has several float inputs).
-    #[arg(long, value_name = "NAME")]
-    pub input: Vec<String>,
-    /// The model output to read (needed only when it has several candidate outputs).
-    #[arg(long, value_name = "NAME")]
-    pub output: Vec<String>,
-    /// flat ([N, D]) or image ([N, C, H, W]) [default: from the input's rank].
-    #[arg(long, value_name = "flat|image", value_parser = parse_layout)]
-    pub layout: Vec<LayoutKind>,
-    /// C,H,W of the image layout, when the model leaves them dynamic.
-    #[arg(long, value_name = "C,H,W", value_parser = parse_image_shape)]
-    pub image_shape: Vec<[usize; 3]>,
-    /// Multiplies each raw value in [0, 1] first (255 for a model trained on bytes) [default: 1].
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub scale: Vec<f32>,
-    /// Subtracted after scaling [default: 0].
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub mean: Vec<f32>,
-    /// Divides last [default: 1].
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub std: Vec<f32>,
-    /// What the output holds: logits or probabilities [default: from the model's outputs].
-    #[arg(long, value_name = "logits|probabilities", value_parser = parse_kind)]
-    pub kind: Vec<OutputKind>,
+    #[command(flatten)]
+    pub settings: ModelSettingsArgs,
 
     /// Evaluate every teacher of this soft-target store (distill-teach --out) as a --teacher,
     /// under its column name and with the settings distill-teach ran it with (recorded in the
@@ -79,7 +54,7 @@ pub struct Args {
     /// For each per-model settings flag, the entry (models first, then teachers) each of its
     /// values follows; recorded by [`Args::parse_from_args`].
     #[arg(skip)]
-    pub setting_owners: BTreeMap<&'static str, Vec<Option<usize>>>,
+    pub setting_owners: Owners,
 
     /// Also evaluate the arithmetic and geometric mean ensembles (at T = 1) of the teachers, or of all models.
     #[arg(long)]
@@ -173,7 +148,10 @@ impl Args {
                 .collect()
         };
         parsed.name_owners = Some(owners("names"));
-        parsed.setting_owners = PER_MODEL.iter().map(|&id| (id, owners(id))).collect();
+        parsed.setting_owners = ModelSettingsArgs::IDS
+            .iter()
+            .map(|&id| (id, owners(id)))
+            .collect();
         Ok(parsed)
     }
 
@@ -202,45 +180,14 @@ impl Args {
             self.models.into_iter().map(|p| entry(p, false)).collect();
         models.extend(self.teachers.into_iter().map(|p| entry(p, true)));
         let owners = &self.setting_owners;
-        assign(owners, "input", "--input", self.input, &mut models, |m| {
-            &mut m.settings.input
-        })?;
-        assign(
-            owners,
-            "output",
-            "--output",
-            self.output,
-            &mut models,
-            |m| &mut m.settings.output,
-        )?;
-        assign(
-            owners,
-            "layout",
-            "--layout",
-            self.layout,
-            &mut models,
-            |m| &mut m.settings.layout,
-        )?;
-        assign(
-            owners,
-            "image_shape",
-            "--image-shape",
-            self.image_shape,
-            &mut models,
-            |m| &mut m.settings.image_shape,
-        )?;
-        assign(owners, "scale", "--scale", self.scale, &mut models, |m| {
-            &mut m.settings.scale
-        })?;
-        assign(owners, "mean", "--mean", self.mean, &mut models, |m| {
-            &mut m.settings.mean
-        })?;
-        assign(owners, "std", "--std", self.std, &mut models, |m| {
-            &mut m.settings.std
-        })?;
-        assign(owners, "kind", "--kind", self.kind, &mut models, |m| {
-            &mut m.settings.kind
-        })?;
+        self.settings
+            .assign_to(owners, &mut models, "--model or --teacher", |m| {
+                (m.path.display().to_string(), &mut m.settings)
+            })
+            .map_err(|e| EvalError::PerModelFlag {
+                flag: e.flag,
+                message: e.message,
+            })?;
         for (k, name) in self.names.into_iter().enumerate() {
             let owner = match &self.name_owners {
                 Some(owners) => owners.get(k).copied().flatten(),
@@ -296,65 +243,6 @@ fn all_cores() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(distill_core::MAX_THREADS)
-}
-
-/// The flags that describe one model: each applies to the --model or --teacher before it.
-const PER_MODEL: [&str; 8] = [
-    "input",
-    "output",
-    "layout",
-    "image_shape",
-    "scale",
-    "mean",
-    "std",
-    "kind",
-];
-
-/// Gives each value of a per-model flag to the --model or --teacher it follows. Without recorded
-/// positions (an `Args` not made by [`Args::parse_from_args`]) the values can only go to a lone
-/// model.
-fn assign<T>(
-    owners: &BTreeMap<&'static str, Vec<Option<usize>>>,
-    id: &str,
-    flag: &'static str,
-    values: Vec<T>,
-    models: &mut [ModelEntry],
-    field: impl Fn(&mut ModelEntry) -> &mut Option<T>,
-) -> Result<(), EvalError> {
-    if values.is_empty() {
-        return Ok(());
-    }
-    let usage = |message: String| EvalError::PerModelFlag { flag, message };
-    let recorded = owners.get(id).filter(|o| o.len() == values.len());
-    let lone = models.len() == 1;
-    for (i, value) in values.into_iter().enumerate() {
-        let owner = match recorded {
-            Some(o) => o[i],
-            None if lone => Some(0),
-            None => {
-                return Err(usage(
-                    "cannot tell which --model or --teacher this applies to; put it after its model"
-                        .into(),
-                ));
-            }
-        };
-        let Some(m) = owner.and_then(|o| models.get_mut(o)) else {
-            return Err(usage(
-                "given before any --model or --teacher; per-model flags apply to the --model or \
-                 --teacher before them, so put it after the model it describes"
-                    .into(),
-            ));
-        };
-        let path = m.path.display().to_string();
-        let slot = field(m);
-        if slot.is_some() {
-            return Err(usage(format!(
-                "given twice for {path}; give it once after that model"
-            )));
-        }
-        *slot = Some(value);
-    }
-    Ok(())
 }
 
 /// Parses `args` (the program name first), evaluates, prints the table to stdout and notes to stderr.

@@ -7,6 +7,7 @@
 
 mod error;
 mod external;
+pub mod flags;
 mod library;
 mod model;
 mod output;
@@ -17,6 +18,7 @@ mod spec;
 
 pub use error::{Result, RuntimeError};
 pub use external::external_data_locations;
+pub use flags::{ModelSettingsArgs, Owners};
 pub use library::{Runtime, init};
 pub use model::OnnxModel;
 pub use provider::Provider;

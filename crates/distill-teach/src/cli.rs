@@ -1,30 +1,15 @@
 //! The `distill-teach` command line.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use distill_cli::DataArgs;
-use distill_runtime::{parse_image_shape, parse_kind, parse_layout};
+use distill_runtime::flags::{MisplacedFlag, assign};
+use distill_runtime::{ModelSettingsArgs, Owners};
 
-use crate::{
-    Config, DEFAULT_BATCH, LayoutKind, OutputKind, Provider, Result, TeachError, TeacherSpec, run,
-};
-
-/// The flags that describe one teacher: each applies to the `--model` before it.
-const PER_MODEL: [&str; 9] = [
-    "name",
-    "input",
-    "output",
-    "layout",
-    "image_shape",
-    "scale",
-    "mean",
-    "std",
-    "kind",
-];
+use crate::{Config, DEFAULT_BATCH, Provider, Result, TeachError, TeacherSpec, run};
 
 /// Runs an ensemble of ONNX teachers over a data set and writes every teacher's raw logits into a
 /// Parquet soft-target store.
@@ -41,30 +26,8 @@ pub struct Args {
     /// The teacher's column in the store [default: the file stem, with -2, -3, ... for repeats].
     #[arg(long, value_name = "NAME")]
     pub name: Vec<String>,
-    /// The model input to feed (needed only when it has several float inputs).
-    #[arg(long, value_name = "NAME")]
-    pub input: Vec<String>,
-    /// The model output to read (needed only when it has several candidate outputs).
-    #[arg(long, value_name = "NAME")]
-    pub output: Vec<String>,
-    /// flat ([N, D]) or image ([N, C, H, W]) [default: from the input's rank].
-    #[arg(long, value_name = "flat|image", value_parser = parse_layout)]
-    pub layout: Vec<LayoutKind>,
-    /// C,H,W of the image layout, when the model leaves them dynamic.
-    #[arg(long, value_name = "C,H,W", value_parser = parse_image_shape)]
-    pub image_shape: Vec<[usize; 3]>,
-    /// Multiplies each raw value in [0, 1] first (255 for a model trained on bytes) [default: 1].
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub scale: Vec<f32>,
-    /// Subtracted after scaling [default: 0].
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub mean: Vec<f32>,
-    /// Divides last [default: 1].
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
-    pub std: Vec<f32>,
-    /// What the output holds: logits or probabilities [default: from the model's outputs].
-    #[arg(long, value_name = "logits|probabilities", value_parser = parse_kind)]
-    pub kind: Vec<OutputKind>,
+    #[command(flatten)]
+    pub settings: ModelSettingsArgs,
 
     #[command(flatten)]
     pub data: DataArgs,
@@ -99,7 +62,7 @@ pub struct Args {
     /// For each per-teacher flag, the teacher (index into `model`) each of its values belongs to;
     /// `None` for a value given before any --model. Filled by [`Args::parse_from_args`].
     #[arg(skip)]
-    pub owners: BTreeMap<&'static str, Vec<Option<usize>>>,
+    pub owners: Owners,
 }
 
 fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -126,48 +89,22 @@ impl Args {
     pub fn into_config(self) -> Result<Config> {
         let mut teachers: Vec<TeacherSpec> = self.model.iter().map(TeacherSpec::new).collect();
         let owners = &self.owners;
-        assign(owners, "name", "--name", self.name, &mut teachers, |t| {
-            &mut t.name
-        })?;
-        assign(owners, "input", "--input", self.input, &mut teachers, |t| {
-            &mut t.settings.input
-        })?;
+        let misplaced = |e: MisplacedFlag| TeachError::usage(e.flag, e.message);
         assign(
             owners,
-            "output",
-            "--output",
-            self.output,
+            "name",
+            "--name",
+            self.name,
             &mut teachers,
-            |t| &mut t.settings.output,
-        )?;
-        assign(
-            owners,
-            "layout",
-            "--layout",
-            self.layout,
-            &mut teachers,
-            |t| &mut t.settings.layout,
-        )?;
-        assign(
-            owners,
-            "image_shape",
-            "--image-shape",
-            self.image_shape,
-            &mut teachers,
-            |t| &mut t.settings.image_shape,
-        )?;
-        assign(owners, "scale", "--scale", self.scale, &mut teachers, |t| {
-            &mut t.settings.scale
-        })?;
-        assign(owners, "mean", "--mean", self.mean, &mut teachers, |t| {
-            &mut t.settings.mean
-        })?;
-        assign(owners, "std", "--std", self.std, &mut teachers, |t| {
-            &mut t.settings.std
-        })?;
-        assign(owners, "kind", "--kind", self.kind, &mut teachers, |t| {
-            &mut t.settings.kind
-        })?;
+            "--model",
+            |t| (format!("--model {}", t.path.display()), &mut t.name),
+        )
+        .map_err(misplaced)?;
+        self.settings
+            .assign_to(owners, &mut teachers, "--model", |t| {
+                (format!("--model {}", t.path.display()), &mut t.settings)
+            })
+            .map_err(misplaced)?;
         if let (Some(n), None, 2..) = (self.threads, self.ort_threads, teachers.len()) {
             eprintln!(
                 "note: --threads {n} is divided among the {} teachers ({} each); --ort-threads {n} \
@@ -191,7 +128,7 @@ impl Args {
 }
 
 /// For each per-teacher flag, the index of the --model each of its values follows.
-fn owners(matches: &ArgMatches) -> BTreeMap<&'static str, Vec<Option<usize>>> {
+fn owners(matches: &ArgMatches) -> Owners {
     let positions = |id: &str| -> Vec<usize> {
         matches
             .indices_of(id)
@@ -199,8 +136,8 @@ fn owners(matches: &ArgMatches) -> BTreeMap<&'static str, Vec<Option<usize>>> {
             .unwrap_or_default()
     };
     let models = positions("model");
-    PER_MODEL
-        .iter()
+    std::iter::once(&"name")
+        .chain(ModelSettingsArgs::IDS.iter())
         .map(|&id| {
             let owner = positions(id)
                 .into_iter()
@@ -209,51 +146,6 @@ fn owners(matches: &ArgMatches) -> BTreeMap<&'static str, Vec<Option<usize>>> {
             (id, owner)
         })
         .collect()
-}
-
-/// Gives each value of a per-teacher flag to the teacher it follows. Without recorded positions (an
-/// `Args` not made by [`Args::parse_from_args`]) the values can only go to a lone teacher.
-fn assign<T>(
-    owners: &BTreeMap<&'static str, Vec<Option<usize>>>,
-    id: &str,
-    flag: &'static str,
-    values: Vec<T>,
-    teachers: &mut [TeacherSpec],
-    field: impl Fn(&mut TeacherSpec) -> &mut Option<T>,
-) -> Result<()> {
-    if values.is_empty() {
-        return Ok(());
-    }
-    let recorded = owners.get(id).filter(|o| o.len() == values.len());
-    for (i, value) in values.into_iter().enumerate() {
-        let owner = match recorded {
-            Some(o) => o[i],
-            None if teachers.len() == 1 => Some(0),
-            None => {
-                return Err(TeachError::usage(
-                    flag,
-                    "cannot tell which --model this applies to; put it after its --model",
-                ));
-            }
-        };
-        let Some(t) = owner.and_then(|o| teachers.get_mut(o)) else {
-            return Err(TeachError::usage(
-                flag,
-                "given before any --model; per-teacher flags apply to the --model before them, \
-                 so put it after the --model it describes",
-            ));
-        };
-        let path = t.path.display().to_string();
-        let slot = field(t);
-        if slot.is_some() {
-            return Err(TeachError::usage(
-                flag,
-                format!("given twice for --model {path}; give it once after that --model"),
-            ));
-        }
-        *slot = Some(value);
-    }
-    Ok(())
 }
 
 /// Parses `args` (the first item is the program name), runs, prints the report to stdout and notes,
@@ -287,6 +179,7 @@ impl distill_cli::Report for crate::Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OutputKind;
 
     fn config(args: &[&str]) -> Result<Config> {
         let mut argv = vec!["distill-teach"];
