@@ -48,10 +48,17 @@ fn int64_tensor(name: &str, values: &[u32]) -> TensorProto {
     }
 }
 
-fn node(op: &str, name: &str, input: &[&str], output: &str, ints: &[(&str, i64)]) -> NodeProto {
+/// A node of the default domain with integer attributes.
+pub fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    ints: &[(&str, i64)],
+) -> NodeProto {
     NodeProto {
-        input: input.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
         name: name.into(),
         op_type: op.into(),
         attribute: ints
@@ -87,28 +94,28 @@ pub fn fold_nodes(fold: &Fold, full: &str) -> (Vec<NodeProto>, Vec<TensorProto>)
             "Gather",
             "fold/Keep",
             &[full, "fold.keep"],
-            "fold.kept",
+            &["fold.kept"],
             &[("axis", 1)],
         ),
         node(
             "Gather",
             "fold/Others",
             &[full, "fold.others"],
-            "fold.other_logits",
+            &["fold.other_logits"],
             &[("axis", 1)],
         ),
         node(
             "ReduceLogSumExp",
             "fold/Dustbin",
             &["fold.other_logits", "fold.axes"],
-            "fold.dustbin",
+            &["fold.dustbin"],
             &[("keepdims", 1)],
         ),
         node(
             "Concat",
             "fold/Concat",
             &["fold.kept", "fold.dustbin"],
-            OUTPUT,
+            &[OUTPUT],
             &[("axis", 1)],
         ),
     ];
@@ -137,6 +144,54 @@ pub fn value_info(name: &str, width: usize) -> ValueInfoProto {
     }
 }
 
+/// The model of `mlp` whose graph is `nodes` and `initializers`, ending at `last` (the last layer's
+/// output), with the folded head appended when `mlp` has one, `metadata` as its metadata props, and
+/// the opset, input and output every writer of this network's encodings shares (the float export
+/// here, and the quantised ones).
+pub fn mlp_model(
+    mlp: &Mlp,
+    mut nodes: Vec<NodeProto>,
+    mut initializers: Vec<TensorProto>,
+    last: &str,
+    metadata: &[(String, String)],
+    graph_name: &str,
+) -> ModelProto {
+    if let Some(fold) = &mlp.fold {
+        let (head, inits) = fold_nodes(fold, last);
+        nodes.extend(head);
+        initializers.extend(inits);
+    }
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: if mlp.fold.is_some() {
+                OPSET_FOLDED
+            } else {
+                OPSET
+            },
+        }],
+        producer_name: "distill".into(),
+        producer_version: distill_core::TOOL_VERSION.into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: graph_name.into(),
+            initializer: initializers,
+            input: vec![value_info(INPUT, mlp.inputs())],
+            output: vec![value_info(OUTPUT, mlp.classes())],
+            ..Default::default()
+        }),
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// The ONNX bytes of `mlp`, with `metadata` (plus the network's configuration) as metadata props.
 pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>> {
     let mut nodes = Vec::new();
@@ -157,70 +212,26 @@ pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>
         } else {
             format!("layer{l}.linear")
         };
-        nodes.push(NodeProto {
-            input: vec![prev.clone(), w, b],
-            output: vec![gemm_out.clone()],
-            name: format!("layer{l}/Gemm"),
-            op_type: "Gemm".into(),
-            attribute: vec![AttributeProto {
-                name: "transB".into(),
-                i: 0,
-                r#type: ATTR_INT,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        let gemm = format!("layer{l}/Gemm");
+        nodes.push(node(
+            "Gemm",
+            &gemm,
+            &[&prev, &w, &b],
+            &[&gemm_out],
+            &[("transB", 0)],
+        ));
         prev = gemm_out;
         if l != last {
             let relu_out = format!("layer{l}.relu");
-            nodes.push(NodeProto {
-                input: vec![prev.clone()],
-                output: vec![relu_out.clone()],
-                name: format!("layer{l}/Relu"),
-                op_type: "Relu".into(),
-                ..Default::default()
-            });
+            let relu = format!("layer{l}/Relu");
+            nodes.push(node("Relu", &relu, &[&prev], &[&relu_out], &[]));
             prev = relu_out;
         }
     }
-    if let Some(fold) = &mlp.fold {
-        let (head, inits) = fold_nodes(fold, &prev);
-        nodes.extend(head);
-        initializers.extend(inits);
-    }
     let config = serde_json::to_string(&mlp.config).map_err(|e| NnError::Shape(e.to_string()))?;
-    let mut props = vec![StringStringEntryProto {
-        key: CONFIG_KEY.into(),
-        value: config,
-    }];
-    props.extend(metadata.iter().map(|(k, v)| StringStringEntryProto {
-        key: k.clone(),
-        value: v.clone(),
-    }));
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: if mlp.fold.is_some() {
-                OPSET_FOLDED
-            } else {
-                OPSET
-            },
-        }],
-        producer_name: "distill".into(),
-        producer_version: distill_core::TOOL_VERSION.into(),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: "distill_mlp".into(),
-            initializer: initializers,
-            input: vec![value_info(INPUT, mlp.inputs())],
-            output: vec![value_info(OUTPUT, mlp.classes())],
-            ..Default::default()
-        }),
-        metadata_props: props,
-        ..Default::default()
-    };
-    Ok(model.encode_to_vec())
+    let mut props = vec![(CONFIG_KEY.to_string(), config)];
+    props.extend_from_slice(metadata);
+    Ok(mlp_model(mlp, nodes, initializers, &prev, &props, "distill_mlp").encode_to_vec())
 }
 
 /// Saves `mlp` as ONNX at `path`, atomically.

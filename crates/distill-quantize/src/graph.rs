@@ -30,7 +30,7 @@
 
 use distill_core::onnx_proto::*;
 use distill_nn::Mlp;
-use distill_nn::onnx::{INPUT, OPSET, OPSET_FOLDED, OUTPUT, fold_nodes, value_info};
+use distill_nn::onnx::{INPUT, OUTPUT, mlp_model, node};
 
 use crate::qparams;
 
@@ -76,31 +76,6 @@ fn f16s(name: &str, dims: &[usize], v: impl Iterator<Item = f32>) -> TensorProto
     )
 }
 
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    ints: &[(&str, i64)],
-) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: name.into(),
-        op_type: op.into(),
-        attribute: ints
-            .iter()
-            .map(|&(name, i)| AttributeProto {
-                name: name.into(),
-                i,
-                r#type: ATTR_INT,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
 /// The name of layer `l`'s output: `logits` for the last layer without a folded head.
 fn layer_output(mlp: &Mlp, l: usize) -> String {
     if l + 1 == mlp.layers.len() && mlp.fold.is_none() {
@@ -109,52 +84,6 @@ fn layer_output(mlp: &Mlp, l: usize) -> String {
         format!("layer{l}.linear")
     } else {
         format!("layer{l}.relu")
-    }
-}
-
-/// The model around `nodes` and `initializers` (which end at `last`, the last layer's output),
-/// with the folded head appended when `mlp` has one.
-fn model(
-    mlp: &Mlp,
-    mut nodes: Vec<NodeProto>,
-    mut initializers: Vec<TensorProto>,
-    last: &str,
-    metadata: &[(String, String)],
-    name: &str,
-) -> ModelProto {
-    if let Some(fold) = &mlp.fold {
-        let (head, inits) = fold_nodes(fold, last);
-        nodes.extend(head);
-        initializers.extend(inits);
-    }
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: if mlp.fold.is_some() {
-                OPSET_FOLDED
-            } else {
-                OPSET
-            },
-        }],
-        producer_name: "distill".into(),
-        producer_version: distill_core::TOOL_VERSION.into(),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: name.into(),
-            initializer: initializers,
-            input: vec![value_info(INPUT, mlp.inputs())],
-            output: vec![value_info(OUTPUT, mlp.classes())],
-            ..Default::default()
-        }),
-        metadata_props: metadata
-            .iter()
-            .map(|(k, v)| StringStringEntryProto {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
-        ..Default::default()
     }
 }
 
@@ -266,7 +195,7 @@ pub fn static_int8(mlp: &Mlp, params: &StaticParams, metadata: &[(String, String
             out
         };
     }
-    model(
+    mlp_model(
         mlp,
         nodes,
         inits,
@@ -368,7 +297,7 @@ pub fn dynamic_int8(mlp: &Mlp, metadata: &[(String, String)]) -> ModelProto {
             relu
         };
     }
-    model(
+    mlp_model(
         mlp,
         nodes,
         inits,
@@ -436,5 +365,5 @@ pub fn fp16(mlp: &Mlp, metadata: &[(String, String)]) -> ModelProto {
             relu
         };
     }
-    model(mlp, nodes, inits, &prev, metadata, "distill_mlp_fp16")
+    mlp_model(mlp, nodes, inits, &prev, metadata, "distill_mlp_fp16")
 }
