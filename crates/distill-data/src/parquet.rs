@@ -435,21 +435,27 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
         )));
     }
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)
+    let batch = RecordBatch::try_new(schema, columns)
         .map_err(|e| CoreError::format(path, e.to_string()))?;
     let mut kv = vec![KeyValue::new("classes".into(), ds.classes.to_string())];
     if let Some((h, w)) = ds.image {
         kv.push(KeyValue::new("image_shape".into(), format!("{h},{w}")));
     }
+    write_batch(path, &batch, kv)
+}
+
+/// Writes `batch` as a zstd-compressed Parquet file at `path` with the key-value metadata `kv`,
+/// atomically (a temporary file renamed into place when complete).
+pub fn write_batch(path: &Path, batch: &RecordBatch, kv: Vec<KeyValue>) -> Result<()> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_key_value_metadata(Some(kv))
         .build();
     let out = distill_core::atomic::AtomicFile::create(path)?;
-    let mut writer = ArrowWriter::try_new(out.try_clone()?, schema, Some(props))
+    let mut writer = ArrowWriter::try_new(out.try_clone()?, batch.schema(), Some(props))
         .map_err(|e| CoreError::parquet(path, e))?;
     writer
-        .write(&batch)
+        .write(batch)
         .map_err(|e| CoreError::parquet(path, e))?;
     writer.close().map_err(|e| CoreError::parquet(path, e))?;
     out.commit()

@@ -14,10 +14,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema};
 use distill_core::CoreError;
 use ndarray::{ArrayView2, Axis};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -93,7 +90,7 @@ pub fn write(
         }
     }
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(format)?;
+    let batch = RecordBatch::try_new(schema, columns).map_err(format)?;
     let meta = serde_json::json!({
         "dataset": dataset,
         "split": split,
@@ -103,21 +100,14 @@ pub fn write(
         "sources": sources.iter().map(|s| s.name).collect::<Vec<_>>(),
         "tool_version": distill_core::TOOL_VERSION,
     });
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
+    distill_data::parquet::write_batch(
+        path,
+        &batch,
+        vec![KeyValue::new(
             "distill.predictions".into(),
             meta.to_string(),
-        )]))
-        .build();
-    let out = distill_core::atomic::AtomicFile::create(path)?;
-    let mut writer = ArrowWriter::try_new(out.try_clone()?, schema, Some(props))
-        .map_err(|e| CoreError::parquet(path, e))?;
-    writer
-        .write(&batch)
-        .map_err(|e| CoreError::parquet(path, e))?;
-    writer.close().map_err(|e| CoreError::parquet(path, e))?;
-    out.commit()?;
+        )],
+    )?;
     Ok(())
 }
 
