@@ -188,12 +188,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn stores_written_before_the_schema_metadata_still_read() {
-        // The layout of earlier versions: file key-value metadata only, no schema or field metadata.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.parquet");
-        let m = meta(None);
+    /// A store of two 3-class teachers and one row in the layout of earlier versions: file
+    /// key-value metadata `m` only, no schema or field metadata.
+    fn write_old_layout(path: &Path, m: &StoreMeta) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("index", DataType::UInt64, false),
             Field::new("label", DataType::Int32, true),
@@ -203,11 +200,11 @@ mod tests {
         let props = WriterProperties::builder()
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 META_KEY.into(),
-                serde_json::to_string(&m).unwrap(),
+                serde_json::to_string(m).unwrap(),
             )]))
             .build();
-        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
-            .unwrap();
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), schema.clone(), Some(props)).unwrap();
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         let list = |v: Vec<f32>| -> ArrayRef {
             Arc::new(
@@ -227,6 +224,15 @@ mod tests {
         .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
+    }
+
+    #[test]
+    fn stores_written_before_the_schema_metadata_still_read() {
+        // The layout of earlier versions: file key-value metadata only, no schema or field metadata.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.parquet");
+        let m = meta(None);
+        write_old_layout(&path, &m);
         let s = read_store(&path).unwrap();
         assert_eq!(s.meta, m);
         assert_eq!(s.logits[1][[0, 2]], -3.0);
@@ -241,39 +247,7 @@ mod tests {
             classes: 4,
             ..meta(None)
         };
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("index", DataType::UInt64, false),
-            Field::new("label", DataType::Int32, true),
-            logits_field("a", 3),
-            logits_field("b", 3),
-        ]));
-        let props = WriterProperties::builder()
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                META_KEY.into(),
-                serde_json::to_string(&m).unwrap(),
-            )]))
-            .build();
-        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
-            .unwrap();
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let list = |v: Vec<f32>| -> ArrayRef {
-            Arc::new(
-                FixedSizeListArray::try_new(item.clone(), 3, Arc::new(Float32Array::from(v)), None)
-                    .unwrap(),
-            )
-        };
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(UInt64Array::from(vec![0u64])),
-                Arc::new(Int32Array::from(vec![1])),
-                list(vec![1.0, 2.0, 3.0]),
-                list(vec![-1.0, -2.0, -3.0]),
-            ],
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        write_old_layout(&path, &m);
         let e = read_store(&path).unwrap_err().to_string();
         assert!(
             e.contains("teacher column 'a' holds 3 values per row, but the store's metadata says `classes: 4`"),
