@@ -131,26 +131,25 @@ fn check_outputs_apart(doc: &Document, stages: &[Stage]) -> Result<()> {
                             p.path.display(),
                             o.path.display()
                         ),
-                        Overlap::Contains => format!(
-                            "stage {} writes {} inside stage {}'s output {} (stages {} and {} both \
-                             write there)",
-                            other.name,
-                            p.path.display(),
-                            s.name,
-                            o.path.display(),
-                            other.name,
-                            s.name
-                        ),
-                        _ => format!(
-                            "stage {} writes {} inside stage {}'s output {} (stages {} and {} both \
-                             write there)",
-                            s.name,
-                            o.path.display(),
-                            other.name,
-                            p.path.display(),
-                            other.name,
-                            s.name
-                        ),
+                        _ => {
+                            // One output holds the other: name the inner one first.
+                            let ((inner, inner_path), (outer, outer_path)) =
+                                if how == Overlap::Contains {
+                                    ((other, p), (s, o))
+                                } else {
+                                    ((s, o), (other, p))
+                                };
+                            format!(
+                                "stage {} writes {} inside stage {}'s output {} (stages {} and {} \
+                                 both write there)",
+                                inner.name,
+                                inner_path.path.display(),
+                                outer.name,
+                                outer_path.path.display(),
+                                other.name,
+                                s.name
+                            )
+                        }
                     };
                     return Err(doc.error(
                         &["stages", &s.template, key],
