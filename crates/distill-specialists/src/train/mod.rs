@@ -223,22 +223,15 @@ struct Shared<'a> {
     progress: &'a distill_progress::Progress,
 }
 
-/// [`select::choose`] on the held-out validation rows `val`, for the specialists `nets`.
-fn choose_on(generalist: &Mlp, nets: &[Mlp], val: &Dataset) -> Result<Chosen> {
+/// [`select::choose`] on the held-out validation rows `val`, on which the generalist's logits are
+/// `generalist`, for the specialists `nets`.
+fn choose_on(generalist: &Array2<f32>, nets: &[Mlp], val: &Dataset) -> Result<Chosen> {
     let labels = val.require_labels("the validation slice")?;
-    let g = generalist.forward(val.features.view())?;
     let specialists = nets
         .iter()
-        .map(|m| {
-            let keep = m
-                .fold
-                .as_ref()
-                .map(|f| f.keep().to_vec())
-                .unwrap_or_default();
-            Ok((keep, m.forward(val.features.view())?))
-        })
+        .map(|m| select::subset_logits(m, val.features.view()))
         .collect::<Result<Vec<_>>>()?;
-    select::choose(g.view(), &specialists, labels)
+    select::choose(generalist.view(), &specialists, labels)
 }
 
 /// Trains as `config` says and writes the folder. Nothing is written when an input is bad.
@@ -384,9 +377,9 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     let written: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let outcome = train_all(&shared, &subsets, &written).and_then(|trained| {
         let (mut reports, nets): (Vec<SpecialistReport>, Vec<Mlp>) = trained.into_iter().unzip();
-        let chosen = match &val {
-            Some(v) => Some(choose_on(&generalist, &nets, v)?),
-            None => None,
+        let chosen = match (&val, &val_logits) {
+            (Some(v), Some(g)) => Some(choose_on(g, &nets, v)?),
+            _ => None,
         };
         if let Some(c) = &chosen {
             for ((r, used), effect) in reports.iter_mut().zip(&c.used).zip(&c.effects) {

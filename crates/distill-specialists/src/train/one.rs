@@ -60,12 +60,7 @@ fn system_score(shared: &Shared, mlp: &Mlp, correction: f64) -> Result<Option<Sc
     let labels = v.require_labels("the validation slice")?;
     let mut calibrated = mlp.clone();
     calibrated.adjust_bias(calibrated.classes() - 1, correction as f32)?;
-    let keep = mlp
-        .fold
-        .as_ref()
-        .map(|f| f.keep().to_vec())
-        .unwrap_or_default();
-    let z = calibrated.forward(v.features.view())?;
+    let (keep, z) = super::select::subset_logits(&calibrated, v.features.view())?;
     Ok(Some(super::select::score(
         g.view(),
         &[(keep, z)],

@@ -41,6 +41,20 @@ pub struct Chosen {
     pub system: Score,
 }
 
+/// A specialist's subset (the classes its folded head keeps) and its logits on the rows `x`, as
+/// [`choose`] and [`score`] take them.
+pub(super) fn subset_logits(
+    specialist: &distill_nn::Mlp,
+    x: ndarray::ArrayView2<f32>,
+) -> Result<(Vec<u32>, Array2<f32>)> {
+    let keep = specialist
+        .fold
+        .as_ref()
+        .map(|f| f.keep().to_vec())
+        .unwrap_or_default();
+    Ok((keep, specialist.forward(x)?))
+}
+
 /// The score of the generalist combined with the specialists `set` (indices into
 /// `specialists`: subset classes and their logits on the validation rows).
 pub(super) fn score(
