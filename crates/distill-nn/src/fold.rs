@@ -14,8 +14,9 @@
 //! In ONNX (opset 18) the head is `Gather` of the kept and of the other columns, `ReduceLogSumExp`
 //! over the others, and `Concat`.
 
+use crate::loss::{DistillLoss, LossParts};
 use crate::{NnError, Result};
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use serde::{Deserialize, Serialize};
 
 /// Which classes a folded head keeps; every other class goes into the dustbin.
@@ -115,6 +116,35 @@ impl Fold {
                 }
             });
     }
+}
+
+/// The loss of `logits` (`[N, total]`, the last layer's outputs) and its gradient with respect to
+/// them, written into `dz`: through the folded head `fold` when there is one (its folded logits
+/// and their gradient kept in `folded`, which is cleared otherwise), else on the logits directly.
+#[allow(clippy::too_many_arguments)]
+pub fn head_loss(
+    fold: Option<&Fold>,
+    logits: ArrayView2<f32>,
+    soft: Option<ArrayView2<f32>>,
+    labels: Option<&[u32]>,
+    loss: &DistillLoss,
+    folded: &mut Option<(Array2<f32>, Array2<f32>)>,
+    mut dz: ArrayViewMut2<f32>,
+) -> Result<LossParts> {
+    let Some(fold) = fold else {
+        *folded = None;
+        return loss.loss_and_grad(logits, soft, labels, dz);
+    };
+    let n = logits.nrows();
+    let (f, df) = folded.get_or_insert_with(Default::default);
+    if f.dim() != (n, fold.outputs()) {
+        *f = Array2::zeros((n, fold.outputs()));
+        *df = Array2::zeros((n, fold.outputs()));
+    }
+    fold.forward(logits, f.view_mut());
+    let parts = loss.loss_and_grad(f.view(), soft, labels, df.view_mut())?;
+    fold.backward(logits, f.view(), df.view(), dz.view_mut());
+    Ok(parts)
 }
 
 #[cfg(test)]

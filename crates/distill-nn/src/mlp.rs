@@ -350,33 +350,15 @@ impl Mlp {
                 layer.forward_into(prev[l].view(), next[0].view_mut(), hidden, rate, mask_seed);
             }
         }
-        let parts = match &self.fold {
-            None => {
-                ws.folded = None;
-                loss.loss_and_grad(
-                    ws.acts[last + 1].view(),
-                    soft,
-                    labels,
-                    ws.dz[last].view_mut(),
-                )?
-            }
-            Some(fold) => {
-                let (f, df) = ws.folded.get_or_insert_with(Default::default);
-                if f.dim() != (n, fold.outputs()) {
-                    *f = Array2::zeros((n, fold.outputs()));
-                    *df = Array2::zeros((n, fold.outputs()));
-                }
-                fold.forward(ws.acts[last + 1].view(), f.view_mut());
-                let parts = loss.loss_and_grad(f.view(), soft, labels, df.view_mut())?;
-                fold.backward(
-                    ws.acts[last + 1].view(),
-                    f.view(),
-                    df.view(),
-                    ws.dz[last].view_mut(),
-                );
-                parts
-            }
-        };
+        let parts = crate::fold::head_loss(
+            self.fold.as_ref(),
+            ws.acts[last + 1].view(),
+            soft,
+            labels,
+            loss,
+            &mut ws.folded,
+            ws.dz[last].view_mut(),
+        )?;
 
         let hidden_scale = 1.0 / (1.0 - self.config.hidden_dropout);
         let lr = opt.config.learning_rate(epoch);
