@@ -15,6 +15,9 @@ use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
 
+pub mod net;
+pub use net::{LoadedNet, NET_OPSET, Preprocess, load_net, save_net, to_onnx_bytes_net};
+
 pub const OPSET: i64 = 17;
 /// The opset of a network with a folded head.
 pub const OPSET_FOLDED: i64 = 18;
@@ -150,13 +153,42 @@ pub fn value_info(name: &str, width: usize) -> ValueInfoProto {
 /// here, and the quantised ones).
 pub fn mlp_model(
     mlp: &Mlp,
-    mut nodes: Vec<NodeProto>,
-    mut initializers: Vec<TensorProto>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
     last: &str,
     metadata: &[(String, String)],
     graph_name: &str,
 ) -> ModelProto {
-    if let Some(fold) = &mlp.fold {
+    let opset = if mlp.fold.is_some() {
+        OPSET_FOLDED
+    } else {
+        OPSET
+    };
+    let io = (mlp.inputs(), mlp.classes());
+    model(
+        mlp.fold.as_ref(),
+        opset,
+        io,
+        (nodes, initializers),
+        last,
+        metadata,
+        graph_name,
+    )
+}
+
+/// A model of opset `opset` whose graph is `graph` (nodes and initializers) ending at `last`, then
+/// the folded head `fold` if any; input [`INPUT`] and output [`OUTPUT`] of the widths `io`.
+fn model(
+    fold: Option<&Fold>,
+    opset: i64,
+    io: (usize, usize),
+    graph: (Vec<NodeProto>, Vec<TensorProto>),
+    last: &str,
+    metadata: &[(String, String)],
+    graph_name: &str,
+) -> ModelProto {
+    let (mut nodes, mut initializers) = graph;
+    if let Some(fold) = fold {
         let (head, inits) = fold_nodes(fold, last);
         nodes.extend(head);
         initializers.extend(inits);
@@ -165,11 +197,7 @@ pub fn mlp_model(
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
-            version: if mlp.fold.is_some() {
-                OPSET_FOLDED
-            } else {
-                OPSET
-            },
+            version: opset,
         }],
         producer_name: "distill".into(),
         producer_version: distill_core::TOOL_VERSION.into(),
@@ -177,8 +205,8 @@ pub fn mlp_model(
             node: nodes,
             name: graph_name.into(),
             initializer: initializers,
-            input: vec![value_info(INPUT, mlp.inputs())],
-            output: vec![value_info(OUTPUT, mlp.classes())],
+            input: vec![value_info(INPUT, io.0)],
+            output: vec![value_info(OUTPUT, io.1)],
             ..Default::default()
         }),
         metadata_props: metadata
@@ -255,46 +283,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
         path: path.display().to_string(),
         message,
     };
-    let bytes = distill_core::input::read("", path, distill_core::input::MAX_MODEL_BYTES)?;
-    let model =
-        ModelProto::decode(&bytes[..]).map_err(|e| err(format!("not an ONNX model ({e})")))?;
-    let graph = model
-        .graph
-        .ok_or_else(|| err("the model has no graph".into()))?;
-    let inits: HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
-    let values = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
-        let t = inits
-            .get(name)
-            .ok_or_else(|| err(format!("'{name}' is not an initializer")))?;
-        if t.data_type != DATA_FLOAT {
-            return Err(err(format!("initializer '{name}' is not float32")));
-        }
-        if !t.external_data.is_empty() {
-            return Err(err(format!(
-                "initializer '{name}' uses external data, which MLP import does not read"
-            )));
-        }
-        let v: Vec<f32> = if t.raw_data.is_empty() {
-            t.float_data.clone()
-        } else {
-            t.raw_data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
-        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        if dims.iter().product::<usize>() != v.len() {
-            return Err(err(format!(
-                "initializer '{name}' has dims {dims:?} but {} values",
-                v.len()
-            )));
-        }
-        Ok((dims, v))
-    };
+    let (model, graph) = read_model(path)?;
+    let inits = initializers(&graph);
+    let values = |name: &str| float_initializer(&inits, name).map_err(err);
     let input = graph
         .input
         .iter()
@@ -409,6 +400,66 @@ pub fn load(path: &Path) -> Result<Loaded> {
         },
         metadata,
     })
+}
+
+/// The model at `path` (a regular file of at most [`distill_core::input::MAX_MODEL_BYTES`]) and
+/// its graph.
+fn read_model(path: &Path) -> Result<(ModelProto, GraphProto)> {
+    let err = |message: String| NnError::Onnx {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = distill_core::input::read("", path, distill_core::input::MAX_MODEL_BYTES)?;
+    let mut model =
+        ModelProto::decode(&bytes[..]).map_err(|e| err(format!("not an ONNX model ({e})")))?;
+    let graph = model
+        .graph
+        .take()
+        .ok_or_else(|| err("the model has no graph".into()))?;
+    Ok((model, graph))
+}
+
+/// The graph's initializers by name.
+fn initializers(graph: &GraphProto) -> HashMap<&str, &TensorProto> {
+    graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect()
+}
+
+/// The dims and values of the float32 initializer `name` (stored in the model, not externally).
+fn float_initializer(
+    inits: &HashMap<&str, &TensorProto>,
+    name: &str,
+) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+    let t = inits
+        .get(name)
+        .ok_or_else(|| format!("'{name}' is not an initializer"))?;
+    if t.data_type != DATA_FLOAT {
+        return Err(format!("initializer '{name}' is not float32"));
+    }
+    if !t.external_data.is_empty() {
+        return Err(format!(
+            "initializer '{name}' uses external data, which import does not read"
+        ));
+    }
+    let v: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    if dims.iter().product::<usize>() != v.len() {
+        return Err(format!(
+            "initializer '{name}' has dims {dims:?} but {} values",
+            v.len()
+        ));
+    }
+    Ok((dims, v))
 }
 
 /// The folded head written by [`fold_nodes`], read back from its nodes; `full` is the last
