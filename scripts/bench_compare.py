@@ -4,8 +4,10 @@
    distill-train for 2 epochs, and its soft targets on all 60,000 MNIST training rows written by
    distill-teach. Both sides read that store (PyTorch through pyarrow).
 2. Speed: for each configuration, runs a 1-epoch and a 3-epoch training of each side, the two
-   sides alternating, and takes the per-epoch time as (t3 - t1) / 2 of the processes' wall time, so
-   start-up (imports, data loading, model export) cancels. Medians over --repeats rounds.
+   sides alternating (which side goes first alternates too), and takes the per-epoch time as
+   (t3 - t1) / 2 of the processes' wall time, so start-up (imports, data loading, model export)
+   cancels. Prints each side's median and best round over --repeats rounds (default 5), and the
+   speed ratio of the medians and of the best rounds.
 3. Accuracy: 5-epoch distillation runs of both sides over seeds 1-3, test errors on the 10,000
    MNIST test images, and the mean. With --same-start, two more PyTorch runs per seed start from
    distill-train's initial weights and see its batch order (bench_torch.py --same-start), one in
@@ -13,9 +15,13 @@
    compared with the float64 run's, which stands for the exact trajectory from that start.
 
 Configurations (2 threads each side, batch 128, SGD lr 0.05 momentum 0.9, all 60,000 rows):
-  distill  784-800-800-10 student, T=20, alpha 0.9
-  hard     the same student on hard labels
-  teacher  784-1200-1200-10, dropout 0.1/0.3, max-norm 4, jitter 1, hard labels
+  distill        784-800-800-10 student, T=20, alpha 0.9, on MNIST as stored (pixels / 255: 81% zeros)
+  distill-dense  the same on MNIST normalised as torchvision users do, (x - 0.1307) / 0.3081: no zeros
+  hard           the 784-800-800-10 student on hard labels (pixels / 255)
+  hard-dense     the same on normalised MNIST
+  teacher        784-1200-1200-10, dropout 0.1/0.3, max-norm 4, jitter 1, hard labels
+  cnn            the --cnn-arch network on hard labels (the pipelines/mnist-cnn.yaml student)
+distill-train reads normalised MNIST from Parquet files written here (bench-out/compare/mnist-dense/).
 """
 
 import argparse
@@ -61,10 +67,50 @@ def relative(a, b):
     return abs(a - b) / max(abs(b), 1e-12)
 
 
-def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
+CNN_ARCH = "conv:16:5:p2,relu,maxpool:2,conv:32:5:p2,relu,maxpool:2,flatten,fc:128,relu,fc"
+
+
+def cpu_vector_extension():
+    """The widest x86 vector extension /proc/cpuinfo lists."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    for name in ("avx512f", "avx2", "avx", "sse4_2"):
+        if name in flags:
+            return name.upper().replace("AVX512F", "AVX-512")
+    return "none of SSE4.2/AVX"
+
+
+def write_dense_mnist(folder):
+    """MNIST normalised as torchvision users do, in distill's generic Parquet layout."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from bench_torch import load_mnist
+
+    os.makedirs(folder, exist_ok=True)
+    for split in ("train", "test"):
+        path = os.path.join(folder, f"{split}.parquet")
+        if os.path.exists(path):
+            continue
+        x, y = load_mnist(os.path.join(ROOT, "data", "mnist"), split)
+        x = ((x - np.float32(0.1307)) / np.float32(0.3081)).astype(np.float32)
+        features = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784)
+        table = pa.table({"features": features, "label": pa.array(y.astype(np.int32))})
+        table = table.replace_schema_metadata({"classes": "10", "image_shape": "28,28"})
+        pq.write_table(table, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
+def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None, cnn_arch=CNN_ARCH):
+    dense = mode.endswith("-dense")
     cmd = [
         os.path.join(BIN, "distill-train"),
-        "--data", "data/mnist", "--validation", "0", "--threads", str(threads),
+        "--data", os.path.join(work, "mnist-dense") if dense else "data/mnist",
+        "--validation", "0", "--threads", str(threads),
         "--epochs", str(epochs), "--seed", str(seed), "--batch", "128",
         "--lr", "0.05", "--momentum", "0.9",
         "--test-split", "test" if test else "none",
@@ -72,25 +118,33 @@ def distill_cmd(mode, epochs, seed, store, work, threads, test, init=None):
     ]
     if init:
         cmd += ["--init", init]
-    if mode == "distill":
+    if mode.startswith("distill"):
         cmd += ["--hidden", "800,800", "--soft-targets", store, "--temperature", "20", "--alpha", "0.9"]
-    elif mode == "hard":
+    elif mode.startswith("hard"):
         cmd += ["--hidden", "800,800"]
+    elif mode == "cnn":
+        cmd += ["--arch", cnn_arch]
     else:
         cmd += ["--hidden", "1200,1200", "--input-dropout", "0.1", "--hidden-dropout", "0.3",
                 "--max-norm", "4", "--jitter", "1"]
     return cmd
 
 
-def torch_cmd(mode, epochs, seed, store, threads, test, same_start=False, float64=False):
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_torch.py"), "--mode", mode,
+def torch_cmd(mode, epochs, seed, store, threads, test, same_start=False, float64=False,
+              cnn_arch=CNN_ARCH):
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_torch.py"),
+           "--mode", mode.removesuffix("-dense"),
            "--data", "data/mnist", "--epochs", str(epochs), "--seed", str(seed),
            "--threads", str(threads)]
+    if mode.endswith("-dense"):
+        cmd.append("--normalize")
+    if mode == "cnn":
+        cmd += ["--arch", cnn_arch]
     if same_start:
         cmd.append("--same-start")
     if float64:
         cmd.append("--float64")
-    if mode == "distill":
+    if mode.startswith("distill"):
         cmd += ["--store", store, "--temperature", "20", "--alpha", "0.9"]
     if test:
         cmd.append("--test")
@@ -99,8 +153,9 @@ def torch_cmd(mode, epochs, seed, store, threads, test, same_start=False, float6
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--modes", default="distill,hard,teacher")
-    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per configuration")
+    ap.add_argument("--modes", default="distill,distill-dense,hard-dense,teacher,cnn")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating rounds per configuration")
+    ap.add_argument("--cnn-arch", default=CNN_ARCH, help="the network of the cnn configuration")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", default="1,2,3", help="seeds of the accuracy runs ('' skips them)")
     ap.add_argument("--accuracy-epochs", type=int, default=5)
@@ -115,7 +170,8 @@ def main():
     work = os.path.join(ROOT, "bench-out", "compare")
     os.makedirs(work, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); {args.threads} threads each side")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs, widest vector extension "
+          f"{cpu_vector_extension()}); {args.threads} threads each side")
     print(f"PyTorch {torch.__version__} (CPU), distill-train from {BIN}")
 
     teacher = os.path.join(work, "teacher.onnx")
@@ -129,23 +185,33 @@ def main():
         run([os.path.join(BIN, "distill-teach"), "--model", teacher, "--data", "data/mnist",
              "--split", "train", "--out", store], env)
 
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m.endswith("-dense") for m in modes):
+        write_dense_mnist(os.path.join(work, "mnist-dense"))
+
     print("\n## Seconds per epoch: (3-epoch run - 1-epoch run) / 2, wall time, alternating; "
-          f"median of {args.repeats}")
-    print(f"{'configuration':<44} {'PyTorch':>9} {'distill':>9} {'distill speed / PyTorch':>24}")
+          f"median and best of {args.repeats} rounds")
+    print(f"{'configuration':<46} {'PyTorch median':>15} {'best':>7} {'distill median':>15} {'best':>7} "
+          f"{'speed-up, medians':>18} {'best rounds':>12}")
     labels = {
         "distill": "784-800-800-10 distilled, T=20, alpha 0.9",
+        "distill-dense": "the same, normalised (dense) MNIST",
         "hard": "784-800-800-10 hard labels",
+        "hard-dense": "784-800-800-10 hard labels, normalised MNIST",
         "teacher": "784-1200-1200-10 dropout, max-norm, jitter",
+        "cnn": f"CNN {args.cnn_arch}",
     }
-    for mode in [m for m in args.modes.split(",") if m]:
+    for mode in modes:
         per = {"torch": [], "distill": []}
         for r in range(args.repeats):
             t = {}
             order = ["torch", "distill"] if r % 2 == 0 else ["distill", "torch"]
             for epochs in (1, 3):
                 for side in order:
-                    cmd = (torch_cmd(mode, epochs, 1, store, args.threads, False) if side == "torch"
-                           else distill_cmd(mode, epochs, 1, store, work, args.threads, False))
+                    cmd = (torch_cmd(mode, epochs, 1, store, args.threads, False, cnn_arch=args.cnn_arch)
+                           if side == "torch"
+                           else distill_cmd(mode, epochs, 1, store, work, args.threads, False,
+                                            cnn_arch=args.cnn_arch))
                     t[(side, epochs)] = run(cmd, env)[0]
             for side in per:
                 per[side].append((t[(side, 3)] - t[(side, 1)]) / 2)
@@ -154,7 +220,9 @@ def main():
                   f"{per['distill'][-1]:.2f}s, {per['torch'][-1] / per['distill'][-1]:.2f}x",
                   flush=True)
         pt, dt = statistics.median(per["torch"]), statistics.median(per["distill"])
-        print(f"{labels[mode]:<44} {pt:>8.2f}s {dt:>8.2f}s {pt / dt:>23.2f}x", flush=True)
+        pb, db = min(per["torch"]), min(per["distill"])
+        print(f"{labels[mode]:<46} {pt:>14.2f}s {pb:>6.2f}s {dt:>14.2f}s {db:>6.2f}s "
+              f"{pt / dt:>17.2f}x {pb / db:>11.2f}x", flush=True)
 
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if seeds:

@@ -7,8 +7,11 @@ Modes (each mirrors a distill-train command line that scripts/bench_compare.py b
            1 - alpha the hard labels), no dropout
   hard     the same student on hard labels only
   teacher  784-1200-1200-10 on hard labels with input/hidden dropout, max-norm and jitter
+  cnn      the network of --arch (distill-train's --arch grammar) on hard labels
 
 Reads MNIST from the IDX files in --data (pixels / 255, as distill does) and the store with pyarrow.
+--normalize standardises the pixels as torchvision users do, (x - 0.1307) / 0.3081, so no input is zero
+(distill-train reads the same values from a Parquet file scripts/bench_compare.py writes).
 Prints one JSON line: training seconds (the epochs only), epochs, each epoch's mean loss, and test
 errors when --test.
 
@@ -108,6 +111,47 @@ def distill_init(sizes, seed):
     return layers
 
 
+def torch_arch(spec, shape=(1, 28, 28), classes=10):
+    """A torch.nn.Sequential for distill-train's --arch grammar (conv:OUT:K[:sS][:pP], maxpool:K[:sS],
+    avgpool:K[:sS], gap, bn, flatten, fc:N, fc, relu, dropout:P)."""
+    import torch.nn as nn
+
+    layers, (c, h, w), flat = [], shape, None
+    tokens = [t for t in spec.split(",") if t]
+    for i, tok in enumerate(tokens):
+        parts = tok.split(":")
+        opts = {p[0]: int(p[1:]) for p in parts[3:] if p[:1] in ("s", "p")}
+        if parts[0] == "conv":
+            out, k = int(parts[1]), int(parts[2])
+            s, p = opts.get("s", 1), opts.get("p", 0)
+            layers.append(nn.Conv2d(c, out, k, stride=s, padding=p))
+            c, h, w = out, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        elif parts[0] in ("maxpool", "avgpool"):
+            k = int(parts[1])
+            s = int(parts[2][1:]) if len(parts) > 2 else k
+            layers.append((nn.MaxPool2d if parts[0] == "maxpool" else nn.AvgPool2d)(k, s))
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+        elif parts[0] == "gap":
+            layers += [nn.AdaptiveAvgPool2d(1)]
+            h = w = 1
+        elif parts[0] == "bn":
+            layers.append(nn.BatchNorm2d(c))
+        elif parts[0] == "flatten":
+            layers.append(nn.Flatten())
+            flat = c * h * w
+        elif parts[0] == "fc":
+            out = int(parts[1]) if len(parts) > 1 else classes
+            layers.append(nn.Linear(flat, out))
+            flat = out
+        elif parts[0] == "relu":
+            layers.append(nn.ReLU())
+        elif parts[0] == "dropout":
+            layers.append(nn.Dropout(float(parts[1])))
+        else:
+            sys.exit(f"--arch: token {i + 1} '{tok}' is not one this script knows")
+    return nn.Sequential(*layers)
+
+
 def load_mnist(folder, split):
     prefix = "train" if split == "train" else "t10k"
     x = read_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
@@ -139,7 +183,9 @@ def soft_targets(store, rows, temperature):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["distill", "hard", "teacher"], required=True)
+    ap.add_argument("--mode", choices=["distill", "hard", "teacher", "cnn"], required=True)
+    ap.add_argument("--arch", help="the network of --mode cnn, in distill-train's --arch grammar")
+    ap.add_argument("--normalize", action="store_true", help="(x - 0.1307) / 0.3081, as torchvision users do")
     ap.add_argument("--data", default="data/mnist")
     ap.add_argument("--store")
     ap.add_argument("--epochs", type=int, default=1)
@@ -164,6 +210,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     x_np, y_np = load_mnist(args.data, "train")
+    if args.normalize:
+        x_np = (x_np - np.float32(0.1307)) / np.float32(0.3081)
     x = torch.from_numpy(x_np)
     y = torch.from_numpy(y_np)
     n = x.shape[0]
@@ -185,6 +233,12 @@ def main():
     in_drop, hid_drop, max_norm, jitter = (0.1, 0.3, 4.0, 1) if args.mode == "teacher" else (0, 0, None, 0)
     sizes = [784] + hidden + [10]
     layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+    cnn = None
+    if args.mode == "cnn":
+        if not args.arch or args.same_start:
+            sys.exit("--mode cnn needs --arch and does not take --same-start")
+        cnn = torch_arch(args.arch)
+        layers = cnn
     if args.same_start:
         if in_drop or hid_drop or jitter:
             sys.exit("--same-start: dropout masks and jitter are drawn differently; use --mode distill or hard")
@@ -197,6 +251,9 @@ def main():
     t, alpha = args.temperature, args.alpha
 
     def forward(xb, train):
+        if cnn is not None:
+            cnn.train(train)
+            return cnn(xb.view(-1, 1, 28, 28))
         h = F.dropout(xb, in_drop, train) if in_drop and train else xb
         for i, layer in enumerate(layers):
             h = layer(h)
@@ -278,6 +335,8 @@ def main():
            "epoch_losses": [round(v, 6) for v in epoch_losses]}
     if args.test:
         xt, yt = load_mnist(args.data, "test")
+        if args.normalize:
+            xt = (xt - np.float32(0.1307)) / np.float32(0.3081)
         with torch.no_grad():
             pred = forward(torch.from_numpy(xt).to(x.dtype), False).argmax(dim=1).numpy()
         out["test_errors"] = int((pred != yt).sum())
