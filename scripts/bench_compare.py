@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+import docs_section
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 
@@ -156,6 +158,8 @@ def main():
     ap.add_argument("--modes", default="distill,distill-dense,hard-dense,teacher,cnn")
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds per configuration")
     ap.add_argument("--cnn-arch", default=CNN_ARCH, help="the network of the cnn configuration")
+    ap.add_argument("--no-write", action="store_true",
+                    help="print the speed table only (default: also write it into docs/benchmarks.md)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", default="1,2,3", help="seeds of the accuracy runs ('' skips them)")
     ap.add_argument("--accuracy-epochs", type=int, default=5)
@@ -201,6 +205,11 @@ def main():
         "teacher": "784-1200-1200-10 dropout, max-norm, jitter",
         "cnn": f"CNN {args.cnn_arch}",
     }
+    table = [
+        "| configuration | PyTorch median | PyTorch best | distill-train median | distill-train best "
+        "| speed-up, medians | speed-up, best rounds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for mode in modes:
         per = {"torch": [], "distill": []}
         for r in range(args.repeats):
@@ -223,6 +232,22 @@ def main():
         pb, db = min(per["torch"]), min(per["distill"])
         print(f"{labels[mode]:<46} {pt:>14.2f}s {pb:>6.2f}s {dt:>14.2f}s {db:>6.2f}s "
               f"{pt / dt:>17.2f}x {pb / db:>11.2f}x", flush=True)
+        table.append(f"| {labels[mode]} | {pt:.2f} s | {pb:.2f} s | {dt:.2f} s | {db:.2f} s | "
+                     f"{pt / dt:.2f}x | {pb / db:.2f}x |")
+    if modes and not args.no_write:
+        command = "make bench-compare" + (f" BENCH_COMPARE_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+        body = [
+            f"`{command}` at commit `{docs_section.commit()}`, {time.strftime('%Y-%m-%d')}, on "
+            f"{docs_section.cpu()}; PyTorch {torch.__version__} (CPU), {args.threads} threads each side. "
+            "Seconds per epoch of all 60,000 MNIST training rows, batch 128, SGD lr 0.05 momentum 0.9, "
+            f"as (3-epoch run - 1-epoch run) / 2 of each process's wall time; {args.repeats} rounds, "
+            "the two sides alternating. A speed-up above 1 is distill-train faster.",
+            "",
+            *table,
+        ]
+        page = docs_section.write_section("benchmarks.md", "bench-compare", body,
+                                          "## Against PyTorch, generated (`make bench-compare`)")
+        print(f"wrote the speed table into {page}")
 
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if seeds:
