@@ -835,6 +835,53 @@ const ROWS: &[Row] = &[
         2,
         "--split",
     ),
+    // distill-quantize
+    (
+        "quantize",
+        "--model garbage.onnx --out q.onnx",
+        2,
+        "not an MLP distill can quantise",
+    ),
+    (
+        "quantize",
+        concat!(
+            "--model ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/teachers/torchscript_cnn.onnx --out q.onnx"
+        ),
+        2,
+        "not an MLP distill can quantise",
+    ),
+    (
+        "quantize",
+        "--model narrow.onnx --out q.onnx",
+        2,
+        "rows of 784 features, but --model narrow.onnx reads 20",
+    ),
+    (
+        "quantize",
+        "--model model.onnx --calibration-rows 0 --out q.onnx",
+        2,
+        "--calibration-rows: 0 rows",
+    ),
+    (
+        "quantize",
+        "--model model.onnx --limit 3 --only-classes 9 --out q.onnx",
+        2,
+        "no rows are left after the class filter",
+    ),
+    (
+        "quantize",
+        "--model model.onnx --out model.onnx",
+        2,
+        "this is also the input --model",
+    ),
+    (
+        "quantize",
+        "--model model.onnx --out folder.json",
+        2,
+        "existing folder",
+    ),
     // distill run
     ("distill", "run nope.yaml", 2, "no such file"),
     ("distill", "run folder.yaml", 2, "it is a folder"),

@@ -86,6 +86,9 @@ pub struct Footprint {
     pub file_bytes: u64,
     /// SHA-256 of the `.onnx` file, from the same read.
     pub sha256: String,
+    /// The float model it was quantised from, when its metadata says so (distill-quantize's
+    /// output).
+    pub quantized_from: Option<distill_quantize::QuantizedFrom>,
 }
 
 /// Reads the footprint of the model at `path`, following external data locations relative to its folder.
@@ -102,6 +105,12 @@ pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
         .iter()
         .map(|l| folder.join(l))
         .collect();
+    let quantized_from = distill_quantize::QuantizedFrom::from_metadata(
+        model
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str())),
+    );
     let graph = model.graph.unwrap_or_default();
     let count = |t: &TensorProto| parameter_elements(t, folder, model_bytes);
     let initializers: u64 = graph
@@ -131,6 +140,7 @@ pub fn footprint(path: &Path) -> Result<Footprint, EvalError> {
         parameters: initializers.saturating_add(attributes),
         file_bytes,
         sha256: distill_core::sha256_hex(&bytes),
+        quantized_from,
     })
 }
 

@@ -21,13 +21,14 @@ use std::time::Instant;
 use distill_core::math::{Combine, argmax_rows, ensemble_probs, probabilities_to_logits, softmax};
 use distill_data::{Dataset, Selection};
 use distill_progress::{Progress, Task};
+use distill_quantize::max_abs_diff;
 use distill_runtime::{ModelSettings, ModelSpec, OnnxModel, OutputKind, Provider, RuntimeError};
 use ndarray::{Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
 pub use distill_core::bias::{BiasAdjust, ClassBias};
 pub use error::EvalError;
-pub use report::{Entry, EntryType, Report, SCHEMA_VERSION};
+pub use report::{Entry, EntryType, Report, SCHEMA_VERSION, Variant};
 pub use specialists::{CoveringRow, SpecialistsConfig, SpecialistsReport};
 
 /// One model to evaluate.
@@ -194,12 +195,13 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
         None => None,
     };
     bar.finish();
+    let links = link_variants(&mut evaluated, &mut notes);
     if let Some((path, k)) = &config.predictions {
         write_predictions(
             config,
             &data,
             labels,
-            &evaluated,
+            (&evaluated, &links),
             specialists.as_ref(),
             (path, *k),
         )?;
@@ -279,12 +281,13 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, EvalError> {
 }
 
 /// Writes `--predictions`: each model, each ensemble of [`Config::ensemble`] and the
-/// specialists' combination, in the order of the report's entries.
+/// specialists' combination, in the order of the report's entries, then each quantised model's
+/// comparison with its float model.
 fn write_predictions(
     config: &Config,
     data: &Dataset,
     labels: &[u32],
-    evaluated: &[Evaluated],
+    (evaluated, links): (&[Evaluated], &[Link]),
     specialists: Option<&(SpecialistsReport, Array2<f32>)>,
     (path, k): (&Path, usize),
 ) -> Result<(), EvalError> {
@@ -320,12 +323,26 @@ fn write_predictions(
             probs: combined.view(),
         });
     }
+    let comparisons: Vec<predictions::Comparison> = links
+        .iter()
+        .filter_map(|l| {
+            let e = &evaluated[l.variant].entry;
+            let v = e.variant_of.as_ref()?;
+            Some(predictions::Comparison {
+                name: &e.name,
+                source: v.source.as_deref()?,
+                of: v.max_abs_diff_of.as_deref()?,
+                same_class: &l.same_class,
+                max_abs_diff: &l.max_abs_diff,
+            })
+        })
+        .collect();
     predictions::write(
         path,
         (&config.selection.data, &config.selection.split_label()),
         &data.index,
         labels,
-        &sources,
+        (&sources, &comparisons),
         k,
     )
 }
@@ -598,6 +615,14 @@ fn evaluate_model(
         file_bytes: footprint.file_bytes,
         latency_ms_batch1: speed.map(|s| s.latency_ms_batch1),
         rows_per_s_batch256: speed.map(|s| s.rows_per_s_batch256),
+        variant_of: footprint.quantized_from.map(|q| Variant {
+            method: q.method,
+            source_sha256: q.source_sha256,
+            source: None,
+            agreement: None,
+            max_abs_diff: None,
+            max_abs_diff_of: None,
+        }),
     };
     Ok(Evaluated {
         entry,
@@ -605,6 +630,83 @@ fn evaluate_model(
         unadjusted,
         predicted,
     })
+}
+
+/// A quantised model compared row by row with its float model.
+pub(crate) struct Link {
+    /// Index of the quantised model among the evaluated models.
+    pub variant: usize,
+    /// Whether each row's predicted class equals the float model's.
+    pub same_class: Vec<bool>,
+    /// Each row's largest |output difference| over the classes (see [`Variant::max_abs_diff`]).
+    pub max_abs_diff: Vec<f32>,
+}
+
+/// Fills each quantised model's [`Variant`] from the first other evaluated model whose file has
+/// the SHA-256 its metadata records, and returns the row-by-row comparisons; adds one note
+/// naming the quantised models whose float model was not evaluated.
+fn link_variants(evaluated: &mut [Evaluated], notes: &mut Vec<String>) -> Vec<Link> {
+    fn raw(e: &Evaluated) -> ArrayView2<'_, f32> {
+        e.unadjusted.as_ref().unwrap_or(&e.logits).view()
+    }
+    let mut links = Vec::new();
+    let mut unlinked = Vec::new();
+    for i in 0..evaluated.len() {
+        let Some(v) = &evaluated[i].entry.variant_of else {
+            continue;
+        };
+        let wanted = Some(v.source_sha256.as_str());
+        let Some(j) = (0..evaluated.len())
+            .find(|&j| j != i && evaluated[j].entry.sha256.as_deref() == wanted)
+        else {
+            unlinked.push(format!(
+                "{} ({} of SHA-256 {})",
+                evaluated[i].entry.name, v.method, v.source_sha256
+            ));
+            continue;
+        };
+        let (variant, float) = (&evaluated[i], &evaluated[j]);
+        let logits = |e: &Evaluated| e.entry.output_kind.as_deref() == Some("logits");
+        let per_row = |a: ArrayView2<f32>, b: ArrayView2<f32>| -> Vec<f32> {
+            (0..a.nrows())
+                .map(|r| max_abs_diff(a.slice(s![r..=r, ..]), b.slice(s![r..=r, ..])))
+                .collect()
+        };
+        let (diffs, of) = if logits(variant) && logits(float) {
+            (per_row(raw(variant), raw(float)), "logits")
+        } else {
+            let (p, q) = (softmax(raw(variant), 1.0), softmax(raw(float), 1.0));
+            (per_row(p.view(), q.view()), "probabilities")
+        };
+        let same_class: Vec<bool> = variant
+            .predicted
+            .iter()
+            .zip(&float.predicted)
+            .map(|(a, b)| a == b)
+            .collect();
+        let agreement = metrics::agreement(&variant.predicted, &float.predicted);
+        let largest = diffs.iter().copied().fold(0.0f32, f32::max);
+        let name = float.entry.name.clone();
+        if let Some(v) = evaluated[i].entry.variant_of.as_mut() {
+            v.source = Some(name);
+            v.agreement = Some(agreement);
+            v.max_abs_diff = Some(f64::from(largest));
+            v.max_abs_diff_of = Some(of.to_string());
+        }
+        links.push(Link {
+            variant: i,
+            same_class,
+            max_abs_diff: diffs,
+        });
+    }
+    if !unlinked.is_empty() {
+        notes.push(format!(
+            "quantised from a model not evaluated in this run: {}; give that float model with \
+             --model too to see each variant's agreement with it",
+            unlinked.join(", ")
+        ));
+    }
+    links
 }
 
 /// Runs `model` over `x` in batches of `batch_size` rows, advancing `bar` by the rows done.
@@ -675,6 +777,7 @@ fn evaluate_ensemble(
         file_bytes: members.iter().map(|m| m.entry.file_bytes).sum(),
         latency_ms_batch1: sum_of(|e| e.latency_ms_batch1),
         rows_per_s_batch256: sum_of(|e| e.rows_per_s_batch256.map(|r| 1.0 / r)).map(|t| 1.0 / t),
+        variant_of: None,
     };
     Ok((entry, predicted))
 }

@@ -4,12 +4,17 @@
 //!
 //! Columns: `index` (u64, the row's position in the split), `label` (i32), then for each
 //! prediction source `NAME` two columns `NAME.classes` (`FixedSizeList<i32>[k]`, most probable
-//! first; ties: the lower class id) and `NAME.probs` (`FixedSizeList<f32>[k]`). Key-value metadata:
-//! `distill.predictions` (JSON: the data set, split, rows, classes, k and the sources in order).
+//! first; ties: the lower class id) and `NAME.probs` (`FixedSizeList<f32>[k]`). Then, for each
+//! quantised model `NAME` evaluated with its float model, `NAME.same_class_as_float` (bool: its
+//! most probable class is the float model's) and `NAME.max_abs_diff_from_float` (f32: the row's
+//! largest |output difference| over the classes, of the logits or the probabilities as
+//! `metrics.json`'s `variant_of` says). Key-value metadata: `distill.predictions` (JSON: the data
+//! set, split, rows, classes, k, the sources in order, and the comparisons: each quantised
+//! model's name, its float model's and what the difference measures).
 
 use crate::EvalError;
 use arrow_array::{
-    ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt64Array,
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use distill_core::CoreError;
@@ -27,6 +32,20 @@ pub struct Source<'a> {
     pub probs: ArrayView2<'a, f32>,
 }
 
+/// A quantised model's row-by-row comparison with its float model.
+pub struct Comparison<'a> {
+    /// The quantised model's name.
+    pub name: &'a str,
+    /// The float model's name.
+    pub source: &'a str,
+    /// What the differences measure: `logits` or `probabilities`.
+    pub of: &'a str,
+    /// Per row: whether the two most probable classes are the same.
+    pub same_class: &'a [bool],
+    /// Per row: the largest |output difference| over the classes.
+    pub max_abs_diff: &'a [f32],
+}
+
 /// The `k` most probable classes of `row`, most probable first (ties: the lower class id).
 fn top_k(row: ndarray::ArrayView1<f32>, k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..row.len()).collect();
@@ -41,7 +60,7 @@ pub fn write(
     (dataset, split): (&str, &str),
     index: &[u64],
     labels: &[u32],
-    sources: &[Source],
+    (sources, comparisons): (&[Source], &[Comparison]),
     k: usize,
 ) -> Result<(), EvalError> {
     let rows = labels.len();
@@ -89,6 +108,20 @@ pub fn write(
             columns.push(Arc::new(list));
         }
     }
+    for c in comparisons {
+        fields.push(Field::new(
+            format!("{}.same_class_as_float", c.name),
+            DataType::Boolean,
+            false,
+        ));
+        columns.push(Arc::new(BooleanArray::from(c.same_class.to_vec())));
+        fields.push(Field::new(
+            format!("{}.max_abs_diff_from_float", c.name),
+            DataType::Float32,
+            false,
+        ));
+        columns.push(Arc::new(Float32Array::from(c.max_abs_diff.to_vec())));
+    }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema, columns).map_err(format)?;
     let meta = serde_json::json!({
@@ -98,6 +131,10 @@ pub fn write(
         "classes": classes,
         "k": k,
         "sources": sources.iter().map(|s| s.name).collect::<Vec<_>>(),
+        "comparisons": comparisons
+            .iter()
+            .map(|c| serde_json::json!({"name": c.name, "float": c.source, "max_abs_diff_of": c.of}))
+            .collect::<Vec<_>>(),
         "tool_version": distill_core::TOOL_VERSION,
     });
     distill_data::parquet::write_batch(

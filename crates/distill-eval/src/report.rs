@@ -27,6 +27,38 @@ pub enum EntryType {
     Ensemble,
 }
 
+/// A model distill-quantize wrote, and how closely it follows the float model it was made from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Variant {
+    /// The method its metadata records: `static-int8`, `dynamic-int8` or `fp16`.
+    pub method: String,
+    /// The SHA-256 of the float model's file, as its metadata records it.
+    pub source_sha256: String,
+    /// The first other entry whose file has that SHA-256 (`null` when the float model was not
+    /// evaluated in the same run; the three fields below are then `null` too).
+    pub source: Option<String>,
+    /// Share of the evaluated rows whose predicted class equals the source's, both after any
+    /// bias adjustment (the predictions the `errors` count).
+    pub agreement: Option<f64>,
+    /// The largest |difference| between the two models' outputs over every evaluated row and
+    /// class, before any bias adjustment: of the logits when both models output logits,
+    /// otherwise of the probabilities (see `max_abs_diff_of`).
+    pub max_abs_diff: Option<f64>,
+    /// What `max_abs_diff` measures: `logits` or `probabilities`.
+    pub max_abs_diff_of: Option<String>,
+}
+
+impl Variant {
+    /// `max_abs_diff` as `0.0123 logit` / `0.0004 prob`, or `-` without a source.
+    pub fn describe_diff(&self) -> String {
+        match (self.max_abs_diff, self.max_abs_diff_of.as_deref()) {
+            (Some(d), Some("logits")) => format!("{d:.4} logit"),
+            (Some(d), _) => format!("{d:.4} prob"),
+            _ => "-".to_string(),
+        }
+    }
+}
+
 /// The metrics of one model or ensemble. Every field is always present in `metrics.json` (`null` where it
 /// does not apply).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -66,6 +98,9 @@ pub struct Entry {
     /// Median throughput at batch 256, in rows/s (`null` with `--latency-runs 0`). For ensembles,
     /// `1 / sum(1 / member throughput)`, on the same assumption.
     pub rows_per_s_batch256: Option<f64>,
+    /// For a model distill-quantize wrote, its method and its agreement with the float model
+    /// (`null` for every other entry).
+    pub variant_of: Option<Variant>,
 }
 
 /// What `distill-eval` found: the contents of `metrics.json`, and its table when displayed.
@@ -121,10 +156,16 @@ fn optional(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
 }
 
 impl fmt::Display for Report {
-    /// One row per entry (model, params, size, errors, error %, NLL, ECE, agreement, ms @1, rows/s @256), the
-    /// bias adjustment if any, and a one-line summary with rows, seconds and rows/s.
+    /// One row per entry (model, params, size, errors, error %, NLL, ECE, agreement, ms @1, rows/s @256,
+    /// and, when a quantised model's float model was evaluated too, the agreement with it and the
+    /// largest output difference), the bias adjustment if any, a line per quantised model, and a
+    /// one-line summary with rows, seconds and rows/s.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header = [
+        let linked = self
+            .entries
+            .iter()
+            .any(|e| e.variant_of.as_ref().is_some_and(|v| v.source.is_some()));
+        let mut header = vec![
             "model",
             "params",
             "size",
@@ -136,11 +177,14 @@ impl fmt::Display for Report {
             "ms @1",
             "rows/s @256",
         ];
-        let rows: Vec<[String; 10]> = self
+        if linked {
+            header.extend(["float agree %", "max |Δ| vs float"]);
+        }
+        let rows: Vec<Vec<String>> = self
             .entries
             .iter()
             .map(|e| {
-                [
+                let mut row = vec![
                     e.name.clone(),
                     grouped(e.parameters),
                     size(e.file_bytes),
@@ -154,17 +198,25 @@ impl fmt::Display for Report {
                     format!("{:.2}", 100.0 * e.agreement),
                     optional(e.latency_ms_batch1, |v| format!("{v:.3}")),
                     optional(e.rows_per_s_batch256, |v| grouped(v.round() as u64)),
-                ]
+                ];
+                if linked {
+                    let v = e.variant_of.as_ref();
+                    row.push(optional(v.and_then(|v| v.agreement), |a| {
+                        format!("{:.2}", 100.0 * a)
+                    }));
+                    row.push(v.map_or_else(|| "-".to_string(), Variant::describe_diff));
+                }
+                row
             })
             .collect();
-        let mut widths = header.map(str::len);
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
         }
         let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
                 if i == 0 {
                     write!(f, "{cell:<w$}")?;
                 } else {
@@ -175,7 +227,28 @@ impl fmt::Display for Report {
         };
         line(f, &header)?;
         for row in &rows {
-            line(f, &row.each_ref().map(String::as_str))?;
+            line(f, &row.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        for e in &self.entries {
+            if let Some(v) = &e.variant_of
+                && let (Some(source), Some(agreement)) = (&v.source, v.agreement)
+            {
+                writeln!(
+                    f,
+                    "{} is the {} variant of {}: {:.2} % of the rows keep its class, max |Δ{}| {}",
+                    e.name,
+                    v.method,
+                    source,
+                    100.0 * agreement,
+                    if v.max_abs_diff_of.as_deref() == Some("logits") {
+                        "logit"
+                    } else {
+                        "probability"
+                    },
+                    v.max_abs_diff
+                        .map_or_else(|| "-".into(), |d| format!("{d:.4}"))
+                )?;
+            }
         }
         if !self.bias_adjust.is_empty() {
             writeln!(

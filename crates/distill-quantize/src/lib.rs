@@ -41,6 +41,42 @@ pub const DEFAULT_CALIBRATION_ROWS: usize = 1024;
 /// Metadata key prefix of what this stage records.
 pub const METADATA_PREFIX: &str = "distill.quantize.";
 
+/// Metadata key of the method ([`Method::name`]) a written model was made with.
+pub const METHOD_KEY: &str = "distill.quantize.method";
+
+/// Metadata key of the SHA-256 (lowercase hex) of the float model a written model was made from.
+pub const SOURCE_SHA256_KEY: &str = "distill.quantize.source_sha256";
+
+/// What a model file's metadata says about the float model it was quantised from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QuantizedFrom {
+    /// The method's name ([`Method::name`]).
+    pub method: String,
+    /// The SHA-256 of the float model's file.
+    pub source_sha256: String,
+}
+
+impl QuantizedFrom {
+    /// Reads [`METHOD_KEY`] and [`SOURCE_SHA256_KEY`] from a model's metadata entries; `None`
+    /// unless both are present (the model was not written by this stage).
+    pub fn from_metadata<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Self> {
+        let (mut method, mut source_sha256) = (None, None);
+        for (key, value) in entries {
+            match key {
+                METHOD_KEY => method = Some(value.to_string()),
+                SOURCE_SHA256_KEY => source_sha256 = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        Some(Self {
+            method: method?,
+            source_sha256: source_sha256?,
+        })
+    }
+}
+
 /// What the weights (and activations) become.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -189,8 +225,9 @@ fn check_config(config: &Config) -> Result<(), QuantizeError> {
     Ok(())
 }
 
-/// NaN-propagating largest |a - b|.
-fn max_abs_diff(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f32 {
+/// The largest |a - b| over the elements of two arrays of the same shape; NaN if any
+/// difference is NaN.
+pub fn max_abs_diff(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f32 {
     a.iter()
         .zip(b.iter())
         .map(|(x, y)| (x - y).abs())
@@ -227,7 +264,7 @@ fn metadata(
         .collect();
     meta.sort();
     let key = |k: &str| format!("{METADATA_PREFIX}{k}");
-    meta.push((key("method"), config.method.name().into()));
+    meta.push((METHOD_KEY.into(), config.method.name().into()));
     if config.method == Method::Static {
         meta.push((key("calibration"), config.calibration.to_string()));
         meta.push((key("calibration_rows"), rows.to_string()));
@@ -244,7 +281,7 @@ fn metadata(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     ));
-    meta.push((key("source_sha256"), source_sha256.into()));
+    meta.push((SOURCE_SHA256_KEY.into(), source_sha256.into()));
     meta
 }
 

@@ -339,3 +339,151 @@ fn entries_read_through_the_shared_summary_and_old_files_load() {
     let e = distill_report::inputs::read_metrics(&path).unwrap_err();
     assert!(e.to_string().contains("nll"), "{e}");
 }
+
+/// A point of an SVG figure, in pixels.
+type Pixel = (i32, i32);
+
+/// The `(cx, cy)` of every `<circle>` and the two ends of every two-point `<polyline>` of an
+/// SVG figure (as plotters' SVG backend writes them).
+fn circles_and_segments(svg: &str) -> (Vec<Pixel>, Vec<[Pixel; 2]>) {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!(" {name}=\"");
+        let at = tag.find(&key)? + key.len();
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    };
+    let tags = |open: &str| -> Vec<String> {
+        svg.match_indices(open)
+            .map(|(i, _)| svg[i..i + svg[i..].find('>').expect("the tag ends")].to_string())
+            .collect()
+    };
+    let number = |s: &str| s.trim().parse::<f64>().expect("a number").round() as i32;
+    let circles = tags("<circle ")
+        .iter()
+        .map(|t| {
+            (
+                number(&attr(t, "cx").expect("cx")),
+                number(&attr(t, "cy").expect("cy")),
+            )
+        })
+        .collect();
+    let segments = tags("<polyline ")
+        .iter()
+        .filter_map(|t| {
+            let ends: Vec<Pixel> = attr(t, "points")?
+                .split_whitespace()
+                .map(|p| {
+                    let (x, y) = p.split_once(',').expect("x,y");
+                    (number(x), number(y))
+                })
+                .collect();
+            (ends.len() == 2).then(|| [ends[0], ends[1]])
+        })
+        .collect();
+    (circles, segments)
+}
+
+/// The figure `id` of the page.
+fn figure<'a>(html: &'a str, id: &str) -> &'a str {
+    let at = html
+        .find(&format!(" id=\"{id}\" "))
+        .unwrap_or_else(|| panic!("no {id}"));
+    let start = html[..at].rfind("<svg").expect("an <svg> element");
+    &html[start..start + html[start..].find("</svg>").expect("the <svg> ends")]
+}
+
+/// Segments of `svg` that join two of its points.
+fn joining_lines(svg: &str) -> usize {
+    let (circles, segments) = circles_and_segments(svg);
+    let near = |a: Pixel, b: Pixel| (a.0 - b.0).abs() <= 1 && (a.1 - b.1).abs() <= 1;
+    segments
+        .iter()
+        .filter(|[a, b]| {
+            !near(*a, *b)
+                && circles.iter().any(|&c| near(c, *a))
+                && circles.iter().any(|&c| near(c, *b))
+        })
+        .count()
+}
+
+/// Quantised variants of the student (written by distill-eval with `variant_of`) are joined to
+/// it in both cost figures, linked by the name eval recorded or only by the float file's
+/// SHA-256, labelled by their method; the table gains the agreement column; a metrics.json
+/// without `variant_of` (the smoke fixture) renders with neither.
+#[test]
+fn quantised_variants_are_joined_to_their_float_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("metrics.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+
+    let out = dir.path().join("old.html");
+    run(&config(&out)).unwrap();
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(!html.contains("float agree %"));
+    for id in ["fig-tradeoff-size", "fig-tradeoff-latency"] {
+        assert_eq!(joining_lines(figure(&html, id)), 0, "{id}");
+    }
+
+    let entries = json["entries"].as_array_mut().unwrap();
+    let student = entries[0].clone();
+    assert_eq!(student["name"], "student");
+    let sha = student["sha256"].clone();
+    let variant = |name: &str, method: &str, bytes: u64, source: serde_json::Value| {
+        let mut e = student.clone();
+        e["name"] = name.into();
+        e["sha256"] = format!("{name}-sha").into();
+        e["file_bytes"] = bytes.into();
+        e["errors"] = (student["errors"].as_u64().unwrap() + 2).into();
+        e["error_rate"] = (student["error_rate"].as_f64().unwrap() * 1.1).into();
+        e["latency_ms_batch1"] = (student["latency_ms_batch1"].as_f64().unwrap() / 3.0).into();
+        e["variant_of"] = serde_json::json!({
+            "method": method,
+            "source_sha256": sha,
+            "source": source,
+            "agreement": 0.9965,
+            "max_abs_diff": 0.3389,
+            "max_abs_diff_of": "logits",
+        });
+        e
+    };
+    entries.insert(
+        1,
+        variant("student.int8", "static-int8", 92_000, "student".into()),
+    );
+    // Linked by the SHA-256 only, with a method that needs escaping.
+    entries.insert(
+        2,
+        variant("student.fp16", "fp16 <&>", 180_000, serde_json::Value::Null),
+    );
+    let path = dir.path().join("metrics.json");
+    std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    let out = dir.path().join("report.html");
+    let mut c = config(&out);
+    c.metrics = Some(path);
+    let report = run(&c).unwrap();
+    let html = std::fs::read_to_string(&out).unwrap();
+    for id in ["fig-tradeoff-size", "fig-tradeoff-latency"] {
+        assert!(report.figures.iter().any(|f| f == id));
+        let svg = figure(&html, id);
+        assert_eq!(joining_lines(svg), 2, "{id}: {svg}");
+        assert!(svg.contains("static-int8"), "{id}");
+        assert!(svg.contains("fp16 &lt;&amp;&gt;"), "{id}");
+        assert!(!svg.contains("<&>"), "{id}");
+    }
+    assert!(html.contains("float agree %"));
+    let cells = table_cells(&html);
+    let find = |entry: &str, field: &str| {
+        cells
+            .iter()
+            .find(|c| c.0 == entry && c.1 == field)
+            .unwrap_or_else(|| panic!("no {field} cell for entry {entry}"))
+            .clone()
+    };
+    let agree = find("1", "float_agreement");
+    assert_eq!(
+        (agree.2.as_deref(), agree.3.as_str()),
+        (Some("0.9965"), "99.65")
+    );
+    assert_eq!(find("1", "max_abs_diff").3, "0.3389 logit");
+    assert_eq!(find("0", "float_agreement").3, "-");
+    assert_eq!(find("0", "max_abs_diff").3, "-");
+}

@@ -90,10 +90,19 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
         return;
     };
     let paper = !inputs.paper.is_empty();
+    let variants = m
+        .entries
+        .iter()
+        .any(|e| e.variant_of.as_ref().is_some_and(|v| v.agreement.is_some()));
     let _ = writeln!(
         b.body,
         "<table id=\"results\"><thead><tr><th>model</th><th class=\"text\">type</th><th>parameters</th><th>size</th>\
-         <th>errors</th><th>error %</th><th>NLL</th><th>ECE</th><th>agree %</th><th>ms @1</th><th>rows/s @256</th>{}</tr></thead><tbody>",
+         <th>errors</th><th>error %</th><th>NLL</th><th>ECE</th><th>agree %</th><th>ms @1</th><th>rows/s @256</th>{}{}</tr></thead><tbody>",
+        if variants {
+            "<th title=\"share of rows on which a quantised model predicts its float model's class\">float agree %</th><th>max |Δ| vs float</th>"
+        } else {
+            ""
+        },
         if paper { "<th>paper errors</th>" } else { "" }
     );
     for (k, e) in m.entries.iter().enumerate() {
@@ -118,6 +127,18 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
         b.push(&cell(k, "agreement", e.agreement));
         b.push(&cell(k, "latency_ms_batch1", e.latency_ms_batch1));
         b.push(&cell(k, "rows_per_s_batch256", e.rows_per_s_batch256));
+        if variants {
+            let v = e.variant_of.as_ref();
+            b.push(&cell(k, "float_agreement", v.and_then(|v| v.agreement)));
+            b.push(&match v.and_then(|v| Some((v.max_abs_diff?, v.max_abs_diff_of.as_deref()))) {
+                Some((d, of)) => format!(
+                    "<td data-entry=\"{k}\" data-field=\"max_abs_diff\" data-value=\"{d}\">{} {}</td>",
+                    format_field("max_abs_diff", d),
+                    if of == Some("logits") { "logit" } else { "prob" }
+                ),
+                None => cell(k, "max_abs_diff", None),
+            });
+        }
         if paper {
             let fig = inputs.paper.iter().find(|p| p.name == e.name);
             b.push(&cell(k, "paper_errors", fig.map(|f| f.errors as f64)));
@@ -128,7 +149,7 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
         let rows = s.rows.unwrap_or(m.rows);
         let _ = writeln!(
             b.body,
-            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td><td title=\"the system runs the generalist and its specialists, then combines them; the combination step's own rate is given under Specialists\">-</td>{}</tr>",
+            "<tr class=\"system\"><td>generalist + specialists</td><td class=\"text\">system</td><td></td><td></td>{}{}<td></td><td></td><td></td><td></td><td title=\"the system runs the generalist and its specialists, then combines them; the combination step's own rate is given under Specialists\">-</td>{}{}</tr>",
             s.combined_errors
                 .map(|v| format!(
                     "<td data-entry=\"specialists\" data-field=\"combined_errors\" data-value=\"{v}\">{}</td>",
@@ -145,6 +166,7 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
                     )
                 })
                 .unwrap_or_else(|| "<td>-</td>".into()),
+            if variants { "<td></td><td></td>" } else { "" },
             if paper { "<td></td>" } else { "" }
         );
     }
@@ -172,6 +194,14 @@ pub(super) fn results(b: &mut Builder, inputs: &Inputs, palette: &Palette) {
             ""
         }
     );
+    if variants {
+        b.note(
+            "float agree %: the share of rows on which a quantised model predicts the class of the \
+             float model it was made from; max |Δ| vs float: the largest difference between the two \
+             models' outputs over every row and class, of the logits (logit) or, when a model \
+             outputs probabilities, of the probabilities (prob).",
+        );
+    }
     for e in m.entries.iter().filter(|e| e.errors_unadjusted.is_some()) {
         let _ = writeln!(
             b.body,

@@ -66,8 +66,8 @@ pub fn format_field(field: &str, value: f64) -> String {
             grouped(value.round() as u64)
         }
         "file_bytes" => size(value.round() as u64),
-        "error_rate" | "agreement" => format!("{:.2}", 100.0 * value),
-        "nll" | "ece" => format!("{value:.4}"),
+        "error_rate" | "agreement" | "float_agreement" => format!("{:.2}", 100.0 * value),
+        "nll" | "ece" | "max_abs_diff" => format!("{value:.4}"),
         "latency_ms_batch1" => format!("{value:.3}"),
         "rows_per_s_batch256" | "rows_per_second" => grouped(value.round() as u64),
         _ => format!("{value}"),

@@ -147,21 +147,35 @@ pub(super) fn tradeoffs(
         return Ok(());
     };
     b.push("<section><h2>What it costs</h2>\n<div class=\"figs\">\n");
-    let point = |e: &Entry, x: f64| Point {
-        name: e.name.clone(),
-        color: palette.color(&e.name),
-        x,
-        y: 100.0 * e.metrics.error_rate,
+    let sources = m.variant_sources();
+    // The entries with a cost `x`, each a point labelled by its name (a quantised variant by its
+    // method) and joined to its float model's point when that has a cost too.
+    let points = |x: &dyn Fn(&Entry) -> Option<f64>| -> Vec<Point> {
+        let kept: Vec<usize> = (0..m.entries.len())
+            .filter(|&k| x(&m.entries[k]).is_some())
+            .collect();
+        kept.iter()
+            .map(|&k| {
+                let e = &m.entries[k];
+                let joins = sources[k].and_then(|s| kept.iter().position(|&j| j == s));
+                Point {
+                    name: match (&e.variant_of, joins) {
+                        (Some(v), Some(_)) => v.method.clone(),
+                        _ => e.name.clone(),
+                    },
+                    color: palette.color(&e.name),
+                    x: x(e).unwrap_or_default(),
+                    y: 100.0 * e.metrics.error_rate,
+                    joins,
+                }
+            })
+            .collect()
     };
-    let by_size: Vec<Point> = m
-        .entries
-        .iter()
-        .map(|e| point(e, e.parameters as f64))
-        .collect();
+    let by_size = points(&|e| Some(e.file_bytes as f64));
     let svg = plot::tradeoff(
         "fig-tradeoff-size",
         "Error against size",
-        "parameters (log scale)",
+        "file size, bytes (log scale)",
         "test error (%)",
         &by_size,
         (600, 400),
@@ -169,13 +183,9 @@ pub(super) fn tradeoffs(
     b.figure(
         svg,
         "fig-tradeoff-size",
-        "One point per model and ensemble: what a distillation buys is a point far to the left at almost the same height.",
+        "One point per model and ensemble (an ensemble's size is its members' sum): what a distillation buys is a point far to the left at almost the same height. A quantised model, labelled by its method, is joined by a line to the float model it was made from.",
     );
-    let by_latency: Vec<Point> = m
-        .entries
-        .iter()
-        .filter_map(|e| e.latency_ms_batch1.map(|l| point(e, l)))
-        .collect();
+    let by_latency = points(&|e| e.latency_ms_batch1);
     if by_latency.is_empty() {
         b.push("</div>\n");
         b.note("No latency plot: the evaluation ran with --latency-runs 0.");
@@ -191,7 +201,7 @@ pub(super) fn tradeoffs(
         b.figure(
             svg,
             "fig-tradeoff-latency",
-            "Latency at batch 1 on this machine; an ensemble's is the sum of its members'.",
+            "Latency at batch 1 on this machine; an ensemble's is the sum of its members'. Quantised models are joined to their float model as above.",
         );
         b.push("</div>\n");
     }

@@ -78,12 +78,64 @@ pub struct Entry {
     pub latency_ms_batch1: Option<f64>,
     #[serde(default)]
     pub rows_per_s_batch256: Option<f64>,
+    /// For a model distill-quantize wrote, its float model and how closely it follows it; absent
+    /// from files written before distill-eval recorded it.
+    #[serde(default)]
+    pub variant_of: Option<Variant>,
+}
+
+/// The `variant_of` of an entry: a quantised model and its float model. Every field but
+/// `method` may be missing or `null`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Variant {
+    pub method: String,
+    #[serde(default)]
+    pub source_sha256: Option<String>,
+    /// The float model's entry name, when it was evaluated in the same run.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Share of rows on which the variant predicts the float model's class.
+    #[serde(default)]
+    pub agreement: Option<f64>,
+    #[serde(default)]
+    pub max_abs_diff: Option<f64>,
+    /// `logits` or `probabilities`.
+    #[serde(default)]
+    pub max_abs_diff_of: Option<String>,
 }
 
 impl Entry {
     /// Whether this is an ensemble rather than one model.
     pub fn is_ensemble(&self) -> bool {
         self.entry_type == "ensemble"
+    }
+}
+
+impl Metrics {
+    /// For each entry, the index of the float model it is a quantised variant of: the entry
+    /// its `variant_of.source` names, else the other entry whose `sha256` is its
+    /// `variant_of.source_sha256`.
+    pub fn variant_sources(&self) -> Vec<Option<usize>> {
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(k, e)| {
+                let v = e.variant_of.as_ref()?;
+                let by_name = v.source.as_ref().and_then(|name| {
+                    self.entries
+                        .iter()
+                        .enumerate()
+                        .position(|(j, o)| j != k && &o.name == name)
+                });
+                by_name.or_else(|| {
+                    let sha = v.source_sha256.as_ref()?;
+                    self.entries
+                        .iter()
+                        .enumerate()
+                        .position(|(j, o)| j != k && o.sha256.as_ref() == Some(sha))
+                })
+            })
+            .collect()
     }
 }
 

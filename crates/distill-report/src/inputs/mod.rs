@@ -7,7 +7,9 @@ mod metrics;
 mod specialists;
 mod train_log;
 
-pub use metrics::{Covering, Entry, Metrics, ReliabilityBin, SpecialistsResult, read_metrics};
+pub use metrics::{
+    Covering, Entry, Metrics, ReliabilityBin, SpecialistsResult, Variant, read_metrics,
+};
 pub use specialists::{Specialists, Subset, read_specialists};
 pub use train_log::{Epoch, TrainLog, read_train_log};
 

@@ -1,4 +1,5 @@
-//! Labelled scatter plots on a logarithmic x axis: error against a cost.
+//! Labelled scatter plots on a logarithmic x axis: error against a cost, each variant of a model
+//! joined to it by a line.
 
 use super::{GRID, INK, axis_number, font, render, short_number, text};
 use crate::ReportError;
@@ -7,13 +8,23 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 /// One point of a scatter plot, labelled.
 pub struct Point {
+    /// The label drawn beside the point.
     pub name: String,
     pub color: RGBColor,
     pub x: f64,
     pub y: f64,
+    /// The index (in the same slice) of the point this one is a variant of: a straight line in
+    /// that point's colour joins the two.
+    pub joins: Option<usize>,
+}
+
+/// Whether a point can be placed on the logarithmic x axis.
+fn shown(p: &Point) -> bool {
+    p.x > 0.0 && p.x.is_finite()
 }
 
 /// A labelled scatter plot with a logarithmic x axis: the trade-off of error against a cost.
+/// Points with a non-positive or non-finite `x` are left out, with their lines.
 pub fn tradeoff(
     id: &str,
     title: &str,
@@ -22,10 +33,7 @@ pub fn tradeoff(
     points: &[Point],
     size: (u32, u32),
 ) -> Result<String, ReportError> {
-    let positive: Vec<&Point> = points
-        .iter()
-        .filter(|p| p.x > 0.0 && p.x.is_finite())
-        .collect();
+    let positive: Vec<&Point> = points.iter().filter(|p| shown(p)).collect();
     let x_lo = positive.iter().map(|p| p.x).fold(f64::INFINITY, f64::min);
     let x_hi = positive.iter().map(|p| p.x).fold(0.0f64, f64::max);
     let (x_lo, x_hi) = if positive.is_empty() {
@@ -76,6 +84,17 @@ pub fn tradeoff(
                 ))?;
             }
             decade *= 10.0;
+        }
+        for p in points {
+            if let Some(source) = p.joins.and_then(|j| points.get(j))
+                && shown(p)
+                && shown(source)
+            {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(source.x, source.y), (p.x, p.y)],
+                    ShapeStyle::from(&source.color).stroke_width(2),
+                )))?;
+            }
         }
         for p in &positive {
             chart.draw_series(std::iter::once(Circle::new(
