@@ -375,6 +375,15 @@ impl Task {
         self.end();
     }
 
+    /// The task is done and the caller prints its own line for it: its bar goes away, and no
+    /// last line is printed.
+    pub fn finish_quietly(mut self) {
+        self.finished = true;
+        if let TaskKind::Bar(bar) = &self.kind {
+            bar.finish_and_clear();
+        }
+    }
+
     fn end(&mut self) {
         if self.finished {
             return;
@@ -518,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_wait_for_the_interval() {
+    fn lines_wait_for_the_interval_and_a_quiet_finish_prints_none() {
         let out = Captured::default();
         let p = Progress::lines_to(
             Box::new(out.clone()),
@@ -533,6 +542,11 @@ mod tests {
         let text = out.text();
         assert_eq!(text.lines().count(), 1, "only the last line: {text}");
         assert!(text.starts_with("epoch 1/5: 100/100 rows in "), "{text}");
+        // A task finished quietly leaves its line to the caller.
+        let task = p.task("epoch 2/5", 100, "rows");
+        task.inc(100);
+        task.finish_quietly();
+        assert_eq!(out.text(), text);
     }
 
     #[test]

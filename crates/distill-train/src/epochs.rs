@@ -45,7 +45,6 @@ pub(crate) fn epochs(
         stopped_early: None,
     };
 
-    let mut warned_chance = false;
     'epochs: while progress.epoch < config.epochs {
         let epoch = progress.epoch;
         let perm = Rng::derive(config.seed, 0xE90C_0000 + epoch as u64).permutation(n);
@@ -79,45 +78,26 @@ pub(crate) fn epochs(
             steps_this_run += 1;
             bar.inc(m as u64);
             if b.is_multiple_of(20) {
-                let secs = already + epoch_started.elapsed().as_secs_f64();
                 bar.set_message(format!(
-                    "loss {:.4}  {:.0} samples/s",
-                    weighted(loss.alpha as f64, s.soft, s.hard) / s.rows as f64,
-                    s.rows as f64 / secs.max(1e-9)
+                    "train loss so far {:.4}",
+                    weighted(loss.alpha as f64, s.soft, s.hard) / s.rows as f64
                 ));
             }
         }
-        bar.finish();
+        bar.finish_quietly();
         let seconds = already + epoch_started.elapsed().as_secs_f64();
         trained.rows += progress.partial.rows;
         trained.seconds += seconds;
         let (rec, val_errors) = end_epoch(mlp, config, loss, progress, val, seconds, labelled)?;
-        reporter.say(format_args!(
-            "epoch {}/{}  loss {:.4} (soft T²·KL {:.4}, hard CE {:.4})  train error {:.2}%{}  {:.1} s  {:.0} samples/s",
-            rec.epoch,
-            config.epochs,
-            rec.loss,
-            rec.soft_loss,
-            rec.hard_loss,
-            100.0 * rec.train_error,
-            rec.val_error
-                .map(|v| format!("  validation error {:.2}%", 100.0 * v))
-                .unwrap_or_default(),
-            seconds,
-            rec.samples_per_s
-        ));
-        if !warned_chance
-            && let Some(w) = chance_warning(
-                rec.epoch,
-                rec.train_error,
-                mlp.classes(),
-                config.optimizer.learning_rate(0),
-            )
-        {
-            reporter.warn(w);
-            warned_chance = true;
-        }
+        reporter.say(epoch_line(&rec, config.epochs));
         progress.history.push(rec);
+        if let Some(w) = chance_warning(
+            &progress.history,
+            mlp.classes(),
+            config.optimizer.learning_rate(0),
+        ) {
+            reporter.warn(w);
+        }
         progress.epoch += 1;
         progress.batch = 0;
         progress.partial = EpochSums::default();
@@ -189,8 +169,8 @@ pub(crate) fn end_epoch(
     let rec = EpochRecord {
         epoch: progress.epoch + 1,
         learning_rate: config.optimizer.learning_rate(progress.epoch),
-        soft_loss: s.soft / s.rows.max(1) as f64,
-        hard_loss: s.hard / s.rows.max(1) as f64,
+        soft_loss: (loss.alpha > 0.0).then(|| s.soft / s.rows.max(1) as f64),
+        hard_loss: (loss.alpha < 1.0).then(|| s.hard / s.rows.max(1) as f64),
         loss: weighted(loss.alpha as f64, s.soft, s.hard) / s.rows.max(1) as f64,
         train_error: if labelled {
             s.errors as f64 / s.rows.max(1) as f64
@@ -205,37 +185,97 @@ pub(crate) fn end_epoch(
     Ok((rec, val_errors))
 }
 
-/// A warning when, from the second epoch on, the training error is still at chance level (at
-/// least `1 − 1.2/C` with C ≥ 3 classes): the loss stays finite, but the network has stopped
+/// The line printed after each epoch: `epoch 3/10  train loss 0.0254 (soft T²·KL 0.0198, hard CE
+/// 0.0762)  train error 2.32%  validation loss 0.0810  validation error 2.10%  17.3 s  3,459 rows/s`.
+/// The training figures are over the epoch's rows as trained (with dropout and jitter), the
+/// validation figures after the epoch.
+fn epoch_line(rec: &EpochRecord, epochs: usize) -> String {
+    format!(
+        "epoch {}/{epochs}  {}  {:.1} s  {} rows/s",
+        rec.epoch,
+        rec.figures_text(),
+        rec.seconds,
+        distill_progress::human_rate(rec.samples_per_s)
+    )
+}
+
+/// Whether an epoch's training error is at chance level: from the second epoch on, at least
+/// `1 − 1.2/C` with C ≥ 3 classes.
+fn at_chance(rec: &EpochRecord, classes: usize) -> bool {
+    rec.epoch >= 2
+        && classes >= 3
+        && rec.train_error.is_finite()
+        && rec.train_error >= 1.0 - 1.2 / classes as f64
+}
+
+/// A warning when the last epoch of `history` is the first at chance level (see [`at_chance`]),
+/// so that a run warns once, resumed or not: the loss stays finite, but the network has stopped
 /// learning, typically because a too-large learning rate killed its ReLUs in the first steps.
-fn chance_warning(epoch: usize, train_error: f64, classes: usize, lr: f32) -> Option<String> {
-    if epoch < 2 || classes < 3 || !train_error.is_finite() {
+fn chance_warning(history: &[EpochRecord], classes: usize, lr: f32) -> Option<String> {
+    let (last, earlier) = history.split_last()?;
+    if !at_chance(last, classes) || earlier.iter().any(|r| at_chance(r, classes)) {
         return None;
     }
-    let chance = 1.0 - 1.2 / classes as f64;
-    (train_error >= chance).then(|| {
-        format!(
-            "training error {:.1}% after {epoch} epochs is chance level for {classes} classes: the \
-             network is not learning. The usual cause is a learning rate too large for this loss \
-             (this run starts at {lr}); try --lr {}",
-            100.0 * train_error,
-            lr / 5.0
-        )
-    })
+    Some(format!(
+        "training error {:.1}% after {} epochs is chance level for {classes} classes: the \
+         network is not learning. The usual cause is a learning rate too large for this loss \
+         (this run starts at {}); try --lr {}",
+        100.0 * last.train_error,
+        last.epoch,
+        crate::record::rate_text(lr),
+        crate::record::rate_text(lr / 5.0)
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::chance_warning;
+    use super::{EpochRecord, chance_warning, epoch_line};
+
+    fn record(epoch: usize, train_error: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            learning_rate: 0.1,
+            soft_loss: None,
+            hard_loss: Some(2.3),
+            loss: 2.3,
+            train_error,
+            val_error: Some(0.9),
+            val_loss: Some(2.25),
+            seconds: 1.5,
+            samples_per_s: 12345.6,
+        }
+    }
 
     #[test]
-    fn chance_level_training_error_is_named_with_a_smaller_rate() {
-        let w = chance_warning(2, 0.895, 10, 0.1).expect("a warning at 89.5% of 10 classes");
+    fn chance_level_training_error_is_named_once_with_a_smaller_rate() {
+        let mut history = vec![record(1, 0.9), record(2, 0.895)];
+        let w = chance_warning(&history, 10, 0.1).expect("a warning at 89.5% of 10 classes");
         assert!(w.contains("89.5%") && w.contains("--lr 0.02"), "{w}");
+        // Once: not again at the next epoch still at chance (nor after a resume, which sees the
+        // same history).
+        history.push(record(3, 0.9));
+        assert!(chance_warning(&history, 10, 0.1).is_none());
         // Not after the first epoch alone, not when learning, not for two classes, not unlabelled.
-        assert!(chance_warning(1, 0.9, 10, 0.1).is_none());
-        assert!(chance_warning(2, 0.5, 10, 0.1).is_none());
-        assert!(chance_warning(5, 0.6, 2, 0.1).is_none());
-        assert!(chance_warning(5, f64::NAN, 10, 0.1).is_none());
+        assert!(chance_warning(&[record(1, 0.9)], 10, 0.1).is_none());
+        assert!(chance_warning(&[record(1, 0.9), record(2, 0.5)], 10, 0.1).is_none());
+        assert!(chance_warning(&[record(1, 0.6), record(5, 0.6)], 2, 0.1).is_none());
+        assert!(chance_warning(&[record(1, 0.9), record(2, f64::NAN)], 10, 0.1).is_none());
+        assert!(chance_warning(&[], 10, 0.1).is_none());
+    }
+
+    #[test]
+    fn the_epoch_line_labels_each_figure_once() {
+        assert_eq!(
+            epoch_line(&record(2, 0.895), 10),
+            "epoch 2/10  train loss 2.3000 (hard CE)  train error 89.50%  validation loss 2.2500  \
+             validation error 90.00%  1.5 s  12,346 rows/s"
+        );
+        let mut unlabelled = record(1, f64::NAN);
+        (unlabelled.soft_loss, unlabelled.hard_loss) = (Some(2.3), None);
+        (unlabelled.val_error, unlabelled.val_loss) = (None, None);
+        assert_eq!(
+            epoch_line(&unlabelled, 1),
+            "epoch 1/1  train loss 2.3000 (soft T²·KL)  1.5 s  12,346 rows/s"
+        );
     }
 }

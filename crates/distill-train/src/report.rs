@@ -48,19 +48,7 @@ impl std::fmt::Display for Report {
             )?;
         }
         if let Some(r) = &self.last {
-            let val = r
-                .val_error
-                .map(|v| format!(", validation error {:.2}%", 100.0 * v))
-                .unwrap_or_default();
-            writeln!(
-                f,
-                "last epoch {}: loss {:.4} (soft T²·KL {:.4}, hard CE {:.4}), train error {:.2}%{val}",
-                r.epoch,
-                r.loss,
-                r.soft_loss,
-                r.hard_loss,
-                100.0 * r.train_error
-            )?;
+            writeln!(f, "last epoch {}: {}", r.epoch, r.figures_text())?;
         }
         for b in &self.bias {
             writeln!(f, "bias of class {} adjusted by {:+.2}", b.class, b.delta)?;
@@ -84,12 +72,12 @@ impl std::fmt::Display for Report {
         }
         write!(
             f,
-            "{}: {} rows x {} epochs in {:.1} s ({:.0} samples/s); metrics: {}",
+            "{}: {} rows x {} epochs in {:.1} s ({} rows/s); metrics: {}",
             self.mode,
             self.rows,
             self.epochs,
             self.seconds,
-            self.samples_per_s,
+            distill_progress::human_rate(self.samples_per_s),
             self.metrics.display()
         )
     }

@@ -113,8 +113,8 @@ fn hard_labels_on_a_2000_row_slice_are_far_below_chance() {
     let csv = std::fs::read_to_string(dir.path().join("m.metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 7, "{csv}");
     assert!(csv.starts_with("epoch,learning_rate,soft_loss,hard_loss,loss,train_error,val_error"));
-    // Epochs are numbered from 1, as on the console; hard-label training has no soft term, and
-    // its loss is the hard cross-entropy.
+    // Epochs are numbered from 1, as on the console; hard-label training computes no soft term
+    // (an empty cell, not 0), and its loss is the hard cross-entropy.
     let epochs: Vec<&str> = csv
         .lines()
         .skip(1)
@@ -123,11 +123,15 @@ fn hard_labels_on_a_2000_row_slice_are_far_below_chance() {
     assert_eq!(epochs, ["1", "2", "3", "4", "5", "6"]);
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f[2].parse::<f64>().unwrap(), 0.0, "{line}");
+        assert_eq!(f[2], "", "{line}");
         assert_eq!(f[3], f[4], "{line}");
     }
-    assert!(stderr.contains("epoch 6/6  loss"), "{stderr}");
-    assert!(stdout.contains("last epoch 6: loss"), "{stdout}");
+    assert!(
+        stderr.contains("epoch 6/6  train loss ") && stderr.contains(" (hard CE)  train error "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("soft T²·KL"), "{stderr}");
+    assert!(stdout.contains("last epoch 6: train loss "), "{stdout}");
     let meta = onnx::load(&dir.path().join("m.onnx")).unwrap().metadata;
     assert!(meta["distill.training"].contains("\"hidden\":[64]"));
 }
@@ -173,7 +177,8 @@ fn distillation_brings_the_student_close_to_its_teacher() {
         .collect();
     let last = report.last.as_ref().unwrap();
     assert_eq!(last.epoch, 8);
-    assert_eq!(last.soft_loss, last.loss);
+    assert_eq!(last.soft_loss, Some(last.loss));
+    assert_eq!(last.hard_loss, None);
     assert_eq!(soft.len(), 8);
     assert!(
         soft[7] < 0.5 * soft[0] && soft[7] > 0.0,
