@@ -5,7 +5,10 @@ pub mod idx;
 pub mod pairs;
 pub mod parquet;
 pub mod parquet_guard;
+pub mod shape;
 pub mod synthetic;
+
+pub use shape::ImageShape;
 
 use distill_core::rng::Rng;
 use distill_core::{CoreError, Result};
@@ -182,8 +185,8 @@ pub struct Dataset {
     pub index: Vec<u64>,
     /// Number of classes of the data set (labels are below it).
     pub classes: usize,
-    /// `(height, width)` when each row is a one-channel image.
-    pub image: Option<(usize, usize)>,
+    /// The image shape when each row is an image (`C,H,W`, channel-major).
+    pub image: Option<ImageShape>,
 }
 
 impl Dataset {
@@ -398,7 +401,7 @@ fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
         labels: Some(labels.data.iter().map(|&l| l as u32).collect()),
         index: (0..n as u64).collect(),
         classes: 10,
-        image: Some((h, w)),
+        image: Some(ImageShape::gray(h, w)),
     })
 }
 
@@ -439,12 +442,13 @@ pub fn verify_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Translates each image row of `x` by a random whole-pixel offset of up to `max_shift` pixels in
-/// each direction, filling uncovered pixels with zero ("jitter").
-pub fn jitter(x: &mut ArrayViewMut2<f32>, shape: (usize, usize), max_shift: usize, rng: &mut Rng) {
-    let (h, w) = shape;
+/// Translates each image row of `x` (channel-major rows of `shape`) by a random whole-pixel offset
+/// of up to `max_shift` pixels in each direction, the same offset for every channel of a row,
+/// filling uncovered pixels with zero ("jitter").
+pub fn jitter(x: &mut ArrayViewMut2<f32>, shape: ImageShape, max_shift: usize, rng: &mut Rng) {
+    let (h, w) = (shape.height, shape.width);
     let span = 2 * max_shift + 1;
-    let mut src = vec![0.0f32; h * w];
+    let mut src = vec![0.0f32; shape.values()];
     for mut row in x.rows_mut() {
         let dy = rng.below(span) as isize - max_shift as isize;
         let dx = rng.below(span) as isize - max_shift as isize;
@@ -454,16 +458,19 @@ pub fn jitter(x: &mut ArrayViewMut2<f32>, shape: (usize, usize), max_shift: usiz
         for (s, v) in src.iter_mut().zip(row.iter()) {
             *s = *v;
         }
-        for r in 0..h as isize {
-            let sr = r - dy;
-            for c in 0..w as isize {
-                let sc = c - dx;
-                let v = if sr >= 0 && sr < h as isize && sc >= 0 && sc < w as isize {
-                    src[(sr as usize) * w + sc as usize]
-                } else {
-                    0.0
-                };
-                row[(r as usize) * w + c as usize] = v;
+        for ch in 0..shape.channels {
+            let base = ch * shape.plane();
+            for r in 0..h as isize {
+                let sr = r - dy;
+                for c in 0..w as isize {
+                    let sc = c - dx;
+                    let v = if sr >= 0 && sr < h as isize && sc >= 0 && sc < w as isize {
+                        src[base + (sr as usize) * w + sc as usize]
+                    } else {
+                        0.0
+                    };
+                    row[base + (r as usize) * w + c as usize] = v;
+                }
             }
         }
     }
@@ -480,11 +487,52 @@ mod tests {
         for _ in 0..50 {
             let mut x = Array2::<f32>::zeros((1, 25));
             x[[0, 12]] = 1.0;
-            jitter(&mut x.view_mut(), (5, 5), 2, &mut rng);
+            jitter(&mut x.view_mut(), ImageShape::gray(5, 5), 2, &mut rng);
             let pos = x.iter().position(|&v| v == 1.0).unwrap();
             assert_eq!(x.sum(), 1.0);
             let (r, c) = (pos / 5, pos % 5);
             assert!(r.abs_diff(2) <= 2 && c.abs_diff(2) <= 2);
+        }
+    }
+
+    #[test]
+    fn jitter_shifts_every_channel_of_a_row_alike() {
+        let shape = ImageShape::new(3, 4, 5);
+        let mut rng = Rng::new(11);
+        let original = Array2::from_shape_fn((8, 60), |(r, i)| (r * 60 + i + 1) as f32);
+        let mut x = original.clone();
+        jitter(&mut x.view_mut(), shape, 1, &mut rng);
+        for (row, before) in x.rows().into_iter().zip(original.rows()) {
+            let plane = |v: &ndarray::ArrayView1<f32>, c: usize| -> Vec<f32> {
+                v.iter().skip(c * 20).take(20).copied().collect()
+            };
+            // The offset is the one under which channel 0 moved; channels 1 and 2 moved by it too.
+            let moved = plane(&row, 0);
+            let found = (-1isize..=1)
+                .flat_map(|dy| (-1isize..=1).map(move |dx| (dy, dx)))
+                .find(|&(dy, dx)| {
+                    (0..20).all(|p| {
+                        let (r, c) = ((p / 5) as isize - dy, (p % 5) as isize - dx);
+                        let expected = if (0..4).contains(&r) && (0..5).contains(&c) {
+                            before[(r * 5 + c) as usize]
+                        } else {
+                            0.0
+                        };
+                        moved[p] == expected
+                    })
+                });
+            let (dy, dx) = found.expect("channel 0 is a shift of the original by at most 1");
+            for ch in 1..3 {
+                for p in 0..20 {
+                    let (r, c) = ((p / 5) as isize - dy, (p % 5) as isize - dx);
+                    let expected = if (0..4).contains(&r) && (0..5).contains(&c) {
+                        before[ch * 20 + (r * 5 + c) as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(row[ch * 20 + p], expected, "channel {ch} pixel {p}");
+                }
+            }
         }
     }
 

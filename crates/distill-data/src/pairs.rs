@@ -18,7 +18,7 @@
 //!   reproducible (train and test draw from two streams of it); `dir` is the folder of the MNIST
 //!   IDX files (relative to the working folder).
 
-use super::{Dataset, Split};
+use super::{Dataset, ImageShape, Split};
 use distill_core::rng::Rng;
 use distill_core::{CoreError, Result};
 use ndarray::Array2;
@@ -123,8 +123,9 @@ impl PairsSpec {
             )));
         }
         let digits = super::load_mnist(&self.dir, split)?;
-        let (h, w) = digits.image.unwrap_or((HEIGHT, HEIGHT));
-        if (h, w) != (HEIGHT, HEIGHT) {
+        let shape = digits.image.unwrap_or(ImageShape::gray(HEIGHT, HEIGHT));
+        if shape != ImageShape::gray(HEIGHT, HEIGHT) {
+            let (h, w) = (shape.height, shape.width);
             return Err(CoreError::invalid(format!(
                 "mnist-pairs data: the digits in {} are {h}x{w} images; pairs need 28x28 MNIST digits",
                 self.dir.display()
@@ -178,7 +179,7 @@ impl PairsSpec {
             labels: Some(labels),
             index: (0..rows as u64).collect(),
             classes: CLASSES,
-            image: Some((HEIGHT, WIDTH)),
+            image: Some(ImageShape::gray(HEIGHT, WIDTH)),
         })
     }
 }
@@ -220,7 +221,10 @@ mod tests {
         let train = spec.load(Split::Train).unwrap();
         let test = spec.load(Split::Test).unwrap();
         assert_eq!(train.features.dim(), (300, 1568));
-        assert_eq!((train.classes, train.image), (100, Some((28, 56))));
+        assert_eq!(
+            (train.classes, train.image),
+            (100, Some(ImageShape::gray(28, 56)))
+        );
         assert_eq!(
             train.features,
             spec.load(Split::Train).unwrap().features,

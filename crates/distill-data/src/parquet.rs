@@ -1,8 +1,9 @@
 //! The generic Parquet data layout: a `features` column (`FixedSizeList<f32>[D]`, or a `List` or
 //! `LargeList` of `f32`/`f64` with D values in every row, as pandas and pyarrow write arrays) and an
-//! optional integer `label` column. Key-value metadata may give `classes` and `image_shape` (`28,28`).
+//! optional integer `label` column. Key-value metadata may give `classes` and `image_shape` (`C,H,W`,
+//! or `H,W` for one channel; written as `H,W` when C is 1).
 
-use super::Dataset;
+use super::{Dataset, ImageShape};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
@@ -397,21 +398,20 @@ fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
     Ok(ds)
 }
 
-fn parse_shape(path: &Path, s: &str, width: usize) -> Result<(usize, usize)> {
-    let parts: Vec<usize> = s
-        .split([',', 'x'])
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| {
-            CoreError::format(path, format!("metadata 'image_shape' = '{s}' is not H,W"))
-        })?;
-    match parts.as_slice() {
-        [h, w] if h * w == width => Ok((*h, *w)),
-        _ => Err(CoreError::format(
+fn parse_shape(path: &Path, s: &str, width: usize) -> Result<ImageShape> {
+    let shape = ImageShape::parse(s)
+        .map_err(|why| CoreError::format(path, format!("metadata 'image_shape': {why}")))?;
+    if shape.values() != width {
+        return Err(CoreError::format(
             path,
-            format!("metadata 'image_shape' = '{s}' does not match {width} features per row"),
-        )),
+            format!(
+                "metadata 'image_shape' = '{s}' holds {} values per row, but the 'features' \
+                 column has {width}; give C,H,W (or H,W for one channel) with C*H*W = {width}",
+                shape.values()
+            ),
+        ));
     }
+    Ok(shape)
 }
 
 /// Writes a data set in the generic layout (atomically).
@@ -438,8 +438,8 @@ pub fn write_dataset(path: &Path, ds: &Dataset) -> Result<()> {
     let batch = RecordBatch::try_new(schema, columns)
         .map_err(|e| CoreError::format(path, e.to_string()))?;
     let mut kv = vec![KeyValue::new("classes".into(), ds.classes.to_string())];
-    if let Some((h, w)) = ds.image {
-        kv.push(KeyValue::new("image_shape".into(), format!("{h},{w}")));
+    if let Some(shape) = ds.image {
+        kv.push(KeyValue::new("image_shape".into(), shape.metadata()));
     }
     write_batch(path, &batch, kv)
 }

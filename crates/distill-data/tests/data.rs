@@ -2,7 +2,7 @@
 //! or mismatched, and the generic Parquet layout.
 #![allow(clippy::unwrap_used)]
 
-use distill_data::{ClassFilter, DataSource, Dataset, Selection, Split, parquet};
+use distill_data::{ClassFilter, DataSource, Dataset, ImageShape, Selection, Split, parquet};
 use std::path::Path;
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
@@ -34,7 +34,7 @@ fn mnist_loads_with_the_published_counts_and_checksums() {
     let test = load(MNIST, Split::Test).unwrap();
     assert_eq!(train.features.dim(), (60_000, 784));
     assert_eq!(test.features.dim(), (10_000, 784));
-    assert_eq!(train.image, Some((28, 28)));
+    assert_eq!(train.image, Some(ImageShape::gray(28, 28)));
     // The published class counts of the MNIST test set.
     let labels = test.labels.as_ref().unwrap();
     let counts: Vec<usize> = (0..10)
@@ -137,7 +137,7 @@ fn the_generic_parquet_layout_round_trips_and_is_checked() {
     assert_eq!(back.features, mnist.features);
     assert_eq!(back.labels, mnist.labels);
     assert_eq!(back.classes, 10);
-    assert_eq!(back.image, Some((28, 28)));
+    assert_eq!(back.image, Some(ImageShape::gray(28, 28)));
     // The same file given directly, with a class filter and a limit.
     let kept = Selection {
         data: path.to_str().unwrap().into(),
@@ -166,4 +166,70 @@ fn the_generic_parquet_layout_round_trips_and_is_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cut.parquet"), "{e}");
+}
+
+fn toy(rows: usize, image: Option<ImageShape>, width: usize) -> Dataset {
+    Dataset {
+        name: "toy".into(),
+        features: ndarray::Array2::from_shape_fn((rows, width), |(r, i)| {
+            ((r * width + i) % 7) as f32 / 7.0
+        }),
+        labels: Some((0..rows as u32).map(|r| r % 3).collect()),
+        index: (0..rows as u64).collect(),
+        classes: 3,
+        image,
+    }
+}
+
+/// Writes `ds` with `image_shape` metadata `shape` (whatever its spelling).
+fn write_with_shape(path: &Path, ds: &Dataset, shape: &str) {
+    parquet::write_dataset(
+        path,
+        &Dataset {
+            image: None,
+            ..ds.clone()
+        },
+    )
+    .unwrap();
+    let reader = ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batch = reader.into_iter().next().unwrap().unwrap();
+    let kv = vec![
+        ::parquet::file::metadata::KeyValue::new("classes".to_string(), "3".to_string()),
+        ::parquet::file::metadata::KeyValue::new("image_shape".to_string(), shape.to_string()),
+    ];
+    parquet::write_batch(path, &batch, kv).unwrap();
+}
+
+#[test]
+fn parquet_image_shape_is_c_h_w_or_h_w_and_one_channel_is_written_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("colour.parquet");
+    let colour = toy(4, Some(ImageShape::new(3, 2, 2)), 12);
+    parquet::write_dataset(&path, &colour).unwrap();
+    assert_eq!(parquet::key_values(&path).unwrap()["image_shape"], "3,2,2");
+    let back = parquet::read_dataset(&path).unwrap();
+    assert_eq!(back.image, colour.image);
+    assert_eq!(back.features, colour.features);
+
+    let gray = toy(4, Some(ImageShape::gray(2, 3)), 6);
+    parquet::write_dataset(&path, &gray).unwrap();
+    assert_eq!(parquet::key_values(&path).unwrap()["image_shape"], "2,3");
+
+    // `1,2,3` (C,H,W with one channel) was refused; it is the same shape as `2,3`.
+    write_with_shape(&path, &gray, "1,2,3");
+    assert_eq!(
+        parquet::read_dataset(&path).unwrap().image,
+        Some(ImageShape::gray(2, 3))
+    );
+    write_with_shape(&path, &gray, "2,2,2");
+    let e = parquet::read_dataset(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("colour.parquet") && e.contains("8 values per row") && e.contains("has 6"),
+        "{e}"
+    );
 }

@@ -137,7 +137,7 @@ fn main() {
         labels: Some((0..rows).map(|r| (r % 10) as u32).collect()),
         index: (0..rows as u64).collect(),
         classes: 10,
-        image: Some((28, 28)),
+        image: Some(distill_data::ImageShape::gray(28, 28)),
     };
     let path = dir.path().join("features.parquet");
     let (mut write, mut read) = (Vec::new(), Vec::new());

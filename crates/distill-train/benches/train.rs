@@ -156,7 +156,12 @@ fn bench() {
         &mut (0..reps)
             .map(|_| {
                 let t = Instant::now();
-                jitter(&mut xb.view_mut(), (28, 28), 2, &mut rng);
+                jitter(
+                    &mut xb.view_mut(),
+                    distill_data::ImageShape::gray(28, 28),
+                    2,
+                    &mut rng,
+                );
                 t.elapsed().as_secs_f64()
             })
             .collect::<Vec<f64>>(),

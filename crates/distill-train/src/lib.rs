@@ -25,7 +25,7 @@ use checkpoint::{EpochSums, Progress};
 use distill_core::math::{argmax_rows, error_count};
 use distill_core::rng::Rng;
 use distill_core::{interrupt, sha256_file};
-use distill_data::{Dataset, Selection, Split};
+use distill_data::{Dataset, ImageShape, Selection, Split};
 use distill_nn::loss::{cross_entropy, weighted};
 use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, onnx};
 use distill_store::{SoftTargets, read_store};
@@ -215,7 +215,7 @@ pub fn check_schedule_values(
 
 /// `--jitter` shifts images by up to that many pixels: it needs rows that are images (`image`,
 /// their height and width; `name` names the data in the message) and a shift below both sides.
-pub fn check_jitter_fits(jitter: usize, image: Option<(usize, usize)>, name: &str) -> Result<()> {
+pub fn check_jitter_fits(jitter: usize, image: Option<ImageShape>, name: &str) -> Result<()> {
     if jitter == 0 {
         return Ok(());
     }
@@ -223,7 +223,11 @@ pub fn check_jitter_fits(jitter: usize, image: Option<(usize, usize)>, name: &st
         None => Err(TrainError::invalid(format!(
             "--jitter needs images, and the rows of {name} are not images"
         ))),
-        Some((h, w)) if jitter >= h.min(w) => Err(TrainError::invalid(format!(
+        Some(ImageShape {
+            height: h,
+            width: w,
+            ..
+        }) if jitter >= h.min(w) => Err(TrainError::invalid(format!(
             "--jitter {jitter}: the images of {name} are {h}x{w} pixels, and a shift must be \
              below both sides (at most {}); 1 or 2 is usual",
             h.min(w).saturating_sub(1)

@@ -7,6 +7,7 @@
 
 use crate::{Result, TrainError};
 use distill_core::rng::Rng;
+use distill_data::ImageShape;
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, LossParts, Mlp, Optimizer, Workspace};
 use ndarray::{Array2, ArrayView2};
@@ -20,8 +21,8 @@ pub fn step_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
 /// What one run trains on, and the buffers its batches are gathered into.
 pub struct BatchTrainer<'a> {
     features: ArrayView2<'a, f32>,
-    /// `(height, width)` of the rows when they are images (needed by `jitter`).
-    image: Option<(usize, usize)>,
+    /// The rows' image shape when they are images (needed by `jitter`).
+    image: Option<ImageShape>,
     /// Random translation of each image by up to this many pixels (0: off).
     jitter: usize,
     /// Soft targets, one row per row of `features`.
@@ -59,7 +60,7 @@ impl<'a> BatchTrainer<'a> {
 
     /// Shifts each image of a batch by up to `max_shift` pixels (nothing when the rows are not
     /// images or `max_shift` is 0).
-    pub fn with_jitter(mut self, image: Option<(usize, usize)>, max_shift: usize) -> Self {
+    pub fn with_jitter(mut self, image: Option<ImageShape>, max_shift: usize) -> Self {
         self.image = image;
         self.jitter = max_shift;
         self
