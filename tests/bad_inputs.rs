@@ -840,7 +840,7 @@ const ROWS: &[Row] = &[
         "quantize",
         "--model garbage.onnx --out q.onnx",
         2,
-        "not an MLP distill can quantise",
+        "not an MLP or CNN distill can quantise",
     ),
     (
         "quantize",
@@ -850,7 +850,7 @@ const ROWS: &[Row] = &[
             "/tests/fixtures/teachers/torchscript_cnn.onnx --out q.onnx"
         ),
         2,
-        "not an MLP distill can quantise",
+        "not an MLP or CNN distill can quantise",
     ),
     (
         "quantize",

@@ -14,11 +14,12 @@ pub enum QuantizeError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 
-    /// The `--model` is not an MLP this stage can read.
+    /// The `--model` is not an MLP or CNN this stage can read.
     #[error(
-        "--model {}: not an MLP distill can quantise ({message}); give a float32 model written by \
-         distill-train or distill-specialists (Gemm, or MatMul + Add, with Relu between layers, and \
-         optionally the folded head)",
+        "--model {}: not an MLP or CNN distill can quantise ({message}); give a float32 model \
+         written by distill-train or distill-specialists (an MLP of Gemm, or MatMul + Add, with \
+         Relu between layers, or a network whose metadata records its architecture; optionally \
+         with the folded head)",
         path.display()
     )]
     NotAnMlp {
@@ -31,9 +32,9 @@ pub enum QuantizeError {
     /// The network read from the model computes something else than ONNX Runtime does.
     #[error(
         "--model {}: the network read from the file gives logits {diff:.3e} away from ONNX \
-         Runtime's on the same rows, so the file holds more than a plain MLP (for example no Relu \
-         between two layers); only MLPs written by distill-train or distill-specialists can be \
-         quantised",
+         Runtime's on the same rows, so the graph holds more than the network its metadata and \
+         weights describe (for example no Relu between two layers); only students written by \
+         distill-train or distill-specialists can be quantised",
         path.display()
     )]
     NotWhatRuns {

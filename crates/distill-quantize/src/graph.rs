@@ -34,7 +34,7 @@ use distill_nn::onnx::{INPUT, OUTPUT, mlp_model, node};
 
 use crate::qparams;
 
-fn tensor(name: &str, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> TensorProto {
+pub(crate) fn tensor(name: &str, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type,
@@ -44,7 +44,7 @@ fn tensor(name: &str, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> Tens
     }
 }
 
-fn f32s(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
+pub(crate) fn f32s(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
     tensor(
         name,
         DATA_FLOAT,
@@ -53,11 +53,11 @@ fn f32s(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
     )
 }
 
-fn i8s(name: &str, dims: &[usize], v: &[i8]) -> TensorProto {
+pub(crate) fn i8s(name: &str, dims: &[usize], v: &[i8]) -> TensorProto {
     tensor(name, DATA_INT8, dims, v.iter().map(|&x| x as u8).collect())
 }
 
-fn i32s(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
+pub(crate) fn i32s(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
     tensor(
         name,
         DATA_INT32,
@@ -66,7 +66,7 @@ fn i32s(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
     )
 }
 
-fn f16s(name: &str, dims: &[usize], v: impl Iterator<Item = f32>) -> TensorProto {
+pub(crate) fn f16s(name: &str, dims: &[usize], v: impl Iterator<Item = f32>) -> TensorProto {
     tensor(
         name,
         DATA_FLOAT16,
@@ -205,84 +205,107 @@ pub fn static_int8(mlp: &Mlp, params: &StaticParams, metadata: &[(String, String
     )
 }
 
+/// One dynamic int8 layer (see the module documentation): `x` times the `[inputs, outputs]`
+/// row-major weights `w` plus `b`, written to `out`, with nodes and initializers named after
+/// `prefix` (`{prefix}.weight`, `{prefix}.bias`, …). No activation.
+pub(crate) fn dynamic_layer(
+    x: &str,
+    prefix: &str,
+    w: &[f32],
+    (n_in, n_out): (usize, usize),
+    b: &[f32],
+    out: &str,
+) -> (Vec<NodeProto>, Vec<TensorProto>) {
+    let (wq, ws) = qparams::weights_per_column(w, n_in, n_out);
+    let (wq_name, ws_name, wz_name) = (
+        format!("{prefix}.weight.quantized"),
+        format!("{prefix}.weight.scale"),
+        format!("{prefix}.weight.zero_point"),
+    );
+    let b_name = format!("{prefix}.bias");
+    let inits = vec![
+        i8s(&wq_name, &[n_in, n_out], &wq),
+        f32s(&ws_name, &[n_out], &ws),
+        i8s(&wz_name, &[n_out], &vec![0; n_out]),
+        f32s(&b_name, &[n_out], b),
+    ];
+    let (xq, xs, xz) = (
+        format!("{x}.quantized"),
+        format!("{x}.scale"),
+        format!("{x}.zero_point"),
+    );
+    let p = prefix;
+    let (scales, int, cast, scaled) = (
+        format!("{p}.scales"),
+        format!("{p}.matmul_int32"),
+        format!("{p}.matmul_float"),
+        format!("{p}.matmul"),
+    );
+    let nodes = vec![
+        node(
+            "DynamicQuantizeLinear",
+            &format!("{x}/DynamicQuantizeLinear"),
+            &[x],
+            &[&xq, &xs, &xz],
+            &[],
+        ),
+        node(
+            "Mul",
+            &format!("{p}/MulScales"),
+            &[&xs, &ws_name],
+            &[&scales],
+            &[],
+        ),
+        node(
+            "MatMulInteger",
+            &format!("{p}/MatMulInteger"),
+            &[&xq, &wq_name, &xz, &wz_name],
+            &[&int],
+            &[],
+        ),
+        node(
+            "Cast",
+            &format!("{p}/Cast"),
+            &[&int],
+            &[&cast],
+            &[("to", i64::from(DATA_FLOAT))],
+        ),
+        node(
+            "Mul",
+            &format!("{p}/Mul"),
+            &[&cast, &scales],
+            &[&scaled],
+            &[],
+        ),
+        node("Add", &format!("{p}/Add"), &[&scaled, &b_name], &[out], &[]),
+    ];
+    (nodes, inits)
+}
+
 /// The dynamic int8 model of `mlp` (see the module documentation).
 pub fn dynamic_int8(mlp: &Mlp, metadata: &[(String, String)]) -> ModelProto {
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
     let mut prev = INPUT.to_string();
     for (l, layer) in mlp.layers.iter().enumerate() {
-        let (n_in, n_out) = (layer.inputs(), layer.outputs());
-        let w: Vec<f32> = layer.w.iter().copied().collect();
-        let (wq, ws) = qparams::weights_per_column(&w, n_in, n_out);
-        let w = format!("layer{l}.weight");
-        let (wq_name, ws_name, wz_name) = (
-            format!("{w}.quantized"),
-            format!("{w}.scale"),
-            format!("{w}.zero_point"),
-        );
-        let b = format!("layer{l}.bias");
-        inits.push(i8s(&wq_name, &[n_in, n_out], &wq));
-        inits.push(f32s(&ws_name, &[n_out], &ws));
-        inits.push(i8s(&wz_name, &[n_out], &vec![0; n_out]));
-        inits.push(f32s(&b, &[n_out], &layer.b.to_vec()));
-        let (xq, xs, xz) = (
-            format!("{prev}.quantized"),
-            format!("{prev}.scale"),
-            format!("{prev}.zero_point"),
-        );
         let p = format!("layer{l}");
-        nodes.push(node(
-            "DynamicQuantizeLinear",
-            &format!("{prev}/DynamicQuantizeLinear"),
-            &[&prev],
-            &[&xq, &xs, &xz],
-            &[],
-        ));
-        let scales = format!("{p}.scales");
-        nodes.push(node(
-            "Mul",
-            &format!("{p}/MulScales"),
-            &[&xs, &ws_name],
-            &[&scales],
-            &[],
-        ));
-        let int = format!("{p}.matmul_int32");
-        nodes.push(node(
-            "MatMulInteger",
-            &format!("{p}/MatMulInteger"),
-            &[&xq, &wq_name, &xz, &wz_name],
-            &[&int],
-            &[],
-        ));
-        let cast = format!("{p}.matmul_float");
-        nodes.push(node(
-            "Cast",
-            &format!("{p}/Cast"),
-            &[&int],
-            &[&cast],
-            &[("to", i64::from(DATA_FLOAT))],
-        ));
-        let scaled = format!("{p}.matmul");
-        nodes.push(node(
-            "Mul",
-            &format!("{p}/Mul"),
-            &[&cast, &scales],
-            &[&scaled],
-            &[],
-        ));
+        let w: Vec<f32> = layer.w.iter().copied().collect();
         let last = l + 1 == mlp.layers.len();
         let linear = if last {
             layer_output(mlp, l)
         } else {
             format!("{p}.linear")
         };
-        nodes.push(node(
-            "Add",
-            &format!("{p}/Add"),
-            &[&scaled, &b],
-            &[&linear],
-            &[],
-        ));
+        let (n, i) = dynamic_layer(
+            &prev,
+            &p,
+            &w,
+            (layer.inputs(), layer.outputs()),
+            &layer.b.to_vec(),
+            &linear,
+        );
+        nodes.extend(n);
+        inits.extend(i);
         prev = if last {
             linear
         } else {

@@ -14,15 +14,17 @@
 
 pub mod calibrate;
 pub mod cli;
+pub mod cnn;
 mod error;
 pub mod graph;
 pub mod qparams;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use distill_core::atomic;
 use distill_data::{DataSource, Selection};
-use distill_nn::Mlp;
+use distill_nn::{Mlp, Net};
 use distill_progress::Progress;
 use distill_runtime::{ModelSpec, OnnxModel, Provider};
 use ndarray::{Array2, ArrayView2, s};
@@ -252,7 +254,7 @@ fn run_onnx(
 /// The metadata of the output: the source's (sorted by key) and this stage's.
 fn metadata(
     config: &Config,
-    source: &std::collections::HashMap<String, String>,
+    source: &HashMap<String, String>,
     source_sha256: &str,
     rows: usize,
     data: &str,
@@ -305,21 +307,73 @@ pub fn quantize(
     model.encode_to_vec()
 }
 
+/// A student model as read from its file: an MLP written by `distill_nn::onnx::save`, or a
+/// network (CNN) written by `distill_nn::onnx::save_net`, with its preprocessing.
+enum Student {
+    Mlp(Mlp),
+    Net {
+        net: Net,
+        preprocess: Option<cnn::OwnedPreprocess>,
+    },
+}
+
+impl Student {
+    /// Reads `path` as a network saved by `save_net`, else as an MLP; with its metadata.
+    fn load(path: &Path) -> Result<(Student, HashMap<String, String>), QuantizeError> {
+        let not_a_student = |message: String| QuantizeError::NotAnMlp {
+            path: path.to_path_buf(),
+            message,
+        };
+        let net_error = match distill_nn::onnx::load_net(path) {
+            Ok(loaded) => {
+                let preprocess =
+                    cnn::OwnedPreprocess::from_metadata(&loaded.metadata).map_err(not_a_student)?;
+                let student = Student::Net {
+                    net: loaded.net,
+                    preprocess,
+                };
+                return Ok((student, loaded.metadata));
+            }
+            Err(distill_nn::NnError::Core(core)) => return Err(QuantizeError::Core(core)),
+            Err(e) => e,
+        };
+        match distill_nn::onnx::load(path) {
+            Ok(loaded) => Ok((Student::Mlp(loaded.mlp), loaded.metadata)),
+            Err(distill_nn::NnError::Core(core)) => Err(QuantizeError::Core(core)),
+            Err(e) => Err(not_a_student(format!(
+                "as an MLP: {e}; as a CNN: {net_error}"
+            ))),
+        }
+    }
+
+    fn inputs(&self) -> usize {
+        match self {
+            Student::Mlp(mlp) => mlp.inputs(),
+            Student::Net { net, .. } => net.inputs(),
+        }
+    }
+
+    /// The logits the engine computes for raw `rows`.
+    fn forward(&self, rows: ArrayView2<f32>) -> Result<Array2<f32>, distill_nn::NnError> {
+        match self {
+            Student::Mlp(mlp) => mlp.forward(rows),
+            Student::Net {
+                net,
+                preprocess: Some(p),
+            } => net.forward(p.apply(net.input_shape(), rows).view()),
+            Student::Net { net, .. } => net.forward(rows),
+        }
+    }
+}
+
 /// Quantises `config.model` and writes `config.out` (see the crate documentation).
 ///
 /// Fails before writing anything on a bad flag, an output path that overlaps an input, a model
-/// that is not an MLP distill reads (or one with a sidecar), an empty selection, or rows of the
-/// wrong width. Fails after writing, and removes the output, if ONNX Runtime cannot run it.
+/// that is not an MLP or CNN distill reads (or one with a sidecar), an empty selection, or rows
+/// of the wrong width. Fails after writing, and removes the output, if ONNX Runtime cannot run it.
 pub fn run(config: &Config, progress: &Progress) -> Result<Report, QuantizeError> {
     check_config(config)?;
-    let loaded = distill_nn::onnx::load(&config.model).map_err(|e| match e {
-        distill_nn::NnError::Core(core) => QuantizeError::Core(core),
-        other => QuantizeError::NotAnMlp {
-            path: config.model.clone(),
-            message: other.to_string(),
-        },
-    })?;
-    let mlp = loaded.mlp;
+    let (student, source_metadata) = Student::load(&config.model)?;
     let data = config.selection.load()?;
     if data.is_empty() {
         return Err(QuantizeError::NoRows {
@@ -327,10 +381,10 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, QuantizeError
             selection: config.selection.describe(),
         });
     }
-    if data.width() != mlp.inputs() {
+    if data.width() != student.inputs() {
         return Err(QuantizeError::Width {
             path: config.model.clone(),
-            inputs: mlp.inputs(),
+            inputs: student.inputs(),
             data: data.name.clone(),
             width: data.width(),
         });
@@ -349,10 +403,12 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, QuantizeError
 
     // The float model in ONNX Runtime, against the network read from it.
     let float = run_onnx(&config.model, check)?;
-    let engine = mlp.forward(check).map_err(|e| QuantizeError::NotAnMlp {
-        path: config.model.clone(),
-        message: e.to_string(),
-    })?;
+    let engine = student
+        .forward(check)
+        .map_err(|e| QuantizeError::NotAnMlp {
+            path: config.model.clone(),
+            message: e.to_string(),
+        })?;
     let scale = float.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let diff = if engine.dim() == float.dim() {
         max_abs_diff(engine.view(), float.view())
@@ -367,7 +423,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, QuantizeError
     }
 
     let source_sha256 = distill_core::sha256_file(&config.model)?;
-    let meta = metadata(config, &loaded.metadata, &source_sha256, rows, &data.name);
+    let mut meta = metadata(config, &source_metadata, &source_sha256, rows, &data.name);
     progress.detail(format!(
         "quantising {} ({}) with {} rows of {}",
         config.model.display(),
@@ -375,13 +431,40 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, QuantizeError
         rows,
         data.name
     ));
-    let bytes = quantize(
-        &mlp,
-        config.method,
-        config.calibration,
-        calibration_rows,
-        &meta,
-    );
+    let bytes = match &student {
+        Student::Mlp(mlp) => quantize(
+            mlp,
+            config.method,
+            config.calibration,
+            calibration_rows,
+            &meta,
+        ),
+        Student::Net { net, preprocess } => {
+            let internal = |message: String| QuantizeError::Check {
+                path: config.out.clone(),
+                message: format!("could not be made ({message})"),
+            };
+            let (folded, count) = cnn::fold_batchnorm(net).map_err(|e| internal(e.to_string()))?;
+            if count > 0 {
+                meta.push((
+                    format!("{METADATA_PREFIX}folded_batchnorm"),
+                    count.to_string(),
+                ));
+            }
+            let ranges = if config.method == Method::Static {
+                let x = match preprocess {
+                    Some(p) => p.apply(net.input_shape(), calibration_rows),
+                    None => calibration_rows.to_owned(),
+                };
+                cnn::ranges(&folded, preprocess.is_some(), x.view(), config.calibration)
+            } else {
+                HashMap::new()
+            };
+            cnn::quantize(&folded, preprocess.as_ref(), config.method, &ranges, &meta)
+                .map_err(internal)?
+                .encode_to_vec()
+        }
+    };
     atomic::write_bytes(&config.out, &bytes)?;
 
     let checked = run_onnx(&config.out, check)

@@ -413,11 +413,11 @@ fn bad_input_exits_2_and_writes_nothing() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--model", &cnn, "--out", "q.onnx"],
-            "not an MLP distill can quantise",
+            "not an MLP or CNN distill can quantise",
         ),
         (
             vec!["--model", "garbage.onnx", "--out", "q.onnx"],
-            "not an MLP distill can quantise",
+            "not an MLP or CNN distill can quantise",
         ),
         (
             vec!["--model", "narrow.onnx", "--out", "q.onnx"],
