@@ -1,18 +1,22 @@
 """`make bench-quantize`: distill-quantize against ONNX Runtime's own quantiser, side by side.
 
 1. The model: --model (default work/mnist/student.onnx, the distilled 784-800-800-10 student of
-   `make pipeline`; when it is missing, `distill run pipelines/mnist.yaml --to student` makes it).
+   `make pipeline`; when it is missing, `distill run PIPELINE --to student` makes it, PIPELINE
+   being --pipeline, default pipelines/mnist.yaml). A CNN student (written by distill-nn's
+   save_net, its preprocessing in the graph) works the same way: it reads the same raw rows.
 2. Calibration rows: the first --calibration-rows (1,024) rows of the MNIST training split, read
    here from data/mnist as distill reads them (pixel / 255 in float32), so both quantisers see the
    same rows.
 3. Ours: `distill-quantize --method static` with min-max (the default) and percentile
    calibration, `--method dynamic` and `--method fp16`. Theirs: `onnxruntime.quantization.
    quantize_static(quant_format=QDQ, per_channel=True)` with its defaults (int8 activations and
-   weights, min-max calibration) on the same rows, and `quantize_dynamic(per_channel=True)`.
+   weights, min-max calibration) on the same rows, and `quantize_dynamic(per_channel=True)`, both
+   after ONNX Runtime's `quant_pre_process` (which folds a batch norm into its convolution).
 4. Measured in this one process, the models alternating: test errors on the 10,000 MNIST test
    rows, file size, and batch-1 latency in Python onnxruntime with one thread (intra- and
    inter-op), --rounds rounds of --calls single-row calls per model, the model order rotated each
-   round. Every round opens each model in a new session: two sessions of the same file differ by
+   round. Also printed: the operators of each static model's graph after ONNX Runtime's
+   optimisations (QLinearConv / QGemm when the Q/DQ pairs were fused). Every round opens each model in a new session: two sessions of the same file differ by
    up to about 10 % in batch-1 latency on the machine this was written on (where ONNX Runtime puts
    the weights and buffers), which a single session per model would report as a difference between
    models. Latency is given as the median of the rounds' medians and the best round's median.
@@ -89,6 +93,21 @@ def session(path):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+def fused_ops(path, out):
+    """The operator counts of `path`'s graph after ONNX Runtime's CPU optimisations."""
+    import collections
+
+    import onnx
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = out
+    so.log_severity_level = 3
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    counts = collections.Counter(n.op_type for n in onnx.load(out).graph.node)
+    return ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
+
+
 def errors(s, x, y):
     name = s.get_inputs()[0].name
     logits = np.concatenate([s.run(None, {name: x[i : i + 1000]})[0] for i in range(0, len(x), 1000)])
@@ -98,6 +117,7 @@ def errors(s, x, y):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="work/mnist/student.onnx")
+    ap.add_argument("--pipeline", default="pipelines/mnist.yaml")
     ap.add_argument("--out", default="work/quantize")
     ap.add_argument("--calibration-rows", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=15)
@@ -108,8 +128,8 @@ def main():
         sys.exit("--rounds: at least 5 rounds, so that the models alternate enough")
     model = os.path.join(ROOT, args.model)
     if not os.path.exists(model):
-        print(f"{args.model} is missing: running pipelines/mnist.yaml up to the student", flush=True)
-        sh([os.path.join(BIN, "distill"), "run", "pipelines/mnist.yaml", "--to", "student", "--quiet"])
+        print(f"{args.model} is missing: running {args.pipeline} up to the student", flush=True)
+        sh([os.path.join(BIN, "distill"), "run", args.pipeline, "--to", "student", "--quiet"])
     out = os.path.join(ROOT, args.out)
     os.makedirs(out, exist_ok=True)
     n = args.calibration_rows
@@ -142,12 +162,23 @@ def main():
         def get_next(self):
             return next(self.batches, None)
 
+    # ONNX Runtime's recommended pre-processing (shape inference, and a batch norm folded into
+    # its convolution, as ours folds it) before its quantiser.
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = os.path.join(out, "ort-prepared.onnx")
+    quant_pre_process(model, prepared, skip_symbolic_shape=True)
     theirs_static = os.path.join(out, "ort-static.onnx")
-    quantize_static(model, theirs_static, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(prepared, theirs_static, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
     models["ORT quantize_static (QDQ, per-channel, min-max)"] = theirs_static
     theirs_dynamic = os.path.join(out, "ort-dynamic.onnx")
-    quantize_dynamic(model, theirs_dynamic, per_channel=True)
+    quantize_dynamic(prepared, theirs_dynamic, per_channel=True)
     models["ORT quantize_dynamic (per-channel)"] = theirs_dynamic
+
+    for k in ("ours static int8 (min-max)", "ORT quantize_static (QDQ, per-channel, min-max)"):
+        optimized = os.path.join(out, "optimized.onnx")
+        print(f"{k}, as ONNX Runtime runs it: {fused_ops(models[k], optimized)}", flush=True)
+        os.remove(optimized)
 
     errs = {k: errors(session(p), test_x, test_y) for k, p in models.items()}
     sizes = {k: os.path.getsize(p) for k, p in models.items()}

@@ -21,8 +21,8 @@ pub enum CalibrationKind {
     Minmax,
 }
 
-/// Write an int8 or fp16 version of a float32 MLP (a distill-train student, or a specialist with
-/// a folded head), then run it in ONNX Runtime beside the float model and report the largest
+/// Write an int8 or fp16 version of a float32 MLP or CNN (a distill-train student, or a specialist
+/// with a folded head), then run it in ONNX Runtime beside the float model and report the largest
 /// |Δlogit| and the argmax agreement.
 ///
 /// static: int8 weights (per output channel, symmetric) and int8 activations (per tensor,
@@ -33,7 +33,7 @@ pub enum CalibrationKind {
 #[derive(Debug, Parser)]
 #[command(name = "distill-quantize", version)]
 pub struct Args {
-    /// The float32 ONNX MLP to quantise.
+    /// The float32 ONNX MLP or CNN to quantise.
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 

@@ -1,6 +1,7 @@
-//! `distill-quantize`: a distilled MLP made cheaper to run, with what it cost measured.
+//! `distill-quantize`: a distilled MLP or CNN made cheaper to run, with what it cost measured.
 //!
-//! [`run`] reads a float32 student written by distill-train (or a specialist with a folded head),
+//! [`run`] reads a float32 student written by distill-train (or a specialist with a folded head;
+//! a CNN is described in [`cnn`]),
 //! and writes one of three variants ([`Method`]; the graphs are described in [`graph`]):
 //! static int8 in ONNX Runtime's QDQ format, calibrated on rows of the training data
 //! ([`calibrate`]); dynamic int8 (weights only); or float16 weights. The output reads and writes
@@ -10,7 +11,8 @@
 //! The output is written atomically, then run in ONNX Runtime on (up to) 256 rows beside the
 //! float model; the [`Report`] gives the largest |Δlogit| and the argmax agreement. Before
 //! anything is written the float model is also run in ONNX Runtime and compared with the network
-//! read from the file, so a graph that is not a plain MLP is refused rather than misquantised.
+//! read from the file, so a graph that is not the MLP or CNN it claims to be is refused rather than
+//! misquantised.
 
 pub mod calibrate;
 pub mod cli;
@@ -106,7 +108,7 @@ impl Method {
 /// Everything a quantisation needs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
-    /// The float32 MLP (`--model`).
+    /// The float32 MLP or CNN (`--model`).
     pub model: PathBuf,
     /// The variant to write.
     pub method: Method,
