@@ -956,11 +956,30 @@ const ROWS: &[Row] = &[
         2,
         "also the input --manifest",
     ),
+    // The old spelling --specialists (report: the subsets file) is rewritten with a note.
     (
         "report",
         "--specialists m.json --out m.json",
         2,
-        "also the input --specialists",
+        "also the input --subsets",
+    ),
+    (
+        "report",
+        "--specialists m.json --out m.json",
+        2,
+        "note: --specialists is now --subsets; the old spelling goes in the next release",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --specialists missing.yaml",
+        2,
+        "note: --specialists is now --manifest; the old spelling goes in the next release",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --specialists missing.yaml",
+        2,
+        "--manifest missing.yaml",
     ),
     // distill-teach and distill-eval: a model's sidecar and external data are inputs
     (
