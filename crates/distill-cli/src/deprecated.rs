@@ -56,6 +56,12 @@ pub const DEPRECATED: &[Deprecated] = &[
     },
     Deprecated {
         binary: "distill-cluster",
+        flag: "--specialists",
+        value: None,
+        new: "--count",
+    },
+    Deprecated {
+        binary: "distill-cluster",
         flag: "--method",
         value: Some("covariance"),
         new: "second-moment",
@@ -155,14 +161,16 @@ mod tests {
         let (a, _) = rewrite("distill-eval", args(&["distill-eval", "--batch-size=8"]));
         assert_eq!(a, args(&["distill-eval", "--batch=8"]));
 
-        // One flag name, one meaning: eval's and report's --specialists were a manifest and a
-        // subsets file.
+        // One flag name, one meaning: --specialists was a count of subsets in cluster, a
+        // manifest in eval and a subsets file in report.
         let (a, notes) = rewrite("distill-eval", args(&["e", "--specialists=m.yaml"]));
         assert_eq!(a, args(&["e", "--manifest=m.yaml"]));
         assert_eq!(
             notes,
             ["--specialists is now --manifest; the old spelling goes in the next release"]
         );
+        let (a, _) = rewrite("distill-cluster", args(&["c", "--specialists", "4"]));
+        assert_eq!(a, args(&["c", "--count", "4"]));
         let (a, notes) = rewrite("distill-report", args(&["r", "--specialists", "s.yaml"]));
         assert_eq!(a, args(&["r", "--subsets", "s.yaml"]));
         assert_eq!(
