@@ -207,7 +207,7 @@ fn fixtures(d: &Path) {
     .unwrap();
     std::fs::write(
         d.join("late-cluster.yaml"),
-        "stages:\n  teach:\n    kind: teach\n    args:\n      model: model.onnx\n      limit: 100\n      out: o/s.parquet\n  cluster:\n    kind: cluster\n    args:\n      soft-targets: o/s.parquet\n      specialists: 0\n      out: o/subsets.yaml\n",
+        "stages:\n  teach:\n    kind: teach\n    args:\n      model: model.onnx\n      limit: 100\n      out: o/s.parquet\n  cluster:\n    kind: cluster\n    args:\n      soft-targets: o/s.parquet\n      count: 0\n      out: o/subsets.yaml\n",
     )
     .unwrap();
     std::fs::write(
@@ -390,7 +390,7 @@ fn trainer_fixtures(d: &Path) {
             &s(&[
                 "--soft-targets",
                 "store.parquet",
-                "--specialists",
+                "--count",
                 "2",
                 "--out",
                 "subsets.yaml",
@@ -705,86 +705,86 @@ const ROWS: &[Row] = &[
     ),
     (
         "cluster",
-        "--soft-targets mixed --specialists 2 --out c.yaml",
+        "--soft-targets mixed --count 2 --out c.yaml",
         2,
         "make every part again with the same --top-k",
     ),
     // distill-cluster
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 0 --out c.yaml",
+        "--soft-targets store.parquet --count 0 --out c.yaml",
         2,
-        "--specialists 0",
+        "--count 0",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 30 --out c.yaml",
+        "--soft-targets store.parquet --count 30 --out c.yaml",
         2,
         "30",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --temperature 0 --out c.yaml",
+        "--soft-targets store.parquet --count 2 --temperature 0 --out c.yaml",
         2,
         "--temperature 0",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --temperature -2 --out c.yaml",
+        "--soft-targets store.parquet --count 2 --temperature -2 --out c.yaml",
         2,
         "--temperature -2",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --overlap 0 --out c.yaml",
+        "--soft-targets store.parquet --count 2 --overlap 0 --out c.yaml",
         2,
         "--overlap 0",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --restarts 0 --out c.yaml",
+        "--soft-targets store.parquet --count 2 --restarts 0 --out c.yaml",
         2,
         "--restarts 0",
     ),
     (
         "cluster",
-        "--soft-targets missing.parquet --specialists 2 --out c.yaml",
+        "--soft-targets missing.parquet --count 2 --out c.yaml",
         2,
         "missing.parquet",
     ),
     (
         "cluster",
-        "--soft-targets trunc.parquet --specialists 2 --out c.yaml",
+        "--soft-targets trunc.parquet --count 2 --out c.yaml",
         2,
         "trunc.parquet",
     ),
     (
         "cluster",
-        "--soft-targets store-copy.onnx --specialists 2 --out store-copy.onnx",
+        "--soft-targets store-copy.onnx --count 2 --out store-copy.onnx",
         2,
         "would destroy it",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --out c.yaml --heatmap c.yaml",
+        "--soft-targets store.parquet --count 2 --out c.yaml --heatmap c.yaml",
         2,
         "same file",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --out nowhere/c.yaml",
+        "--soft-targets store.parquet --count 2 --out nowhere/c.yaml",
         2,
         "does not exist",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --out folder.yaml",
+        "--soft-targets store.parquet --count 2 --out folder.yaml",
         2,
         "existing folder",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --out c.yaml --heatmap afile/h.png",
+        "--soft-targets store.parquet --count 2 --out c.yaml --heatmap afile/h.png",
         2,
         "is a file, not a folder",
     ),
@@ -890,7 +890,20 @@ const ROWS: &[Row] = &[
     ("distill", "run unknown-kind.yaml", 2, "compile"),
     ("distill", "run unknown-flag.yaml", 2, "learning-rate"),
     ("distill", "run late-alpha.yaml", 2, "--alpha 1.5"),
-    ("distill", "run late-cluster.yaml", 2, "--specialists 0"),
+    ("distill", "run late-cluster.yaml", 2, "--count 0"),
+    // distill-cluster's old spelling of --count is rewritten with a note, also in a pipeline.
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 0 --out c.yaml",
+        2,
+        "note: --specialists is now --count; the old spelling goes in the next release",
+    ),
+    (
+        "cluster",
+        "--soft-targets store.parquet --specialists 0 --out c.yaml",
+        2,
+        "--count 0: ask for at least one subset",
+    ),
     ("distill", "run same-out.yaml", 2, "o/a.onnx"),
     (
         "distill",
@@ -1003,11 +1016,30 @@ const ROWS: &[Row] = &[
         2,
         "also the input --manifest",
     ),
+    // The old spelling --specialists (report: the subsets file) is rewritten with a note.
     (
         "report",
         "--specialists m.json --out m.json",
         2,
-        "also the input --specialists",
+        "also the input --subsets",
+    ),
+    (
+        "report",
+        "--specialists m.json --out m.json",
+        2,
+        "note: --specialists is now --subsets; the old spelling goes in the next release",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --specialists missing.yaml",
+        2,
+        "note: --specialists is now --manifest; the old spelling goes in the next release",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 10 --specialists missing.yaml",
+        2,
+        "--manifest missing.yaml",
     ),
     // distill-teach and distill-eval: a model's sidecar and external data are inputs
     (
@@ -1120,7 +1152,7 @@ const ROWS: &[Row] = &[
     ),
     (
         "cluster",
-        "--soft-targets zero.parquet --specialists 2 --out c.yaml",
+        "--soft-targets zero.parquet --count 2 --out c.yaml",
         2,
         "a device",
     ),
@@ -1377,25 +1409,25 @@ const ROWS: &[Row] = &[
     // distill-cluster: the rows other stages refuse
     (
         "cluster",
-        "--soft-targets dup.parquet --specialists 2 --out c.yaml",
+        "--soft-targets dup.parquet --count 2 --out c.yaml",
         2,
         "example 3 appears twice",
     ),
     (
         "cluster",
-        "--soft-targets label77.parquet --specialists 2 --out c.yaml",
+        "--soft-targets label77.parquet --count 2 --out c.yaml",
         2,
         "has label 77, but the store has 10 classes",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --only-classes 77 --out c.yaml",
+        "--soft-targets store.parquet --count 2 --only-classes 77 --out c.yaml",
         2,
         "--only-classes names class 77",
     ),
     (
         "cluster",
-        "--soft-targets store.parquet --specialists 2 --threads 4 --out c.yaml",
+        "--soft-targets store.parquet --count 2 --threads 4 --out c.yaml",
         2,
         "runs on one thread and has no --threads",
     ),
@@ -1808,7 +1840,7 @@ fn a_closed_stdout_ends_quietly() {
             "cluster",
             "--soft-targets",
             "store.parquet",
-            "--specialists",
+            "--count",
             "2",
             "--out",
             "c.yaml",
@@ -1911,7 +1943,7 @@ fn specialists_delete_only_the_files_their_manifest_lists() {
             &s(&[
                 "--soft-targets",
                 "s.parquet",
-                "--specialists",
+                "--count",
                 "2",
                 "--out",
                 "subsets.yaml",

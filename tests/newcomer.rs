@@ -256,7 +256,11 @@ fn missing_inputs_name_the_flag_and_the_stage_that_writes_them() {
         ),
         (
             &["report", "--specialists", "c.yaml"],
-            &["--specialists c.yaml", "distill-cluster --out"],
+            &[
+                "--subsets c.yaml",
+                "distill-cluster --out",
+                "note: --specialists is now --subsets",
+            ],
         ),
         (
             &["eval", "--teachers-of", "soft.parquet"],
@@ -312,18 +316,46 @@ fn missing_inputs_name_the_flag_and_the_stage_that_writes_them() {
     }
 }
 
-/// Help texts carry no history notes; eval's `--threads` defaults to all cores as in every stage
-/// and is bounded; distill-report takes the progress flags of the other stages.
+/// Help texts carry no history notes and distill-cluster's count is `--count`; eval's `--threads`
+/// defaults to all cores as in every stage and is bounded; distill-report takes the progress flags
+/// of the other stages.
 #[test]
 fn help_texts_and_shared_flags_agree_across_stages() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for stage in ["teach", "eval", "report"] {
+    let stages = [
+        "train",
+        "teach",
+        "cluster",
+        "specialists",
+        "eval",
+        "quantize",
+        "report",
+    ];
+    for stage in stages {
         let help = ok(d, &[stage, "--help"]).stdout;
-        for history in ["release", "Until", "since this", "old spelling"] {
+        for history in [
+            "release",
+            "Until",
+            "since this",
+            "old spelling",
+            "old name",
+            "formerly",
+            "used to",
+        ] {
             assert!(!help.contains(history), "{stage}: {history}:\n{help}");
         }
     }
+    // distill-cluster's number of subsets has a name of its own; a relative --data is looked
+    // up from the working folder.
+    let cluster_help = ok(d, &["cluster", "--help"]).stdout;
+    assert!(cluster_help.contains("--count <K>"), "{cluster_help}");
+    assert!(!cluster_help.contains("--specialists"), "{cluster_help}");
+    let train_help = ok(d, &["train", "--help"]).stdout;
+    assert!(
+        train_help.contains("looked up from the working folder"),
+        "{train_help}"
+    );
     let eval_help = ok(d, &["eval", "--help"]).stdout;
     assert!(eval_help.contains("[default: all cores]"), "{eval_help}");
     assert!(eval_help.contains("--manifest <MANIFEST>"), "{eval_help}");

@@ -78,7 +78,7 @@ stages:
     kind: cluster
     args:
       soft-targets: ${{out}}/store.parquet
-      specialists: {specialists}
+      count: {specialists}
       out: ${{out}}/specialists.yaml
   student:
     kind: train
@@ -449,7 +449,7 @@ fn a_failed_pipeline_still_ends_with_a_report_that_says_what_is_missing() {
       train-log:
         - ${out}/teacher-1.metrics.csv
         - ${out}/student.metrics.csv
-      specialists: ${out}/specialists.yaml
+      subsets: ${out}/specialists.yaml
       store: ${out}/store.parquet
       pipeline: p.yaml
       allow-missing: true

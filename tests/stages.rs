@@ -69,7 +69,7 @@ fn clusters_of_trained_teachers_recover_the_synthetic_groups() {
             "cluster",
             "--soft-targets",
             "soft.parquet",
-            "--specialists",
+            "--count",
             "8",
             "--out",
             "specialists.yaml",

@@ -22,7 +22,7 @@ impl Deprecated {
     pub fn note(&self) -> String {
         match self.value {
             None => format!(
-                "{} is now {}, as in every stage; the old spelling goes in the next release",
+                "{} is now {}; the old spelling goes in the next release",
                 self.flag, self.new
             ),
             Some(old) => format!(
@@ -41,6 +41,24 @@ pub const DEPRECATED: &[Deprecated] = &[
         flag: "--batch-size",
         value: None,
         new: "--batch",
+    },
+    Deprecated {
+        binary: "distill-eval",
+        flag: "--specialists",
+        value: None,
+        new: "--manifest",
+    },
+    Deprecated {
+        binary: "distill-report",
+        flag: "--specialists",
+        value: None,
+        new: "--subsets",
+    },
+    Deprecated {
+        binary: "distill-cluster",
+        flag: "--specialists",
+        value: None,
+        new: "--count",
     },
     Deprecated {
         binary: "distill-cluster",
@@ -142,6 +160,23 @@ mod tests {
         );
         let (a, _) = rewrite("distill-eval", args(&["distill-eval", "--batch-size=8"]));
         assert_eq!(a, args(&["distill-eval", "--batch=8"]));
+
+        // One flag name, one meaning: --specialists was a count of subsets in cluster, a
+        // manifest in eval and a subsets file in report.
+        let (a, notes) = rewrite("distill-eval", args(&["e", "--specialists=m.yaml"]));
+        assert_eq!(a, args(&["e", "--manifest=m.yaml"]));
+        assert_eq!(
+            notes,
+            ["--specialists is now --manifest; the old spelling goes in the next release"]
+        );
+        let (a, _) = rewrite("distill-cluster", args(&["c", "--specialists", "4"]));
+        assert_eq!(a, args(&["c", "--count", "4"]));
+        let (a, notes) = rewrite("distill-report", args(&["r", "--specialists", "s.yaml"]));
+        assert_eq!(a, args(&["r", "--subsets", "s.yaml"]));
+        assert_eq!(
+            notes,
+            ["--specialists is now --subsets; the old spelling goes in the next release"]
+        );
 
         let (a, notes) = rewrite(
             "distill-cluster",

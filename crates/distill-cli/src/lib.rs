@@ -21,7 +21,8 @@ pub use distill_progress::{Mode, Progress, Verbosity};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
     /// The data: a folder of MNIST IDX files, a folder with train.parquet/test.parquet, a Parquet
-    /// file, or synthetic:...
+    /// file, or synthetic:... A relative path (the default too) is looked up from the working
+    /// folder.
     #[arg(long, value_name = "PATH", default_value = "data/mnist")]
     pub data: String,
     /// The split: train or test.

@@ -15,15 +15,14 @@ pub struct Args {
     /// The soft-target store written by distill-teach (a Parquet file or a folder of parts).
     #[arg(long, value_name = "PATH")]
     pub soft_targets: PathBuf,
-    /// K, the number of subsets (specialists).
+    /// K, the number of subsets to find (one specialist is trained per subset).
     #[arg(long, value_name = "K")]
-    pub specialists: usize,
+    pub count: usize,
     /// Where to write the subsets (YAML).
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
     /// second-moment (the matrix E[p pᵀ] of the predicted distributions; no labels needed) or
-    /// confusion (needs labels). `covariance`, the old name of second-moment, is accepted until the
-    /// next release.
+    /// confusion (needs labels).
     #[arg(
         long,
         value_name = "second-moment|confusion",
@@ -90,7 +89,7 @@ impl Args {
     pub fn into_config(self) -> Result<Config, ClusterError> {
         let combine: Combine = self.combine.parse()?;
         let method: Method = self.method.parse()?;
-        let mut config = Config::new(self.soft_targets, self.specialists, self.out);
+        let mut config = Config::new(self.soft_targets, self.count, self.out);
         config.heatmap = self.heatmap;
         config.method = method;
         config.temperature = self.temperature;

@@ -64,8 +64,8 @@ pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 pub struct Config {
     /// The soft-target store (a file or a folder of parts).
     pub soft_targets: PathBuf,
-    /// K: how many subsets.
-    pub specialists: usize,
+    /// K: how many subsets (`--count`).
+    pub count: usize,
     /// Where `specialists.yaml` goes.
     pub out: PathBuf,
     /// Where the heatmap goes; `None` puts it beside `out` as `<out stem>.png`.
@@ -97,10 +97,10 @@ pub struct Config {
 
 impl Config {
     /// A configuration with the defaults of the command line.
-    pub fn new(soft_targets: PathBuf, specialists: usize, out: PathBuf) -> Self {
+    pub fn new(soft_targets: PathBuf, count: usize, out: PathBuf) -> Self {
         Config {
             soft_targets,
-            specialists,
+            count,
             out,
             heatmap: None,
             method: Method::SecondMoment,
@@ -128,8 +128,8 @@ impl Config {
     /// Checks the values that need no file (also run by `distill run` before any stage starts).
     pub fn check_values(&self) -> Result<()> {
         let bad = |m: String| Err(ClusterError::Invalid(m));
-        if self.specialists == 0 {
-            return bad("--specialists 0: ask for at least one subset".into());
+        if self.count == 0 {
+            return bad("--count 0: ask for at least one subset".into());
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!(
@@ -358,10 +358,10 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
             "the store has {classes} class; clustering needs at least 2 classes to confuse"
         )));
     }
-    if config.specialists > classes {
+    if config.count > classes {
         return Err(ClusterError::Invalid(format!(
-            "--specialists {} is more than the {classes} classes of {}",
-            config.specialists,
+            "--count {} is more than the {classes} classes of {}",
+            config.count,
             path.display()
         )));
     }
@@ -384,10 +384,10 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     let threshold = config.min_confusion * total / classes as f64;
     let (clustered, generalist): (Vec<usize>, Vec<usize>) =
         (0..classes).partition(|&c| mass[c] >= threshold && mass[c] > 0.0);
-    let k = config.specialists;
+    let k = config.count;
     if k > clustered.len() {
         return Err(ClusterError::Invalid(format!(
-            "--specialists {k}: only {} of the {classes} classes are confused with others ({} \
+            "--count {k}: only {} of the {classes} classes are confused with others ({} \
              are left to the generalist); ask for at most {} subsets, or lower --min-confusion",
             clustered.len(),
             generalist.len(),

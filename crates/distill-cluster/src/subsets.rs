@@ -39,7 +39,7 @@ impl SizeBounds {
         {
             return Err(ClusterError::Invalid(format!(
                 "{n} classes do not fit in {k} subsets of at most {max} classes; raise \
-                 --max-size to at least {} or --specialists to at least {}",
+                 --max-size to at least {} or --count to at least {}",
                 n.div_ceil(k),
                 n.div_ceil(max)
             )));
@@ -47,7 +47,7 @@ impl SizeBounds {
         if k * self.min > n {
             return Err(ClusterError::Invalid(format!(
                 "{k} subsets of at least {} classes need {} classes, but only {n} are clustered; \
-                 lower --min-size or --specialists",
+                 lower --min-size or --count",
                 self.min,
                 k * self.min
             )));

@@ -70,7 +70,7 @@ fn recovers_the_synthetic_groups() {
         let mut args = vec![
             "--soft-targets",
             store.to_str().unwrap(),
-            "--specialists",
+            "--count",
             "8",
             "--out",
             out.to_str().unwrap(),
@@ -123,22 +123,19 @@ fn bad_inputs_exit_2_without_output() {
     );
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["--soft-targets", &one, "--specialists", "1"],
+            vec!["--soft-targets", &one, "--count", "1"],
             "at least 2 classes",
         ),
         (
-            vec!["--soft-targets", &ten, "--specialists", "11"],
+            vec!["--soft-targets", &ten, "--count", "11"],
             "more than the 10 classes",
         ),
-        (
-            vec!["--soft-targets", &ten, "--specialists", "0"],
-            "--specialists 0",
-        ),
+        (vec!["--soft-targets", &ten, "--count", "0"], "--count 0"),
         (
             vec![
                 "--soft-targets",
                 &unlabelled,
-                "--specialists",
+                "--count",
                 "3",
                 "--method",
                 "confusion",
@@ -146,14 +143,14 @@ fn bad_inputs_exit_2_without_output() {
             "--method confusion needs a label",
         ),
         (
-            vec!["--soft-targets", &nan, "--specialists", "2"],
+            vec!["--soft-targets", &nan, "--count", "2"],
             "non-finite value (NaN)",
         ),
         (
             vec![
                 "--soft-targets",
                 &ten,
-                "--specialists",
+                "--count",
                 "3",
                 "--min-size",
                 "4",
@@ -166,7 +163,7 @@ fn bad_inputs_exit_2_without_output() {
             vec![
                 "--soft-targets",
                 &ten,
-                "--specialists",
+                "--count",
                 "3",
                 "--max-size",
                 "2",
@@ -179,7 +176,7 @@ fn bad_inputs_exit_2_without_output() {
             vec![
                 "--soft-targets",
                 &ten,
-                "--specialists",
+                "--count",
                 "3",
                 "--min-size",
                 "4",
@@ -189,25 +186,18 @@ fn bad_inputs_exit_2_without_output() {
             "need 12 classes",
         ),
         (
-            vec!["--soft-targets", &missing, "--specialists", "2"],
+            vec!["--soft-targets", &missing, "--count", "2"],
             "missing.parquet",
         ),
         (
-            vec![
-                "--soft-targets",
-                &ten,
-                "--specialists",
-                "2",
-                "--method",
-                "kmeans",
-            ],
+            vec!["--soft-targets", &ten, "--count", "2", "--method", "kmeans"],
             "unknown method",
         ),
         (
             vec![
                 "--soft-targets",
                 &ten,
-                "--specialists",
+                "--count",
                 "2",
                 "--heatmap",
                 "no/such/dir/h.png",
@@ -248,7 +238,7 @@ fn size_bounds_overlap_and_heatmap_path() {
     // Groups of 5 into subsets of exactly 4: the bounds, not K-means, decide the sizes.
     let set = run_synthetic(
         dir.path(),
-        &["--specialists", "10", "--min-size", "4", "--max-size", "4"],
+        &["--count", "10", "--min-size", "4", "--max-size", "4"],
     );
     assert!(
         set.subsets
@@ -257,13 +247,13 @@ fn size_bounds_overlap_and_heatmap_path() {
     );
     // Overlap: with the default factor no class is near another group; with a huge one every class
     // joins its nearest other subset (two memberships at most), and the own subsets stay the groups.
-    let set = run_synthetic(dir.path(), &["--specialists", "8", "--overlap", "2"]);
+    let set = run_synthetic(dir.path(), &["--count", "8", "--overlap", "2"]);
     assert!(set.subsets.iter().all(|s| s.joined.is_empty()));
     let heatmap = dir.path().join("map.png");
     let set = run_synthetic(
         dir.path(),
         &[
-            "--specialists",
+            "--count",
             "8",
             "--overlap",
             "2",
@@ -311,7 +301,7 @@ fn row_flags_choose_the_rows_clustered() {
         &[
             "--soft-targets",
             store.to_str().unwrap(),
-            "--specialists",
+            "--count",
             "4",
             "--out",
             out.to_str().unwrap(),

@@ -183,6 +183,20 @@ pub enum RuntimeError {
         found: String,
     },
 
+    /// A ZipMap output whose class labels are not the class numbers `0..C-1`.
+    #[error(
+        "model {} outputs `{output}`, a ZipMap whose class labels are {labels}: distill reads column k as class k, so the labels must be the class numbers 0 to C-1 (as integers, or as strings such as \"7\"), each once; export the classifier trained on labels 0 to C-1 in the data's class order (e.g. the data's labels, or scikit-learn's LabelEncoder codes mapped to them)",
+        path.display()
+    )]
+    ZipMapLabels {
+        /// The model file.
+        path: PathBuf,
+        /// The output's name.
+        output: String,
+        /// The labels found, in the map's order.
+        labels: String,
+    },
+
     /// The model produced NaN or infinity.
     #[error(
         "model {} produced a non-finite value ({value}) for row {row}, class {class}; check the model and its normalisation settings",

@@ -10,7 +10,7 @@ use ort::value::TensorRef;
 
 use crate::error::{Result, RuntimeError};
 use crate::library::init;
-use crate::output::read_output;
+use crate::output::{ReadError, read_output};
 use crate::provider::Provider;
 use crate::session::open_session;
 use crate::signature::{
@@ -404,8 +404,14 @@ impl OnnxModel {
             })?;
             read_output(value, self.output_form)
         };
-        let (rows, classes, values) =
-            read.map_err(|found| self.output_shape_error(batch, found))?;
+        let (rows, classes, values) = read.map_err(|e| match e {
+            ReadError::Shape(found) => self.output_shape_error(batch, found),
+            ReadError::Labels(labels) => RuntimeError::ZipMapLabels {
+                path: self.path.clone(),
+                output: self.output.clone(),
+                labels,
+            },
+        })?;
         if rows != batch || self.classes.is_some_and(|c| c != classes) || classes == 0 {
             return Err(self.output_shape_error(batch, format!("[{rows}, {classes}]")));
         }

@@ -53,8 +53,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub validation: Option<usize>,
     /// Worker threads for this stage, divided among the --jobs specialists trained at once
-    /// [default: all cores]. (Until this release it counted threads per specialist; with --jobs 1
-    /// the two are the same.)
+    /// [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Specialists trained at once.

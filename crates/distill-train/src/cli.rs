@@ -310,8 +310,8 @@ mod tests {
     }
 
     /// The JSON written into the model's `distill.training` metadata and hashed into the
-    /// checkpoint's fingerprint, byte for byte as releases before the settings groups wrote it:
-    /// a checkpoint written by them still resumes.
+    /// checkpoint's fingerprint keeps this layout byte for byte: checkpoints already on disk
+    /// carry it, and resume only while their fingerprint matches.
     #[test]
     fn serialized_config_keeps_its_layout() {
         let c = config();
