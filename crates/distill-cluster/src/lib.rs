@@ -179,19 +179,11 @@ impl Config {
     }
 }
 
-/// Names of the classes of the data set a store was made from, when it has them: the digits of
-/// MNIST, and "00" to "99" of MNIST pairs. `dataset` is the store's `dataset` field, with or
-/// without a `:split` suffix.
+/// Names of the classes of the data set a store was made from, when it has them (see
+/// [`DataSource::class_names`]). `dataset` is the store's `dataset` field, with or without a
+/// `:split` suffix.
 pub fn class_names(dataset: &str) -> Option<Vec<String>> {
-    match source_of(dataset)? {
-        DataSource::Mnist(_) => Some((0..10).map(|d| d.to_string()).collect()),
-        DataSource::Pairs(_) => Some(
-            (0..distill_data::pairs::CLASSES)
-                .map(distill_data::pairs::PairsSpec::class_name)
-                .collect(),
-        ),
-        _ => None,
-    }
+    source_of(dataset)?.class_names()
 }
 
 fn source_of(dataset: &str) -> Option<DataSource> {

@@ -1,13 +1,18 @@
-//! Data sets: where rows come from (MNIST IDX files, a generic Parquet layout), and the transforms
-//! every stage applies the same way (limit, class filters, a held-out validation slice, jitter).
+//! Data sets: where rows come from (MNIST IDX files, a generic Parquet layout, folders of images,
+//! NumPy arrays, generated data), and the transforms every stage applies the same way (limit,
+//! class filters, a held-out validation slice, jitter, flip, preprocessing).
 
 pub mod idx;
+pub mod images;
+pub mod npy;
 pub mod pairs;
 pub mod parquet;
 pub mod parquet_guard;
+pub mod preprocess;
 pub mod shape;
 pub mod synthetic;
 
+pub use preprocess::{Preprocess, flip};
 pub use shape::ImageShape;
 
 use distill_core::rng::Rng;
@@ -57,6 +62,10 @@ pub enum DataSource {
     Synthetic(synthetic::SyntheticSpec),
     /// Two MNIST digits side by side, 100 classes (`mnist-pairs:rows=…`).
     Pairs(pairs::PairsSpec),
+    /// A folder of class folders of PNG/JPEG images (see [`images`]).
+    Images(images::ImagesSpec),
+    /// A NumPy `.npy` file with its labels, or a `.npz` archive (see [`npy`]).
+    Npy(npy::NpySpec),
 }
 
 const MNIST_FILES: [(&str, &str); 2] = [
@@ -66,7 +75,9 @@ const MNIST_FILES: [(&str, &str); 2] = [
 
 impl DataSource {
     /// Recognises a data argument: a folder of MNIST IDX files, a folder of Parquet splits, a
-    /// Parquet file, `synthetic:…` (see [`synthetic`]) or `mnist-pairs:…` (see [`pairs`]).
+    /// folder of class folders of images (see [`images`]), a Parquet file, a `.npy`/`.npz` file
+    /// (see [`npy`]), `images:…`, `npy:…`, `synthetic:…` (see [`synthetic`]) or `mnist-pairs:…`
+    /// (see [`pairs`]).
     pub fn parse(arg: &str) -> Result<Self> {
         if let Some(spec) = arg.strip_prefix("synthetic:") {
             let spec = synthetic::SyntheticSpec::parse(spec)?;
@@ -74,6 +85,12 @@ impl DataSource {
         }
         if let Some(spec) = arg.strip_prefix("mnist-pairs:") {
             return Ok(DataSource::Pairs(pairs::PairsSpec::parse(spec)?));
+        }
+        if let Some(spec) = arg.strip_prefix("images:") {
+            return Ok(DataSource::Images(images::ImagesSpec::parse(spec)?));
+        }
+        if let Some(spec) = arg.strip_prefix("npy:") {
+            return Ok(DataSource::Npy(npy::NpySpec::parse(spec)?));
         }
         let path = PathBuf::from(arg);
         if path.is_dir() {
@@ -84,13 +101,31 @@ impl DataSource {
             if path.join("train.parquet").is_file() || path.join("test.parquet").is_file() {
                 return Ok(DataSource::Parquet(path));
             }
+            if images::looks_like_images(&path) {
+                return Ok(DataSource::Images(images::ImagesSpec::folder(path)));
+            }
             return Err(CoreError::invalid(format!(
-                "{arg}: this folder holds neither the MNIST IDX files ({images}[.gz], …) nor \
-                 train.parquet/test.parquet"
+                "{arg}: this folder holds neither the MNIST IDX files ({images}[.gz], …), nor \
+                 train.parquet/test.parquet, nor class folders of images ({}); --data reads \
+                 {DATA_FORMATS}",
+                images::EXTENSIONS.join(", ")
             )));
         }
         if path.is_file() {
-            return Ok(DataSource::Parquet(path));
+            let extension = path
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase());
+            return match extension.as_deref() {
+                Some("npy" | "npz") => Ok(DataSource::Npy(npy::NpySpec::file(path))),
+                Some(ext @ ("csv" | "tsv" | "txt")) => Err(CoreError::format(
+                    &path,
+                    format!(
+                        "--data: a .{ext} text file is not read; --data reads {DATA_FORMATS}; \
+                         convert it first (pandas: df.to_parquet, or numpy: np.save)"
+                    ),
+                )),
+                _ => Ok(DataSource::Parquet(path)),
+            };
         }
         let relative = if path.is_relative() {
             match std::env::current_dir() {
@@ -104,8 +139,7 @@ impl DataSource {
             String::new()
         };
         Err(CoreError::invalid(format!(
-            "--data {arg}: no such data set{relative}; give a folder of MNIST IDX files (e.g. \
-             data/mnist), a folder with train.parquet/test.parquet, or a Parquet file"
+            "--data {arg}: no such data set{relative}; --data reads {DATA_FORMATS}"
         )))
     }
 
@@ -122,14 +156,37 @@ impl DataSource {
                     .unwrap_or_else(|_| pairs::PairsSpec::default().dir),
             );
         }
+        for prefix in ["images:", "npy:"] {
+            if let Some(spec) = arg.strip_prefix(prefix) {
+                return Some(PathBuf::from(spec.split(',').next().unwrap_or_default()));
+            }
+        }
         Some(PathBuf::from(arg))
     }
 
-    /// The one file this source's rows all come from, when it is a single Parquet file: such a
-    /// file has no train/test splits, and every `--split` reads all its rows.
+    /// The one file or folder this source's rows all come from, when it has no train/test
+    /// splits (a single Parquet file, a `.npy`, a `.npz` without `x_test`, a folder of class
+    /// folders without `train/`/`test/`): every `--split` reads all its rows.
     pub fn single_file(&self) -> Option<&Path> {
         match self {
             DataSource::Parquet(p) if !p.is_dir() => Some(p),
+            DataSource::Images(spec) if !spec.has_splits() => Some(&spec.dir),
+            DataSource::Npy(spec) if !spec.has_splits().unwrap_or(false) => Some(&spec.path),
+            _ => None,
+        }
+    }
+
+    /// The names of the classes, when the source has them: the digits of MNIST, "00" to "99"
+    /// of MNIST pairs, the class folders of an image folder (sorted).
+    pub fn class_names(&self) -> Option<Vec<String>> {
+        match self {
+            DataSource::Mnist(_) => Some((0..10).map(|d| d.to_string()).collect()),
+            DataSource::Pairs(_) => Some(
+                (0..pairs::CLASSES)
+                    .map(pairs::PairsSpec::class_name)
+                    .collect(),
+            ),
+            DataSource::Images(spec) => spec.class_names().ok(),
             _ => None,
         }
     }
@@ -140,6 +197,8 @@ impl DataSource {
             DataSource::Mnist(p) | DataSource::Parquet(p) => p.display().to_string(),
             DataSource::Synthetic(spec) => spec.describe(),
             DataSource::Pairs(spec) => spec.describe(),
+            DataSource::Images(spec) => spec.describe(),
+            DataSource::Npy(spec) => spec.describe(),
         }
     }
 
@@ -149,6 +208,8 @@ impl DataSource {
             DataSource::Mnist(dir) => load_mnist(dir, split),
             DataSource::Synthetic(spec) => spec.load(split),
             DataSource::Pairs(spec) => spec.load(split),
+            DataSource::Images(spec) => spec.load(split),
+            DataSource::Npy(spec) => spec.load(split),
             DataSource::Parquet(path) => {
                 let file = if path.is_dir() {
                     path.join(format!("{split}.parquet"))
@@ -161,6 +222,82 @@ impl DataSource {
             }
         }
     }
+}
+
+/// The formats `--data` reads, for messages about an argument that is none of them.
+pub const DATA_FORMATS: &str = "a folder of MNIST IDX files, a folder with \
+     train.parquet/test.parquet, one Parquet file (a list-of-floats 'features' column and an \
+     optional integer 'label' column), a folder of class folders of PNG/JPEG images \
+     (images:DIR[,size=HxW][,channels=1|3]), a NumPy .npy (labels in the y file beside it) or .npz \
+     (npy:FILE[,y=LABELS][,layout=nchw|nhwc]), synthetic:... or mnist-pairs:...";
+
+/// The most classes a data set may have (labels are below it): 1,048,576, far above any real
+/// label set (ImageNet-21k has about 21,000), and small enough that per-class arrays fit.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// Checks the labels of the `rows` rows of `path` (`None` for a missing label) and returns them:
+/// each is a whole number below `declared` classes when the file declares a count, else below
+/// [`MAX_CLASSES`].
+pub fn check_labels(
+    path: &Path,
+    labels: impl IntoIterator<Item = Option<i64>>,
+    declared: Option<usize>,
+    rows: usize,
+) -> Result<Vec<u32>> {
+    let bound = declared.unwrap_or(MAX_CLASSES);
+    let mut out = Vec::with_capacity(rows);
+    for (row, label) in labels.into_iter().enumerate() {
+        match label {
+            Some(l) if l >= 0 && (l as u64) < bound as u64 => out.push(l as u32),
+            Some(l) if l < 0 => {
+                return Err(CoreError::format(
+                    path,
+                    format!("label {l} in row {row} is negative; labels are class numbers 0, 1, …"),
+                ));
+            }
+            Some(l) => {
+                let why = match declared {
+                    Some(c) => format!("is not below the {c} classes the file declares"),
+                    None => format!(
+                        "is above the most classes a data set may have ({MAX_CLASSES}; the file \
+                         has {rows} rows)"
+                    ),
+                };
+                return Err(CoreError::format(
+                    path,
+                    format!("label {l} in row {row} {why}; labels are class numbers 0 to C-1"),
+                ));
+            }
+            None => {
+                return Err(CoreError::format(
+                    path,
+                    format!(
+                        "label at row {row} is null; give every row a label or drop the column"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `key=value,key=value` options of a data source `kind` (refusing a part that is not
+/// `key=value`, or a key given twice); `usage` ends each message.
+pub(crate) fn options(kind: &str, text: &str, usage: &str) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').ok_or_else(|| {
+            CoreError::invalid(format!("{kind} data: '{part}' is not key=value; {usage}"))
+        })?;
+        let key = key.trim().to_string();
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(CoreError::invalid(format!(
+                "{kind} data: {key} is given twice; {usage}"
+            )));
+        }
+        out.push((key, value.trim().to_string()));
+    }
+    Ok(out)
 }
 
 /// `STEM.gz` or `STEM` in `dir`: whatever is there under that name (a FIFO, a folder or a

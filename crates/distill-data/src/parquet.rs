@@ -3,7 +3,7 @@
 //! optional integer `label` column. Key-value metadata may give `classes` and `image_shape` (`C,H,W`,
 //! or `H,W` for one channel; written as `H,W` when C is 1).
 
-use super::{Dataset, ImageShape};
+use super::{DATA_FORMATS, Dataset, ImageShape};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
@@ -224,11 +224,6 @@ fn arrow_cast_to_i64(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
     None
 }
 
-/// The formats `--data` reads, for messages about a file that is none of them.
-pub const DATA_FORMATS: &str = "a folder of MNIST IDX files, a folder with train.parquet/test.parquet, \
-     one Parquet file (a list-of-floats 'features' column and an optional integer 'label' column), \
-     synthetic:... or mnist-pairs:...";
-
 /// Fails, naming the formats `--data` reads, when `path` does not begin with Parquet's `PAR1`
 /// (a NumPy `.npy`/`.npz`, a CSV or any other file), before the Parquet reader would call its
 /// footer corrupt.
@@ -254,9 +249,9 @@ fn check_magic(path: &Path) -> Result<()> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let looks_like = if head.starts_with(b"\x93NUMPY") {
-        "a NumPy .npy array".to_string()
+        "a NumPy .npy array: give it a .npy name, or write npy:FILE".to_string()
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        "a zip archive such as a NumPy .npz".to_string()
+        "a zip archive such as a NumPy .npz: give it a .npz name, or write npy:FILE".to_string()
     } else if head.is_empty() {
         "an empty file".to_string()
     } else if matches!(extension.as_deref(), Some("csv" | "tsv" | "txt")) {
@@ -269,8 +264,7 @@ fn check_magic(path: &Path) -> Result<()> {
     Err(CoreError::format(
         path,
         format!(
-            "--data: not a Parquet file (it looks like {looks_like}); --data reads {DATA_FORMATS}; \
-             convert the data to Parquet first"
+            "--data: not a Parquet file (it looks like {looks_like}); --data reads {DATA_FORMATS}"
         ),
     ))
 }
@@ -309,7 +303,7 @@ fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
     let mut width = None;
     let mut rows_read = 0;
     let mut values = Vec::new();
-    let mut labels: Vec<u32> = Vec::new();
+    let mut raw_labels: Vec<Option<i64>> = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| CoreError::format(path, e.to_string()))?;
         let features = batch
@@ -323,29 +317,7 @@ fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
             let col = batch
                 .column_by_name("label")
                 .ok_or_else(|| CoreError::format(path, "missing 'label' column"))?;
-            for (i, l) in int_column(path, "label", col)?.into_iter().enumerate() {
-                match l {
-                    Some(l) if l >= 0 && l <= u32::MAX as i64 => labels.push(l as u32),
-                    Some(l) => {
-                        return Err(CoreError::format(
-                            path,
-                            format!(
-                                "label {l} at row {} is negative or too large",
-                                labels.len() + i
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Err(CoreError::format(
-                            path,
-                            format!(
-                                "label at row {} is null; give every row a label or drop the column",
-                                labels.len()
-                            ),
-                        ));
-                    }
-                }
-            }
+            raw_labels.extend(int_column(path, "label", col)?);
         }
     }
     let width = width.unwrap_or(0);
@@ -361,27 +333,25 @@ fn read_dataset_unguarded(path: &Path) -> Result<Dataset> {
     }
     let features = Array2::from_shape_vec((rows, width), values)
         .map_err(|e| CoreError::format(path, e.to_string()))?;
-    let max_label = labels
-        .iter()
-        .copied()
-        .max()
-        .map(|m| m as usize + 1)
-        .unwrap_or(0);
-    let classes = match kv.get("classes") {
-        Some(c) => c.parse::<usize>().map_err(|_| {
-            CoreError::format(path, format!("metadata 'classes' = '{c}' is not a number"))
-        })?,
-        None => max_label,
+    let declared = match kv.get("classes") {
+        Some(c) => Some(
+            c.parse::<usize>()
+                .ok()
+                .filter(|&c| c <= crate::MAX_CLASSES)
+                .ok_or_else(|| {
+                    CoreError::format(
+                        path,
+                        format!(
+                            "metadata 'classes' = '{c}' is not a class count from 0 to {}",
+                            crate::MAX_CLASSES
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
     };
-    if max_label > classes {
-        return Err(CoreError::format(
-            path,
-            format!(
-                "label {} is not below the metadata's class count {classes}",
-                max_label - 1
-            ),
-        ));
-    }
+    let labels = crate::check_labels(path, raw_labels, declared, rows)?;
+    let classes = declared.unwrap_or_else(|| labels.iter().max().map_or(0, |&m| m as usize + 1));
     let image = match kv.get("image_shape") {
         Some(s) => Some(parse_shape(path, s, width)?),
         None => None,

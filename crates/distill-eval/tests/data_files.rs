@@ -92,7 +92,7 @@ fn a_single_data_file_is_labelled_all_rows_not_test() {
 }
 
 #[test]
-fn data_files_that_are_not_parquet_name_the_formats_read() {
+fn damaged_numpy_files_and_csv_files_are_named_with_what_was_expected() {
     let dir = tempfile::tempdir().unwrap();
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     npy.extend_from_slice(&[0u8; 64]);
@@ -100,7 +100,18 @@ fn data_files_that_are_not_parquet_name_the_formats_read() {
     std::fs::write(dir.path().join("x.npz"), b"PK\x03\x04rest of a zip").unwrap();
     std::fs::write(dir.path().join("x.csv"), b"label,f0,f1\n3,0.1,0.2\n").unwrap();
     let skl = fixture("skl_logreg.onnx");
-    for (file, looks) in [("x.npy", "NumPy .npy"), ("x.npz", ".npz"), ("x.csv", "CSV")] {
+    for (file, needles) in [
+        ("x.npy", &["cannot read its header"][..]),
+        ("x.npz", &["not a readable .npz (zip) archive"][..]),
+        (
+            "x.csv",
+            &[
+                ".csv text file is not read",
+                "--data reads",
+                "train.parquet/test.parquet",
+            ][..],
+        ),
+    ] {
         let (code, stdout, stderr) = eval(
             dir.path(),
             &[
@@ -114,13 +125,7 @@ fn data_files_that_are_not_parquet_name_the_formats_read() {
         );
         assert_eq!(code, 2, "{file}: {stderr}");
         assert!(stdout.is_empty(), "{file}: {stdout}");
-        for needle in [
-            file,
-            "not a Parquet file",
-            looks,
-            "--data reads",
-            "train.parquet/test.parquet",
-        ] {
+        for needle in [file].iter().chain(needles) {
             assert!(stderr.contains(needle), "{file}: {needle}: {stderr}");
         }
         assert!(!stderr.contains("footer"), "{file}: {stderr}");
