@@ -11,6 +11,7 @@ pub mod layer;
 pub mod linear;
 pub mod loss;
 pub mod mlp;
+pub mod model;
 pub mod net;
 pub mod onnx;
 pub mod optim;
@@ -23,6 +24,7 @@ pub use fold::Fold;
 pub use linear::Init;
 pub use loss::{DistillLoss, LossParts};
 pub use mlp::{Mlp, MlpConfig, SparseInput, Workspace};
+pub use model::{Model, ModelWorkspace};
 pub use net::{Net, NetWorkspace};
 pub use optim::{Optimizer, OptimizerConfig, Schedule};
 

@@ -138,6 +138,35 @@ impl Net {
         Ok(self)
     }
 
+    /// Adds `delta` to output `class`'s logit through the last fc layer's bias, as
+    /// [`crate::Mlp::adjust_bias`] does (behind a folded head, the dustbin's logit moves through
+    /// the bias of every class folded into it).
+    pub fn adjust_bias(&mut self, class: usize, delta: f32) -> Result<()> {
+        let classes = self.classes();
+        if class >= classes {
+            return Err(NnError::Shape(format!(
+                "class {class} does not exist: the network has classes 0 to {}",
+                classes.saturating_sub(1)
+            )));
+        }
+        let Some(Layer::Linear(last)) = self.layers.last_mut() else {
+            return Err(NnError::Shape(format!(
+                "the network '{}' does not end in fc; its output bias cannot be adjusted",
+                self.arch
+            )));
+        };
+        match &self.fold {
+            None => last.b[class] += delta,
+            Some(f) if class < f.keep().len() => last.b[f.keep()[class] as usize] += delta,
+            Some(f) => {
+                for &c in f.others() {
+                    last.b[c as usize] += delta;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Trained values: weights and biases, batch norm's scale and shift (not its running
     /// statistics), as PyTorch counts `parameters()`.
     pub fn parameters(&self) -> usize {

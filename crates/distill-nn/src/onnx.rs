@@ -404,6 +404,17 @@ pub fn load(path: &Path) -> Result<Loaded> {
 
 /// The model at `path` (a regular file of at most [`distill_core::input::MAX_MODEL_BYTES`]) and
 /// its graph.
+/// The metadata props of the ONNX model at `path` (e.g. [`net::ARCH_KEY`] tells a net saved by
+/// [`save_net`] from an MLP saved by [`save`]).
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let (model, _) = read_model(path)?;
+    Ok(model
+        .metadata_props
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect())
+}
+
 fn read_model(path: &Path) -> Result<(ModelProto, GraphProto)> {
     let err = |message: String| NnError::Onnx {
         path: path.display().to_string(),

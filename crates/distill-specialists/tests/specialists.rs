@@ -20,6 +20,8 @@ const DATA: &str = "synthetic:classes=20,groups=4,dim=16,seed=3,train=3000,test=
 const OVERLAPPING: &str =
     "synthetic:classes=20,groups=4,dim=16,seed=3,train=10000,test=4000,separation=2";
 
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
+
 fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_distill-specialists")
 }
@@ -346,21 +348,99 @@ fn untrained_specialists_reproduce_the_generalist_exactly() {
     args.extend(["--epochs", "1", "--lr", "1e-30"]);
     let (code, stdout, stderr) = run(&args);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let gen_mlp = distill_nn::onnx::load(&g).unwrap().mlp;
-    let test = DataSource::parse(DATA).unwrap().load(Split::Test).unwrap();
-    let x = test.features.view();
-    let zg = gen_mlp.forward(x).unwrap();
-    let mut logits = Vec::new();
-    for (id, group) in groups.iter().enumerate() {
+    for id in 0..groups.len() {
         let spec = distill_nn::onnx::load(&out.join(format!("specialist-{id}.onnx")))
             .unwrap()
             .mlp;
         assert_eq!(spec.config.sizes, vec![16, 48, 48, 20]);
+    }
+    let test = DataSource::parse(DATA).unwrap().load(Split::Test).unwrap();
+    assert_exact_start(&g, &out, &groups, test.features.view());
+}
+
+/// The CNN twin of [`untrained_specialists_reproduce_the_generalist_exactly`]: specialists of a
+/// small CNN generalist (with dropout) on an MNIST slice are CNNs of its architecture, start from
+/// its exact weights, and reproduce it. (No batch norm here: its running statistics move in any
+/// training step, whatever the learning rate, so such a specialist is never "untrained".)
+#[test]
+fn untrained_specialists_of_a_cnn_reproduce_it_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("generalist.onnx");
+    let arch = "conv:4:5:p2,relu,maxpool:2,flatten,fc:24,relu,dropout:0.3,fc";
+    let args = distill_train::cli::Args::try_parse_from([
+        "distill-train",
+        "--data",
+        MNIST,
+        "--limit",
+        "400",
+        "--arch",
+        arch,
+        "--epochs",
+        "2",
+        "--test-split",
+        "none",
+        "--out",
+        g.to_str().unwrap(),
+    ])
+    .unwrap();
+    distill_train::run(
+        &args.into_config().unwrap(),
+        &distill_progress::Progress::hidden(),
+    )
+    .unwrap();
+    let groups = vec![vec![0, 6], vec![3, 5, 8], vec![4, 7, 9]];
+    let s = dir.path().join("specialists.yaml");
+    write_specialists(&s, &set_of(&groups, 10)).unwrap();
+    let out = dir.path().join("spec");
+    let (code, stdout, stderr) = run(&[
+        "--data",
+        MNIST,
+        "--limit",
+        "400",
+        "--generalist",
+        g.to_str().unwrap(),
+        "--subsets",
+        s.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-30",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for id in 0..groups.len() {
+        let meta = distill_nn::onnx::metadata(&out.join(format!("specialist-{id}.onnx"))).unwrap();
+        assert_eq!(meta["distill.arch"], arch);
+    }
+    let test = DataSource::parse(MNIST)
+        .unwrap()
+        .load(Split::Test)
+        .unwrap()
+        .select(&(0..500).collect::<Vec<_>>());
+    assert_exact_start(&g, &out, &groups, test.features.view());
+}
+
+/// The specialists in `out` (one per group of `groups`) hold the generalist `g`'s weights and
+/// buffers exactly; on the rows `x` their subset logits are its logits, and combined with it they
+/// leave every row's distribution (to 1e-6) and argmax its own.
+fn assert_exact_start(g: &Path, out: &Path, groups: &[Vec<u32>], x: ndarray::ArrayView2<f32>) {
+    let (generalist, _) = distill_nn::Model::load(g).unwrap();
+    let zg = generalist.forward(x).unwrap();
+    let mut logits = Vec::new();
+    for (id, group) in groups.iter().enumerate() {
+        let (spec, _) =
+            distill_nn::Model::load(&out.join(format!("specialist-{id}.onnx"))).unwrap();
+        assert_eq!(spec.kind(), generalist.kind());
         assert_eq!(spec.classes(), group.len() + 1);
         assert_eq!(
-            spec.layers, gen_mlp.layers,
+            spec.params(),
+            generalist.params(),
             "specialist {id}: not the generalist's weights"
         );
+        assert_eq!(spec.buffers(), generalist.buffers());
         let zs = spec.forward(x).unwrap();
         for (k, &c) in group.iter().enumerate() {
             assert_eq!(zs.column(k), zg.column(c as usize));

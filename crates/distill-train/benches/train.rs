@@ -81,6 +81,7 @@ fn bench() {
             combine: Combine::Arithmetic,
         },
         hidden: vec![800, 800],
+        arch: None,
         init: Init::default(),
         regularisation: Regularisation {
             input_dropout: 0.0,

@@ -1,10 +1,12 @@
 //! Resumable training state: the network, the optimiser's state and where in which epoch training
-//! stopped. A JSON header followed by the raw little-endian f32 arrays, written atomically.
+//! stopped. A JSON header followed by the raw little-endian f32 arrays, written atomically: each
+//! parameter layer's weights and biases with the optimiser's moments, then the model's buffers
+//! (batch norm's running statistics; none for an MLP).
 
 use crate::record::EpochRecord;
 use crate::{Result, TrainError};
 use distill_nn::optim::LayerState;
-use distill_nn::{Mlp, Optimizer};
+use distill_nn::{Model, Optimizer};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -44,12 +46,12 @@ struct Header {
     second_moment: bool,
 }
 
-fn arrays<'a>(mlp: &'a Mlp, opt: &'a Optimizer) -> Vec<&'a [f32]> {
+fn arrays<'a>(model: &'a Model, opt: &'a Optimizer) -> Vec<&'a [f32]> {
     let mut out = Vec::new();
-    for (l, s) in mlp.layers.iter().zip(&opt.state) {
+    for ((w, b), s) in model.params().into_iter().zip(&opt.state) {
         for a in [
-            l.w.as_slice(),
-            l.b.as_slice(),
+            w.to_slice(),
+            b.as_slice(),
             s.m_w.as_slice(),
             s.m_b.as_slice(),
             s.v_w.as_slice(),
@@ -61,14 +63,15 @@ fn arrays<'a>(mlp: &'a Mlp, opt: &'a Optimizer) -> Vec<&'a [f32]> {
             out.push(a);
         }
     }
+    out.extend(model.buffers().into_iter().filter_map(|b| b.as_slice()));
     out
 }
 
 /// Saves the state atomically.
-pub fn save(path: &Path, mlp: &Mlp, opt: &Optimizer, progress: &Progress) -> Result<()> {
+pub fn save(path: &Path, model: &Model, opt: &Optimizer, progress: &Progress) -> Result<()> {
     let header = Header {
         progress: progress.clone(),
-        shapes: mlp.shapes(),
+        shapes: model.shapes(),
         second_moment: opt.state.first().is_some_and(|s| !s.v_w.is_empty()),
     };
     let json = serde_json::to_vec(&header).map_err(|e| TrainError::invalid(e.to_string()))?;
@@ -76,7 +79,7 @@ pub fn save(path: &Path, mlp: &Mlp, opt: &Optimizer, progress: &Progress) -> Res
         w.write_all(MAGIC)?;
         w.write_all(&(json.len() as u64).to_le_bytes())?;
         w.write_all(&json)?;
-        for a in arrays(mlp, opt) {
+        for a in arrays(model, opt) {
             let bytes: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
             w.write_all(&bytes)?;
         }
@@ -85,28 +88,30 @@ pub fn save(path: &Path, mlp: &Mlp, opt: &Optimizer, progress: &Progress) -> Res
     Ok(())
 }
 
-/// The most a checkpoint of `mlp` may hold: its header (at most
-/// [`distill_core::input::MAX_TEXT_BYTES`]) and, for each layer, the weights, the biases and as
-/// many values twice over for the optimiser's moments.
-fn size_limit(mlp: &Mlp) -> u64 {
-    let values: u64 = mlp
+/// The most a checkpoint of `model` may hold: its header (at most
+/// [`distill_core::input::MAX_TEXT_BYTES`]), for each layer the weights, the biases and as many
+/// values twice over for the optimiser's moments, and the buffers.
+fn size_limit(model: &Model) -> u64 {
+    let buffers: u64 = model.buffers().iter().map(|b| b.len() as u64).sum();
+    let values: u64 = model
         .shapes()
         .iter()
         .map(|&(i, o)| 3 * (i as u64 + 1) * o as u64)
-        .sum();
+        .sum::<u64>()
+        + buffers;
     (MAGIC.len() as u64 + 8)
         .saturating_add(distill_core::input::MAX_TEXT_BYTES)
         .saturating_add(values.saturating_mul(4))
 }
 
-/// Restores the state into `mlp` and `opt` (already built from the same configuration). Only a
+/// Restores the state into `model` and `opt` (already built from the same configuration). Only a
 /// regular file no larger than such a network's checkpoint can be is read.
-pub fn load(path: &Path, mlp: &mut Mlp, opt: &mut Optimizer) -> Result<Progress> {
+pub fn load(path: &Path, model: &mut Model, opt: &mut Optimizer) -> Result<Progress> {
     let err = |message: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = distill_core::input::read("--resume", path, size_limit(mlp))?;
+    let bytes = distill_core::input::read("--resume", path, size_limit(model))?;
     let rest = bytes
         .strip_prefix(MAGIC)
         .ok_or_else(|| err("not a distill checkpoint".into()))?;
@@ -121,11 +126,11 @@ pub fn load(path: &Path, mlp: &mut Mlp, opt: &mut Optimizer) -> Result<Progress>
     }
     let header: Header =
         serde_json::from_slice(&body[..len]).map_err(|e| err(format!("bad header: {e}")))?;
-    if header.shapes != mlp.shapes() {
+    if header.shapes != model.shapes() {
         return Err(err(format!(
             "the checkpoint holds a network of layer shapes {:?}, but the settings give {:?}",
             header.shapes,
-            mlp.shapes()
+            model.shapes()
         )));
     }
     let second = opt.state.first().is_some_and(|s| !s.v_w.is_empty());
@@ -142,10 +147,10 @@ pub fn load(path: &Path, mlp: &mut Mlp, opt: &mut Optimizer) -> Result<Progress>
         }
         Array2::from_shape_vec((r, c), v).map_err(|e| err(e.to_string()))
     };
-    for (layer, state) in mlp.layers.iter_mut().zip(opt.state.iter_mut()) {
-        let (i, o) = (layer.inputs(), layer.outputs());
-        layer.w = take2(i, o)?;
-        layer.b = Array1::from(take2(1, o)?.into_raw_vec_and_offset().0);
+    for ((mut w, b), state) in model.params_mut().into_iter().zip(opt.state.iter_mut()) {
+        let (i, o) = w.dim();
+        w.assign(&take2(i, o)?);
+        *b = Array1::from(take2(1, o)?.into_raw_vec_and_offset().0);
         let (vi, vo) = if second { (i, o) } else { (0, 0) };
         *state = LayerState {
             m_w: take2(i, o)?,
@@ -153,6 +158,10 @@ pub fn load(path: &Path, mlp: &mut Mlp, opt: &mut Optimizer) -> Result<Progress>
             v_w: take2(vi, vo)?,
             v_b: Array1::from(take2(1, vo)?.into_raw_vec_and_offset().0),
         };
+    }
+    for b in model.buffers_mut() {
+        let n = b.len();
+        *b = Array1::from(take2(1, n)?.into_raw_vec_and_offset().0);
     }
     opt.step = header.progress.optimizer_steps;
     Ok(header.progress)

@@ -11,7 +11,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Train an MLP on hard labels, or distil one from a soft-target store, and save it as ONNX.
+/// Train an MLP or a CNN on hard labels, or distil one from a soft-target store, and save it as
+/// ONNX.
 #[derive(Parser, Debug)]
 #[command(name = "distill-train", version, about, long_about = None, allow_negative_numbers = true)]
 pub struct Args {
@@ -28,6 +29,12 @@ pub struct Args {
     /// Hidden layer widths, e.g. 1200,1200 (the network may hold at most 2^31 weights).
     #[arg(long, value_name = "WIDTHS", default_value = "800,800")]
     pub hidden: String,
+    /// The network as comma-separated layers instead of the --hidden MLP, e.g.
+    /// conv:16:5:p2,relu,maxpool:2,flatten,fc:128,relu,dropout:0.5,fc (conv:OUT:K[:sS][:pP],
+    /// maxpool:K, avgpool:K, gap, bn, flatten, fc[:N], relu, dropout:P; the input shape comes from
+    /// the data's images). Repeated, the pieces are joined with commas (a pipeline's YAML list).
+    #[arg(long, value_name = "LAYERS", conflicts_with = "hidden")]
+    pub arch: Vec<String>,
     /// Weight initialisation: torch (PyTorch's nn.Linear default, uniform +-1/sqrt(fan_in) weights
     /// and biases) or he (He-normal weights, zero biases).
     #[arg(long, value_name = "torch|he", default_value = "torch")]
@@ -71,7 +78,14 @@ pub struct Args {
 impl Args {
     pub fn into_config(self) -> Result<Config> {
         let optimizer = self.optimizer.config()?;
-        let hidden = if self.hidden.trim().is_empty() {
+        let arch = match self.arch.join(",") {
+            a if a.is_empty() => None,
+            a => Some(
+                a.parse::<distill_nn::Arch>()
+                    .map_err(|e| TrainError::invalid(format!("--arch {a}: {e}")))?,
+            ),
+        };
+        let hidden = if arch.is_some() || self.hidden.trim().is_empty() {
             Vec::new()
         } else {
             self.hidden
@@ -96,6 +110,7 @@ impl Args {
             fraction: self.fraction,
             soft: self.soft.settings()?,
             hidden,
+            arch,
             init: self
                 .init
                 .parse()

@@ -30,7 +30,7 @@ pub(crate) fn epochs(
     loss: &DistillLoss,
     n: usize,
     val: Option<&Dataset>,
-    (mlp, opt, progress): (&mut Mlp, &mut Optimizer, &mut Progress),
+    (mlp, opt, progress): (&mut Model, &mut Optimizer, &mut Progress),
     reporter: &distill_progress::Progress,
 ) -> Result<Trained> {
     let config = out.config;
@@ -145,7 +145,7 @@ fn best_epoch(history: &[EpochRecord]) -> Option<usize> {
 /// The record of the epoch that just ended (its sums are `progress.partial`), with the validation
 /// slice's errors when it has labels.
 pub(crate) fn end_epoch(
-    mlp: &Mlp,
+    mlp: &Model,
     config: &Config,
     loss: &DistillLoss,
     progress: &Progress,

@@ -7,19 +7,19 @@ use super::*;
 /// validation and test errors, the model file and its check with ONNX Runtime.
 pub(crate) fn finish(
     out: &Outputs,
-    mut mlp: Mlp,
+    mut model: Model,
     train: &Dataset,
     val: Option<&Dataset>,
     best_saved: bool,
     report: &mut Report,
 ) -> Result<()> {
     let (config, paths) = (out.config, out.paths);
-    let before = mlp.clone();
-    report.bias = adjust_bias(&mut mlp, config, val)?;
+    let before = model.clone();
+    report.bias = adjust_bias(&mut model, config, val)?;
     if best_saved && !matches!(config.bias_adjust, BiasChoice::None) {
         // The best checkpoint gets the same adjustment as the final model (refitted on its own
         // validation logits for `auto`), so that either file is used the same way.
-        let mut best = onnx::load(&paths.best)?.mlp;
+        let mut best = Model::load(&paths.best)?.0;
         let shifts = adjust_bias(&mut best, config, val)?;
         save_model(
             &best,
@@ -31,7 +31,7 @@ pub(crate) fn finish(
         )?;
     }
     if let Some((v, vl)) = val.and_then(|v| Some((v, v.labels.as_ref()?))) {
-        let logits = mlp.forward(v.features.view())?;
+        let logits = model.forward(v.features.view())?;
         report.val_errors = Some((error_count(logits.view(), vl), v.len()));
     }
     if let Some(split) = config.test_split {
@@ -44,11 +44,11 @@ pub(crate) fn finish(
                  TEST.parquet), or give a folder holding train.parquet and test.parquet",
                 file.display()
             )),
-            None => report.test_errors = test_errors(config, split, &mlp, &before)?,
+            None => report.test_errors = test_errors(config, split, &model, &before)?,
         }
     }
     save_model(
-        &mlp,
+        &model,
         &paths.model,
         config,
         out.provenance,
@@ -57,19 +57,19 @@ pub(crate) fn finish(
     )?;
     let sample = val.unwrap_or(train).features.view();
     let sample = sample.slice(ndarray::s![..sample.nrows().min(256), ..]);
-    let note = verify_with_onnx_runtime(&paths.model, &mlp, sample)?;
+    let note = verify_with_onnx_runtime(&paths.model, &model, sample)?;
     report.notes.push(note);
     report.model = Some(paths.model.clone());
     Ok(())
 }
 
 /// Errors of the trained network on `split` (all its rows, no class filter), after the bias
-/// adjustment (`mlp`) and before it (`before`); `None` when the split has no labels.
+/// adjustment (`model`) and before it (`before`); `None` when the split has no labels.
 pub(crate) fn test_errors(
     config: &Config,
     split: Split,
-    mlp: &Mlp,
-    before: &Mlp,
+    model: &Model,
+    before: &Model,
 ) -> Result<Option<TestErrors>> {
     let test = Selection {
         split,
@@ -81,9 +81,9 @@ pub(crate) fn test_errors(
     let Some(tl) = &test.labels else {
         return Ok(None);
     };
-    let after = mlp.forward(test.features.view())?;
+    let after = model.forward(test.features.view())?;
     let pred = argmax_rows(after.view());
-    let mut per_class = vec![0usize; mlp.classes()];
+    let mut per_class = vec![0usize; model.classes()];
     for (p, &y) in pred.iter().zip(tl) {
         if *p != y as usize {
             per_class[y as usize] += 1;
@@ -101,16 +101,16 @@ pub(crate) fn test_errors(
 
 /// Applies `--bias-adjust` to the network's output biases; returns the shifts applied.
 pub(crate) fn adjust_bias(
-    mlp: &mut Mlp,
+    model: &mut Model,
     config: &Config,
     val: Option<&Dataset>,
 ) -> Result<Vec<ClassBias>> {
-    let classes = mlp.classes();
+    let classes = model.classes();
     match &config.bias_adjust {
         BiasChoice::None => Ok(Vec::new()),
         BiasChoice::Fixed(shifts) => {
             for s in &shifts.0 {
-                mlp.adjust_bias(s.class as usize, s.delta)?;
+                model.adjust_bias(s.class as usize, s.delta)?;
             }
             Ok(shifts.0.clone())
         }
@@ -129,14 +129,14 @@ pub(crate) fn adjust_bias(
                 )
             })?;
             let vl = val.require_labels("--bias-adjust auto")?;
-            let logits = mlp.forward(val.features.view())?;
+            let logits = model.forward(val.features.view())?;
             let (delta, _) = distill_core::bias::fit_shift(logits.view(), vl, &omitted);
             let shifts: Vec<ClassBias> = omitted
                 .iter()
                 .map(|&class| ClassBias { class, delta })
                 .collect();
             for s in &shifts {
-                mlp.adjust_bias(s.class as usize, s.delta)?;
+                model.adjust_bias(s.class as usize, s.delta)?;
             }
             Ok(shifts)
         }
@@ -162,7 +162,7 @@ impl Snapshot {
 }
 
 pub(crate) fn save_model(
-    mlp: &Mlp,
+    model: &Model,
     path: &Path,
     config: &Config,
     provenance: &[(String, String)],
@@ -185,7 +185,7 @@ pub(crate) fn save_model(
         ("distill.bias_adjust".to_string(), json(bias)),
     ];
     meta.extend_from_slice(provenance);
-    onnx::save(mlp, path, &meta)?;
+    model.save(path, &meta)?;
     Ok(())
 }
 
@@ -213,7 +213,11 @@ pub(crate) fn provenance(
 /// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
 /// (max abs difference at most 1e-4). Returns a note; a disagreement, or an ONNX Runtime that
 /// cannot be loaded, is an error.
-pub fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -> Result<String> {
+pub fn verify_with_onnx_runtime(
+    path: &Path,
+    model: &Model,
+    rows: ArrayView2<f32>,
+) -> Result<String> {
     let fail = |m: String| TrainError::Export {
         path: path.to_path_buf(),
         message: m,
@@ -224,16 +228,16 @@ pub fn verify_with_onnx_runtime(path: &Path, mlp: &Mlp, rows: ArrayView2<f32>) -
              install it with `make setup`, or point ORT_DYLIB_PATH at libonnxruntime.so"
         ))
     })?;
-    let mut model = distill_runtime::OnnxModel::load(
+    let mut session = distill_runtime::OnnxModel::load(
         &distill_runtime::ModelSpec::new(path),
         distill_runtime::Provider::Cpu,
         1,
     )
     .map_err(|e| fail(format!("ONNX Runtime cannot load the saved model: {e}")))?;
-    let theirs = model
+    let theirs = session
         .run(rows)
         .map_err(|e| fail(format!("ONNX Runtime cannot run the saved model: {e}")))?;
-    let ours = mlp.forward(rows)?;
+    let ours = model.forward(rows)?;
     if ours.dim() != theirs.dim() {
         return Err(fail(format!(
             "ONNX Runtime's output has shape {:?}, the engine's {:?}; the saved model is wrong",

@@ -1,5 +1,5 @@
-//! Training of teachers, baseline students and distilled students (docs/method.md §3–4): an MLP trained
-//! on hard labels, or on the soft targets of a stored teacher ensemble at temperature `T`, saved as
+//! Training of teachers, baseline students and distilled students (docs/method.md §3–4): an MLP
+//! (`--hidden`) or a sequential network such as a CNN (`--arch`) trained on hard labels, or on the soft targets of a stored teacher ensemble at temperature `T`, saved as
 //! ONNX with its configuration in the metadata, with a per-epoch record, resumable checkpoints and
 //! per-class bias adjustment.
 pub mod bias;
@@ -27,7 +27,9 @@ use distill_core::rng::Rng;
 use distill_core::{interrupt, sha256_file};
 use distill_data::{Dataset, ImageShape, Selection, Split};
 use distill_nn::loss::{cross_entropy, weighted};
-use distill_nn::{DistillLoss, Init, Mlp, MlpConfig, Optimizer, OptimizerConfig, onnx};
+use distill_nn::{
+    Arch, DistillLoss, Init, Mlp, MlpConfig, Model, Net, Optimizer, OptimizerConfig, Shape,
+};
 use distill_store::{SoftTargets, read_store};
 use epochs::*;
 use finish::*;
@@ -52,7 +54,13 @@ pub struct Config {
     /// The soft-target store (`None`: hard labels), `T`, `alpha` and how teachers combine.
     #[serde(flatten)]
     pub soft: SoftTargetSettings,
+    /// The MLP's hidden layer widths (`--hidden`); empty with `arch`.
     pub hidden: Vec<usize>,
+    /// The network as an architecture (`--arch`, the grammar of [`distill_nn::arch`]) instead of
+    /// the `hidden` MLP; absent from the serialised settings when not given, so that an MLP's
+    /// settings, fingerprint and model metadata are as they were before `--arch` existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
     /// How the weights are initialised.
     #[serde(default)]
     pub init: Init,
@@ -169,6 +177,22 @@ impl Config {
             return bad("--hidden widths must be above zero, e.g. --hidden 800,800".into());
         }
         check_hidden_fits(&self.hidden, None)?;
+        if let Some(arch) = &self.arch {
+            if !self.hidden.is_empty() {
+                return bad(format!(
+                    "--arch {arch} and --hidden describe the network twice; give one (--hidden \
+                     800,800 is the MLP shorthand)"
+                ));
+            }
+            let r = &self.regularisation;
+            if r.input_dropout > 0.0 || r.hidden_dropout > 0.0 {
+                return bad(format!(
+                    "--input-dropout/--hidden-dropout apply to the --hidden MLP; with --arch, dropout \
+                     goes in the architecture as a layer, e.g. --arch {}",
+                    "conv:32:5,relu,maxpool:2,flatten,fc:256,relu,dropout:0.5,fc"
+                ));
+            }
+        }
         if self.out.extension().and_then(|e| e.to_str()) != Some("onnx") {
             return bad(format!(
                 "--out {}: the model file must end in .onnx",
@@ -295,7 +319,9 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     let started = Instant::now();
     let mut notes = Vec::new();
     let Data { train, val } = load_data(config, &mut notes)?;
-    check_hidden_fits(&config.hidden, Some((train.width(), train.classes)))?;
+    if config.arch.is_none() {
+        check_hidden_fits(&config.hidden, Some((train.width(), train.classes)))?;
+    }
     if let BiasChoice::Fixed(shifts) = &config.bias_adjust {
         shifts.check(train.classes)?;
     }
@@ -308,7 +334,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     let (soft, store) = soft_targets(config, &train)?;
     let provenance = provenance(config, store.as_ref())?;
     let State {
-        mut mlp,
+        mut model,
         mut opt,
         mut progress,
     } = start(config, &train, &paths, &mut notes)?;
@@ -331,7 +357,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         &loss,
         train.len(),
         val.as_ref(),
-        (&mut mlp, &mut opt, &mut progress),
+        (&mut model, &mut opt, &mut progress),
         reporter,
     )?;
 
@@ -351,7 +377,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         best_model: trained.best_saved.then(|| paths.best.clone()),
         metrics: paths.metrics.clone(),
         checkpoint: paths.checkpoint.clone(),
-        parameters: mlp.parameters(),
+        parameters: model.parameters(),
         rows: train.len(),
         epochs: progress.history.len(),
         seconds: started.elapsed().as_secs_f64(),
@@ -365,7 +391,7 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     };
     if trained.interrupted {
         // The interrupt flag stays set: other stages running in this process stop too.
-        checkpoint::save(&paths.checkpoint, &mlp, &opt, &progress)?;
+        checkpoint::save(&paths.checkpoint, &model, &opt, &progress)?;
         record::write_csv(&paths.metrics, &progress.history)?;
         return Ok(report);
     }
@@ -381,9 +407,16 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     let best_saved =
         trained.best_saved || progress.best_val_errors.is_some() && paths.best.is_file();
     if config.patience.is_some() && best_saved {
-        mlp = onnx::load(&paths.best)?.mlp;
+        model = Model::load(&paths.best)?.0;
     }
-    finish(&outputs, mlp, &train, val.as_ref(), best_saved, &mut report)?;
+    finish(
+        &outputs,
+        model,
+        &train,
+        val.as_ref(),
+        best_saved,
+        &mut report,
+    )?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

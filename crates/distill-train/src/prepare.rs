@@ -121,7 +121,7 @@ pub(crate) fn check_outputs(config: &Config, paths: &OutputPaths) -> Result<()> 
 
 /// The network, its optimiser, and where training stands.
 pub(crate) struct State {
-    pub(crate) mlp: Mlp,
+    pub(crate) model: Model,
     pub(crate) opt: Optimizer,
     pub(crate) progress: Progress,
 }
@@ -134,9 +134,8 @@ pub(crate) fn start(
     paths: &OutputPaths,
     notes: &mut Vec<String>,
 ) -> Result<State> {
-    let mlp_config = config.mlp_config(train.width(), train.classes);
-    let mut mlp = Mlp::with_init(mlp_config, config.seed, config.init)?;
-    let mut opt = Optimizer::new(config.optimizer.clone(), &mlp.shapes());
+    let mut model = build_model(config, train)?;
+    let mut opt = Optimizer::new(config.optimizer.clone(), &model.shapes());
     let fingerprint = config.fingerprint();
     let mut progress = Progress {
         fingerprint: fingerprint.clone(),
@@ -149,7 +148,7 @@ pub(crate) fn start(
     };
     if config.resume {
         if paths.checkpoint.is_file() {
-            progress = checkpoint::load(&paths.checkpoint, &mut mlp, &mut opt)?;
+            progress = checkpoint::load(&paths.checkpoint, &mut model, &mut opt)?;
             if progress.fingerprint != fingerprint {
                 return Err(TrainError::Checkpoint {
                     path: paths.checkpoint.clone(),
@@ -195,5 +194,49 @@ pub(crate) fn start(
             ));
         }
     }
-    Ok(State { mlp, opt, progress })
+    Ok(State {
+        model,
+        opt,
+        progress,
+    })
+}
+
+/// The shape of one row of `data`: an image `[1, H, W]` when its rows are images, else a flat
+/// vector of its width.
+pub fn input_shape(data: &Dataset) -> Shape {
+    match data.image {
+        Some((h, w)) => Shape::Image { c: 1, h, w },
+        None => Shape::Flat(data.width()),
+    }
+}
+
+/// A freshly initialised network for `train`: the `--arch` net on the data's input shape, or the
+/// `--hidden` MLP. An architecture that does not fit the data (a convolution on rows that are not
+/// images) is an error naming `--arch` and the data.
+pub(crate) fn build_model(config: &Config, train: &Dataset) -> Result<Model> {
+    let Some(arch) = &config.arch else {
+        let mlp_config = config.mlp_config(train.width(), train.classes);
+        return Ok(Model::Mlp(Mlp::with_init(
+            mlp_config,
+            config.seed,
+            config.init,
+        )?));
+    };
+    let input = input_shape(train);
+    let mut net = Net::with_init(arch.clone(), input, train.classes, config.seed, config.init)
+        .map_err(|e| {
+            let rows = match input {
+                Shape::Flat(n) => format!(
+                    "flat rows of {n} features (no image_shape in its metadata; a convolution or \
+                     pooling layer needs images — use --hidden, or data with an image shape)"
+                ),
+                image => format!("images of {image}"),
+            };
+            TrainError::invalid(format!(
+                "--arch {arch}: {e}; the data {} has {rows} and {} classes",
+                train.name, train.classes
+            ))
+        })?;
+    net.max_norm = config.regularisation.max_norm;
+    Ok(Model::Net(net))
 }

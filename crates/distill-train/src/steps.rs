@@ -1,4 +1,4 @@
-//! The optimiser step every MLP trainer shares (distill-train's students and teachers,
+//! The optimiser step every trainer shares (distill-train's students and teachers,
 //! distill-specialists' specialists): gather a batch's rows, jitter its images, draw the step's
 //! seed, take the step and refuse a loss that is no longer finite.
 //!
@@ -9,7 +9,7 @@ use crate::{Result, TrainError};
 use distill_core::rng::Rng;
 use distill_data::ImageShape;
 use distill_nn::mlp::gather_rows;
-use distill_nn::{DistillLoss, LossParts, Mlp, Optimizer, Workspace};
+use distill_nn::{DistillLoss, LossParts, Model, ModelWorkspace, Optimizer};
 use ndarray::{Array2, ArrayView2};
 
 /// The seed of batch `batch` of epoch `epoch` in a run seeded with `seed`: it draws the batch's
@@ -30,7 +30,7 @@ pub struct BatchTrainer<'a> {
     /// Hard labels, one per row of `features`.
     labels: Option<&'a [u32]>,
     seed: u64,
-    ws: Workspace,
+    ws: ModelWorkspace,
     x: Array2<f32>,
     s: Array2<f32>,
     y: Vec<u32>,
@@ -51,7 +51,7 @@ impl<'a> BatchTrainer<'a> {
             soft,
             labels,
             seed,
-            ws: Workspace::default(),
+            ws: ModelWorkspace::default(),
             x: Array2::zeros((0, 0)),
             s: Array2::zeros((0, 0)),
             y: Vec::new(),
@@ -66,12 +66,12 @@ impl<'a> BatchTrainer<'a> {
         self
     }
 
-    /// One optimiser step of `mlp` on the rows `rows`, batch `batch` of epoch `epoch` (0-based).
+    /// One optimiser step of `model` on the rows `rows`, batch `batch` of epoch `epoch` (0-based).
     /// A loss that is not finite is an error naming the epoch (1-based) and the batch.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
-        mlp: &mut Mlp,
+        model: &mut Model,
         loss: &DistillLoss,
         opt: &mut Optimizer,
         epoch: usize,
@@ -96,7 +96,7 @@ impl<'a> BatchTrainer<'a> {
             self.y.clear();
             self.y.extend(rows.iter().map(|&r| l[r]));
         }
-        let parts = mlp.train_step(
+        let parts = model.train_step(
             self.x.view(),
             self.soft.map(|_| self.s.view()),
             self.labels.map(|_| self.y.as_slice()),

@@ -17,7 +17,7 @@ use crate::targets::SubsetMap;
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::{SpecialistSet, Subset};
 use distill_data::{Dataset, Selection};
-use distill_nn::{Mlp, MlpConfig, OptimizerConfig, onnx};
+use distill_nn::{Model, OptimizerConfig};
 use distill_store::read_store;
 use distill_train::{Regularisation, SoftTargetSettings};
 use folder::write_manifest;
@@ -121,10 +121,6 @@ impl Config {
         Ok(())
     }
 
-    fn mlp_config(&self) -> MlpConfig {
-        self.regularisation.mlp_config(Vec::new())
-    }
-
     /// The manifest's path.
     pub fn manifest_path(&self) -> PathBuf {
         self.out.join("manifest.yaml")
@@ -192,9 +188,9 @@ pub fn read_subsets(path: &Path, classes: usize) -> Result<SpecialistSet> {
 
 /// Refuses a generalist with a weight or bias that is not a finite number: every specialist
 /// starts from it, and its outputs would be NaN.
-fn check_finite(generalist: &Mlp, path: &Path) -> Result<()> {
-    for (k, layer) in generalist.layers.iter().enumerate() {
-        if let Some(v) = layer.w.iter().chain(&layer.b).find(|v| !v.is_finite()) {
+fn check_finite(generalist: &Model, path: &Path) -> Result<()> {
+    for (k, (w, b)) in generalist.params().into_iter().enumerate() {
+        if let Some(v) = w.iter().chain(b).find(|v| !v.is_finite()) {
             return Err(SpecialistsError::input(
                 path,
                 format!(
@@ -211,7 +207,7 @@ fn check_finite(generalist: &Mlp, path: &Path) -> Result<()> {
 /// What the specialists share: the data, the generalist, and the soft targets.
 struct Shared<'a> {
     config: &'a Config,
-    generalist: &'a Mlp,
+    generalist: &'a Model,
     generalist_sha256: &'a str,
     train: &'a Dataset,
     labels: &'a [u32],
@@ -225,7 +221,7 @@ struct Shared<'a> {
 
 /// [`select::choose`] on the held-out validation rows `val`, on which the generalist's logits are
 /// `generalist`, for the specialists `nets`.
-fn choose_on(generalist: &Array2<f32>, nets: &[Mlp], val: &Dataset) -> Result<Chosen> {
+fn choose_on(generalist: &Array2<f32>, nets: &[Model], val: &Dataset) -> Result<Chosen> {
     let labels = val.require_labels("the validation slice")?;
     let specialists = nets
         .iter()
@@ -239,7 +235,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     let started = Instant::now();
     config.validate()?;
     let mut notes = Vec::new();
-    let generalist = onnx::load(&config.generalist)?.mlp;
+    let generalist = Model::load(&config.generalist)?.0;
     check_finite(&generalist, &config.generalist)?;
     let classes = generalist.classes();
     let set = read_subsets(&config.subsets, classes)?;
@@ -376,7 +372,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     };
     let written: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let outcome = train_all(&shared, &subsets, &written).and_then(|trained| {
-        let (mut reports, nets): (Vec<SpecialistReport>, Vec<Mlp>) = trained.into_iter().unzip();
+        let (mut reports, nets): (Vec<SpecialistReport>, Vec<Model>) = trained.into_iter().unzip();
         let chosen = match (&val, &val_logits) {
             (Some(v), Some(g)) => Some(choose_on(g, &nets, v)?),
             _ => None,

@@ -11,7 +11,7 @@ use distill_cluster::specialists::Subset;
 use distill_core::math::{error_count, softmax};
 use distill_core::rng::Rng;
 use distill_nn::loss::cross_entropy;
-use distill_nn::{Mlp, Optimizer, onnx};
+use distill_nn::{Model, Optimizer};
 use distill_train::steps::BatchTrainer;
 use ndarray::{Array2, Axis};
 use serde::Serialize;
@@ -38,7 +38,7 @@ pub fn enriched_rows(labels: &[u32], map: &SubsetMap, seed: u64) -> Vec<usize> {
 
 /// Errors and loss of `mlp` on a validation slice (`None` when there is none).
 fn evaluate(
-    mlp: &Mlp,
+    mlp: &Model,
     slice: Option<&(Array2<f32>, Vec<u32>)>,
 ) -> Result<(Option<usize>, Option<f64>)> {
     let Some((x, y)) = slice else {
@@ -53,7 +53,7 @@ fn evaluate(
 
 /// The generalist combined with `mlp` alone (its dustbin moved by `correction` to the real class
 /// shares) on the held-out validation rows; `None` without them.
-fn system_score(shared: &Shared, mlp: &Mlp, correction: f64) -> Result<Option<Score>> {
+fn system_score(shared: &Shared, mlp: &Model, correction: f64) -> Result<Option<Score>> {
     let (Some(v), Some(g)) = (shared.val, shared.val_logits) else {
         return Ok(None);
     };
@@ -74,7 +74,7 @@ pub(super) fn train_one(
     shared: &Shared,
     subset: &Subset,
     written: &Mutex<Vec<PathBuf>>,
-) -> Result<(SpecialistReport, Mlp)> {
+) -> Result<(SpecialistReport, Model)> {
     let started = Instant::now();
     let config = shared.config;
     let train = shared.train;
@@ -93,7 +93,7 @@ pub(super) fn train_one(
         (x, y)
     });
     // Start exactly as the generalist folded onto the subset and the dustbin.
-    let start = init::from_generalist(shared.generalist, &map, config.mlp_config())?;
+    let start = init::from_generalist(shared.generalist, &map, &config.regularisation)?;
     let mut mlp = start.clone();
     // The generalist's folded distribution is calibrated for the real class shares; the stream
     // oversamples the subset, so the start is moved to the stream's shares by the inverse of the
@@ -257,7 +257,7 @@ pub(super) fn train_one(
     if let Ok(mut w) = written.lock() {
         w.push(path.clone());
     }
-    onnx::save(&mlp, &path, &metadata)?;
+    mlp.save(&path, &metadata)?;
     let sample = match &val_slice {
         Some((x, _)) => x.slice(ndarray::s![..x.nrows().min(256), ..]).to_owned(),
         None => train

@@ -4,13 +4,13 @@ use super::one::train_one;
 use super::{Shared, SpecialistReport};
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::Subset;
-use distill_nn::Mlp;
+use distill_nn::Model;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A trained specialist: its report and its network.
-type Trained = (SpecialistReport, Mlp);
+type Trained = (SpecialistReport, Model);
 
 /// Trains every subset, `config.jobs` at a time, each in its own thread pool; the reports and
 /// trained networks in subset order, or the first error.

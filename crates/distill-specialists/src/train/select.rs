@@ -44,12 +44,11 @@ pub struct Chosen {
 /// A specialist's subset (the classes its folded head keeps) and its logits on the rows `x`, as
 /// [`choose`] and [`score`] take them.
 pub(super) fn subset_logits(
-    specialist: &distill_nn::Mlp,
+    specialist: &distill_nn::Model,
     x: ndarray::ArrayView2<f32>,
 ) -> Result<(Vec<u32>, Array2<f32>)> {
     let keep = specialist
-        .fold
-        .as_ref()
+        .fold()
         .map(|f| f.keep().to_vec())
         .unwrap_or_default();
     Ok((keep, specialist.forward(x)?))
