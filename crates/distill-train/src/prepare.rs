@@ -205,7 +205,11 @@ pub(crate) fn start(
 /// vector of its width.
 pub fn input_shape(data: &Dataset) -> Shape {
     match data.image {
-        Some((h, w)) => Shape::Image { c: 1, h, w },
+        Some(image) => Shape::Image {
+            c: image.channels,
+            h: image.height,
+            w: image.width,
+        },
         None => Shape::Flat(data.width()),
     }
 }
