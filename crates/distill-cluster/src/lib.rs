@@ -186,13 +186,14 @@ pub fn class_names(dataset: &str) -> Option<Vec<String>> {
     source_of(dataset)?.class_names()
 }
 
+/// The source a store's `dataset` field names: `SOURCE:split` read without its split first (an
+/// `images:DIR:train` would otherwise parse as the folder `DIR:train`), else the field whole.
 fn source_of(dataset: &str) -> Option<DataSource> {
-    DataSource::parse(dataset).ok().or_else(|| {
-        let (head, split) = dataset.rsplit_once(':')?;
-        matches!(split, "train" | "test")
-            .then(|| DataSource::parse(head).ok())
-            .flatten()
-    })
+    dataset
+        .rsplit_once(':')
+        .filter(|(_, split)| matches!(*split, "train" | "test"))
+        .and_then(|(head, _)| DataSource::parse(head).ok())
+        .or_else(|| DataSource::parse(dataset).ok())
 }
 
 /// The true group of every class, when the store was made from a synthetic data set.
