@@ -32,10 +32,16 @@ pub enum PipelineError {
         message: String,
         user: bool,
     },
+    /// A stage stopped by Ctrl-C; `checkpoint` when it left one (a train stage) to resume from.
     #[error(
-        "stage {stage} was interrupted; its checkpoint is kept: run the pipeline again to resume"
+        "stage {stage} was interrupted; {}",
+        if *checkpoint {
+            "its checkpoint is kept: run the pipeline again to resume"
+        } else {
+            "run the pipeline again to run it from the start"
+        }
     )]
-    Interrupted { stage: String },
+    Interrupted { stage: String, checkpoint: bool },
     #[error("interrupted before stage {stage} started; run the pipeline again to continue")]
     Stopped { stage: String },
     /// `distill run --executor slurm` stopped waiting (Ctrl-C); the jobs go on.
@@ -98,5 +104,30 @@ impl PipelineError {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PipelineError;
+
+    #[test]
+    fn only_a_stage_with_a_checkpoint_is_said_to_resume() {
+        let train = PipelineError::Interrupted {
+            stage: "student".into(),
+            checkpoint: true,
+        };
+        assert!(
+            train.to_string().contains("its checkpoint is kept"),
+            "{train}"
+        );
+        let cmd = PipelineError::Interrupted {
+            stage: "import".into(),
+            checkpoint: false,
+        };
+        assert_eq!(
+            cmd.to_string(),
+            "stage import was interrupted; run the pipeline again to run it from the start"
+        );
     }
 }

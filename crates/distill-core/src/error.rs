@@ -64,20 +64,67 @@ impl CoreError {
     }
 
     /// Whether the error comes from the user's input (files, flags) rather than the machine.
-    /// Binaries exit with code 2 for these.
+    /// Binaries exit with code 2 for these. An I/O error counts as the user's when its kind says
+    /// so (a missing file, a permission, damaged data), also when the Parquet reader or writer
+    /// reports it; a full disk or any other failure of the machine does not.
     pub fn is_user_error(&self) -> bool {
         match self {
-            CoreError::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::NotFound
-                    | std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::InvalidData
-                    | std::io::ErrorKind::UnexpectedEof
-                    | std::io::ErrorKind::IsADirectory
-                    | std::io::ErrorKind::NotADirectory
-                    | std::io::ErrorKind::ReadOnlyFilesystem
-            ),
+            CoreError::Io { source, .. } => user_io_kind(source.kind()),
+            CoreError::Parquet { source, .. } => {
+                io_cause(source.as_ref()).is_none_or(|io| user_io_kind(io.kind()))
+            }
             _ => true,
         }
+    }
+}
+
+/// The I/O error kinds that come from the user's files or paths.
+fn user_io_kind(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::IsADirectory
+            | std::io::ErrorKind::NotADirectory
+            | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// The first I/O error in `error`'s chain of sources, `error` included.
+fn io_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    /// An error that wraps another, as the Parquet writer's `External` does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("External: {0}")]
+    struct Wrapped(#[source] Error);
+
+    #[test]
+    fn a_full_disk_is_the_machine_s_fault_however_it_is_reported() {
+        let path = Path::new("s.parquet");
+        let full = || Error::from(ErrorKind::StorageFull);
+        assert!(!CoreError::io(path, full()).is_user_error());
+        assert!(!CoreError::parquet(path, Wrapped(full())).is_user_error());
+        assert!(!CoreError::parquet(path, full()).is_user_error());
+        // A missing file and a Parquet complaint without an I/O cause are the user's.
+        let missing = Wrapped(Error::from(ErrorKind::NotFound));
+        assert!(CoreError::parquet(path, missing).is_user_error());
+        assert!(CoreError::parquet(path, "not a Parquet file").is_user_error());
+        assert!(CoreError::io(path, Error::from(ErrorKind::PermissionDenied)).is_user_error());
     }
 }

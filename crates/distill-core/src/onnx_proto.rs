@@ -74,6 +74,10 @@ pub struct NodeProto {
 }
 
 pub const ATTR_INT: i32 = 2;
+/// `AttributeProto.AttributeType` INTS.
+pub const ATTR_INTS: i32 = 7;
+/// `AttributeProto.AttributeType` STRINGS.
+pub const ATTR_STRINGS: i32 = 8;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributeProto {
@@ -91,6 +95,8 @@ pub struct AttributeProto {
     pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
     #[prost(message, repeated, tag = "10")]
     pub tensors: Vec<TensorProto>,
     #[prost(int32, tag = "20")]

@@ -10,138 +10,14 @@
 
 use std::path::{Path, PathBuf};
 
+use distill_core::onnx_proto::{
+    ATTR_INTS, ATTR_STRINGS, AttributeProto, DATA_FLOAT, DimValue, Dimension, GraphProto,
+    ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TensorTypeProto, TypeProto,
+    ValueInfoProto,
+};
 use distill_runtime::{ModelSpec, OnnxModel, OutputKind, Provider, RuntimeError};
 use ndarray::{Array2, array};
 use prost::Message;
-
-/// The part of the ONNX schema (onnx/onnx.proto3) a ZipMap model needs, with its field numbers:
-/// sequence and map types, and string-list attributes, which distill itself never writes.
-mod proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ModelProto {
-        #[prost(int64, tag = "1")]
-        pub ir_version: i64,
-        #[prost(message, repeated, tag = "8")]
-        pub opset_import: Vec<OperatorSetIdProto>,
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct OperatorSetIdProto {
-        #[prost(string, tag = "1")]
-        pub domain: String,
-        #[prost(int64, tag = "2")]
-        pub version: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphProto {
-        #[prost(message, repeated, tag = "1")]
-        pub node: Vec<NodeProto>,
-        #[prost(string, tag = "2")]
-        pub name: String,
-        #[prost(message, repeated, tag = "11")]
-        pub input: Vec<ValueInfoProto>,
-        #[prost(message, repeated, tag = "12")]
-        pub output: Vec<ValueInfoProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct NodeProto {
-        #[prost(string, repeated, tag = "1")]
-        pub input: Vec<String>,
-        #[prost(string, repeated, tag = "2")]
-        pub output: Vec<String>,
-        #[prost(string, tag = "4")]
-        pub op_type: String,
-        #[prost(message, repeated, tag = "5")]
-        pub attribute: Vec<AttributeProto>,
-        #[prost(string, tag = "7")]
-        pub domain: String,
-    }
-
-    /// `AttributeProto.AttributeType` STRINGS and INTS.
-    pub const STRINGS: i32 = 8;
-    pub const INTS: i32 = 7;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AttributeProto {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(int64, repeated, tag = "8")]
-        pub ints: Vec<i64>,
-        #[prost(bytes = "vec", repeated, tag = "9")]
-        pub strings: Vec<Vec<u8>>,
-        #[prost(int32, tag = "20")]
-        pub r#type: i32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ValueInfoProto {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(message, optional, tag = "2")]
-        pub r#type: Option<TypeProto>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TypeProto {
-        #[prost(oneof = "Value", tags = "1, 4, 5")]
-        pub value: Option<Value>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Value {
-        #[prost(message, tag = "1")]
-        Tensor(Tensor),
-        #[prost(message, tag = "4")]
-        Sequence(Box<Sequence>),
-        #[prost(message, tag = "5")]
-        Map(Box<Map>),
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Tensor {
-        #[prost(int32, tag = "1")]
-        pub elem_type: i32,
-        #[prost(message, optional, tag = "2")]
-        pub shape: Option<Shape>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Shape {
-        #[prost(message, repeated, tag = "1")]
-        pub dim: Vec<Dimension>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Dimension {
-        #[prost(int64, optional, tag = "1")]
-        pub dim_value: Option<i64>,
-        #[prost(string, optional, tag = "2")]
-        pub dim_param: Option<String>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sequence {
-        #[prost(message, optional, boxed, tag = "1")]
-        pub elem_type: Option<Box<TypeProto>>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Map {
-        #[prost(int32, tag = "1")]
-        pub key_type: i32,
-        #[prost(message, optional, boxed, tag = "2")]
-        pub value_type: Option<Box<TypeProto>>,
-    }
-}
-
-/// `TensorProto.DataType` FLOAT, INT64 and STRING.
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
-const STRING: i32 = 8;
 
 /// The labels of a ZipMap node: `classlabels_int64s` or `classlabels_strings`.
 enum Labels<'a> {
@@ -149,57 +25,45 @@ enum Labels<'a> {
     Strings(&'a [&'a str]),
 }
 
-/// Writes `X [N, 3] → ZipMap(labels) → Z` to `dir/name` and returns its path.
+/// Writes `X [N, 3] → ZipMap(labels) → Z` to `dir/name` and returns its path. The output's type
+/// (a sequence of maps) is left to ONNX Runtime's type inference.
 fn zipmap_model(dir: &Path, name: &str, labels: Labels) -> PathBuf {
-    use proto::*;
-    let (attribute, key_type) = match labels {
-        Labels::Ints(l) => (
-            AttributeProto {
-                name: "classlabels_int64s".into(),
-                ints: l.to_vec(),
-                strings: Vec::new(),
-                r#type: INTS,
-            },
-            INT64,
-        ),
-        Labels::Strings(l) => (
-            AttributeProto {
-                name: "classlabels_strings".into(),
-                ints: Vec::new(),
-                strings: l.iter().map(|s| s.as_bytes().to_vec()).collect(),
-                r#type: STRINGS,
-            },
-            STRING,
-        ),
+    let attribute = match labels {
+        Labels::Ints(l) => AttributeProto {
+            name: "classlabels_int64s".into(),
+            ints: l.to_vec(),
+            r#type: ATTR_INTS,
+            ..Default::default()
+        },
+        Labels::Strings(l) => AttributeProto {
+            name: "classlabels_strings".into(),
+            strings: l.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            r#type: ATTR_STRINGS,
+            ..Default::default()
+        },
     };
-    let dim = |value: Option<i64>, param: Option<&str>| Dimension {
-        dim_value: value,
-        dim_param: param.map(str::to_string),
+    let dim = |value| Dimension { value: Some(value) };
+    let input = ValueInfoProto {
+        name: "X".into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: DATA_FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        dim(DimValue::DimParam("N".into())),
+                        dim(DimValue::DimValue(3)),
+                    ],
+                }),
+            }),
+        }),
     };
-    let float_tensor = |dims: Vec<Dimension>| TypeProto {
-        value: Some(Value::Tensor(Tensor {
-            elem_type: FLOAT,
-            shape: Some(Shape { dim: dims }),
-        })),
-    };
-    let map = TypeProto {
-        value: Some(Value::Map(Box::new(Map {
-            key_type,
-            value_type: Some(Box::new(float_tensor(Vec::new()))),
-        }))),
+    let opset = |domain: &str, version| OperatorSetIdProto {
+        domain: domain.into(),
+        version,
     };
     let model = ModelProto {
         ir_version: 8,
-        opset_import: vec![
-            OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            },
-            OperatorSetIdProto {
-                domain: "ai.onnx.ml".into(),
-                version: 1,
-            },
-        ],
+        opset_import: vec![opset("", 13), opset("ai.onnx.ml", 1)],
         graph: Some(GraphProto {
             node: vec![NodeProto {
                 input: vec!["X".into()],
@@ -207,21 +71,17 @@ fn zipmap_model(dir: &Path, name: &str, labels: Labels) -> PathBuf {
                 op_type: "ZipMap".into(),
                 attribute: vec![attribute],
                 domain: "ai.onnx.ml".into(),
+                ..Default::default()
             }],
             name: "zipmap".into(),
-            input: vec![ValueInfoProto {
-                name: "X".into(),
-                r#type: Some(float_tensor(vec![dim(None, Some("N")), dim(Some(3), None)])),
-            }],
+            input: vec![input],
             output: vec![ValueInfoProto {
                 name: "Z".into(),
-                r#type: Some(TypeProto {
-                    value: Some(Value::Sequence(Box::new(Sequence {
-                        elem_type: Some(Box::new(map)),
-                    }))),
-                }),
+                r#type: None,
             }],
+            ..Default::default()
         }),
+        ..Default::default()
     };
     let path = dir.join(name);
     std::fs::write(&path, model.encode_to_vec()).unwrap();

@@ -86,6 +86,7 @@ fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String>
                 say(format_args!("{r}"));
                 return Err(PipelineError::Interrupted {
                     stage: stage.name.clone(),
+                    checkpoint: true,
                 });
             }
             r.to_string()
@@ -126,6 +127,7 @@ fn run_stage(stage: &Stage, resume: bool, progress: &Progress) -> Result<String>
                 crate::pipeline::child::Ended::Interrupted => {
                     return Err(PipelineError::Interrupted {
                         stage: stage.name.clone(),
+                        checkpoint: false,
                     });
                 }
             };
