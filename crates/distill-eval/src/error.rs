@@ -98,7 +98,7 @@ pub enum EvalError {
 
     /// `--top-n` without `--manifest`.
     #[error(
-        "--top-n only applies with --specialists or --manifest MANIFEST (two spellings of the specialists' manifest)"
+        "--top-n only applies with --manifest MANIFEST (the specialists' manifest.yaml): add it, or drop --top-n"
     )]
     TopNWithoutSpecialists,
     /// A `--name` that is empty, taken by another model or an ensemble's entry.

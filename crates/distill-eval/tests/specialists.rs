@@ -434,7 +434,7 @@ fn bad_manifests_exit_2_and_write_nothing() {
         ),
         (
             vec!["--model", "generalist.onnx", "--top-n", "2"],
-            "--top-n only applies with --specialists",
+            "--top-n only applies with --manifest",
         ),
         (
             vec![

@@ -332,6 +332,7 @@ pub fn read_inputs(config: &Config) -> Result<Inputs, ReportError> {
         && inputs.specialists.is_none()
         && inputs.manifest.is_none()
         && inputs.store.is_none()
+        && inputs.pipeline.is_none()
     {
         let named: Vec<String> = inputs
             .missing

@@ -264,6 +264,37 @@ fn missing_inputs_fail_unless_allowed_and_then_are_listed() {
     assert!(matches!(e, ReportError::Nothing(_)), "{e}");
 }
 
+/// A pipeline whose first stage failed has written nothing the report draws; with the pipeline
+/// file the page still says which stages ran and what is missing, rather than refusing.
+#[test]
+fn a_pipeline_that_failed_at_its_first_stage_still_gets_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        "stages:\n  teacher:\n    kind: train\n    args: {out: t.onnx}\n  eval:\n    kind: eval\n    args: {model: t.onnx, out: metrics.json}\n",
+    )
+    .unwrap();
+    let c = Config {
+        metrics: Some(dir.path().join("metrics.json")),
+        pipeline: Some(pipeline),
+        allow_missing: true,
+        out: dir.path().join("report.html"),
+        ..Config::default()
+    };
+    let report = run(&c).unwrap();
+    assert_eq!(report.missing.len(), 1);
+    let html = std::fs::read_to_string(&c.out).unwrap();
+    assert!(
+        html.contains("id=\"missing\""),
+        "the page lists the missing metrics"
+    );
+    assert!(
+        html.contains("teacher") && html.contains("eval"),
+        "the page lists the stages"
+    );
+}
+
 #[test]
 fn the_specialists_result_is_read_tolerantly() {
     let dir = tempfile::tempdir().unwrap();
