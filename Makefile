@@ -18,7 +18,7 @@ endif
 ORT_STAMP := $(VENV)/.onnxruntime-$(ORT_FLAVOUR)-$(ORT_VERSION)
 CARGO_RELEASE := cargo build --release --workspace --bins $(CARGO_FEATURES)
 
-.PHONY: help setup ort build test bench bench-compare bench-quantize pipeline results-specialists reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
+.PHONY: help setup ort build test bench bench-compare bench-quantize pipeline results-specialists results-cnn reproduce reproduce-quick check-report check-cuda clean soak fuzz check-store-recipes test-slurm
 
 help:
 	@echo "make setup      ONNX Runtime $(ORT_VERSION) into $(VENV) (CUDA=1 for the GPU wheel) and release binaries"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench      engine, teacher-inference, top-k store, training and specialist benchmarks"
 	@echo "make pipeline   the default distillation pipeline on MNIST, ending with work/mnist/report.html"
 	@echo "make results-specialists  pipelines/specialists-pairs.yaml for three generalist sizes with the compute-matched baseline, and the table in docs/results.md (~40 min on 2 cores)"
+	@echo "make results-cnn  pipelines/mnist-cnn.yaml (three CNN teachers, a small CNN student distilled from them, the same CNN on hard labels, an MLP student) and its table in docs/results.md"
 	@echo "make reproduce  the paper's MNIST experiments (pipelines/paper-*.yaml, ~2 h on 2 cores; resumable), ending with work/reproduce/RESULTS.md"
 	@echo "make reproduce-quick  the same chain on a data slice with 1-2 epochs per net, in work/reproduce-quick/ (minutes)"
 	@echo "make check-report  the report of a small pipeline in headless Chromium (installs Debian's chromium)"
@@ -98,6 +99,10 @@ pipeline: setup
 # writes the table into docs/results.md. Finished stages are skipped when run again.
 results-specialists: setup
 	$(PYTHON) scripts/specialists_results.py
+
+# pipelines/mnist-cnn.yaml, then its table (with commit, CPU and date) into docs/results.md.
+results-cnn: setup
+	$(PYTHON) scripts/cnn_results.py
 
 # The paper's MNIST experiments (README, "Reproducing the paper"): every pipelines/paper-*.yaml in
 # order, then the paper-vs-ours table in work/reproduce/RESULTS.md. Run it again to resume.
