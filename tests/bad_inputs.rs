@@ -712,6 +712,12 @@ const ROWS: &[Row] = &[
     // distill-cluster
     (
         "cluster",
+        "--soft-targets never-made.parquet --count 2 --out c.yaml",
+        2,
+        "--soft-targets: never-made.parquet does not exist; check the path, or run the teach stage",
+    ),
+    (
+        "cluster",
         "--soft-targets store.parquet --count 0 --out c.yaml",
         2,
         "--count 0",

@@ -172,6 +172,11 @@ impl Config {
                 self.out.display()
             ));
         }
+        distill_core::input::require_exists(
+            "--soft-targets",
+            &self.soft_targets,
+            "the teach stage (distill-teach --out)",
+        )?;
         let inputs = [("--soft-targets", self.soft_targets.as_path())];
         distill_core::atomic::check_output("--out", &self.out, &inputs)?;
         distill_core::atomic::check_output("--heatmap", &heatmap, &inputs)?;

@@ -15,6 +15,19 @@ pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 /// far above any file the stages write.
 pub const MAX_TEXT_BYTES: u64 = 64 << 20;
 
+/// Refuses an input that does not exist, naming the flag that gave it and what writes it
+/// (`written_by`, e.g. "the teach stage (distill-teach --out)"), so a user who skipped a stage is
+/// told which one to run rather than shown the operating system's "No such file".
+pub fn require_exists(flag: &str, path: &Path, written_by: &str) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(CoreError::invalid(format!(
+        "{flag}: {} does not exist; check the path, or run {written_by} first, which writes it",
+        path.display()
+    )))
+}
+
 /// Refuses `path` unless it is a regular file (symlinks followed). `flag` names the option that
 /// gave it in the message (none when empty).
 pub fn check_regular(flag: &str, path: &Path) -> Result<std::fs::Metadata> {
