@@ -166,7 +166,7 @@ impl Layer {
     ) {
         match (self, s, grad) {
             (Layer::Conv(conv), Scratch::Conv(cs), Some((gw, gb))) => {
-                conv.backward(dy, dx, cs, gw, gb)
+                conv.backward(x, dy, dx, cs, gw, gb)
             }
             (Layer::BatchNorm(bn), Scratch::Bn(b), Some((gw, gb))) => {
                 let mut g = gw.row_mut(0).to_owned();

@@ -49,32 +49,37 @@ impl Window {
 }
 
 /// Max pooling: writes each window's maximum into `out` (`[N, C·P]`) and its index within the
-/// example into `arg` (`N·C·P` values) for the backward pass.
+/// example into `arg` (`N·C·P` values) for the backward pass. Windows lie inside the input (no
+/// padding), as [`Window::new`] with `pad` 0 makes them.
 pub fn max_forward(wd: &Window, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>, arg: &mut [u32]) {
+    debug_assert_eq!(wd.pad, 0, "max pooling has no padding");
     let per = out.ncols();
+    let (k, s, plane) = (wd.kernel, wd.stride, wd.h * wd.w);
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(x.axis_iter(Axis(0)).into_par_iter())
         .zip(arg.par_chunks_mut(per))
         .for_each(|((mut out, x), arg)| {
-            let p = wd.positions();
+            let out = out.as_slice_mut().expect("contiguous row");
+            let x = x.to_slice().expect("contiguous row");
+            let mut q = 0;
             for c in 0..wd.c {
-                let plane = c * wd.h * wd.w;
-                for q in 0..p {
-                    let mut best: Option<(f32, usize)> = None;
-                    for ki in 0..wd.kernel {
-                        for kj in 0..wd.kernel {
-                            if let Some(i) = wd.source(q, ki, kj) {
-                                let v = x[plane + i];
-                                if best.is_none_or(|(b, _)| v > b) {
-                                    best = Some((v, plane + i));
+                for oh in 0..wd.out_h {
+                    for ow in 0..wd.out_w {
+                        let corner = c * plane + oh * s * wd.w + ow * s;
+                        let (mut best, mut at) = (x[corner], corner);
+                        for ki in 0..k {
+                            let row = corner + ki * wd.w;
+                            for (i, &v) in x[row..row + k].iter().enumerate() {
+                                if v > best {
+                                    (best, at) = (v, row + i);
                                 }
                             }
                         }
+                        out[q] = best;
+                        arg[q] = at as u32;
+                        q += 1;
                     }
-                    let (v, i) = best.unwrap_or((0.0, plane));
-                    out[c * p + q] = v;
-                    arg[c * p + q] = i as u32;
                 }
             }
         });
@@ -171,4 +176,44 @@ pub fn gap_backward(dy: ArrayView2<f32>, mut dx: ArrayViewMut2<f32>) {
                 *v = dy[k / plane] * inv;
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// Max pooling against a scan of each window through [`Window::source`], on overlapping,
+    /// strided and non-dividing geometries, with values drawn from a few levels so windows hold
+    /// ties (the first maximum in row-major window order must win).
+    #[test]
+    fn max_forward_takes_the_first_maximum_of_each_window() {
+        let mut rng = distill_core::rng::Rng::new(9);
+        for &(c, h, w, k, s) in &[(2, 6, 6, 2, 2), (3, 7, 5, 3, 2), (1, 9, 8, 3, 1)] {
+            let wd = Window::new(c, h, w, k, s, 0);
+            let x = Array2::from_shape_simple_fn((3, c * h * w), || (rng.uniform() * 4.0).floor());
+            let per = c * wd.positions();
+            let mut out = Array2::zeros((3, per));
+            let mut arg = vec![0u32; 3 * per];
+            max_forward(&wd, x.view(), out.view_mut(), &mut arg);
+            for n in 0..3 {
+                for ch in 0..c {
+                    for q in 0..wd.positions() {
+                        let mut best: Option<(f32, usize)> = None;
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let i = ch * h * w + wd.source(q, ki, kj).expect("inside");
+                                if best.is_none_or(|(b, _)| x[[n, i]] > b) {
+                                    best = Some((x[[n, i]], i));
+                                }
+                            }
+                        }
+                        let (v, i) = best.expect("a window");
+                        let o = ch * wd.positions() + q;
+                        assert_eq!((out[[n, o]], arg[n * per + o]), (v, i as u32), "{wd:?}");
+                    }
+                }
+            }
+        }
+    }
 }
