@@ -88,6 +88,7 @@ fn bench() {
             hidden_dropout: 0.0,
             max_norm: None,
             jitter: 2,
+            flip: false,
         },
         optimizer: OptimizerConfig::sgd(0.05, 0.9),
         epochs: EPOCHS,
