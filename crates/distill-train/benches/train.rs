@@ -82,6 +82,7 @@ fn bench() {
         },
         hidden: vec![800, 800],
         arch: None,
+        normalize: None,
         init: Init::default(),
         regularisation: Regularisation {
             input_dropout: 0.0,
