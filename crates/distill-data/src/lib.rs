@@ -583,6 +583,21 @@ pub fn verify_checksum(path: &Path, bytes: &[u8]) -> Result<()> {
 /// of up to `max_shift` pixels in each direction, the same offset for every channel of a row,
 /// filling uncovered pixels with zero ("jitter").
 pub fn jitter(x: &mut ArrayViewMut2<f32>, shape: ImageShape, max_shift: usize, rng: &mut Rng) {
+    jitter_filled(x, shape, max_shift, &[0.0], rng);
+}
+
+/// [`jitter`], filling the uncovered pixels of channel `c` with `fill[c]` (or `fill[0]` for every
+/// channel when it holds one value): e.g. what a raw zero becomes after a [`Preprocess`], so that
+/// jittering preprocessed rows gives the preprocessed jittered raw rows. Draws from `rng` exactly
+/// as [`jitter`] does.
+pub fn jitter_filled(
+    x: &mut ArrayViewMut2<f32>,
+    shape: ImageShape,
+    max_shift: usize,
+    fill: &[f32],
+    rng: &mut Rng,
+) {
+    let blank = |ch: usize| fill.get(ch).or(fill.first()).copied().unwrap_or(0.0);
     let (h, w) = (shape.height, shape.width);
     let span = 2 * max_shift + 1;
     let mut src = vec![0.0f32; shape.values()];
@@ -604,7 +619,7 @@ pub fn jitter(x: &mut ArrayViewMut2<f32>, shape: ImageShape, max_shift: usize, r
                     let v = if sr >= 0 && sr < h as isize && sc >= 0 && sc < w as isize {
                         src[base + (sr as usize) * w + sc as usize]
                     } else {
-                        0.0
+                        blank(ch)
                     };
                     row[base + (r as usize) * w + c as usize] = v;
                 }
@@ -671,6 +686,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn jitter_of_preprocessed_rows_is_the_preprocessed_jitter_of_raw_rows() {
+        let shape = ImageShape::new(3, 4, 5);
+        let raw = Array2::from_shape_fn((16, 60), |(r, i)| ((r * 7 + i * 3) % 11) as f32 / 10.0);
+        let p = Preprocess::parse("scale=2,mean=0.5:0.25:0.125,std=0.5:2:4").unwrap();
+        let mut blank = Array2::<f32>::zeros((1, 3));
+        p.apply(&mut blank.view_mut(), Some(ImageShape::new(3, 1, 1)))
+            .unwrap();
+        // By hand: (0 * 2 - mean) / std per channel.
+        assert_eq!(blank.row(0).to_vec(), vec![-1.0, -0.125, -0.03125]);
+
+        let mut jittered_raw = raw.clone();
+        jitter(&mut jittered_raw.view_mut(), shape, 2, &mut Rng::new(4));
+        p.apply(&mut jittered_raw.view_mut(), Some(shape)).unwrap();
+        let mut pre = raw.clone();
+        p.apply(&mut pre.view_mut(), Some(shape)).unwrap();
+        let fill = blank.row(0).to_vec();
+        jitter_filled(&mut pre.view_mut(), shape, 2, &fill, &mut Rng::new(4));
+        assert_eq!(pre, jittered_raw);
+        assert_ne!(pre, {
+            let mut unshifted = raw.clone();
+            p.apply(&mut unshifted.view_mut(), Some(shape)).unwrap();
+            unshifted
+        });
     }
 
     #[test]

@@ -226,23 +226,31 @@ impl Model {
         }
     }
 
-    /// Saves the model as ONNX at `path`, atomically, with `metadata` ([`onnx::save`] or
-    /// [`onnx::save_net`], which adds the architecture and input shape).
-    pub fn save(&self, path: &Path, metadata: &[(String, String)]) -> Result<()> {
+    /// Saves the model as ONNX at `path`, atomically, with `metadata` and `preprocess` as its
+    /// first nodes ([`onnx::save_preprocessed`] or [`onnx::save_net`], which adds the architecture
+    /// and input shape): the file takes raw rows, the model preprocessed ones.
+    pub fn save(
+        &self,
+        path: &Path,
+        metadata: &[(String, String)],
+        preprocess: Option<onnx::Preprocess>,
+    ) -> Result<()> {
         match self {
-            Model::Mlp(m) => onnx::save(m, path, metadata),
-            Model::Net(n) => onnx::save_net(n, path, metadata, None),
+            Model::Mlp(m) => onnx::save_preprocessed(m, path, metadata, preprocess),
+            Model::Net(n) => onnx::save_net(n, path, metadata, preprocess),
         }
     }
 
     /// Loads a model saved by [`Model::save`]: a net when the file's metadata records an
-    /// architecture ([`ARCH_KEY`]), else an MLP ([`onnx::load`]). Returns the metadata too.
+    /// architecture ([`ARCH_KEY`]), else an MLP ([`onnx::load_preprocessed`]). Returns the
+    /// metadata too; the file's preprocessing, if any, is there under
+    /// [`onnx::net::PREPROCESS_KEY`], and the model takes rows after it.
     pub fn load(path: &Path) -> Result<(Model, HashMap<String, String>)> {
         if onnx::metadata(path)?.contains_key(ARCH_KEY) {
             let l = onnx::load_net(path)?;
             Ok((Model::Net(l.net), l.metadata))
         } else {
-            let l = onnx::load(path)?;
+            let l = onnx::load_preprocessed(path)?;
             Ok((Model::Mlp(l.mlp), l.metadata))
         }
     }

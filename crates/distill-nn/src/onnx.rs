@@ -220,11 +220,29 @@ fn model(
     }
 }
 
-/// The ONNX bytes of `mlp`, with `metadata` (plus the network's configuration) as metadata props.
-pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>> {
+/// The ONNX bytes of `mlp`, with `preprocess` as its first nodes (as [`to_onnx_bytes_net`] bakes
+/// it, one mean and one std for the flat input's one channel) and `metadata` (plus the network's
+/// configuration, and the preprocessing under [`net::PREPROCESS_KEY`]) as metadata props. Without
+/// preprocessing the bytes are those of an MLP file before preprocessing existed.
+pub fn to_onnx_bytes(
+    mlp: &Mlp,
+    metadata: &[(String, String)],
+    preprocess: Option<Preprocess>,
+) -> Result<Vec<u8>> {
     let mut nodes = Vec::new();
     let mut initializers = Vec::new();
     let mut prev = INPUT.to_string();
+    let pre_prop = preprocess
+        .map(|p| {
+            net::preprocess_nodes(
+                p,
+                crate::Shape::Flat(mlp.inputs()),
+                &mut prev,
+                &mut nodes,
+                &mut initializers,
+            )
+        })
+        .transpose()?;
     let last = mlp.layers.len() - 1;
     for (l, layer) in mlp.layers.iter().enumerate() {
         let w = format!("layer{l}.weight");
@@ -258,13 +276,24 @@ pub fn to_onnx_bytes(mlp: &Mlp, metadata: &[(String, String)]) -> Result<Vec<u8>
     }
     let config = serde_json::to_string(&mlp.config).map_err(|e| NnError::Shape(e.to_string()))?;
     let mut props = vec![(CONFIG_KEY.to_string(), config)];
+    props.extend(pre_prop);
     props.extend_from_slice(metadata);
     Ok(mlp_model(mlp, nodes, initializers, &prev, &props, "distill_mlp").encode_to_vec())
 }
 
 /// Saves `mlp` as ONNX at `path`, atomically.
 pub fn save(mlp: &Mlp, path: &Path, metadata: &[(String, String)]) -> Result<()> {
-    let bytes = to_onnx_bytes(mlp, metadata)?;
+    save_preprocessed(mlp, path, metadata, None)
+}
+
+/// Saves `mlp` as ONNX at `path`, atomically, with `preprocess` baked in (see [`to_onnx_bytes`]).
+pub fn save_preprocessed(
+    mlp: &Mlp,
+    path: &Path,
+    metadata: &[(String, String)],
+    preprocess: Option<Preprocess>,
+) -> Result<()> {
+    let bytes = to_onnx_bytes(mlp, metadata, preprocess)?;
     distill_core::atomic::write_bytes(path, &bytes)?;
     Ok(())
 }
@@ -277,8 +306,20 @@ pub struct Loaded {
 
 /// Loads an MLP saved by [`save`] (or any ONNX model made only of Gemm / MatMul+Add and Relu on a
 /// flat float input). Only a regular file of at most [`distill_core::input::MAX_MODEL_BYTES`] is
-/// read.
+/// read. An MLP saved with preprocessing ([`save_preprocessed`]) is refused, as the [`Mlp`] would
+/// not compute it: read it with [`load_preprocessed`].
 pub fn load(path: &Path) -> Result<Loaded> {
+    load_mlp(path, false)
+}
+
+/// As [`load`], and also an MLP saved by [`save_preprocessed`]: the returned [`Mlp`] is the network
+/// after the preprocessing nodes (it takes preprocessed rows), and the preprocessing is in the
+/// metadata under [`net::PREPROCESS_KEY`].
+pub fn load_preprocessed(path: &Path) -> Result<Loaded> {
+    load_mlp(path, true)
+}
+
+fn load_mlp(path: &Path, with_preprocess: bool) -> Result<Loaded> {
     let err = |message: String| NnError::Onnx {
         path: path.display().to_string(),
         message,
@@ -300,6 +341,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .position(|n| n.op_type == "Gather")
         .unwrap_or(graph.node.len());
     let (chain, head) = graph.node.split_at(head_at);
+    let has_preprocess = model
+        .metadata_props
+        .iter()
+        .any(|p| p.key == net::PREPROCESS_KEY);
+    let mut pre_nodes = 0;
     for node in chain {
         if node.input.first() != Some(&current) {
             return Err(err(format!(
@@ -308,6 +354,39 @@ pub fn load(path: &Path) -> Result<Loaded> {
             )));
         }
         let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+        let expected_pre = net::PREPROCESS_NODES
+            .get(pre_nodes)
+            .filter(|_| layers.is_empty());
+        if let Some(&(op, arg, out)) = expected_pre
+            && node.op_type == op
+            && node.input.get(1).map(String::as_str) == Some(arg)
+            && node.output.first().map(String::as_str) == Some(out)
+        {
+            if !(with_preprocess && has_preprocess) {
+                return Err(err(format!(
+                    "node '{}' ({op}) is preprocessing (the model's metadata {} it under '{}'), \
+                     which a plain MLP does not compute; read the model with \
+                     distill_nn::Model::load, which keeps the preprocessing in the metadata",
+                    node.name,
+                    if has_preprocess {
+                        "records"
+                    } else {
+                        "does not record"
+                    },
+                    net::PREPROCESS_KEY
+                )));
+            }
+            pre_nodes += 1;
+            current = out.to_string();
+            continue;
+        }
+        if pre_nodes > 0 && pre_nodes < net::PREPROCESS_NODES.len() {
+            return Err(err(format!(
+                "node '{}' ({}) follows {pre_nodes} of the 3 preprocessing nodes (Mul, Sub, Div); \
+                 the preprocessing is incomplete",
+                node.name, node.op_type
+            )));
+        }
         match node.op_type.as_str() {
             "Gemm" => {
                 for (a, default) in [("alpha", 1.0f32), ("beta", 1.0)] {

@@ -92,6 +92,7 @@ mod tests {
             hidden_dropout: 0.0,
             max_norm: None,
             jitter: 0,
+            flip: false,
         };
         let s = from_generalist(&g, &map, &reg).unwrap();
         assert_eq!(s.classes(), 4);

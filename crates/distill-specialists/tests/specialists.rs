@@ -423,6 +423,93 @@ fn untrained_specialists_of_a_cnn_reproduce_it_exactly() {
     assert_exact_start(&g, &out, &groups, test.features.view());
 }
 
+/// A generalist trained with `--normalize` passes its preprocessing on: every specialist file
+/// records and computes it, so on raw rows in ONNX Runtime an untrained specialist's subset logits
+/// are the generalist's.
+#[test]
+fn specialists_of_a_normalised_generalist_take_raw_rows_as_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("generalist.onnx");
+    let args = distill_train::cli::Args::try_parse_from([
+        "distill-train",
+        "--data",
+        MNIST,
+        "--limit",
+        "400",
+        "--hidden",
+        "24",
+        "--normalize",
+        "mean=0.1307,std=0.3081",
+        "--epochs",
+        "2",
+        "--test-split",
+        "none",
+        "--out",
+        g.to_str().unwrap(),
+    ])
+    .unwrap();
+    distill_train::run(
+        &args.into_config().unwrap(),
+        &distill_progress::Progress::hidden(),
+    )
+    .unwrap();
+    let groups = vec![vec![3, 5, 8], vec![4, 7, 9]];
+    let s = dir.path().join("specialists.yaml");
+    write_specialists(&s, &set_of(&groups, 10)).unwrap();
+    let out = dir.path().join("spec");
+    let (code, stdout, stderr) = run(&[
+        "--data",
+        MNIST,
+        "--limit",
+        "400",
+        "--generalist",
+        g.to_str().unwrap(),
+        "--subsets",
+        s.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-30",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("generalist's preprocessing"), "{stdout}");
+    let key = distill_nn::onnx::net::PREPROCESS_KEY;
+    let recorded = distill_nn::onnx::metadata(&g).unwrap()[key].clone();
+    let raw = DataSource::parse(MNIST)
+        .unwrap()
+        .load(Split::Test)
+        .unwrap()
+        .select(&(0..300).collect::<Vec<_>>())
+        .features;
+    distill_runtime::init().unwrap();
+    let ort = |path: &Path| {
+        distill_runtime::OnnxModel::load(
+            &distill_runtime::ModelSpec::new(path),
+            distill_runtime::Provider::Cpu,
+            1,
+        )
+        .unwrap()
+        .run(raw.view())
+        .unwrap()
+    };
+    let zg = ort(&g);
+    for (id, group) in groups.iter().enumerate() {
+        let path = out.join(format!("specialist-{id}.onnx"));
+        assert_eq!(distill_nn::onnx::metadata(&path).unwrap()[key], recorded);
+        let zs = ort(&path);
+        for (k, &c) in group.iter().enumerate() {
+            let diff = (&zs.column(k) - &zg.column(c as usize))
+                .iter()
+                .fold(0.0f32, |m, d| m.max(d.abs()));
+            assert!(diff < 1e-5, "specialist {id} class {c}: {diff}");
+        }
+    }
+}
+
 /// The specialists in `out` (one per group of `groups`) hold the generalist `g`'s weights and
 /// buffers exactly; on the rows `x` their subset logits are its logits, and combined with it they
 /// leave every row's distribution (to 1e-6) and argmax its own.

@@ -35,6 +35,12 @@ pub struct Args {
     /// the data's images). Repeated, the pieces are joined with commas (a pipeline's YAML list).
     #[arg(long, value_name = "LAYERS", conflicts_with = "hidden")]
     pub arch: Vec<String>,
+    /// Normalise every row before the network sees it, `mean=M,std=S` with one value for all
+    /// channels or one per channel (`mean=0.49:0.48:0.45,std=0.25:0.24:0.26`), optionally
+    /// `scale=K` first: value = (x * K - M) / S. The saved model computes it as its first nodes,
+    /// so it takes the raw rows the data gives, as the teachers do.
+    #[arg(long, value_name = "mean=M[:M..],std=S[:S..]")]
+    pub normalize: Option<String>,
     /// Weight initialisation: torch (PyTorch's nn.Linear default, uniform +-1/sqrt(fan_in) weights
     /// and biases) or he (He-normal weights, zero biases).
     #[arg(long, value_name = "torch|he", default_value = "torch")]
@@ -104,6 +110,14 @@ impl Args {
             "none" => None,
             s => Some(s.parse::<Split>()?),
         };
+        let normalize = self
+            .normalize
+            .as_deref()
+            .map(|text| {
+                distill_data::Preprocess::parse(text)
+                    .map_err(|e| TrainError::invalid(format!("--normalize {text}: {e}")))
+            })
+            .transpose()?;
         Ok(Config {
             selection: self.data.selection()?,
             validation: self.validation,
@@ -111,6 +125,7 @@ impl Args {
             soft: self.soft.settings()?,
             hidden,
             arch,
+            normalize,
             init: self
                 .init
                 .parse()
@@ -191,6 +206,10 @@ pub struct RegularisationArgs {
     /// and width).
     #[arg(long, value_name = "PIXELS", default_value_t = 0)]
     pub jitter: usize,
+    /// Mirror each training image left to right with probability 1/2, drawn from the run's seed
+    /// (for natural images such as photos, not for digits or text).
+    #[arg(long)]
+    pub flip: bool,
 }
 
 impl RegularisationArgs {
@@ -201,6 +220,7 @@ impl RegularisationArgs {
             hidden_dropout: self.hidden_dropout,
             max_norm: self.max_norm,
             jitter: self.jitter,
+            flip: self.flip,
         }
     }
 }

@@ -8,8 +8,8 @@ use super::*;
 pub(crate) fn finish(
     out: &Outputs,
     mut model: Model,
-    train: &Dataset,
-    val: Option<&Dataset>,
+    (train, val): (&Dataset, Option<&Dataset>),
+    raw_sample: Array2<f32>,
     best_saved: bool,
     report: &mut Report,
 ) -> Result<()> {
@@ -55,9 +55,9 @@ pub(crate) fn finish(
         &report.bias,
         Snapshot::Last,
     )?;
-    let sample = val.unwrap_or(train).features.view();
-    let sample = sample.slice(ndarray::s![..sample.nrows().min(256), ..]);
-    let note = verify_with_onnx_runtime(&paths.model, &model, sample)?;
+    let image = train.image;
+    let preprocess = config.normalize.as_ref().map(|p| (p, image));
+    let note = verify_with_onnx_runtime(&paths.model, &model, raw_sample.view(), preprocess)?;
     report.notes.push(note);
     report.model = Some(paths.model.clone());
     Ok(())
@@ -78,9 +78,12 @@ pub(crate) fn test_errors(
         ..config.selection.clone()
     }
     .load()?;
-    let Some(tl) = &test.labels else {
+    let Some(tl) = test.labels.clone() else {
         return Ok(None);
     };
+    let mut test = test;
+    normalize_rows(config.normalize.as_ref(), &mut test, "--normalize")?;
+    let tl = &tl;
     let after = model.forward(test.features.view())?;
     let pred = argmax_rows(after.view());
     let mut per_class = vec![0usize; model.classes()];
@@ -185,7 +188,7 @@ pub(crate) fn save_model(
         ("distill.bias_adjust".to_string(), json(bias)),
     ];
     meta.extend_from_slice(provenance);
-    model.save(path, &meta)?;
+    model.save(path, &meta, config.normalize.as_ref().map(baked))?;
     Ok(())
 }
 
@@ -210,13 +213,15 @@ pub(crate) fn provenance(
     ])
 }
 
-/// Runs the saved model through ONNX Runtime on `rows` and compares its logits with the engine's
-/// (max abs difference at most 1e-4). Returns a note; a disagreement, or an ONNX Runtime that
-/// cannot be loaded, is an error.
+/// Runs the saved model through ONNX Runtime on the raw `rows` and compares its logits with the
+/// engine's on the same rows after `preprocess` (the preprocessing the file bakes in and the rows'
+/// image shape; `None`: the rows as they are), max abs difference at most 1e-4. Returns a note; a
+/// disagreement, or an ONNX Runtime that cannot be loaded, is an error.
 pub fn verify_with_onnx_runtime(
     path: &Path,
     model: &Model,
     rows: ArrayView2<f32>,
+    preprocess: Option<(&Preprocess, Option<ImageShape>)>,
 ) -> Result<String> {
     let fail = |m: String| TrainError::Export {
         path: path.to_path_buf(),
@@ -237,7 +242,14 @@ pub fn verify_with_onnx_runtime(
     let theirs = session
         .run(rows)
         .map_err(|e| fail(format!("ONNX Runtime cannot run the saved model: {e}")))?;
-    let ours = model.forward(rows)?;
+    let ours = match preprocess {
+        Some((p, image)) => {
+            let mut x = rows.to_owned();
+            p.apply(&mut x.view_mut(), image)?;
+            model.forward(x.view())?
+        }
+        None => model.forward(rows)?,
+    };
     if ours.dim() != theirs.dim() {
         return Err(fail(format!(
             "ONNX Runtime's output has shape {:?}, the engine's {:?}; the saved model is wrong",
@@ -263,9 +275,10 @@ pub fn verify_with_onnx_runtime(
         )));
     }
     Ok(format!(
-        "{} checked with ONNX Runtime on {} rows: max |difference| {diff:.1e}",
+        "{} checked with ONNX Runtime on {} {}rows: max |difference| {diff:.1e}",
         path.display(),
-        rows.nrows()
+        rows.nrows(),
+        if preprocess.is_some() { "raw " } else { "" }
     ))
 }
 

@@ -25,7 +25,7 @@ use checkpoint::{EpochSums, Progress};
 use distill_core::math::{argmax_rows, error_count};
 use distill_core::rng::Rng;
 use distill_core::{interrupt, sha256_file};
-use distill_data::{Dataset, ImageShape, Selection, Split};
+use distill_data::{Dataset, ImageShape, Preprocess, Selection, Split};
 use distill_nn::loss::{cross_entropy, weighted};
 use distill_nn::{
     Arch, DistillLoss, Init, Mlp, MlpConfig, Model, Net, Optimizer, OptimizerConfig, Shape,
@@ -61,6 +61,11 @@ pub struct Config {
     /// settings, fingerprint and model metadata are as they were before `--arch` existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<Arch>,
+    /// Normalisation of every row (`--normalize`) before the network sees it; the saved model
+    /// computes it as its first nodes and takes raw rows. Absent from the serialised settings
+    /// when not given, as `arch` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Preprocess>,
     /// How the weights are initialised.
     #[serde(default)]
     pub init: Init,
@@ -260,6 +265,75 @@ pub fn check_jitter_fits(jitter: usize, image: Option<ImageShape>, name: &str) -
     }
 }
 
+/// `--jitter` ([`check_jitter_fits`]) and `--flip`, which mirrors images left to right and so
+/// needs rows that are images (`image`; `name` names the data in the message).
+pub fn check_augmentation_fits(
+    regularisation: &Regularisation,
+    image: Option<ImageShape>,
+    name: &str,
+) -> Result<()> {
+    check_jitter_fits(regularisation.jitter, image, name)?;
+    if regularisation.flip && image.is_none() {
+        return Err(TrainError::invalid(format!(
+            "--flip mirrors images left to right, and the rows of {name} are not images (flat rows \
+             have no left and right); drop --flip, or give data with an image shape"
+        )));
+    }
+    Ok(())
+}
+
+/// Normalises the rows of `data` in place with `normalize` (nothing when `None`). `source` names
+/// where the preprocessing comes from in the message (e.g. `--normalize`) when it does not fit
+/// the rows' channels.
+pub fn normalize_rows(
+    normalize: Option<&Preprocess>,
+    data: &mut Dataset,
+    source: &str,
+) -> Result<()> {
+    let Some(p) = normalize else {
+        return Ok(());
+    };
+    p.apply(&mut data.features.view_mut(), data.image)
+        .map_err(|e| {
+            TrainError::invalid(format!(
+                "{source} {}: {e} (the rows of {})",
+                p.describe(),
+                data.name
+            ))
+        })
+}
+
+/// The preprocessing a model file records under [`distill_nn::onnx::net::PREPROCESS_KEY`] in
+/// its `metadata` (`None`: it takes the rows as they are); `path` names the file in the error
+/// when the record is not read.
+pub fn recorded_preprocess(
+    path: &Path,
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<Option<Preprocess>> {
+    let key = distill_nn::onnx::net::PREPROCESS_KEY;
+    metadata
+        .get(key)
+        .map(|json| {
+            serde_json::from_str::<Preprocess>(json).map_err(|e| {
+                TrainError::invalid(format!(
+                    "{}: its '{key}' metadata '{json}' is not a preprocessing ({e}); give a \
+                     model saved by distill-train",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The preprocessing in the form [`Model::save`] bakes into a model file.
+pub fn baked(p: &Preprocess) -> distill_nn::onnx::Preprocess<'_> {
+    distill_nn::onnx::Preprocess {
+        scale: p.scale,
+        mean: &p.mean,
+        std: &p.std,
+    }
+}
+
 /// `--hidden` between the data's `inputs` and `classes` (`None` before the data is read: any
 /// data, at least 1 feature and 2 classes): a network of at most
 /// [`distill_nn::mlp::MAX_WEIGHTS`] weights, refused before anything is allocated.
@@ -318,14 +392,18 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     check_outputs(config, &paths)?;
     let started = Instant::now();
     let mut notes = Vec::new();
-    let Data { train, val } = load_data(config, &mut notes)?;
+    let Data {
+        train,
+        val,
+        raw_sample,
+    } = load_data(config, &mut notes)?;
     if config.arch.is_none() {
         check_hidden_fits(&config.hidden, Some((train.width(), train.classes)))?;
     }
     if let BiasChoice::Fixed(shifts) = &config.bias_adjust {
         shifts.check(train.classes)?;
     }
-    check_jitter(
+    check_augmentation(
         config,
         &train,
         config.soft.soft_targets.is_some(),
@@ -350,7 +428,11 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
         train.labels.as_deref(),
         config.seed,
     )
-    .with_jitter(train.image, config.regularisation.jitter);
+    .with_augmentation(
+        train.image,
+        &config.regularisation,
+        config.normalize.as_ref(),
+    )?;
     let trained = epochs(
         &outputs,
         &mut trainer,
@@ -412,8 +494,8 @@ fn train(config: &Config, reporter: &distill_progress::Progress) -> Result<Repor
     finish(
         &outputs,
         model,
-        &train,
-        val.as_ref(),
+        (&train, val.as_ref()),
+        raw_sample,
         best_saved,
         &mut report,
     )?;

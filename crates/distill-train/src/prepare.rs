@@ -22,14 +22,17 @@ pub(crate) fn check_writable(flag: &str, path: &Path, inputs: &[(&str, &Path)]) 
     Ok(())
 }
 
-/// The transfer set and the validation slice.
+/// The transfer set and the validation slice, normalised as `--normalize` says.
 pub(crate) struct Data {
     pub(crate) train: Dataset,
     pub(crate) val: Option<Dataset>,
+    /// The first rows (at most 256) of the validation slice, or else of the transfer set, before
+    /// normalisation: the raw rows the saved model is checked on with ONNX Runtime.
+    pub(crate) raw_sample: Array2<f32>,
 }
 
 /// Step 1: the rows. Loads the split, holds out the validation slice (before the class filters),
-/// applies the class filters and `--fraction`.
+/// applies the class filters and `--fraction`, keeps a raw sample and normalises the rows.
 pub(crate) fn load_data(config: &Config, notes: &mut Vec<String>) -> Result<Data> {
     let all = Selection {
         classes: Default::default(),
@@ -37,7 +40,7 @@ pub(crate) fn load_data(config: &Config, notes: &mut Vec<String>) -> Result<Data
     }
     .load()?;
     let val_rows = config.validation.unwrap_or((all.len() / 10).min(5000));
-    let (rest, val) = if val_rows > 0 {
+    let (rest, mut val) = if val_rows > 0 {
         let (rest, val) = all.split_validation(val_rows)?;
         (rest, Some(val))
     } else {
@@ -54,7 +57,20 @@ pub(crate) fn load_data(config: &Config, notes: &mut Vec<String>) -> Result<Data
     if config.soft.alpha < 1.0 {
         train.require_labels("training with hard labels (alpha below 1)")?;
     }
-    Ok(Data { train, val })
+    let sample = val.as_ref().unwrap_or(&train).features.view();
+    let raw_sample = sample
+        .slice(ndarray::s![..sample.nrows().min(256), ..])
+        .to_owned();
+    let normalize = config.normalize.as_ref();
+    normalize_rows(normalize, &mut train, "--normalize")?;
+    if let Some(v) = val.as_mut() {
+        normalize_rows(normalize, v, "--normalize")?;
+    }
+    Ok(Data {
+        train,
+        val,
+        raw_sample,
+    })
 }
 
 /// Step 2: the targets. The ensemble's tempered probabilities for each row of `train` (aligned
@@ -79,9 +95,9 @@ pub(crate) fn soft_targets(
     Ok((Some(probs), Some(store)))
 }
 
-/// `--jitter` needs images and a shift below their sides ([`check_jitter_fits`]); with soft
-/// targets it gets a note on what the targets are.
-pub(crate) fn check_jitter(
+/// `--jitter` and `--flip` need images, and a shift below their sides
+/// ([`check_augmentation_fits`]); jitter with soft targets gets a note on what the targets are.
+pub(crate) fn check_augmentation(
     config: &Config,
     train: &Dataset,
     distilling: bool,
@@ -95,7 +111,7 @@ pub(crate) fn check_jitter(
             config.regularisation.jitter
         ));
     }
-    check_jitter_fits(config.regularisation.jitter, train.image, &train.name)
+    check_augmentation_fits(&config.regularisation, train.image, &train.name)
 }
 
 /// Step 0: every output's folder exists and takes files, and the outputs (the model, the metrics

@@ -137,7 +137,7 @@ pub fn check_optimizer(optimizer: &OptimizerConfig) -> Result<()> {
 }
 
 /// How training is regularised: dropout, the max-norm bound on incoming weights, and random
-/// translation of training images. Built by [`crate::cli::RegularisationArgs::settings`].
+/// translation and horizontal flips of training images. Built by [`crate::cli::RegularisationArgs::settings`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Regularisation {
     /// Dropout rate on the input units while training.
@@ -148,6 +148,11 @@ pub struct Regularisation {
     pub max_norm: Option<f32>,
     /// Random translation of training images by up to this many pixels (0: off).
     pub jitter: usize,
+    /// Mirror each training image left to right with probability one half (for natural images,
+    /// not digits); absent from the serialised settings when off, so that the settings,
+    /// fingerprint and metadata of a run without it are as they were before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
 }
 
 impl Regularisation {

@@ -1,19 +1,19 @@
 //! The optimiser step every trainer shares (distill-train's students and teachers,
-//! distill-specialists' specialists): gather a batch's rows, jitter its images, draw the step's
-//! seed, take the step and refuse a loss that is no longer finite.
+//! distill-specialists' specialists): gather a batch's rows, draw the step's seed, jitter and flip
+//! its images, take the step and refuse a loss that is no longer finite.
 //!
 //! The seeds are a function of the run's seed, the epoch and the batch only, so a resumed or
 //! concurrent run draws the same dropout masks and shifts as an uninterrupted one.
 
-use crate::{Result, TrainError};
+use crate::{Regularisation, Result, TrainError};
 use distill_core::rng::Rng;
-use distill_data::ImageShape;
+use distill_data::{ImageShape, Preprocess};
 use distill_nn::mlp::gather_rows;
 use distill_nn::{DistillLoss, LossParts, Model, ModelWorkspace, Optimizer};
 use ndarray::{Array2, ArrayView2};
 
 /// The seed of batch `batch` of epoch `epoch` in a run seeded with `seed`: it draws the batch's
-/// dropout masks and image shifts.
+/// dropout masks, image shifts and flips.
 pub fn step_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     Rng::derive(seed, ((epoch as u64) << 32) | batch as u64).next_u64()
 }
@@ -25,6 +25,10 @@ pub struct BatchTrainer<'a> {
     image: Option<ImageShape>,
     /// Random translation of each image by up to this many pixels (0: off).
     jitter: usize,
+    /// What a raw zero pixel is in the rows, per channel (or one value): what jitter shifts in.
+    blank: Vec<f32>,
+    /// Mirror each image left to right with probability one half.
+    flip: bool,
     /// Soft targets, one row per row of `features`.
     soft: Option<ArrayView2<'a, f32>>,
     /// Hard labels, one per row of `features`.
@@ -48,6 +52,8 @@ impl<'a> BatchTrainer<'a> {
             features,
             image: None,
             jitter: 0,
+            blank: vec![0.0],
+            flip: false,
             soft,
             labels,
             seed,
@@ -58,12 +64,29 @@ impl<'a> BatchTrainer<'a> {
         }
     }
 
-    /// Shifts each image of a batch by up to `max_shift` pixels (nothing when the rows are not
-    /// images or `max_shift` is 0).
-    pub fn with_jitter(mut self, image: Option<ImageShape>, max_shift: usize) -> Self {
+    /// Augments the images of each batch as `regularisation` says (rows of shape `image`; nothing
+    /// when the rows are not images): shifts each by up to `jitter` pixels, filling with what a raw
+    /// zero is after `normalize` (the rows' preprocessing, if any), then mirrors it left to right
+    /// with probability one half when `flip` is on. Each draws from its own stream of the step's
+    /// seed. Fails when `normalize` does not fit the images' channels.
+    pub fn with_augmentation(
+        mut self,
+        image: Option<ImageShape>,
+        regularisation: &Regularisation,
+        normalize: Option<&Preprocess>,
+    ) -> Result<Self> {
         self.image = image;
-        self.jitter = max_shift;
-        self
+        self.jitter = regularisation.jitter;
+        self.flip = regularisation.flip;
+        if let (Some(p), Some(shape)) = (normalize, image) {
+            let mut blank = Array2::zeros((1, shape.channels));
+            p.apply(
+                &mut blank.view_mut(),
+                Some(ImageShape::new(shape.channels, 1, 1)),
+            )?;
+            self.blank = blank.into_raw_vec_and_offset().0;
+        }
+        Ok(self)
     }
 
     /// One optimiser step of `model` on the rows `rows`, batch `batch` of epoch `epoch` (0-based).
@@ -87,7 +110,12 @@ impl<'a> BatchTrainer<'a> {
         let seed = step_seed(self.seed, epoch, batch);
         if let (Some(shape), true) = (self.image, self.jitter > 0) {
             let mut rng = Rng::derive(seed, 0x717);
-            distill_data::jitter(&mut self.x.view_mut(), shape, self.jitter, &mut rng);
+            let x = &mut self.x.view_mut();
+            distill_data::jitter_filled(x, shape, self.jitter, &self.blank, &mut rng);
+        }
+        if let (Some(shape), true) = (self.image, self.flip) {
+            let mut rng = Rng::derive(seed, 0xF11B);
+            distill_data::flip(&mut self.x.view_mut(), shape, &mut rng);
         }
         if let Some(p) = self.soft {
             gather_rows(p, rows, self.s.view_mut());

@@ -72,6 +72,65 @@ fn ints_node(
     n
 }
 
+/// Appends `preprocess` as the nodes `pre/Mul` (by the scale), `pre/Sub` (the per-channel mean)
+/// and `pre/Div` (by the per-channel std) after `prev`, on an input of shape `input` (`[N, C, H,
+/// W]` for an image, `[N, D]` for flat rows, whose one channel takes one mean and one std), and
+/// moves `prev` to their output. Returns the metadata prop recording it ([`PREPROCESS_KEY`]).
+/// Refused: a count of means or stds that is neither one nor the input's channel count, and a
+/// std that is zero or not finite.
+pub(super) fn preprocess_nodes(
+    p: Preprocess,
+    input: Shape,
+    prev: &mut String,
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<TensorProto>,
+) -> Result<(String, String)> {
+    let c = input.channels();
+    for (what, v) in [("mean", p.mean), ("std", p.std)] {
+        if v.len() != 1 && v.len() != c {
+            return Err(NnError::Shape(format!(
+                "preprocessing {what} has {} values; give one per input channel ({c}) or one \
+                 for all",
+                v.len()
+            )));
+        }
+    }
+    if let Some(s) = p.std.iter().find(|&&s| !(s.is_finite() && s != 0.0)) {
+        return Err(NnError::Shape(format!(
+            "preprocessing std {s} would divide by zero or not a number; give finite \
+             non-zero values"
+        )));
+    }
+    let per_channel = |v: &[f32]| match input {
+        Shape::Image { .. } => vec![1, v.len(), 1, 1],
+        Shape::Flat(_) => vec![1, v.len()],
+    };
+    inits.push(tensor("pre.scale", &[1], [p.scale].into_iter()));
+    inits.push(tensor(
+        "pre.mean",
+        &per_channel(p.mean),
+        p.mean.iter().copied(),
+    ));
+    inits.push(tensor(
+        "pre.std",
+        &per_channel(p.std),
+        p.std.iter().copied(),
+    ));
+    for (op, arg, out) in PREPROCESS_NODES {
+        nodes.push(node(op, &format!("pre/{op}"), &[prev, arg], &[out], &[]));
+        *prev = out.into();
+    }
+    let json = serde_json::to_string(&p).map_err(|e| NnError::Shape(e.to_string()))?;
+    Ok((PREPROCESS_KEY.into(), json))
+}
+
+/// The preprocessing nodes' operator, constant input and output, in graph order.
+pub(super) const PREPROCESS_NODES: [(&str, &str, &str); 3] = [
+    ("Mul", "pre.scale", "pre.scaled"),
+    ("Sub", "pre.mean", "pre.centred"),
+    ("Div", "pre.std", "pre.out"),
+];
+
 /// The ONNX bytes of `net`, with `preprocess` as its first nodes and `metadata` (plus the
 /// architecture, input shape and preprocessing) as metadata props.
 pub fn to_onnx_bytes_net(
@@ -108,47 +167,9 @@ pub fn to_onnx_bytes_net(
         props.push((INPUT_SHAPE_KEY.into(), input.len().to_string()));
     }
     if let Some(p) = preprocess {
-        let c = input.channels();
-        for (what, v) in [("mean", p.mean), ("std", p.std)] {
-            if v.len() != 1 && v.len() != c {
-                return Err(NnError::Shape(format!(
-                    "preprocessing {what} has {} values; give one per input channel ({c}) or one \
-                     for all",
-                    v.len()
-                )));
-            }
-        }
-        if let Some(s) = p.std.iter().find(|&&s| !(s.is_finite() && s != 0.0)) {
-            return Err(NnError::Shape(format!(
-                "preprocessing std {s} would divide by zero or not a number; give finite \
-                 non-zero values"
-            )));
-        }
-        let per_channel = |v: &[f32]| match input {
-            Shape::Image { .. } => vec![1, v.len(), 1, 1],
-            Shape::Flat(_) => vec![1, v.len()],
-        };
-        inits.push(tensor("pre.scale", &[1], [p.scale].into_iter()));
-        inits.push(tensor(
-            "pre.mean",
-            &per_channel(p.mean),
-            p.mean.iter().copied(),
-        ));
-        inits.push(tensor(
-            "pre.std",
-            &per_channel(p.std),
-            p.std.iter().copied(),
-        ));
-        for (op, arg, out) in [
-            ("Mul", "pre.scale", "pre.scaled"),
-            ("Sub", "pre.mean", "pre.centred"),
-            ("Div", "pre.std", "pre.out"),
-        ] {
-            nodes.push(node(op, &format!("pre/{op}"), &[&prev, arg], &[out], &[]));
-            prev = out.into();
-        }
-        let json = serde_json::to_string(&p).map_err(|e| NnError::Shape(e.to_string()))?;
-        props.push((PREPROCESS_KEY.into(), json));
+        props.push(preprocess_nodes(
+            p, input, &mut prev, &mut nodes, &mut inits,
+        )?);
     }
     if let Some(c) = net.max_norm {
         props.push((MAX_NORM_KEY.into(), c.to_string()));

@@ -16,12 +16,12 @@ pub use select::{Chosen, Score};
 use crate::targets::SubsetMap;
 use crate::{Result, SpecialistsError};
 use distill_cluster::specialists::{SpecialistSet, Subset};
-use distill_data::{Dataset, Selection};
+use distill_data::{Dataset, Preprocess, Selection};
 use distill_nn::{Model, OptimizerConfig};
 use distill_store::read_store;
 use distill_train::{Regularisation, SoftTargetSettings};
 use folder::write_manifest;
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use pool::train_all;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -215,6 +215,12 @@ struct Shared<'a> {
     /// The generalist's logits on the validation rows.
     val_logits: Option<&'a Array2<f32>>,
     soft: Option<&'a Array2<f32>>,
+    /// The generalist's preprocessing, applied to `train` and `val` and baked into every
+    /// specialist file.
+    preprocess: Option<&'a Preprocess>,
+    /// The first rows (at most 256) of the validation slice, or else of the training rows, before
+    /// preprocessing: what each saved specialist is checked on with ONNX Runtime.
+    raw_sample: ArrayView2<'a, f32>,
     /// Where each specialist's epoch lines go.
     progress: &'a distill_progress::Progress,
 }
@@ -235,7 +241,10 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     let started = Instant::now();
     config.validate()?;
     let mut notes = Vec::new();
-    let generalist = Model::load(&config.generalist)?.0;
+    let (generalist, generalist_meta) = Model::load(&config.generalist)?;
+    // The generalist's preprocessing: the specialists see the rows as it saw them, and their
+    // files compute it too, so that every model of the system takes the same raw rows.
+    let preprocess = distill_train::recorded_preprocess(&config.generalist, &generalist_meta)?;
     check_finite(&generalist, &config.generalist)?;
     let classes = generalist.classes();
     let set = read_subsets(&config.subsets, classes)?;
@@ -295,15 +304,31 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         ));
     }
     let val_rows = config.validation.unwrap_or((all.len() / 10).min(5000));
-    let (rest, val) = if val_rows > 0 {
+    let (rest, mut val) = if val_rows > 0 {
         let (rest, val) = all.split_validation(val_rows)?;
         (rest, Some(val))
     } else {
         notes.push("no validation slice (--validation 0): no early stopping".into());
         (all, None)
     };
-    let train = rest.filter_classes(&config.selection.classes)?;
-    distill_train::check_jitter_fits(config.regularisation.jitter, train.image, &train.name)?;
+    let mut train = rest.filter_classes(&config.selection.classes)?;
+    distill_train::check_augmentation_fits(&config.regularisation, train.image, &train.name)?;
+    let sample = val.as_ref().unwrap_or(&train).features.view();
+    let raw_sample = sample
+        .slice(ndarray::s![..sample.nrows().min(256), ..])
+        .to_owned();
+    let source = format!("{} (its preprocessing)", config.generalist.display());
+    distill_train::normalize_rows(preprocess.as_ref(), &mut train, &source)?;
+    if let Some(v) = val.as_mut() {
+        distill_train::normalize_rows(preprocess.as_ref(), v, &source)?;
+    }
+    if let Some(p) = &preprocess {
+        notes.push(format!(
+            "rows normalised as the generalist's preprocessing says ({}); every specialist file \
+             computes it too and takes raw rows",
+            p.describe()
+        ));
+    }
     let labels = train.require_labels("training specialists")?.to_vec();
     if let Some(v) = &val {
         v.require_labels("the validation slice")?;
@@ -368,6 +393,8 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
         val: val.as_ref(),
         val_logits: val_logits.as_ref(),
         soft: soft.as_ref(),
+        preprocess: preprocess.as_ref(),
+        raw_sample: raw_sample.view(),
         progress,
     };
     let written: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());

@@ -128,7 +128,7 @@ pub(super) fn train_one(
         Some(&mapped_labels),
         seed,
     )
-    .with_jitter(train.image, config.regularisation.jitter);
+    .with_augmentation(train.image, &config.regularisation, shared.preprocess)?;
     for epoch in 0..config.epochs {
         let epoch_started = Instant::now();
         let rows = sampler.epoch(epoch);
@@ -257,15 +257,17 @@ pub(super) fn train_one(
     if let Ok(mut w) = written.lock() {
         w.push(path.clone());
     }
-    mlp.save(&path, &metadata)?;
-    let sample = match &val_slice {
-        Some((x, _)) => x.slice(ndarray::s![..x.nrows().min(256), ..]).to_owned(),
-        None => train
-            .features
-            .slice(ndarray::s![..train.len().min(256), ..])
-            .to_owned(),
-    };
-    let onnx_check = distill_train::verify_with_onnx_runtime(&path, &mlp, sample.view())?;
+    mlp.save(
+        &path,
+        &metadata,
+        shared.preprocess.map(distill_train::baked),
+    )?;
+    let onnx_check = distill_train::verify_with_onnx_runtime(
+        &path,
+        &mlp,
+        shared.raw_sample,
+        shared.preprocess.map(|p| (p, train.image)),
+    )?;
     let sha256 = distill_core::sha256_file(&path)?;
     let (validation_errors, validation_rows) = match (&val_slice, best_errors) {
         (Some((x, _)), Some(e)) => (e, x.nrows()),
