@@ -709,6 +709,18 @@ const ROWS: &[Row] = &[
         2,
         "make every part again with the same --top-k",
     ),
+    (
+        "train",
+        "--soft-targets never-made.parquet --hidden 8 --epochs 1 --out m.onnx",
+        2,
+        "--soft-targets: never-made.parquet does not exist; check the path, or run the teach stage",
+    ),
+    (
+        "specialists",
+        "--subsets never-made.yaml --generalist never-made.onnx --out sp",
+        2,
+        "--subsets: never-made.yaml does not exist; check the path, or run the cluster stage",
+    ),
     // distill-cluster
     (
         "cluster",

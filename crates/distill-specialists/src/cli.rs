@@ -104,8 +104,8 @@ impl Args {
         };
         if let (Some(n), 2..) = (self.threads, self.jobs) {
             eprintln!(
-                "note: --threads {n} is the stage's threads since this release, divided among the \
-                 {} specialists trained at once ({} each); before, it counted threads per specialist",
+                "note: --threads {n} is the stage's threads, divided among the {} specialists \
+                 trained at once ({} each)",
                 self.jobs,
                 (n / self.jobs).max(1)
             );

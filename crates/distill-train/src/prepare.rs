@@ -118,6 +118,13 @@ pub(crate) fn check_augmentation(
 /// file, the checkpoint and the best model) are neither an input (the data, the soft-target
 /// store) nor one another, as [`distill_core::atomic::check_disjoint`] rules.
 pub(crate) fn check_outputs(config: &Config, paths: &OutputPaths) -> Result<()> {
+    if let Some(store) = &config.soft.soft_targets {
+        distill_core::input::require_exists(
+            "--soft-targets",
+            store,
+            "the teach stage (distill-teach --out)",
+        )?;
+    }
     let mut inputs: Vec<(&str, &Path)> = vec![("--data", Path::new(&config.selection.data))];
     if let Some(store) = &config.soft.soft_targets {
         inputs.push(("--soft-targets", store.as_path()));

@@ -118,6 +118,28 @@ impl Config {
             inputs.push(("--soft-targets", store));
         }
         distill_core::atomic::check_disjoint(&[("--out", &self.out)], &inputs)?;
+        let written_by = [
+            (
+                "--subsets",
+                &self.subsets,
+                "the cluster stage (distill-cluster --out)",
+            ),
+            (
+                "--generalist",
+                &self.generalist,
+                "the train stage (distill-train --out)",
+            ),
+        ];
+        for (flag, path, writer) in written_by {
+            distill_core::input::require_exists(flag, path, writer)?;
+        }
+        if let Some(store) = &self.soft.soft_targets {
+            distill_core::input::require_exists(
+                "--soft-targets",
+                store,
+                "the teach stage (distill-teach --out)",
+            )?;
+        }
         Ok(())
     }
 
@@ -268,7 +290,7 @@ pub fn run(config: &Config, progress: &distill_progress::Progress) -> Result<Rep
     if subsets.is_empty() {
         return Err(SpecialistsError::input(
             &config.subsets,
-            "there are no subsets to train specialists for; run distill-cluster with --specialists K above 0",
+            "there are no subsets to train specialists for; run distill-cluster with --count K above 0",
         ));
     }
     let owned = folder::owned_files(config)?;
