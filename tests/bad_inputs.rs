@@ -536,19 +536,19 @@ const ROWS: &[Row] = &[
         "train",
         "--limit 100 --only-classes 12 --out m.onnx",
         2,
-        "--only-classes names class 12, but the data",
+        "--only-classes: class 12 does not exist in the data",
     ),
     (
         "train",
         "--limit 100 --exclude-classes 10 --out m.onnx",
         2,
-        "--exclude-classes names class 10, but the data",
+        "--exclude-classes: class 10 does not exist in the data",
     ),
     (
         "eval",
         "--model model.onnx --limit 50 --only-classes 77 --out e.json",
         2,
-        "--only-classes names class 77, but the data",
+        "--only-classes: class 77 does not exist in the data",
     ),
     (
         "train",

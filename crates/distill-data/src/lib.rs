@@ -451,8 +451,8 @@ impl ClassFilter {
         for (flag, c) in named {
             if c as usize >= classes {
                 return Err(CoreError::invalid(format!(
-                    "{flag} names class {c}, but {what} has {classes} classes (0 to {}); name \
-                     classes below {classes}",
+                    "{flag}: class {c} does not exist in {what}, which has {classes} classes \
+                     (0 to {}); name classes below {classes}",
                     classes.saturating_sub(1)
                 )));
             }
@@ -705,15 +705,18 @@ mod tests {
         let e = ds.clone().filter_classes(&bad).unwrap_err().to_string();
         assert_eq!(
             e,
-            "--only-classes names class 7, but the data t has 4 classes (0 to 3); name classes \
-             below 4"
+            "--only-classes: class 7 does not exist in the data t, which has 4 classes (0 to 3); \
+             name classes below 4"
         );
         let bad = ClassFilter {
             only: None,
             exclude: vec![4],
         };
         let e = ds.clone().filter_classes(&bad).unwrap_err().to_string();
-        assert!(e.starts_with("--exclude-classes names class 4"), "{e}");
+        assert!(
+            e.starts_with("--exclude-classes: class 4 does not exist"),
+            "{e}"
+        );
         let (a, v) = ds.split_validation(5).unwrap();
         let (a2, v2) = ds.split_validation(5).unwrap();
         assert_eq!(v.index, v2.index);
