@@ -179,6 +179,15 @@ fn fixtures(d: &Path) {
     }
     let store = std::fs::read(d.join("store.parquet")).unwrap();
     std::fs::write(d.join("trunc.parquet"), &store[..store.len() / 2]).unwrap();
+    // The store with its file metadata saying 12 classes over 10-wide teacher columns.
+    let key = b"\"classes\":10";
+    let at: Vec<usize> = (0..store.len())
+        .filter(|&i| store[i..].starts_with(key))
+        .collect();
+    assert_eq!(at.len(), 1, "the store's metadata holds one \"classes\":10");
+    let mut classes12 = store.clone();
+    classes12[at[0] + key.len() - 1] = b'2';
+    std::fs::write(d.join("classes12.parquet"), &classes12).unwrap();
     std::fs::write(d.join("store-copy.onnx"), &store).unwrap();
     std::fs::write(d.join("garbage.onnx"), b"not a model at all").unwrap();
     std::fs::write(d.join("afile"), b"a file, not a folder").unwrap();
@@ -286,7 +295,8 @@ fn hostile_fixtures(d: &Path) {
         [0u8, 0, 8, 1, 0, 0, 0, 1, 0],
     )
     .unwrap();
-    for folder in ["idxfifo", "idxloop"] {
+    std::fs::create_dir_all(d.join("idxdir/train-images-idx3-ubyte")).unwrap();
+    for folder in ["idxfifo", "idxloop", "idxdir"] {
         std::fs::write(
             d.join(folder).join("train-labels-idx1-ubyte"),
             [0u8, 0, 8, 1, 0, 0, 0, 1, 0],
@@ -526,7 +536,32 @@ const ROWS: &[Row] = &[
         "train",
         "--limit 100 --only-classes 12 --out m.onnx",
         2,
-        "class 12",
+        "--only-classes: class 12 does not exist in the data",
+    ),
+    (
+        "train",
+        "--limit 100 --exclude-classes 10 --out m.onnx",
+        2,
+        "--exclude-classes: class 10 does not exist in the data",
+    ),
+    (
+        "eval",
+        "--model model.onnx --limit 50 --only-classes 77 --out e.json",
+        2,
+        "--only-classes: class 77 does not exist in the data",
+    ),
+    (
+        "train",
+        "--limit 100 --soft-targets classes12.parquet --out m.onnx",
+        2,
+        "classes12.parquet: teacher column 'model' holds 10 values per row, but the store's \
+         metadata says `classes: 12`",
+    ),
+    (
+        "cluster",
+        "--soft-targets classes12.parquet --count 2 --out c.yaml",
+        2,
+        "classes12.parquet: teacher column 'model' holds 10 values per row",
     ),
     ("train", "--temperature", 2, "--temperature"),
     ("train", "--bogus 1", 2, "--bogus"),
@@ -1132,7 +1167,13 @@ const ROWS: &[Row] = &[
         "train",
         "--data idxloop --out m.onnx",
         2,
-        "Too many levels of symbolic links",
+        "train-images-idx3-ubyte: --data: this is a symbolic link that never reaches a file",
+    ),
+    (
+        "train",
+        "--data idxdir --out m.onnx",
+        2,
+        "idxdir/train-images-idx3-ubyte: --data: this is a folder, not a regular file",
     ),
     (
         "train",

@@ -5,7 +5,9 @@
 //! must be a user error (exit code 2 at the command line).
 //!
 //! `make test` runs each of the targets (IDX, store, ONNX, pipelines, the specialists manifest
-//! and specialists.yaml) for `DISTILL_FUZZ_SECONDS` (default 2); `make fuzz` for 600.
+//! and specialists.yaml, and distill-report's readers of metrics.json, training records,
+//! specialists.yaml and the pipeline's lock) for `DISTILL_FUZZ_SECONDS` (default 2); `make fuzz`
+//! for 600.
 //! A failure prints the seed and iteration, which replay exactly.
 #![allow(clippy::unwrap_used)]
 
@@ -251,7 +253,8 @@ fn pipeline_parser_survives_mutations() {
 }
 
 /// A specialists manifest (version 2, one specialist), mutated as bytes and read by
-/// `Manifest::load`, the reader of distill-specialists, distill-eval and distill-report.
+/// `Manifest::load`, the reader of distill-specialists and distill-eval, and by distill-report's
+/// `read_manifest` around it.
 #[test]
 fn specialists_manifest_reader_survives_mutations() {
     let good = "version: 2\ntool_version: 0.1.0\n\
@@ -275,12 +278,13 @@ fn specialists_manifest_reader_survives_mutations() {
         |bytes| {
             std::fs::write(&target, bytes).unwrap();
             match distill_specialists::Manifest::load(&target) {
-                Ok(_) => Ok(()),
+                Ok(_) => {}
                 Err(distill_specialists::ManifestError::Io { source, .. }) => {
-                    Err(format!("not a user error (would exit 1): {source}"))
+                    return Err(format!("not a user error (would exit 1): {source}"));
                 }
-                Err(_) => Ok(()),
+                Err(_) => {}
             }
+            report_error(distill_report::inputs::read_manifest(&target).map(|_| ()))
         },
     );
 }
@@ -313,4 +317,100 @@ fn specialists_subsets_reader_survives_mutations() {
             }
         },
     );
+}
+
+fn report_error(outcome: Result<(), distill_report::ReportError>) -> Result<(), String> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_user_error() => Ok(()),
+        Err(e) => Err(format!("not a user error (would exit 1): {e}")),
+    }
+}
+
+const REPORT_FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crates/distill-report/tests/fixtures/smoke"
+);
+
+/// distill-eval's `metrics.json` (the report's smoke fixture), mutated as bytes and read by
+/// distill-report's `read_metrics`.
+#[test]
+fn report_metrics_reader_survives_mutations() {
+    let good = std::fs::read(format!("{REPORT_FIXTURES}/metrics.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("metrics.json");
+    std::fs::write(&target, &good).unwrap();
+    distill_report::inputs::read_metrics(&target).unwrap();
+    fuzz("report metrics.json", 8, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        report_error(distill_report::inputs::read_metrics(&target).map(|_| ()))
+    });
+}
+
+/// A training record (`MODEL.metrics.csv` as distill-train writes it), mutated as bytes and read
+/// by distill-report's `read_train_log`.
+#[test]
+fn report_train_log_reader_survives_mutations() {
+    let good = std::fs::read(format!("{REPORT_FIXTURES}/student.metrics.csv")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("student.metrics.csv");
+    std::fs::write(&target, &good).unwrap();
+    distill_report::inputs::read_train_log(&target).unwrap();
+    fuzz("report train log", 9, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        report_error(distill_report::inputs::read_train_log(&target).map(|_| ()))
+    });
+}
+
+/// distill-cluster's `specialists.yaml`, mutated as bytes and read by distill-report's
+/// `read_specialists` (the report's own reader, not distill-specialists').
+#[test]
+fn report_subsets_reader_survives_mutations() {
+    let good = std::fs::read(format!("{REPORT_FIXTURES}/specialists.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("specialists.yaml");
+    std::fs::write(&target, &good).unwrap();
+    distill_report::inputs::read_specialists(&target).unwrap();
+    fuzz("report specialists.yaml", 10, &good, budget(), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        report_error(distill_report::inputs::read_specialists(&target).map(|_| ()))
+    });
+}
+
+/// A pipeline's lock, mutated as bytes and read by `distill run`'s `Lock::read` (which turns
+/// an unreadable lock into a note) and by distill-report through `--pipeline`.
+#[test]
+fn pipeline_lock_readers_survive_mutations() {
+    let good = "schema: 1\nstages:\n  teach:\n    kind: teach\n    state: complete\n    \
+                args: 3f1a\n    command: distill-teach --model t.onnx --out o/s.parquet\n    \
+                deps:\n      t.onnx: 9c2e\n    outs:\n      o/s.parquet: 77ab\n    \
+                seconds: 1.25\n    report: wrote 100 rows\n    version: 0.1.0\n  \
+                train@a:\n    kind: train\n    state: started\n    args: 0b1c\n    \
+                command: distill-train --out o/a.onnx\n";
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        "stages:\n  teach:\n    kind: teach\n    args: {model: t.onnx, out: o/s.parquet}\n  \
+         train:\n    kind: train\n    foreach: [a]\n    args:\n      out: o/${item}.onnx\n",
+    )
+    .unwrap();
+    let lock = distill::pipeline::lock_path(&pipeline);
+    std::fs::write(&lock, good).unwrap();
+    let (read, note) = distill::pipeline::Lock::read(&lock);
+    assert!(note.is_none() && read.stages.len() == 2, "{note:?}");
+    let config = distill_report::Config {
+        pipeline: Some(pipeline.clone()),
+        out: dir.path().join("report.html"),
+        ..Default::default()
+    };
+    assert_eq!(
+        distill_report::read_inputs(&config).unwrap().stages.len(),
+        2
+    );
+    fuzz("pipeline lock", 11, good.as_bytes(), budget(), |bytes| {
+        std::fs::write(&lock, bytes).unwrap();
+        let _ = distill::pipeline::Lock::read(&lock);
+        report_error(distill_report::read_inputs(&config).map(|_| ()))
+    });
 }

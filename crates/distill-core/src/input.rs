@@ -31,20 +31,27 @@ pub fn require_exists(flag: &str, path: &Path, written_by: &str) -> Result<()> {
 /// Refuses `path` unless it is a regular file (symlinks followed). `flag` names the option that
 /// gave it in the message (none when empty).
 pub fn check_regular(flag: &str, path: &Path) -> Result<std::fs::Metadata> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-            CoreError::io(path, e)
-        }
-        _ => CoreError::format(path, format!("cannot read it ({e})")),
-    })?;
-    if meta.is_file() {
-        return Ok(meta);
-    }
     let flag = if flag.is_empty() {
         String::new()
     } else {
         format!("{flag}: ")
     };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            CoreError::io(path, e)
+        }
+        _ if is_symlink_loop(path) => CoreError::format(
+            path,
+            format!(
+                "{flag}this is a symbolic link that never reaches a file (a loop: {e}); point it \
+                 at the file, or give the file's own path"
+            ),
+        ),
+        _ => CoreError::format(path, format!("{flag}cannot read it ({e})")),
+    })?;
+    if meta.is_file() {
+        return Ok(meta);
+    }
     Err(CoreError::format(
         path,
         format!(
@@ -52,6 +59,18 @@ pub fn check_regular(flag: &str, path: &Path) -> Result<std::fs::Metadata> {
             kind_of(&meta)
         ),
     ))
+}
+
+/// Whether `path` is a symbolic link whose chain of targets loops (it exists as a link, and
+/// following it fails with the system's "too many levels of symbolic links").
+fn is_symlink_loop(path: &Path) -> bool {
+    /// ELOOP on Linux and the BSDs/macOS.
+    const ELOOP: [i32; 2] = [40, 62];
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::metadata(path)
+            .err()
+            .and_then(|e| e.raw_os_error())
+            .is_some_and(|c| ELOOP.contains(&c))
 }
 
 /// What a non-regular file is, in words.
@@ -154,6 +173,19 @@ mod tests {
         if ok {
             let e = read("--subsets", &fifo, 10).unwrap_err();
             assert!(e.to_string().contains("a FIFO"), "{e}");
+        }
+        #[cfg(unix)]
+        {
+            let looped = dir.path().join("loop.onnx");
+            std::os::unix::fs::symlink("loop.onnx", &looped).unwrap();
+            let e = read("--model", &looped, 10).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "{}: --model: this is a symbolic link that never reaches a file (a loop",
+                    looped.display()
+                )),
+                "{e}"
+            );
         }
         let file = dir.path().join("f.yaml");
         std::fs::write(&file, b"0123456789").unwrap();

@@ -396,7 +396,7 @@ impl Dataset {
         if filter.is_empty() {
             return Ok(self);
         }
-        filter.check(self.classes)?;
+        filter.check_against(self.classes, &format!("the data {}", self.name))?;
         let labels = self.require_labels("a class filter")?;
         let rows: Vec<usize> = (0..self.len())
             .filter(|&r| filter.keeps(labels[r]))
@@ -438,13 +438,21 @@ impl ClassFilter {
         self.only.as_ref().is_none_or(|o| o.contains(&label)) && !self.exclude.contains(&label)
     }
 
-    /// Every named class must exist in a data set of `classes` classes.
+    /// Every named class must exist in a data set of `classes` classes; the error names the flag
+    /// (`--only-classes` or `--exclude-classes`), the class and the data's class count.
     pub fn check(&self, classes: usize) -> Result<()> {
-        let named = self.only.iter().flatten().chain(self.exclude.iter());
-        for &c in named {
+        self.check_against(classes, "the data")
+    }
+
+    /// [`ClassFilter::check`], naming the data as `what` (e.g. "the data data/mnist:train").
+    pub fn check_against(&self, classes: usize, what: &str) -> Result<()> {
+        let named = (self.only.iter().flatten().map(|&c| ("--only-classes", c)))
+            .chain(self.exclude.iter().map(|&c| ("--exclude-classes", c)));
+        for (flag, c) in named {
             if c as usize >= classes {
                 return Err(CoreError::invalid(format!(
-                    "class {c} does not exist: this data set has classes 0 to {}",
+                    "{flag}: class {c} does not exist in {what}, which has {classes} classes \
+                     (0 to {}); name classes below {classes}",
                     classes.saturating_sub(1)
                 )));
             }
@@ -735,12 +743,20 @@ mod tests {
             only: Some(vec![7]),
             exclude: vec![],
         };
+        let e = ds.clone().filter_classes(&bad).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--only-classes: class 7 does not exist in the data t, which has 4 classes (0 to 3); \
+             name classes below 4"
+        );
+        let bad = ClassFilter {
+            only: None,
+            exclude: vec![4],
+        };
+        let e = ds.clone().filter_classes(&bad).unwrap_err().to_string();
         assert!(
-            ds.clone()
-                .filter_classes(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("class 7")
+            e.starts_with("--exclude-classes: class 4 does not exist"),
+            "{e}"
         );
         let (a, v) = ds.split_validation(5).unwrap();
         let (a2, v2) = ds.split_validation(5).unwrap();
