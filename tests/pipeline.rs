@@ -628,7 +628,7 @@ fn every_shipped_pipeline_validates() {
         assert!(stdout.contains("dry run: nothing ran"), "{stdout}");
         seen += 1;
     }
-    assert_eq!(seen, 13, "the shipped pipelines");
+    assert_eq!(seen, 15, "the shipped pipelines");
     assert_eq!(
         reading_the_teacher, 5,
         "the paper pipelines that read the shared teacher"
