@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -244,7 +245,8 @@ def main():
         table.append(f"| {labels[mode]} | {pt:.2f} s | {pb:.2f} s | {dt:.2f} s | {db:.2f} s | "
                      f"{pt / dt:.2f}x | {pb / db:.2f}x |")
     if modes and not args.no_write:
-        command = "make bench-compare" + (f" BENCH_COMPARE_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+        command = "make bench-compare" + (
+            f" BENCH_COMPARE_ARGS=\"{shlex.join(sys.argv[1:])}\"" if sys.argv[1:] else "")
         body = [
             f"`{command}` at commit `{docs_section.commit()}`, {time.strftime('%Y-%m-%d')}, on "
             f"{docs_section.cpu()}; PyTorch {torch.__version__} (CPU), {args.threads} threads each side. "
