@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+import docs_section
+
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import (
@@ -44,23 +46,6 @@ from onnxruntime.quantization import (
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
-BEGIN = "<!-- quantize-compare:begin -->"
-END = "<!-- quantize-compare:end -->"
-
-
-def cpu():
-    model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{model}, {os.cpu_count()} logical CPUs ({', '.join(isa) or 'no AVX2'})"
 
 
 def idx(name):
@@ -242,34 +227,23 @@ def main():
     command = "make bench-quantize" + (
         "" if sys.argv[1:] == [] else " (scripts/quantize_compare.py " + " ".join(sys.argv[1:]) + ")"
     )
-    text = "\n".join(
-        [
-            BEGIN,
-            f"Measured {date} by `{command}` on {cpu()}; onnxruntime {ort.__version__}, one thread, "
-            f"{args.rounds} rounds x {args.calls} batch-1 calls per model, models alternating. Model: "
-            f"`{args.model}`; calibration: the first {n} MNIST training rows for both quantisers; "
-            "errors on the 10,000 MNIST test rows.",
-            "",
-            *lines,
-            "",
-            "Targets:",
-            "",
-            *checks,
-            END,
-        ]
-    )
-    print(text)
+    body = [
+        f"Measured {date} by `{command}` on {docs_section.cpu()}; onnxruntime {ort.__version__}, one thread, "
+        f"{args.rounds} rounds x {args.calls} batch-1 calls per model, models alternating. Model: "
+        f"`{args.model}`; calibration: the first {n} MNIST training rows for both quantisers; "
+        "errors on the 10,000 MNIST test rows.",
+        "",
+        *lines,
+        "",
+        "Targets:",
+        "",
+        *checks,
+    ]
+    print("\n".join(body))
     if not args.no_write:
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
-        with open(path) as fh:
-            doc = fh.read()
-        if BEGIN in doc and END in doc:
-            doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) :]
-        else:
-            doc = doc.rstrip("\n") + "\n\n## Quantised students (`make bench-quantize`)\n\n" + text + "\n"
-        with open(path, "w") as fh:
-            fh.write(doc)
-        print(f"wrote the table into {os.path.relpath(path, ROOT)}")
+        page = docs_section.write_section("benchmarks.md", "quantize-compare", body,
+                                          "## Quantised students (`make bench-quantize`)")
+        print(f"wrote the table into {page}")
 
 
 if __name__ == "__main__":
