@@ -219,6 +219,7 @@ def main():
         "| speed-up, medians | speed-up, best rounds |",
         "|---|---|---|---|---|---|---|",
     ]
+    short = []
     for mode in modes:
         per = {"torch": [], "distill": []}
         for r in range(args.repeats):
@@ -244,6 +245,8 @@ def main():
               f"{pt / dt:>17.2f}x {pb / db:>11.2f}x", flush=True)
         table.append(f"| {labels[mode]} | {pt:.2f} s | {pb:.2f} s | {dt:.2f} s | {db:.2f} s | "
                      f"{pt / dt:.2f}x | {pb / db:.2f}x |")
+        if min(pt, dt) < 1.0:
+            short.append(labels[mode])
     if modes and not args.no_write:
         command = "make bench-compare" + (
             f" BENCH_COMPARE_ARGS=\"{shlex.join(sys.argv[1:])}\"" if sys.argv[1:] else "")
@@ -257,6 +260,10 @@ def main():
             "",
             *table,
         ]
+        if short:
+            body += ["", "Epochs under a second (" + "; ".join(short) + ") are of the size of the "
+                     "spread in the processes' start-up, which the subtraction does not remove: their "
+                     "best-round column says little; run without --limit for those."]
         page = docs_section.write_section("benchmarks.md", "bench-compare", body,
                                           "## Against PyTorch, generated (`make bench-compare`)")
         print(f"wrote the speed table into {page}")
