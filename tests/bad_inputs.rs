@@ -1482,7 +1482,7 @@ const ROWS: &[Row] = &[
         "cluster",
         "--soft-targets store.parquet --count 2 --only-classes 77 --out c.yaml",
         2,
-        "--only-classes names class 77",
+        "--only-classes: class 77 does not exist in the store store.parquet",
     ),
     (
         "cluster",

@@ -290,22 +290,10 @@ fn select_rows(store: SoftTargets, config: &Config) -> Result<SoftTargets> {
     if config.limit.is_none() && config.classes.is_empty() {
         return Ok(store);
     }
-    let classes = store.classes();
-    for (flag, list) in [
-        (
-            "--only-classes",
-            config.classes.only.as_deref().unwrap_or_default(),
-        ),
-        ("--exclude-classes", &config.classes.exclude[..]),
-    ] {
-        if let Some(c) = list.iter().find(|&&c| c as usize >= classes) {
-            return Err(ClusterError::Invalid(format!(
-                "{flag} names class {c}, but the store {} has classes 0 to {}",
-                config.soft_targets.display(),
-                classes.saturating_sub(1)
-            )));
-        }
-    }
+    config.classes.check_against(
+        store.classes(),
+        &format!("the store {}", config.soft_targets.display()),
+    )?;
     let mut rows = Vec::with_capacity(store.len());
     for (r, (&index, label)) in store.index.iter().zip(&store.labels).enumerate() {
         if config.limit.is_some_and(|n| index >= n as u64) {
