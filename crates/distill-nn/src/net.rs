@@ -155,15 +155,7 @@ impl Net {
                 self.arch
             )));
         };
-        match &self.fold {
-            None => last.b[class] += delta,
-            Some(f) if class < f.keep().len() => last.b[f.keep()[class] as usize] += delta,
-            Some(f) => {
-                for &c in f.others() {
-                    last.b[c as usize] += delta;
-                }
-            }
-        }
+        fold::adjust_bias(self.fold.as_ref(), &mut last.b, class, delta);
         Ok(())
     }
 
