@@ -362,11 +362,10 @@ impl Net {
                         .for_each(adam);
                 }
             }
-            if let (Some(c), Layer::Conv(conv)) = (self.max_norm, &mut *layer) {
-                conv.lin.apply_max_norm(c);
-            }
-            if let (Some(c), Layer::Linear(lin)) = (self.max_norm, &mut *layer) {
-                lin.apply_max_norm(c);
+            match (self.max_norm, &mut *layer) {
+                (Some(c), Layer::Conv(conv)) => conv.lin.apply_max_norm(c),
+                (Some(c), Layer::Linear(lin)) => lin.apply_max_norm(c),
+                _ => {}
             }
         }
         Ok(parts)
