@@ -16,7 +16,7 @@
 
 use crate::loss::{DistillLoss, LossParts};
 use crate::{NnError, Result};
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use serde::{Deserialize, Serialize};
 
 /// Which classes a folded head keeps; every other class goes into the dustbin.
@@ -115,6 +115,22 @@ impl Fold {
                     g[c as usize] = df[d] * (z[c as usize] - f[d]).exp();
                 }
             });
+    }
+}
+
+/// Adds `delta` to output `class`'s logit through `bias`, the last layer's (`[total]`): behind a
+/// folded head, a kept class's logit moves through its own bias and the dustbin's through the
+/// bias of every class folded into it (`LSE(z + δ) = LSE(z) + δ`). `class` is below the model's
+/// output width.
+pub fn adjust_bias(fold: Option<&Fold>, bias: &mut Array1<f32>, class: usize, delta: f32) {
+    match fold {
+        None => bias[class] += delta,
+        Some(f) if class < f.keep().len() => bias[f.keep()[class] as usize] += delta,
+        Some(f) => {
+            for &c in f.others() {
+                bias[c as usize] += delta;
+            }
+        }
     }
 }
 

@@ -72,7 +72,7 @@ impl Layer {
 
     /// The weight matrix and bias of a layer that has parameters (batch norm's scale as a
     /// `[1, C]` matrix), for the optimiser.
-    pub fn params_mut(&mut self) -> Option<(ndarray::ArrayViewMut2<'_, f32>, &mut Array1<f32>)> {
+    pub fn params_mut(&mut self) -> Option<(ArrayViewMut2<'_, f32>, &mut Array1<f32>)> {
         match self {
             Layer::Conv(c) => Some((c.lin.w.view_mut(), &mut c.lin.b)),
             Layer::Linear(l) => Some((l.w.view_mut(), &mut l.b)),
@@ -81,14 +81,19 @@ impl Layer {
         }
     }
 
-    /// The `(rows, cols)` of the weight matrix of [`Layer::params_mut`].
-    pub fn param_shape(&self) -> Option<(usize, usize)> {
+    /// As [`Layer::params_mut`], read only.
+    pub fn params(&self) -> Option<(ArrayView2<'_, f32>, &Array1<f32>)> {
         match self {
-            Layer::Conv(c) => Some(c.lin.w.dim()),
-            Layer::Linear(l) => Some(l.w.dim()),
-            Layer::BatchNorm(bn) => Some((1, bn.channels())),
+            Layer::Conv(c) => Some((c.lin.w.view(), &c.lin.b)),
+            Layer::Linear(l) => Some((l.w.view(), &l.b)),
+            Layer::BatchNorm(bn) => Some((bn.gamma.view().insert_axis(Axis(0)), &bn.beta)),
             _ => None,
         }
+    }
+
+    /// The `(rows, cols)` of the weight matrix of [`Layer::params_mut`].
+    pub fn param_shape(&self) -> Option<(usize, usize)> {
+        self.params().map(|(w, _)| w.dim())
     }
 
     /// `out` for input `x`: in training mode when `train` holds the dropout mask's seed.

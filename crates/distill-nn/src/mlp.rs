@@ -1,6 +1,6 @@
 //! A multilayer perceptron of ReLU hidden layers and a linear output layer, with its training step.
 
-use crate::fold::Fold;
+use crate::fold::{self, Fold};
 use crate::gemm::{flops, sgemm, sgemm_serial};
 use crate::linear::{Init, Linear};
 use crate::loss::{DistillLoss, LossParts};
@@ -350,7 +350,7 @@ impl Mlp {
                 layer.forward_into(prev[l].view(), next[0].view_mut(), hidden, rate, mask_seed);
             }
         }
-        let parts = crate::fold::head_loss(
+        let parts = fold::head_loss(
             self.fold.as_ref(),
             ws.acts[last + 1].view(),
             soft,
@@ -466,15 +466,7 @@ impl Mlp {
                 classes - 1
             )));
         }
-        match &self.fold {
-            None => last.b[class] += delta,
-            Some(f) if class < f.keep().len() => last.b[f.keep()[class] as usize] += delta,
-            Some(f) => {
-                for &c in f.others() {
-                    last.b[c as usize] += delta;
-                }
-            }
-        }
+        fold::adjust_bias(self.fold.as_ref(), &mut last.b, class, delta);
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use crate::onnx::{self, net::ARCH_KEY};
 use crate::{
     DistillLoss, LossParts, Mlp, Net, NetWorkspace, Optimizer, Result, Workspace, layer::Layer,
 };
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -179,16 +179,7 @@ impl Model {
     pub fn params(&self) -> Vec<(ArrayView2<'_, f32>, &Array1<f32>)> {
         match self {
             Model::Mlp(m) => m.layers.iter().map(|l| (l.w.view(), &l.b)).collect(),
-            Model::Net(n) => n
-                .layers
-                .iter()
-                .filter_map(|l| match l {
-                    Layer::Conv(c) => Some((c.lin.w.view(), &c.lin.b)),
-                    Layer::Linear(l) => Some((l.w.view(), &l.b)),
-                    Layer::BatchNorm(bn) => Some((bn.gamma.view().insert_axis(Axis(0)), &bn.beta)),
-                    _ => None,
-                })
-                .collect(),
+            Model::Net(n) => n.layers.iter().filter_map(Layer::params).collect(),
         }
     }
 

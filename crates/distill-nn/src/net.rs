@@ -155,15 +155,7 @@ impl Net {
                 self.arch
             )));
         };
-        match &self.fold {
-            None => last.b[class] += delta,
-            Some(f) if class < f.keep().len() => last.b[f.keep()[class] as usize] += delta,
-            Some(f) => {
-                for &c in f.others() {
-                    last.b[c as usize] += delta;
-                }
-            }
-        }
+        fold::adjust_bias(self.fold.as_ref(), &mut last.b, class, delta);
         Ok(())
     }
 
@@ -370,11 +362,10 @@ impl Net {
                         .for_each(adam);
                 }
             }
-            if let (Some(c), Layer::Conv(conv)) = (self.max_norm, &mut *layer) {
-                conv.lin.apply_max_norm(c);
-            }
-            if let (Some(c), Layer::Linear(lin)) = (self.max_norm, &mut *layer) {
-                lin.apply_max_norm(c);
+            match (self.max_norm, &mut *layer) {
+                (Some(c), Layer::Conv(conv)) => conv.lin.apply_max_norm(c),
+                (Some(c), Layer::Linear(lin)) => lin.apply_max_norm(c),
+                _ => {}
             }
         }
         Ok(parts)
