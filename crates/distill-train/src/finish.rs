@@ -71,23 +71,21 @@ pub(crate) fn test_errors(
     model: &Model,
     before: &Model,
 ) -> Result<Option<TestErrors>> {
-    let test = Selection {
+    let mut test = Selection {
         split,
         limit: None,
         classes: Default::default(),
         ..config.selection.clone()
     }
     .load()?;
-    let Some(tl) = test.labels.clone() else {
+    let Some(tl) = test.labels.take() else {
         return Ok(None);
     };
-    let mut test = test;
     normalize_rows(config.normalize.as_ref(), &mut test, "--normalize")?;
-    let tl = &tl;
     let after = model.forward(test.features.view())?;
     let pred = argmax_rows(after.view());
     let mut per_class = vec![0usize; model.classes()];
-    for (p, &y) in pred.iter().zip(tl) {
+    for (p, &y) in pred.iter().zip(&tl) {
         if *p != y as usize {
             per_class[y as usize] += 1;
         }
@@ -97,7 +95,7 @@ pub(crate) fn test_errors(
         split: split.to_string(),
         rows: test.len(),
         errors: per_class.iter().sum(),
-        errors_before_bias: error_count(before_logits.view(), tl),
+        errors_before_bias: error_count(before_logits.view(), &tl),
         per_class,
     }))
 }

@@ -36,21 +36,13 @@ impl EpochRecord {
     /// The training loss with the terms that make it, as printed after each epoch:
     /// `train loss 0.1234 (soft T²·KL 0.1000, hard CE 0.3340)`, naming only the terms computed.
     pub fn train_loss_text(&self) -> String {
-        let terms: Vec<String> = [("soft T²·KL", self.soft_loss), ("hard CE", self.hard_loss)]
-            .into_iter()
-            .filter_map(|(name, v)| Some(format!("{name} {:.4}", v?)))
-            .collect();
-        match terms.len() {
-            2 => format!("train loss {:.4} ({})", self.loss, terms.join(", ")),
-            _ => {
-                let name = match (self.soft_loss, self.hard_loss) {
-                    (Some(_), None) => " (soft T²·KL)",
-                    (None, Some(_)) => " (hard CE)",
-                    _ => "",
-                };
-                format!("train loss {:.4}{name}", self.loss)
-            }
-        }
+        let terms = match (self.soft_loss, self.hard_loss) {
+            (Some(soft), Some(hard)) => format!(" (soft T²·KL {soft:.4}, hard CE {hard:.4})"),
+            (Some(_), None) => " (soft T²·KL)".to_string(),
+            (None, Some(_)) => " (hard CE)".to_string(),
+            (None, None) => String::new(),
+        };
+        format!("train loss {:.4}{terms}", self.loss)
     }
 
     /// The epoch's figures, each named once: `train loss 2.3000 (hard CE)  train error 89.50%

@@ -3,30 +3,17 @@
 //! combinations exit 2 with nothing written.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{MNIST, train_bin};
 use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::{Model, onnx};
 use std::path::Path;
-use std::process::Command;
 
-const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
 /// A CNN with every kind of state a checkpoint must carry: weights, batch norm's running
 /// statistics, dropout.
 const ARCH: &str =
     "conv:4:5:p2,bn,relu,maxpool:2,conv:8:3,relu,maxpool:2,flatten,fc:32,relu,dropout:0.3,fc";
-
-/// Runs the binary in `dir` with `args`; returns (exit code, stdout, stderr).
-fn train_bin(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_distill-train"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn load(path: &Path) -> Model {
     Model::load(path).unwrap().0

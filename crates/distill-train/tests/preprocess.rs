@@ -4,28 +4,15 @@
 //! the flag with nothing written.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{MNIST, train_bin};
 use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::{Model, onnx};
 use distill_runtime::{ModelSpec, OnnxModel, Provider};
 use std::path::Path;
-use std::process::Command;
 
-const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
 const CNN: &str = "conv:4:3:p1,relu,maxpool:2,flatten,fc";
-
-/// Runs the binary in `dir` with `args`; returns (exit code, stdout, stderr).
-fn train_bin(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_distill-train"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn slice(extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = ["--data", MNIST, "--limit", "300", "--epochs", "2"]

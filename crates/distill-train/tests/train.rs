@@ -2,29 +2,15 @@
 //! the library for the numbers.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{MNIST, train_bin};
 use distill_core::math::argmax_rows;
 use distill_data::{ClassFilter, Selection, Split};
 use distill_nn::onnx;
 use distill_store::{StoreMeta, StoreWriter, TeacherMeta};
 use distill_train::cli::Args;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
-
-/// Runs the binary in `dir` with `args`; returns (exit code, stdout, stderr).
-fn train_bin(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_distill-train"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn config(args: &[&str]) -> distill_train::Config {
     use clap::Parser;
