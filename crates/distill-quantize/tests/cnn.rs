@@ -5,33 +5,22 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
+
+use common::*;
 
 use distill_core::math::argmax_rows;
-use distill_core::onnx_proto::{DATA_FLOAT16, DATA_INT8, DATA_UINT8, ModelProto};
-use distill_data::{Selection, Split};
+use distill_core::onnx_proto::{DATA_FLOAT16, DATA_INT8, DATA_UINT8};
+use distill_data::Split;
 use distill_nn::onnx::{self, Preprocess};
 use distill_nn::{Arch, DistillLoss, Net, NetWorkspace, Optimizer, OptimizerConfig, Shape};
 use distill_quantize::cnn;
-use distill_runtime::{ModelSpec, OnnxModel, Provider};
 use ndarray::{Array2, s};
-use prost::Message;
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const MEAN: [f32; 1] = [0.1307];
 const STD: [f32; 1] = [0.3081];
-
-fn mnist(split: Split, limit: usize) -> distill_data::Dataset {
-    Selection {
-        data: format!("{REPO}/data/mnist"),
-        split,
-        limit: Some(limit),
-        classes: Default::default(),
-    }
-    .load()
-    .unwrap()
-}
 
 fn preprocess() -> Preprocess<'static> {
     Preprocess {
@@ -70,57 +59,13 @@ fn trained(arch: &str) -> Net {
 
 const ARCH: &str = "conv:8:3:p1,bn,relu,maxpool:2,conv:16:3,relu,maxpool:2,flatten,fc:32,relu,fc";
 
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// The binary on the first 300 rows.
 fn quantize(dir: &Path, args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_distill-quantize"))
-        .current_dir(dir)
-        .args(["--data", &format!("{REPO}/data/mnist"), "--limit", "300"])
-        .args(args)
-        .output()
-        .unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run(path: &Path, rows: ndarray::ArrayView2<f32>) -> Array2<f32> {
-    OnnxModel::load(&ModelSpec::new(path), Provider::Cpu, 1)
-        .unwrap()
-        .run(rows)
-        .unwrap()
-}
-
-fn read_model(path: &Path) -> ModelProto {
-    ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
-}
-
-fn ops(model: &ModelProto) -> Vec<String> {
-    let graph = model.graph.as_ref().unwrap();
-    graph.node.iter().map(|n| n.op_type.clone()).collect()
-}
-
-fn count(ops: &[String], op: &str) -> usize {
-    ops.iter().filter(|o| *o == op).count()
+    common::quantize(dir, &[&["--limit", "300"], args].concat())
 }
 
 fn max_abs(a: &Array2<f32>) -> f32 {
     a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Every method writes a model ONNX Runtime runs, with the expected graph, keeping the float
@@ -246,7 +191,6 @@ fn bad_cnn_input_exits_2_and_writes_nothing() {
     let small: Arch = "conv:2:3,relu,flatten,fc".parse().unwrap();
     let small = Net::new(small, Shape::Image { c: 1, h: 10, w: 10 }, 10, 1).unwrap();
     onnx::save_net(&small, &d.join("small.onnx"), &[], None).unwrap();
-    let before = files(d);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--model", "small.onnx", "--out", "q.onnx"],
@@ -268,10 +212,5 @@ fn bad_cnn_input_exits_2_and_writes_nothing() {
             "this is also the input --model",
         ),
     ];
-    for (args, expected) in cases {
-        let o = quantize(d, &args);
-        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
-        assert!(o.stderr.contains(expected), "{args:?}: {}", o.stderr);
-        assert_eq!(files(d), before, "{args:?} wrote something");
-    }
+    assert_each_exits_2(d, cases, quantize);
 }

@@ -5,37 +5,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
+
+use common::*;
 
 use distill_core::math::argmax_rows;
-use distill_core::onnx_proto::ModelProto;
-use distill_data::{Selection, Split};
+use distill_data::Split;
 use distill_nn::linear::Linear;
 use distill_nn::optim::{Optimizer, OptimizerConfig, Schedule};
 use distill_nn::{DistillLoss, Mlp, MlpConfig, Workspace, onnx};
 use distill_quantize::calibrate::{Calibration, ranges};
 use distill_quantize::graph::StaticParams;
-use distill_runtime::{ModelSpec, OnnxModel, Provider};
 use ndarray::{Array1, Array2, s};
-use prost::Message;
-
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-fn mnist_path() -> String {
-    format!("{REPO}/data/mnist")
-}
-
-fn mnist(split: Split, limit: usize) -> distill_data::Dataset {
-    Selection {
-        data: mnist_path(),
-        split,
-        limit: Some(limit),
-        classes: Default::default(),
-    }
-    .load()
-    .unwrap()
-}
 
 /// A 784-64-32-10 MLP trained for a few hundred steps on 2,048 training rows.
 fn trained() -> Mlp {
@@ -77,62 +60,6 @@ fn trained() -> Mlp {
         .unwrap();
     }
     mlp
-}
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn quantize(dir: &Path, args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_distill-quantize"))
-        .current_dir(dir)
-        .arg("--data")
-        .arg(mnist_path())
-        .args(args)
-        .output()
-        .unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn run(path: &Path, rows: ndarray::ArrayView2<f32>) -> Array2<f32> {
-    OnnxModel::load(&ModelSpec::new(path), Provider::Cpu, 1)
-        .unwrap()
-        .run(rows)
-        .unwrap()
-}
-
-fn read_model(path: &Path) -> ModelProto {
-    ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
-}
-
-fn ops(model: &ModelProto) -> Vec<String> {
-    model
-        .graph
-        .as_ref()
-        .unwrap()
-        .node
-        .iter()
-        .map(|n| n.op_type.clone())
-        .collect()
-}
-
-fn count(ops: &[String], op: &str) -> usize {
-    ops.iter().filter(|o| *o == op).count()
 }
 
 /// Fraction of `rows` on which the two models' argmax agree.
@@ -484,12 +411,7 @@ fn bad_input_exits_2_and_writes_nothing() {
             "does not exist",
         ),
     ];
-    for (args, expected) in cases {
-        let o = quantize(d, &args);
-        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
-        assert!(o.stderr.contains(expected), "{args:?}: {}", o.stderr);
-        assert_eq!(files(d), before, "{args:?} wrote something");
-    }
+    assert_each_exits_2(d, cases, quantize);
     assert_eq!(
         std::fs::read(d.join("student.onnx")).unwrap(),
         student_bytes
