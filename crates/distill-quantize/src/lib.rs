@@ -499,27 +499,25 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Report, QuantizeError
     );
     let agreeing_rows = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let report = Report {
+    let mut report = Report {
         out: config.out.clone(),
         method: config.method,
         calibration: (config.method == Method::Static).then_some(config.calibration),
         calibration_rows: (config.method == Method::Static).then_some(rows),
         data: data.name.clone(),
         source_bytes: file_len(&config.model),
-        out_bytes: file_len(&config.out),
+        out_bytes: bytes.len() as u64,
         check_rows: check.nrows(),
         max_abs_diff,
         agreeing_rows,
         notes,
     };
     if report.agreement() < 0.99 {
-        let mut report = report;
         report.notes.push(format!(
             "only {:.2} % of the check rows keep the float model's class; compare the variants' \
              test errors with distill-eval before using this model",
             100.0 * report.agreement()
         ));
-        return Ok(report);
     }
     Ok(report)
 }
