@@ -269,6 +269,14 @@ fn transposed<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
         .collect()
 }
 
+/// A Conv's weights `[O, C·K·K]` (row-major, `dims[0]` = O) as symmetric int8 per output channel,
+/// in the same layout, with one scale per output channel.
+fn conv_weights(dims: &[usize], values: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    let (o, rest) = (dims[0], values.len() / dims[0].max(1));
+    let (q, scales) = qparams::weights_per_column(&transposed(values, o, rest), rest, o);
+    (transposed(&q, rest, o), scales)
+}
+
 /// The model of `net` (batch norms already folded) encoded by `method`, with `metadata` as its
 /// metadata props; `ranges` (from [`ranges`]) are used by [`Method::Static`] only.
 pub fn quantize(
@@ -336,10 +344,8 @@ pub fn quantize(
                 let (w, b) = (n.input[1].clone(), n.input[2].clone());
                 let (dims, values) = rw.take(&w)?;
                 let (wq, ws, axis) = if n.op_type == "Conv" {
-                    let (o, rest) = (dims[0], values.len() / dims[0].max(1));
-                    let (q, s) =
-                        qparams::weights_per_column(&transposed(&values, o, rest), rest, o);
-                    (transposed(&q, rest, o), s, 0)
+                    let (q, s) = conv_weights(&dims, &values);
+                    (q, s, 0)
                 } else {
                     let (q, s) = qparams::weights_per_column(&values, dims[0], dims[1]);
                     (q, s, 1)
@@ -446,16 +452,12 @@ fn dynamic_conv(rw: &mut Rewrite, mut n: NodeProto) -> Result<(), String> {
     let p = n.name.trim_end_matches("/Conv").to_string();
     let (dims, values) = rw.take(&w)?;
     let (_, bias) = rw.take(&b)?;
-    let (o, rest) = (dims[0], values.len() / dims[0].max(1));
-    let (q, scales) = qparams::weights_per_column(&transposed(&values, o, rest), rest, o);
-    let wq: Vec<u8> = transposed(&q, rest, o)
-        .iter()
-        .map(|&v| (i16::from(v) + 128) as u8)
-        .collect();
+    let (q, scales) = conv_weights(&dims, &values);
+    let wq: Vec<u8> = q.iter().map(|&v| (i16::from(v) + 128) as u8).collect();
     let (wq_name, wz_name) = (format!("{w}.quantized"), format!("{w}.zero_point"));
     rw.add(tensor(&wq_name, DATA_UINT8, &dims, wq));
     rw.add(tensor(&wz_name, DATA_UINT8, &[], vec![128]));
-    let channel = [1, o, 1, 1];
+    let channel = [1, dims[0], 1, 1];
     let ws_name = format!("{w}.scale");
     rw.add(f32s(&ws_name, &channel, &scales));
     rw.add(f32s(&b, &channel, &bias));
